@@ -102,3 +102,33 @@ def test_rejects_nonlinear_models_and_originals_not_at_the_optimum(task):
         get_method("certified_removal", lam=LAM).unlearn(adam)
     with pytest.raises(ConfigError, match="lam"):
         get_method("certified_removal", lam=0.0).unlearn(task)
+
+
+def test_objective_noise_recipe_makes_removal_indistinguishable_per_example():
+    """Guo et al.'s point, measured: without objective perturbation, L-BFGS retraining is
+    deterministic and U-LiRA separates the Newton-updated models from retrains perfectly;
+    with ``TrainConfig.objective_noise`` every model (original, shadows) draws its own b,
+    the residual drowns in it and the per-example attack is at chance."""
+    from unlearnkit.evaluation.shadow import privacy_report
+    from unlearnkit.task import default_recipe
+
+    aucs = {}
+    for sigma in (0.0, 1.0):
+        task = make_task("digits", "linear", RandomForget(0.05), seed=0, device="cpu",
+                         recipe=default_recipe("linear", "linear_optimum", objective_noise=sigma))
+        result = get_method("certified_removal").unlearn(task, seed=0)  # sigma read from the recipe
+        assert math.isfinite(result.extra["certified_epsilon"]) == (sigma > 0)
+        aucs[sigma] = privacy_report(task, "certified_removal", n_shadow=8, seed=0)["ulira_auc"]
+    assert aucs[0.0] > 0.95
+    assert abs(aucs[1.0] - 0.5) < 0.1
+
+
+def test_objective_noise_needs_the_linear_optimum_trainer():
+    from unlearnkit.task import default_recipe
+
+    with pytest.raises(ConfigError, match="linear_optimum"):
+        TrainConfig(objective_noise=1.0)
+    with pytest.raises(ConfigError, match="linear_optimum"):
+        default_recipe("mlp", objective_noise=1.0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        TrainConfig(weight_decay=1e-3, trainer="linear_optimum", objective_noise=-1.0)

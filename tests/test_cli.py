@@ -187,9 +187,11 @@ def test_train_on_users_csv(tmp_path):
 
 
 def test_certified_removal_through_the_cli(tmp_path):
-    """A linear model trained to its optimum; certified removal matches the retrained reference."""
+    """A linear model trained to the optimum of its (objective-perturbed) objective; certified
+    removal matches the retrained reference."""
     home = tmp_path / "home"
-    doc = js(uk("train", "--model", "linear", "--trainer", "linear_optimum", "--json", home=home))
+    doc = js(uk("train", "--model", "linear", "--trainer", "linear_optimum", "--objective-noise", "0.1",
+                "--json", home=home))
     un = js(uk("unlearn", "--from", doc["run_id"], "--method", "certified_removal", "--scenario",
                "random:0.02", "--evaluate", "--json", home=home))
     m = un["metrics"]
@@ -197,6 +199,8 @@ def test_certified_removal_through_the_cli(tmp_path):
     assert m["js_test"] < 1e-4 and m["cost_ratio_time"] < 1
     p = uk("train", "--model", "mlp", "--trainer", "linear_optimum", home=home, check=False)
     assert p.returncode == 2 and "linear" in p.stderr
+    p = uk("train", "--model", "linear", "--objective-noise", "1", home=home, check=False)
+    assert p.returncode == 2 and "linear_optimum" in p.stderr
 
 
 def test_evaluate_with_per_example_privacy(trained):

@@ -200,6 +200,9 @@ def train(
     trainer: str = typer.Option("loop", "--trainer", help="loop (SGD-style training) or linear_optimum "
                                 "(--model linear only: L-BFGS to the exact L2-logistic optimum, what "
                                 "certified_removal needs)."),
+    objective_noise: float = typer.Option(0.0, "--objective-noise", help="--trainer linear_optimum: std "
+                                          "sigma of Guo et al.'s objective perturbation b^T theta; every "
+                                          "model trained for the run (reference, shadows) draws its own b."),
     seed: int = SeedOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -222,7 +225,7 @@ def train(
     kwargs = {k: v for k, v in dict(label=label, id_column=id_column, subject_column=subject_column).items() if v}
     p = Path(dataset)
     source = str(p.resolve()) if p.exists() else dataset
-    recipe = default_recipe(model, trainer)
+    recipe = default_recipe(model, trainer, objective_noise)
     over = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None}
     recipe = replace(recipe, **over)
     task = make_task(source, model, seed=seed, recipe=recipe, cache=ws.cache, progress=not as_json,

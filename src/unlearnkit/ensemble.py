@@ -137,7 +137,8 @@ def _train_loop(model_factory, sets, adapter, cfg, seeds, device, progress):
         if cfg.trainer == "linear_optimum":
             from .linear import train_linear_optimum
 
-            _, stats = train_linear_optimum(d, lam=cfg.weight_decay, seed=s, model=m)
+            _, stats = train_linear_optimum(d, lam=cfg.weight_decay, sigma=cfg.objective_noise, seed=s,
+                                            model=m)
         else:
             stats = run_loop(m, cross_entropy_objective(adapter), {"train": d}, cfg, seed=s,
                              device=device, progress=progress, desc=f"model {s}")

@@ -40,6 +40,9 @@ class TrainConfig:
     loop) or ``"linear_optimum"`` (a linear model to the exact minimiser of the L2
     logistic objective with ``lambda = weight_decay``, :mod:`unlearnkit.linear`; what
     certified removal needs). Methods' own optimisation always uses the loop.
+    ``objective_noise`` (``linear_optimum`` only): the standard deviation ``sigma`` of Guo
+    et al.'s objective perturbation ``b^T theta``, ``b ~ N(0, sigma^2 I)``; every model
+    trained with the recipe draws its own ``b`` from its seed (0 = no perturbation).
     """
 
     epochs: float = 1.0
@@ -53,6 +56,7 @@ class TrainConfig:
     schedule: str = "constant"
     divergence_threshold: float | None = 1e6
     trainer: str = "loop"
+    objective_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam", "adamw"):
@@ -61,6 +65,10 @@ class TrainConfig:
             raise ConfigError(f"trainer must be loop or linear_optimum, not {self.trainer!r}")
         if self.trainer == "linear_optimum" and self.weight_decay <= 0:
             raise ConfigError("trainer linear_optimum needs weight_decay > 0 (the L2 strength lambda)")
+        if not self.objective_noise >= 0:
+            raise ConfigError("objective_noise must be >= 0")
+        if self.objective_noise and self.trainer != "linear_optimum":
+            raise ConfigError("objective_noise (objective perturbation) needs trainer linear_optimum")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be constant or cosine, not {self.schedule!r}")
         if self.batch_size < 1 or self.lr <= 0 or self.epochs < 0:

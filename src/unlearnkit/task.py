@@ -32,16 +32,19 @@ class ModelCache(Protocol):
     def put(self, key: str, model: nn.Module, info: dict) -> None: ...
 
 
-def default_recipe(arch: str, trainer: str = "loop") -> TrainConfig:
+def default_recipe(arch: str, trainer: str = "loop", objective_noise: float = 0.0) -> TrainConfig:
     """Training settings that fit the built-in models on the bundled datasets.
 
     ``trainer="linear_optimum"`` (linear models only): L-BFGS to the exact minimiser of
-    the L2-regularised logistic objective, lambda = 1e-3 (for certified removal).
+    the L2-regularised logistic objective, lambda = 1e-3 (for certified removal), with
+    Guo et al.'s objective perturbation of standard deviation ``objective_noise``.
     """
     if trainer == "linear_optimum":
         if arch != "linear":
             raise ConfigError("trainer linear_optimum needs --model linear")
-        return TrainConfig(weight_decay=1e-3, trainer="linear_optimum")
+        return TrainConfig(weight_decay=1e-3, trainer="linear_optimum", objective_noise=objective_noise)
+    if objective_noise:
+        raise ConfigError("objective_noise needs trainer linear_optimum")
     if arch == "linear":
         return TrainConfig(epochs=30, batch_size=64, lr=1e-2, optimizer="adam", weight_decay=1e-4)
     if arch == "resnet18":
@@ -131,7 +134,8 @@ class Task:
         if self.recipe.trainer == "linear_optimum":
             from .linear import train_linear_optimum
 
-            return train_linear_optimum(data, lam=self.recipe.weight_decay, seed=seed, model=model)
+            return train_linear_optimum(data, lam=self.recipe.weight_decay, sigma=self.recipe.objective_noise,
+                                        seed=seed, model=model)
         stats = run_loop(model, cross_entropy_objective(self.adapter), {"train": data}, self.recipe,
                          seed=seed, device=self.device, progress=progress, desc=desc)
         return model, stats

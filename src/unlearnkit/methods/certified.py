@@ -28,7 +28,9 @@ Certification (Theorem 3): if the original minimised the *perturbed* objective
 ``L(w; D) + b^T w`` with ``b ~ N(0, sigma^2 I)`` and the residual is at most
 ``eps'``, the removal is (eps, delta)-certified with ``eps = c eps' / sigma``,
 ``c = sqrt(2 log(1.5 / delta))``. :func:`train_linear_optimum` trains with that
-noise when ``sigma > 0``; the method's own ``sigma`` is only used to report ``eps``
+noise when ``sigma > 0`` (``TrainConfig(trainer="linear_optimum", objective_noise=sigma)``
+gives every model a task trains, shadow models included, its own ``b``); the method's
+``sigma`` (by default the recipe's) is only used to report ``eps``
 (``b`` cancels from ``Delta`` and ``H``, so the update itself does not need it).
 
 Departures and choices:
@@ -71,8 +73,9 @@ class CertifiedParams:
     lam: float | None = hp(None, "L2 strength lambda of the objective (penalty lam*n/2*||theta||^2); "
                                  "must be the one the original was trained with (default: the task "
                                  "recipe's weight_decay when its trainer is linear_optimum, else 1e-3)")
-    sigma: float = hp(0.0, "std of the objective-perturbation noise the original was trained with "
-                           "(train_linear_optimum(sigma=...)); 0 = none (no epsilon certificate)")
+    sigma: float | None = hp(None, "std of the objective-perturbation noise the original was trained "
+                                   "with (default: the task recipe's objective_noise when its trainer "
+                                   "is linear_optimum, else 0); 0 = none (no epsilon certificate)")
     delta: float = hp(1e-5, "delta of the reported (epsilon, delta) certificate")
     optimum_tol: float = hp(1e-4, "largest ||grad L(theta; D)||/n accepted as 'the original is the "
                                   "minimiser' (checked when sigma = 0)")
@@ -115,7 +118,10 @@ class CertifiedRemoval(Method):
         lam = p.lam
         if lam is None:
             lam = task.recipe.weight_decay if task.recipe.trainer == "linear_optimum" else DEFAULT_LAM
-        p = dataclasses.replace(p, lam=lam)
+        sigma = p.sigma
+        if sigma is None:
+            sigma = task.recipe.objective_noise if task.recipe.trainer == "linear_optimum" else 0.0
+        p = dataclasses.replace(p, lam=lam, sigma=sigma)
         if p.lam <= 0 or p.sigma < 0 or not 0 < p.delta < 1:
             raise ConfigError("certified_removal: lam must be > 0, sigma >= 0 and delta in (0, 1)")
         lin = linear_layer(model, task.train)
