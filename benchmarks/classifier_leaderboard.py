@@ -12,6 +12,11 @@ Cost ratios are the method's wall time (and examples through forward+backward) o
 retrain's, measured in the same job under the same load.
 
     python benchmarks/classifier_leaderboard.py [--seeds 0,1,2] [--shadows 8] [--workers 2]
+        [--tuned benchmarks/results/classifier_tuning.json]
+
+``--tuned`` adds, per scenario, a row ``METHOD (tuned)`` for each method that
+``benchmarks/classifier_tuning.py`` tuned, with the configuration it selected for that
+scenario on its tuning seed (100 by default, not one of the leaderboard's): held-out numbers.
 
 Writes benchmarks/results/classifier_leaderboard.{md,json} and classifier_leaderboard.png.
 """
@@ -37,7 +42,9 @@ LINEAR_SIGMAS = (0.0, 0.1, 1.0)
 
 
 def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, threads: int,
-        privacy_skip: list[str]) -> list[dict]:
+        privacy_skip: list[str], tuned: list[tuple[str, dict, str]] = ()) -> list[dict]:
+    """Every method of ``methods`` at its defaults, then ``tuned`` ((name, hyperparameters,
+    label) each), on one scenario and seed, with the DP and linear rows."""
     import torch
 
     from unlearnkit.data import parse_scenario
@@ -49,11 +56,13 @@ def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, t
     ws = Workspace.open(home)
     out = []
     task = make_task("digits", "mlp", parse_scenario(scenario), seed=seed, cache=ws.cache)
-    cmp = compare(task, methods, seed=seed, workspace=None)
-    for rec in cmp.records:
+    cmp = compare(task, [*methods, *[(n, p) for n, p, _ in tuned]], seed=seed, workspace=None)
+    labels = dict(enumerate([*methods, *(lab for _, _, lab in tuned)], start=2))
+    for i, rec in enumerate(cmp.records):  # original, reference, then the methods in order
         if rec.kind == "unlearn" and rec.status == "ok" and rec.method not in privacy_skip:
             rec.metrics.update(privacy_report(task, rec.method, rec.params, n_shadow=shadows, seed=seed,
                                               cache=ws.cache))
+        rec.method = labels.get(i, rec.method)
         out.append(rec.to_dict())
     # unlearning-ready: DP-SGD original, then fine-tune on retain
     dtask = make_task("digits", "mlp", parse_scenario(scenario), seed=seed, cache=ws.cache, dp=DP)
@@ -122,17 +131,31 @@ def main() -> None:
     ap.add_argument("--privacy-skip", default="sisa",
                     help="methods without the shadow-model privacy evaluation (SISA's ensemble "
                          "preparation per shadow model costs a full training each)")
+    ap.add_argument("--tuned", default=None, help="also run, per scenario, each method's configuration "
+                    "selected by these comma-separated classifier_tuning.py JSON files (rows 'METHOD (tuned)')")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     methods = (args.methods.split(",") if args.methods else
                [m for m in sorted(METHODS) if m not in ("retrain", "certified_removal")])
+    tuned: dict[str, list[tuple[str, dict, str]]] = {sc: [] for sc in SCENARIOS}
+    tuning_seeds: set[int] = set()
+    if args.tuned:
+        from classifier_tuning import select_best
+
+        files = [json.loads(Path(f).read_text()) for f in args.tuned.split(",")]
+        tuning_seeds = {f["seed"] for f in files}
+        best = select_best([r for f in files for r in f["rows"]])
+        for sc in SCENARIOS:
+            tuned[sc] = [(m, b["params"], f"{m} (tuned)") for m, b in sorted(best.get(sc, {}).items())]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if tuning_seeds & set(seeds):
+        print(f"warning: tuning seed(s) {sorted(tuning_seeds & set(seeds))} also reported: not held-out")
     skip = [s for s in args.privacy_skip.split(",") if s]
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     t0 = time.perf_counter()
     records = []
     with tempfile.TemporaryDirectory() as home, ProcessPoolExecutor(args.workers) as ex:
-        futs = {ex.submit(job, s, sc, methods, args.shadows, home, threads, skip): (s, sc)
+        futs = {ex.submit(job, s, sc, methods, args.shadows, home, threads, skip, tuned[sc]): (s, sc)
                 for s in seeds for sc in SCENARIOS}
         for i, f in enumerate(as_completed(futs)):
             records += [RunRecord.from_dict(d) for d in f.result()]
@@ -149,13 +172,21 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = (f"python benchmarks/classifier_leaderboard.py --seeds {args.seeds} --shadows {args.shadows} "
-           f"--workers {args.workers}")
+           f"--workers {args.workers}" + (f" --tuned {args.tuned}" if args.tuned else ""))
+    tuned_note = (
+        f"Rows `METHOD (tuned)` run the configuration `benchmarks/classifier_tuning.py` selected per "
+        f"scenario on tuning seed(s) {', '.join(map(str, sorted(tuning_seeds)))} (gaps <= 0.01 and cost <= "
+        f"0.10 first, then the smallest |U-LiRA AUC - 0.5|; see classifier_tuning.md), reported here on "
+        f"seeds {args.seeds}: held-out numbers"
+        + (" (except the tuning seeds among them)" if tuning_seeds & set(seeds) else "") + ". Their "
+        "hyperparameters: " + "; ".join(f"{sc}: " + ", ".join(f"{lab} {json.dumps(p)}" for _, p, lab in t)
+                                        for sc, t in tuned.items() if t) + ".\n\n") if args.tuned else ""
     header = (
         f"# Classifier leaderboard: digits, MLP\n\n"
         f"Scenarios {', '.join(SCENARIOS)}; seeds {args.seeds}; {len(records)} runs; "
         f"{args.shadows} shadow models of each kind per method for U-LiRA, the competition score and "
         f"the comparator score (not for: {', '.join(skip) or 'none'}); {elapsed / 60:.1f} min on "
-        f"{os.cpu_count()} cores with {args.workers} workers.\n\nRegenerate: `{cmd}`\n\n"
+        f"{os.cpu_count()} cores with {args.workers} workers.\n\nRegenerate: `{cmd}`\n\n{tuned_note}"
         "Columns: accuracy and absolute gap to the retrained reference on forget/retain/test; U-LiRA "
         "AUC (0.5 = unlearned models indistinguishable from retrains, per example) and TPR at 1% FPR; "
         "the NeurIPS 2023 competition score F x RA_u/RA_r x TA_u/TA_r (higher is better); the "
@@ -175,6 +206,7 @@ def main() -> None:
     (out / "classifier_leaderboard.md").write_text(header + markdown_table(rows, COLUMNS) + "\n")
     (out / "classifier_leaderboard.json").write_text(json.dumps(
         {"command": cmd, "seeds": seeds, "scenarios": SCENARIOS, "shadows": args.shadows,
+         "tuned": {sc: [list(x) for x in t] for sc, t in tuned.items()}, "tuning_seeds": sorted(tuning_seeds),
          "elapsed_s": elapsed, "goal_met_by": hits, "rows": rows}, indent=1, default=str, allow_nan=True))
     figs = [plot_tradeoff(rows, x="gap_acc_test", y="ulira_auc"), plot_cost(rows)]
     for name, fig in zip(("classifier_leaderboard.png", "classifier_leaderboard_cost.png"), figs):

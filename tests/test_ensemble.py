@@ -219,3 +219,33 @@ def test_ensemble_logits_equal_per_model_forward():
         assert torch.allclose(got, want, atol=1e-5)
     f = stack_models([mlp(0), mlp(1)])
     assert torch.allclose(f(x[:4])[1], mlp(1)(x[:4]).detach(), atol=1e-6)
+
+
+def test_finetune_unlearns_many_models_at_once_as_it_would_one_by_one():
+    """Method.unlearn_many: fine-tuning every shadow original is one vectorised ensemble run
+    (train_many from the given models, on the "retain" stream), equal to one unlearn per model;
+    the given originals stay untouched."""
+    import copy
+    import dataclasses
+
+    from unlearnkit.data.scenarios import Split
+    from unlearnkit.methods import get_method
+    from unlearnkit.task import Task
+
+    data = blobs(40)
+    split = Split(data, blobs(12, seed=1, name="t"), data.example_ids[:6],
+                  blobs(6, seed=2, name="h"), {"kind": "ids", "count": 6})
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2)
+    originals, _ = train_many(mlp, data, ADAPTER, cfg, [10, 11, 12])
+    before = [copy.deepcopy(m) for m in originals]
+    task = Task(split, ADAPTER, mlp, cfg, originals[0])
+    method = get_method("finetune", epochs=2, lr=1e-2, batch_size=8)
+    seeds = [5, 6, 7]
+    many, cost = method.unlearn_many(task, originals, seeds)
+    one = [method.unlearn(dataclasses.replace(task, original=o), seed=s).model for o, s in zip(originals, seeds)]
+    assert max_param_diff(many, one) < 1e-4
+    assert max_param_diff(originals, before) == 0.0
+    assert max_param_diff(many, originals) > 1e-3  # they did train
+    assert cost.steps == 3 * count_steps(method.params.train_config(), len(task.retain))
+    with pytest.raises(ConfigError, match="one initial model per seed"):
+        train_many(None, data, ADAPTER, cfg, [1, 2], init=originals)

@@ -82,7 +82,7 @@ _BLOCK = 256
 
 
 def train_many(
-    model_factory: Callable[[int], nn.Module],
+    model_factory: Callable[[int], nn.Module] | None,
     data: ExampleSet | Sequence[ExampleSet],
     adapter,
     cfg: TrainConfig,
@@ -90,11 +90,14 @@ def train_many(
     device: torch.device | str = "cpu",
     vectorize: bool | None = None,
     progress: bool = False,
+    init: Sequence[nn.Module] | None = None,
+    stream: str = "train",
 ) -> tuple[list[nn.Module], LoopStats]:
     """Train ``len(seeds)`` models; returns them (separate modules, eval mode) and the total cost.
 
     Args:
-        model_factory: ``seed -> fresh model`` (same architecture for every seed).
+        model_factory: ``seed -> fresh model`` (same architecture for every seed); unused
+            (may be ``None``) when ``init`` is given.
         data: one ExampleSet for all models, or one per seed.
         adapter: gives ``per_example_loss(model, batch)`` (the loss each model minimises).
         cfg: the training recipe (epochs over each model's data, batch size, optimiser).
@@ -102,6 +105,12 @@ def train_many(
         vectorize: ``None`` = vectorise when possible (see the module docstring for the
             rule); ``True`` = vectorise or raise :class:`ConfigError`; ``False`` = loop
             (one :func:`run_loop` per model; or the recipe's ``trainer`` per model).
+        init: start from these trained models (one per seed; copies are trained, the
+            models themselves stay untouched) instead of fresh ones: fine-tuning many
+            models at once, e.g. unlearning every shadow original by fine-tuning.
+        stream: the name of the data stream in :func:`run_loop` terms; it seeds each
+            model's data order, so ``stream="retain"`` reproduces
+            ``run_loop(..., {"retain": data}, cfg, seed)``.
 
     The cost is counted per model so ratios stay comparable to a loop: ``steps`` and
     ``examples_forward``/``examples_backward`` are summed over models (a vectorised step of
@@ -113,34 +122,48 @@ def train_many(
         raise ConfigError(f"give one ExampleSet, or one per seed ({len(sets)} sets for {len(seeds)} seeds)")
     if not seeds:
         return [], LoopStats()
+    if init is not None:
+        if len(init) != len(seeds):
+            raise ConfigError(f"give one initial model per seed ({len(init)} models for {len(seeds)} seeds)")
+        if cfg.trainer != "loop":
+            raise ConfigError(f"trainer {cfg.trainer!r} trains from scratch; init needs trainer 'loop'")
+        start = list(init)
+
+        def make(i: int) -> nn.Module:
+            return copy.deepcopy(start[i]).to(device)
+    elif model_factory is None:
+        raise ConfigError("train_many needs a model_factory or init models")
+    else:
+        def make(i: int) -> nn.Module:
+            return model_factory(seeds[i]).to(device)
     device = torch.device(device)
     if vectorize is False or (vectorize is None and (len(seeds) < 2 or cfg.trainer != "loop")):
-        return _train_loop(model_factory, sets, adapter, cfg, seeds, device, progress)
+        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream)
     if cfg.trainer != "loop":
         raise ConfigError(f"trainer {cfg.trainer!r} trains one model at a time; pass vectorize=None")
-    first = model_factory(seeds[0]).to(device)
+    first = make(0)
     reason = vectorize_blocker(first, adapter, sets[0])
-    models = [first] + [model_factory(s).to(device) for s in seeds[1:]] if reason is None else [first]
+    models = [first] + [make(i) for i in range(1, len(seeds))] if reason is None else [first]
     reason = reason or _architecture_mismatch(models)
     if reason is not None:
         if vectorize:
             raise ConfigError(f"cannot vectorise these models: {reason}; pass vectorize=None or False")
-        return _train_loop(model_factory, sets, adapter, cfg, seeds, device, progress)
-    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress)
+        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream)
+    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress, stream)
 
 
-def _train_loop(model_factory, sets, adapter, cfg, seeds, device, progress):
+def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train"):
     """One model after the other, each trained as :meth:`Task.train_from_scratch` would."""
     models, total = [], LoopStats()
-    for s, d in zip(seeds, sets):
-        m = model_factory(s).to(device)
+    for i, (s, d) in enumerate(zip(seeds, sets)):
+        m = make(i)
         if cfg.trainer == "linear_optimum":
             from .linear import train_linear_optimum
 
             _, stats = train_linear_optimum(d, lam=cfg.weight_decay, sigma=cfg.objective_noise, seed=s,
                                             model=m)
         else:
-            stats = run_loop(m, cross_entropy_objective(adapter), {"train": d}, cfg, seed=s,
+            stats = run_loop(m, cross_entropy_objective(adapter, stream), {stream: d}, cfg, seed=s,
                              device=device, progress=progress, desc=f"model {s}")
         total = total + stats
         models.append(m.eval())
@@ -351,9 +374,10 @@ class _Orders:
     short batches padded with -1.
     """
 
-    def __init__(self, rows: Sequence[torch.Tensor], seeds: Sequence[int], batch_size: int):
+    def __init__(self, rows: Sequence[torch.Tensor], seeds: Sequence[int], batch_size: int,
+                 stream: str = "train"):
         self.rows, self.b = list(rows), batch_size
-        self.gens = [torch.Generator().manual_seed(derive_seed(s, "stream", "train") % (2**63))
+        self.gens = [torch.Generator().manual_seed(derive_seed(s, "stream", stream) % (2**63))
                      for s in seeds]
         self.bufs = [torch.empty(0, dtype=torch.long) for _ in rows]
 
@@ -373,7 +397,7 @@ class _Orders:
         return torch.stack(out, 1)
 
 
-def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress):
+def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, stream="train"):
     X, Y, rows = _pool(sets)
     X, Y = X.to(device), Y.to(device)
     groups: dict[int, list[int]] = defaultdict(list)
@@ -383,7 +407,8 @@ def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress):
     t0 = time.perf_counter()
     for steps, members in groups.items():
         stats = _train_group([models[i] for i in members], [rows[i] for i in members],
-                             [seeds[i] for i in members], X, Y, adapter, cfg, steps, device, progress)
+                             [seeds[i] for i in members], X, Y, adapter, cfg, steps, device, progress,
+                             stream)
         for i, st in zip(members, stats):
             per_model[i] = st
     total = LoopStats()
@@ -403,7 +428,7 @@ def _optimizer(leaves: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.
 
 
 def _train_group(models, rows, seeds, X, Y, adapter, cfg: TrainConfig, steps: int, device,
-                 progress: bool) -> list[LoopStats]:
+                 progress: bool, stream: str = "train") -> list[LoopStats]:
     """Train models that share a step count together; writes the weights back into ``models``."""
     E = len(models)
     for m in models:
@@ -415,7 +440,7 @@ def _train_group(models, rows, seeds, X, Y, adapter, cfg: TrainConfig, steps: in
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
              if cfg.schedule == "cosine" else None)
     seed_everything(derive_seed(seeds[0], "loop", "ensemble", E) % (2**31))  # dropout masks
-    orders = _Orders(rows, seeds, cfg.batch_size)
+    orders = _Orders(rows, seeds, cfg.batch_size, stream)
     losses: list[torch.Tensor] = []
     seen = torch.zeros(E, dtype=torch.long, device=device)
     bar = None

@@ -30,7 +30,6 @@ per split (forget, retain, test); the attacks read the forget set's logit-scaled
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -190,13 +189,10 @@ def shadow_originals(task: Task, n: int = 16, seed: int = 0, cache: ModelCache |
 def shadow_unlearns(task: Task, method: Method, originals: Sequence[nn.Module], seed: int = 0,
                     progress: bool = False) -> ShadowSet:
     """Each model of ``originals`` unlearned by ``method`` (the task with that model as its
-    original; run ``i`` seeded from ``seed`` and ``i``), scored."""
+    original; run ``i`` seeded from ``seed`` and ``i``; :meth:`Method.unlearn_many`, which
+    fine-tuning runs as one vectorised ensemble), scored."""
     seeds = _seeds(seed, f"unlearn-{method.name}", len(originals))
-    models, cost = [], LoopStats()
-    for original, s in zip(originals, seeds):
-        result = method.unlearn(dataclasses.replace(task, original=original), seed=s, progress=progress)
-        models.append(result.model)
-        cost = cost + result.cost
+    models, cost = method.unlearn_many(task, originals, seeds, progress=progress)
     return _score(task, f"unlearn:{method.name}", seeds, models, cost)
 
 

@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 from torch import nn
 
@@ -118,7 +118,8 @@ class Method:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
 
-    def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
+    def _prepare(self, task) -> None:
+        """Check that the method serves ``task`` and settle its parameters for the modality."""
         modality = getattr(task.adapter, "modality", "classifier")
         if modality not in self.modalities:
             raise ConfigError(f"method {self.name!r} works on {' and '.join(self.modalities)} tasks, "
@@ -126,6 +127,9 @@ class Method:
         if self.needs_retain and len(task.retain) == 0:
             raise ConfigError(f"method {self.name!r} needs a non-empty retain set")
         self.params = self.params_for(modality)
+
+    def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
+        self._prepare(task)
         model = copy.deepcopy(task.original).to(task.device)
         lora = getattr(task, "lora", None)
         if lora and not self.exact and self.uses_lora:
@@ -142,6 +146,24 @@ class Method:
 
     def _unlearn(self, model: nn.Module, task, seed: int, progress: bool) -> LoopStats:
         raise NotImplementedError
+
+    def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
+                     progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
+        """Unlearn the task's forget set from each of ``originals`` (models of the task's
+        architecture, e.g. shadow originals), run ``i`` seeded with ``seeds[i]``: the models
+        :meth:`unlearn` would return for ``task`` with that original, and their summed cost.
+
+        One :meth:`unlearn` per model here; methods whose update is plain training on one
+        data stream override it with :func:`unlearnkit.ensemble.train_many` (all models as
+        one vectorised ensemble)."""
+        if len(originals) != len(seeds):
+            raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
+        models, cost = [], LoopStats()
+        for original, s in zip(originals, seeds):
+            result = self.unlearn(dataclasses.replace(task, original=original), seed=s, progress=progress)
+            models.append(result.model)
+            cost = cost + result.cost
+        return models, cost
 
     def run_forget_loop(self, model: nn.Module, task, forget_loss, seed: int, progress: bool,
                         **loop_kwargs) -> LoopStats:

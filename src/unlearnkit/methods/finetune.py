@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
+
+from torch import nn
 
 from ..loop import LoopStats, cross_entropy_objective, run_loop
 from .base import LoopParams, Method, hp, register
@@ -37,3 +40,16 @@ class Finetune(Method):
         p = self.params
         return run_loop(model, cross_entropy_objective(task.adapter, "retain"), {"retain": task.retain},
                         p.train_config(), seed, device=task.device, progress=progress, desc=self.name)
+
+    def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
+                     progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
+        """All models fine-tuned at once by :func:`unlearnkit.ensemble.train_many` (vectorised
+        when the architecture allows, each model with its own seed's data order, as
+        :meth:`unlearn` would run it; a loop otherwise). LoRA tasks take the one-by-one path."""
+        if getattr(task, "lora", None) or len(originals) < 2:
+            return super().unlearn_many(task, originals, seeds, progress)
+        from ..ensemble import train_many
+
+        self._prepare(task)
+        return train_many(None, task.retain, task.adapter, self.params.train_config(), list(seeds),
+                          device=task.device, progress=progress, init=list(originals), stream="retain")
