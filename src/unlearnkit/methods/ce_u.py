@@ -14,11 +14,12 @@ from .losses import ce_u_loss, prediction_positions
 
 @dataclass
 class CEUParams(LoopParams):
-    epochs: float = hp(10.0, "passes over the forget set")
-    lr: float = hp(1e-3, "learning rate")
-    batch_size: int = hp(8, "batch size of each stream")
+    epochs: float = hp(3.0, "passes over the forget set")
+    lr: float = hp(3e-4, "learning rate")
+    batch_size: int = hp(64, "batch size of each stream")
     ignore_first: int = hp(1, "causal LM: leave the first this many answer tokens out of the loss (the paper's trick)")
-    retain_weight: float = hp(0.0, "weight of a retain cross-entropy term (0: the paper's forget-only CE-U)")
+    retain_weight: float = hp(1.0, "weight of a retain cross-entropy term (0: the paper's forget-only CE-U, "
+                                   "the causal-LM default)")
 
     def __post_init__(self) -> None:
         if self.ignore_first < 0 or self.retain_weight < 0:
@@ -48,12 +49,18 @@ class CEU(Method):
     gradient ascent's ``1/p_y`` explodes as ``p_y`` falls. On a causal LM the first
     ``ignore_first`` answer tokens are left out (the paper's footnote trick; OpenUnlearning's
     ``ignore_first_n_answer_tokens = 1``). Departures: an optional retain cross-entropy term
-    (off by default: the paper uses none); Adam at ``lr = 1e-3``, batches of 8 and 10 epochs
-    were chosen on the tiny profiles LM task (the paper fine-tunes Llama-2-7B on TOFU).
+    (off on causal LMs, as in the paper); Adam at ``lr = 1e-3``, batches of 8 and 10 epochs
+    were chosen on the tiny profiles LM task (``lm_defaults``; the paper fine-tunes
+    Llama-2-7B on TOFU). On classifiers the defaults are ``lr = 3e-4``, batches of 64, 3
+    epochs and the retain term on, chosen on digits (seed 0) as the setting that never
+    collapses: retain-accuracy gap to the reference 0.057 on random 10%, but a removed class
+    keeps 0.80 accuracy; at ``lr = 1e-3`` the class goes but random forgetting collapses the
+    model (retain gap 0.47 to 0.55). No single setting suits both on classifiers.
     """
 
     name = "ce_u"
     modalities = ("classifier", "causal_lm")
+    lm_defaults = {"epochs": 10.0, "lr": 1e-3, "batch_size": 8, "retain_weight": 0.0}  # tiny profiles task
     summary = "cross-entropy to the model's own prediction with the true token's logit set to -inf"
     Params = CEUParams
     citation = "Yang 2025, CE-U: Cross Entropy Unlearning (arXiv 2503.01224)"

@@ -15,11 +15,12 @@ from .losses import prediction_positions, undial_loss
 
 @dataclass
 class UndialParams(LoopParams):
-    epochs: float = hp(10.0, "passes over the forget set")
-    lr: float = hp(2e-3, "learning rate")
-    batch_size: int = hp(8, "batch size of each stream")
+    epochs: float = hp(5.0, "passes over the forget set")
+    lr: float = hp(1e-3, "learning rate")
+    batch_size: int = hp(64, "batch size of each stream")
     gamma: float = hp(10.0, "strength: how far the target token's logit is lowered in the teacher")
-    retain_weight: float = hp(0.0, "weight of a retain cross-entropy term (0: the paper's forget-only UNDIAL)")
+    retain_weight: float = hp(1.0, "weight of a retain cross-entropy term (0: the paper's forget-only "
+                                   "UNDIAL, the causal-LM default)")
 
     def __post_init__(self) -> None:
         if self.gamma < 0 or self.retain_weight < 0:
@@ -43,14 +44,19 @@ class Undial(Method):
     :func:`~unlearnkit.methods.losses.undial_loss`); the loss averages over the answer
     tokens only (OpenUnlearning's averages over every position of the sequence, the
     question included); the optional retain term is OpenUnlearning's GradDiff-style
-    extension (off by default as in the paper). ``gamma = 10`` (the paper's range is 3 to
-    30), Adam at ``lr = 2e-3``, batches of 8 and 10 epochs were chosen on the tiny profiles
-    LM task (the paper tunes LoRA on Llama-2 at ``lr = 1e-4``). The teacher's forward passes
+    extension (off on causal LMs, as in the paper; on for classifiers). ``gamma = 10``
+    (the paper's range is 3 to 30), Adam at ``lr = 2e-3``, batches of 8 and 10 epochs were chosen on the tiny profiles
+    LM task (``lm_defaults``; the paper tunes LoRA on Llama-2 at ``lr = 1e-4``). On
+    classifiers: ``lr = 1e-3``, batches of 64, 5 epochs and the retain term on, chosen on
+    digits (seed 0): a removed class is matched to within 0.008, random 10% overshoots
+    (forget-accuracy gap 0.21); settings that match random forgetting (``gamma = 3``,
+    ``lr = 3e-4``) leave a removed class at 0.85 accuracy. The teacher's forward passes
     are counted in the cost.
     """
 
     name = "undial"
     modalities = ("classifier", "causal_lm")
+    lm_defaults = {"epochs": 10.0, "lr": 2e-3, "batch_size": 8, "retain_weight": 0.0}  # tiny profiles task
     summary = "self-distil from the original with the target token's logit lowered by gamma"
     Params = UndialParams
     citation = ("Dong et al. 2025 (NAACL), UNDIAL: Self-Distillation with Adjusted Logits for "

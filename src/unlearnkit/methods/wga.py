@@ -14,9 +14,9 @@ from .losses import prediction_positions, wga_loss
 
 @dataclass
 class WGAParams(LoopParams):
-    epochs: float = hp(10.0, "passes over the forget set")
-    lr: float = hp(2e-3, "learning rate")
-    batch_size: int = hp(8, "batch size of each stream")
+    epochs: float = hp(5.0, "passes over the forget set")
+    lr: float = hp(1e-3, "learning rate")
+    batch_size: int = hp(64, "batch size of each stream")
     beta: float = hp(1.0, "power of the token probability that weights each token's ascent (0: plain ascent)")
     retain_weight: float = hp(1.0, "weight of the retain cross-entropy; 0 gives plain WGA")
 
@@ -41,12 +41,16 @@ class WGA(Method):
     which keeps the ascent from running away. On a classifier each example is one "token"
     (``w = p(y|x)^beta``). The retain term is GradDiff's, as in OpenUnlearning (the paper's
     G-effect study runs WGA alone). Departures: ``beta = 1``, Adam at ``lr = 2e-3``, batches
-    of 8 and 10 epochs were chosen on the tiny profiles LM task (the paper fine-tunes
-    Llama/Phi with its own schedules); ``epochs`` counts passes over the forget set.
+    of 8 and 10 epochs were chosen on the tiny profiles LM task (``lm_defaults``; the paper
+    fine-tunes Llama/Phi with its own schedules); on classifiers ``lr = 1e-3``, batches of 64
+    and 5 epochs, chosen on digits (seed 0: accuracy gaps to the retrained reference at most
+    0.06 on random 10% and 0.006 on one class; 1e-3 for 2 epochs or 3e-4 leave a removed
+    class at 0.24 to 0.92 accuracy); ``epochs`` counts passes over the forget set.
     """
 
     name = "wga"
     modalities = ("classifier", "causal_lm")
+    lm_defaults = {"epochs": 10.0, "lr": 2e-3, "batch_size": 8}  # measured on the tiny profiles task
     summary = "gradient ascent weighted per token by the token's own probability to the power beta"
     Params = WGAParams
     citation = ("Wang et al. 2025 (ICLR), Rethinking LLM Unlearning Objectives: A Gradient "
