@@ -132,3 +132,24 @@ def test_objective_noise_needs_the_linear_optimum_trainer():
         default_recipe("mlp", objective_noise=1.0)
     with pytest.raises(ConfigError, match=">= 0"):
         TrainConfig(weight_decay=1e-3, trainer="linear_optimum", objective_noise=-1.0)
+
+
+def test_more_newton_steps_remove_a_whole_class_that_one_step_cannot():
+    """Removing one class at once is far outside one Newton step's quadratic region; a few
+    more steps on the retain objective (Zou et al. 2025) shrink the residual to nothing."""
+    from unlearnkit.data.scenarios import ClassForget
+    from unlearnkit.task import default_recipe
+
+    task = make_task("digits", "linear", ClassForget(3), seed=0, device="cpu",
+                     recipe=default_recipe("linear", "linear_optimum", objective_noise=1.0))
+    retrained, _ = train_linear_optimum(task.retain, 1e-3, sigma=1.0, seed=0)
+    one = get_method("certified_removal").unlearn(task, seed=0)
+    many = get_method("certified_removal", newton_steps=8).unlearn(task, seed=0)
+    gap = {k: float((_probs(r.model, task) - _probs(retrained, task)).abs().max()) for k, r in
+           (("one", one), ("many", many))}
+    assert gap["many"] < 1e-4 < 0.05 < gap["one"]
+    assert many.extra["gradient_residual_norm"] < 1e-6 * one.extra["gradient_residual_norm"]
+    assert many.extra["certified_epsilon"] < 1e-3 < 1e3 < one.extra["certified_epsilon"]
+    assert many.cost.steps == 8
+    with pytest.raises(ConfigError, match="newton_steps"):
+        get_method("certified_removal", newton_steps=0).unlearn(task)
