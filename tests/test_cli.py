@@ -197,6 +197,8 @@ def test_certified_removal_through_the_cli(tmp_path):
     m = un["metrics"]
     assert max(m["gap_acc_forget"], m["gap_acc_retain"], m["gap_acc_test"]) <= 0.01
     assert m["js_test"] < 1e-4 and m["cost_ratio_time"] < 1
+    ex = un["extra"]  # the method's own report, also kept with the run
+    assert 0 < ex["certified_epsilon"] < float("inf") and ex["gradient_residual_norm"] <= ex["gradient_residual_bound"]
     p = uk("train", "--model", "mlp", "--trainer", "linear_optimum", home=home, check=False)
     assert p.returncode == 2 and "linear" in p.stderr
     p = uk("train", "--model", "linear", "--objective-noise", "1", home=home, check=False)

@@ -309,7 +309,7 @@ def unlearn(
     """Answer a deletion request: apply a method to a trained original."""
     from .data.scenarios import IdsForget, SubjectForget, parse_scenario
     from .methods import get_method
-    from .orchestration.experiment import evaluate_model, get_reference, score_model, task_from_spec
+    from .orchestration.experiment import _jsonable, evaluate_model, get_reference, score_model, task_from_spec
     from .orchestration.records import RunRecord
     from .utils import environment_info
 
@@ -357,13 +357,16 @@ def unlearn(
                     forget_ids=[str(i) for i in task.split.forget_ids], params=result.params,
                     metrics=metrics, cost=result.cost.to_dict(), environment=environment_info(),
                     artifact=ws.artifacts.save(result.model), parent=parent.id,
-                    tags={"lora": task.lora} if task.lora else {})
+                    tags={**_jsonable(result.extra), **({"lora": task.lora} if task.lora else {})})
     ws.store.add(rec)
     doc = {"run_id": rec.id, "method": method, "n_forget": len(task.forget),
            "forget_fingerprint": rec.forget_fingerprint, "artifact": rec.artifact, "cost": rec.cost,
-           "metrics": metrics}
+           "metrics": metrics, "extra": _jsonable(result.extra)}
     text = (f"{method}: forgot {len(task.forget)} examples in {result.cost.wall_time_s:.2f}s "
             f"({result.cost.steps} steps)\nrun id: {rec.id}")
+    scalars = {k: v for k, v in result.extra.items() if isinstance(v, (int, float))}
+    if scalars:  # what the method reports about itself (e.g. certified removal's epsilon)
+        text += "\n" + "\n".join(f"  {k:<24} {v:.4g}" for k, v in scalars.items())
     if metrics:
         text += "\n" + "\n".join(f"  {k:<20} {_fmt(metrics.get(k))}" for k in _summary_keys(task))
     _out(_clean(doc), as_json, text)
