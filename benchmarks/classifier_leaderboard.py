@@ -39,6 +39,10 @@ SCENARIOS = ["random:0.1", "class:3", "subjects:5"]
 DP = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}
 #: objective-perturbation noise of the linear tasks certified removal runs on (0 = none)
 LINEAR_SIGMAS = (0.0, 0.1, 1.0)
+#: what runs on the linear tasks: (method, hyperparameters, row label)
+LINEAR_METHODS = [("certified_removal", {}, "certified_removal"),
+                  ("certified_removal", {"newton_steps": 5}, "certified_removal 5 Newton steps"),
+                  ("finetune", {}, "finetune")]
 
 
 def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, threads: int,
@@ -88,10 +92,11 @@ def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, t
         label = "linear" if sigma == 0 else f"linear sigma={sigma:g}"
         ltask = make_task("digits", "linear", parse_scenario(scenario), seed=seed, cache=ws.cache,
                           recipe=default_recipe("linear", "linear_optimum", objective_noise=sigma))
-        lcmp = compare(ltask, ["certified_removal", "finetune"], seed=seed, workspace=None)
-        for rec in lcmp.records:
+        lcmp = compare(ltask, [(n, p) for n, p, _ in LINEAR_METHODS], seed=seed, workspace=None)
+        names = dict(enumerate((lab for _, _, lab in LINEAR_METHODS), start=2))
+        for i, rec in enumerate(lcmp.records):  # original, reference, then LINEAR_METHODS in order
             name = rec.method
-            rec.method = f"{label}: {name}"
+            rec.method = f"{label}: {names.get(i, name)}"
             if rec.kind == "unlearn" and rec.status == "ok":
                 rec.metrics.update(privacy_report(ltask, name, rec.params, n_shadow=shadows, seed=seed,
                                                   cache=ws.cache))
@@ -136,7 +141,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     methods = (args.methods.split(",") if args.methods else
-               [m for m in sorted(METHODS) if m not in ("retrain", "certified_removal")])
+               [m for m in sorted(METHODS) if m not in ("retrain", "certified_removal")
+                and "classifier" in METHODS[m].modalities])
     tuned: dict[str, list[tuple[str, dict, str]]] = {sc: [] for sc in SCENARIOS}
     tuning_seeds: set[int] = set()
     if args.tuned:
