@@ -9,8 +9,9 @@ short warm-up of both. Prints the test accuracy of both sets of models (they mus
 within float32 noise), the load average of the machine, the time per vectorised step of
 the two forward forms (hand-batched ``baddbmm`` and ``torch.func.vmap``), the same comparison
 for *unlearning* the 64 models by fine-tuning on the retain set (``Method.unlearn_many``, what
-U-LiRA's shadow unlearns do), and the training speed-up (loop wall time / vectorised wall
-time) as its last line.
+U-LiRA's shadow unlearns do), the time one step's matrix products alone take (the floor any
+exact float32 vectorisation must pay, hence the ceiling on the speed-up), and the training
+speed-up (loop wall time / vectorised wall time) as its last line.
 
     python benchmarks/ensemble_speed.py [--models 64] [--threads 0 (= torch's default)]
 """
@@ -54,6 +55,33 @@ def time_forms(task, cfg, seeds, steps: int = 30) -> dict[str, float]:
             opt.step()
         out[name] = 1e3 * (time.perf_counter() - t0) / (steps - 5)
     return out
+
+
+def gemm_floor_ms(task, cfg, n_models: int, reps: int = 30) -> float:
+    """Milliseconds per vectorised step spent in the matrix products alone: the forward
+    product of every layer, and in the backward the weight gradient of every layer and the
+    input gradient of every layer but the first (what any exact float32 implementation of
+    one step must compute), timed as bare ``torch.bmm`` calls on random data, best of 3.
+    The loop's time per 64 model-steps over this is the highest speed-up this machine allows."""
+    dims = [tuple(p.shape) for p in task.original.parameters() if p.ndim == 2]  # (out, in)
+    E, B = n_models, cfg.batch_size
+    ops = []
+    for i, (o, n) in enumerate(dims):
+        h, w, g = torch.randn(E, B, n), torch.randn(E, n, o), torch.randn(E, B, o)
+        ops.append(lambda h=h, w=w: torch.bmm(h, w))
+        ops.append(lambda h=h, g=g: torch.bmm(h.transpose(1, 2), g))
+        if i > 0:
+            ops.append(lambda g=g, w=w: torch.bmm(g, w.transpose(1, 2)))
+    best = float("inf")
+    for _ in range(3):
+        for f in ops:
+            f()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for f in ops:
+                f()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 1e3 * best
 
 
 def accuracies(models, data) -> np.ndarray:
@@ -127,6 +155,12 @@ def main() -> None:
     print(f"per vectorised step of {args.models} models: bmm form {forms['bmm']:.1f} ms, "
           f"vmap form {forms['vmap']:.1f} ms (the chain MLP uses the bmm form); "
           f"load average {os.getloadavg()[0]:.2f}")
+    floor = gemm_floor_ms(task, cfg, args.models)
+    loop_step = 1e3 * t_loop / loop_cost.steps * args.models
+    print(f"matrix products alone of one {args.models}-model step: {floor:.1f} ms; the loop takes "
+          f"{loop_step:.1f} ms per {args.models} model-steps, so no exact float32 vectorisation can beat "
+          f"{loop_step / floor:.1f}x on this machine (the vectorised step takes "
+          f"{1e3 * t_vec / vec_cost.steps * args.models:.1f} ms)")
     print(f"speedup {t_loop / t_vec:.1f}x")
 
 

@@ -150,6 +150,6 @@ def test_more_newton_steps_remove_a_whole_class_that_one_step_cannot():
     assert gap["many"] < 1e-4 < 0.05 < gap["one"]
     assert many.extra["gradient_residual_norm"] < 1e-6 * one.extra["gradient_residual_norm"]
     assert many.extra["certified_epsilon"] < 1e-3 < 1e3 < one.extra["certified_epsilon"]
-    assert many.cost.steps == 8
+    assert 1 < many.cost.steps == many.extra["newton_steps_taken"] <= 8  # stops once converged
     with pytest.raises(ConfigError, match="newton_steps"):
         get_method("certified_removal", newton_steps=0).unlearn(task)
