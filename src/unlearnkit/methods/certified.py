@@ -98,18 +98,19 @@ class CertifiedParams:
 
 @register
 class CertifiedRemoval(Method):
-    """One Newton step removes the forget set from an L2-regularised linear logistic model.
+    """A Newton step (or a few) removes the forget set from an L2-regularised linear logistic model.
 
     Guo et al. 2020: ``theta_u = theta* + H^{-1} Delta``, ``Delta = lambda m theta* +
     sum_{D_f} grad l``, ``H`` the Hessian of the retain objective at ``theta*``; one-vs-rest
     for several classes (see the module docstring for the formulas, the gradient-residual
     bound of Corollary 1 and the epsilon of Theorem 3). Needs a linear model trained to
     the objective's minimiser (:func:`train_linear_optimum`); any other model raises
-    ConfigError. ``extra`` reports ``gradient_residual_norm`` (``||grad L_b(theta_u; D')||``,
-    measured), ``gradient_residual_bound`` (Corollary 1), ``original_gradient_norm``
-    (``||grad L(theta*; D)||``, 0 at the minimiser), ``removal_gradient_norm``
-    (``||Delta||``, the residual had nothing been done) and ``certified_epsilon``
-    (inf when ``sigma = 0``).
+    ConfigError. ``newton_steps > 1`` adds further Newton steps on the retain objective
+    (Zou et al. 2025). ``extra`` reports ``newton_steps_taken``, ``gradient_residual_norm``
+    (``||grad L_b(theta_u; D')||``, measured), ``gradient_residual_bound`` (Corollary 1, of
+    the last step), ``original_gradient_norm`` (``||grad L(theta*; D)||``, 0 at the
+    minimiser), ``removal_gradient_norm`` (``||Delta||``, the residual had nothing been
+    done) and ``certified_epsilon`` (inf when ``sigma = 0``).
     """
 
     name = "certified_removal"
