@@ -221,10 +221,16 @@ def test_ensemble_logits_equal_per_model_forward():
     assert torch.allclose(f(x[:4])[1], mlp(1)(x[:4]).detach(), atol=1e-6)
 
 
-def test_finetune_unlearns_many_models_at_once_as_it_would_one_by_one():
-    """Method.unlearn_many: fine-tuning every shadow original is one vectorised ensemble run
-    (train_many from the given models, on the "retain" stream), equal to one unlearn per model;
-    the given originals stay untouched."""
+@pytest.mark.parametrize("name,params", [
+    ("finetune", {}),
+    ("graddiff", {"alpha": 0.7}),
+    ("gradient_ascent", {"lr": 1e-3}),
+])
+def test_training_methods_unlearn_many_models_at_once_as_they_would_one_by_one(name, params):
+    """Method.unlearn_many: fine-tuning (retain stream), NegGrad+ (-(1-alpha) forget CE +
+    alpha retain CE) and gradient ascent run every shadow original as one vectorised ensemble
+    (train_many from the given models), equal to one unlearn per model; the given originals
+    stay untouched."""
     import copy
     import dataclasses
 
@@ -239,13 +245,17 @@ def test_finetune_unlearns_many_models_at_once_as_it_would_one_by_one():
     originals, _ = train_many(mlp, data, ADAPTER, cfg, [10, 11, 12])
     before = [copy.deepcopy(m) for m in originals]
     task = Task(split, ADAPTER, mlp, cfg, originals[0])
-    method = get_method("finetune", epochs=2, lr=1e-2, batch_size=8)
+    method = get_method(name, **{"epochs": 2, "lr": 1e-2, "batch_size": 8, **params})
     seeds = [5, 6, 7]
     many, cost = method.unlearn_many(task, originals, seeds)
-    one = [method.unlearn(dataclasses.replace(task, original=o), seed=s).model for o, s in zip(originals, seeds)]
-    assert max_param_diff(many, one) < 1e-4
+    ones = [method.unlearn(dataclasses.replace(task, original=o), seed=s) for o, s in zip(originals, seeds)]
+    assert max_param_diff(many, [r.model for r in ones]) < 1e-4
     assert max_param_diff(originals, before) == 0.0
     assert max_param_diff(many, originals) > 1e-3  # they did train
-    assert cost.steps == 3 * count_steps(method.params.train_config(), len(task.retain))
+    assert cost.steps == sum(r.cost.steps for r in ones)
+    assert cost.examples_forward == sum(r.cost.examples_forward for r in ones)
+    assert cost.losses == pytest.approx([v for r in ones for v in r.cost.losses], abs=1e-4)
     with pytest.raises(ConfigError, match="one initial model per seed"):
         train_many(None, data, ADAPTER, cfg, [1, 2], init=originals)
+    with pytest.raises(ConfigError, match="reuse"):
+        train_many(mlp, data, ADAPTER, cfg, [1, 2], stream="retain", extra_streams={"retain": (data, 1.0)})

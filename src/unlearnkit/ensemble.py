@@ -92,6 +92,8 @@ def train_many(
     progress: bool = False,
     init: Sequence[nn.Module] | None = None,
     stream: str = "train",
+    weight: float = 1.0,
+    extra_streams: dict[str, tuple[ExampleSet, float]] | None = None,
 ) -> tuple[list[nn.Module], LoopStats]:
     """Train ``len(seeds)`` models; returns them (separate modules, eval mode) and the total cost.
 
@@ -111,6 +113,12 @@ def train_many(
         stream: the name of the data stream in :func:`run_loop` terms; it seeds each
             model's data order, so ``stream="retain"`` reproduces
             ``run_loop(..., {"retain": data}, cfg, seed)``.
+        weight, extra_streams: each model minimises ``weight * mean loss on a batch of its
+            data + sum_s w_s * mean loss on a batch of stream s`` for ``extra_streams =
+            {s: (set, w_s)}`` (shared by every model, each drawing its own batches, seeded
+            by ``s``); ``epochs`` count passes over ``data``. Negative weights ascend: e.g.
+            NegGrad+ is ``data=forget, weight=-(1 - alpha), extra_streams={"retain":
+            (retain, alpha)}``.
 
     The cost is counted per model so ratios stay comparable to a loop: ``steps`` and
     ``examples_forward``/``examples_backward`` are summed over models (a vectorised step of
@@ -122,6 +130,13 @@ def train_many(
         raise ConfigError(f"give one ExampleSet, or one per seed ({len(sets)} sets for {len(seeds)} seeds)")
     if not seeds:
         return [], LoopStats()
+    streams = dict(extra_streams or {})
+    if stream in streams:
+        raise ConfigError(f"extra_streams must not reuse the data stream's name {stream!r}")
+    if any(not isinstance(d, ExampleSet) or len(d) == 0 for d, _ in streams.values()):
+        raise ConfigError("every extra stream needs a non-empty ExampleSet")
+    if (streams or weight != 1.0) and cfg.trainer != "loop":
+        raise ConfigError("weights and extra streams need trainer 'loop'")
     if init is not None:
         if len(init) != len(seeds):
             raise ConfigError(f"give one initial model per seed ({len(init)} models for {len(seeds)} seeds)")
@@ -138,7 +153,7 @@ def train_many(
             return model_factory(seeds[i]).to(device)
     device = torch.device(device)
     if vectorize is False or (vectorize is None and (len(seeds) < 2 or cfg.trainer != "loop")):
-        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream)
+        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream, weight, streams)
     if cfg.trainer != "loop":
         raise ConfigError(f"trainer {cfg.trainer!r} trains one model at a time; pass vectorize=None")
     first = make(0)
@@ -148,12 +163,27 @@ def train_many(
     if reason is not None:
         if vectorize:
             raise ConfigError(f"cannot vectorise these models: {reason}; pass vectorize=None or False")
-        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream)
-    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress, stream)
+        return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream, weight, streams)
+    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress, stream, weight,
+                             streams)
 
 
-def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train"):
-    """One model after the other, each trained as :meth:`Task.train_from_scratch` would."""
+def _weighted_objective(adapter, weights: dict[str, float]):
+    """``sum_s w_s * mean per-example loss on a batch of stream s`` (the first stream first)."""
+
+    def objective(ctx):
+        terms = [w * adapter.per_example_loss(ctx.model, ctx.batch(s)).mean() for s, w in weights.items()]
+        return sum(terms[1:], terms[0])
+
+    return objective
+
+
+def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train", weight=1.0, extra=None):
+    """One model after the other, each trained as :meth:`Task.train_from_scratch` would (or, with
+    a weight or extra streams, on their weighted objective)."""
+    extra = extra or {}
+    objective = (cross_entropy_objective(adapter, stream) if weight == 1.0 and not extra else
+                 _weighted_objective(adapter, {stream: weight, **{k: w for k, (_, w) in extra.items()}}))
     models, total = [], LoopStats()
     for i, (s, d) in enumerate(zip(seeds, sets)):
         m = make(i)
@@ -163,7 +193,7 @@ def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train
             _, stats = train_linear_optimum(d, lam=cfg.weight_decay, sigma=cfg.objective_noise, seed=s,
                                             model=m)
         else:
-            stats = run_loop(m, cross_entropy_objective(adapter, stream), {stream: d}, cfg, seed=s,
+            stats = run_loop(m, objective, {stream: d, **{k: x for k, (x, _) in extra.items()}}, cfg, seed=s,
                              device=device, progress=progress, desc=f"model {s}")
         total = total + stats
         models.append(m.eval())
@@ -397,18 +427,23 @@ class _Orders:
         return torch.stack(out, 1)
 
 
-def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, stream="train"):
-    X, Y, rows = _pool(sets)
+def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, stream="train", weight=1.0,
+                      extra=None):
+    extra = extra or {}
+    X, Y, rows = _pool(list(sets) + [d for d, _ in extra.values()])
     X, Y = X.to(device), Y.to(device)
+    extra_rows = dict(zip(extra, rows[len(sets):]))
+    rows = rows[:len(sets)]
     groups: dict[int, list[int]] = defaultdict(list)
     for i, d in enumerate(sets):
         groups[count_steps(cfg, len(d))].append(i)
     per_model: list[LoopStats] = [LoopStats() for _ in models]
     t0 = time.perf_counter()
     for steps, members in groups.items():
-        stats = _train_group([models[i] for i in members], [rows[i] for i in members],
-                             [seeds[i] for i in members], X, Y, adapter, cfg, steps, device, progress,
-                             stream)
+        streams = [(stream, [rows[i] for i in members], weight)]
+        streams += [(k, [extra_rows[k]] * len(members), w) for k, (_, w) in extra.items()]
+        stats = _train_group([models[i] for i in members], streams, [seeds[i] for i in members], X, Y,
+                             adapter, cfg, steps, device, progress)
         for i, st in zip(members, stats):
             per_model[i] = st
     total = LoopStats()
@@ -427,9 +462,12 @@ def _optimizer(leaves: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.
         return make_optimizer(leaves, cfg)
 
 
-def _train_group(models, rows, seeds, X, Y, adapter, cfg: TrainConfig, steps: int, device,
-                 progress: bool, stream: str = "train") -> list[LoopStats]:
-    """Train models that share a step count together; writes the weights back into ``models``."""
+def _train_group(models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps: int, device,
+                 progress: bool) -> list[LoopStats]:
+    """Train models that share a step count together; writes the weights back into ``models``.
+
+    ``streams``: ``(name, pool rows of each model's set, weight)``, the primary stream first;
+    each model's loss is the weighted sum of its mean loss on a batch of every stream."""
     E = len(models)
     for m in models:
         m.train()
@@ -440,7 +478,7 @@ def _train_group(models, rows, seeds, X, Y, adapter, cfg: TrainConfig, steps: in
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
              if cfg.schedule == "cosine" else None)
     seed_everything(derive_seed(seeds[0], "loop", "ensemble", E) % (2**31))  # dropout masks
-    orders = _Orders(rows, seeds, cfg.batch_size, stream)
+    orders = [(_Orders(rows, seeds, cfg.batch_size, name), w) for name, rows, w in streams]
     losses: list[torch.Tensor] = []
     seen = torch.zeros(E, dtype=torch.long, device=device)
     bar = None
@@ -451,14 +489,17 @@ def _train_group(models, rows, seeds, X, Y, adapter, cfg: TrainConfig, steps: in
     try:
         step = 0
         while step < steps:
-            block = orders.next_block(min(_BLOCK, steps - step)).to(device)
-            valid = block >= 0
-            count = valid.sum(2)                               # (k, E) real examples per batch
-            seen += count.sum(0)
-            weights = valid / count.unsqueeze(-1)
-            idx = block.clamp(min=0)
-            for k in range(len(block)):
-                loss = _losses(stack, adapter, X[idx[k]], Y[idx[k]], weights[k])
+            blocks = []
+            for o, w in orders:
+                block = o.next_block(min(_BLOCK, steps - step)).to(device)
+                valid = block >= 0
+                count = valid.sum(2)                           # (k, E) real examples per batch
+                seen += count.sum(0)
+                blocks.append((block.clamp(min=0), valid / count.unsqueeze(-1), w))
+            for k in range(len(blocks[0][0])):
+                terms = [w * _losses(stack, adapter, X[idx[k]], Y[idx[k]], weights[k])
+                         for idx, weights, w in blocks]
+                loss = sum(terms[1:], terms[0])
                 _guard(loss, cfg.divergence_threshold, seeds, step, "loss")
                 for p in leaves:
                     p.grad = None

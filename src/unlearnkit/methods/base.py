@@ -165,6 +165,27 @@ class Method:
             cost = cost + result.cost
         return models, cost
 
+    def _train_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int], progress: bool,
+                    stream: str, weight: float = 1.0, extra: dict[str, float] | None = None
+                    ) -> tuple[list[nn.Module], LoopStats] | None:
+        """:meth:`unlearn_many` for a method whose update is ``run_loop`` on the weighted
+        objective ``weight * mean loss on task.<stream> + sum_s w_s * mean loss on task.<s>``
+        (``extra = {s: w_s}``): every model at once through
+        :func:`unlearnkit.ensemble.train_many` (vectorised where the architecture allows),
+        each with its own seed's data order. ``None`` where that does not apply (LoRA,
+        non-classifier tasks, fewer than two models): the caller then goes one by one."""
+        if (getattr(task, "lora", None) or len(originals) < 2
+                or getattr(task.adapter, "modality", "classifier") != "classifier"):
+            return None
+        from ..ensemble import train_many
+
+        if len(originals) != len(seeds):
+            raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
+        sets = {"forget": task.forget, "retain": task.retain}
+        return train_many(None, sets[stream], task.adapter, self.params.train_config(), list(seeds),
+                          device=task.device, progress=progress, init=list(originals), stream=stream,
+                          weight=weight, extra_streams={k: (sets[k], w) for k, w in (extra or {}).items()})
+
     def run_forget_loop(self, model: nn.Module, task, forget_loss, seed: int, progress: bool,
                         **loop_kwargs) -> LoopStats:
         """The loop most forget-set methods share: each step ``forget_loss(ctx, batch)`` on a

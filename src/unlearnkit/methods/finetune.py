@@ -43,13 +43,8 @@ class Finetune(Method):
 
     def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
                      progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
-        """All models fine-tuned at once by :func:`unlearnkit.ensemble.train_many` (vectorised
-        when the architecture allows, each model with its own seed's data order, as
-        :meth:`unlearn` would run it; a loop otherwise). LoRA tasks take the one-by-one path."""
-        if getattr(task, "lora", None) or len(originals) < 2:
-            return super().unlearn_many(task, originals, seeds, progress)
-        from ..ensemble import train_many
-
+        """All models fine-tuned at once (:meth:`Method._train_many`: one vectorised ensemble,
+        each model with its own seed's data order, as :meth:`unlearn` would run it)."""
         self._prepare(task)
-        return train_many(None, task.retain, task.adapter, self.params.train_config(), list(seeds),
-                          device=task.device, progress=progress, init=list(originals), stream="retain")
+        return (self._train_many(task, originals, seeds, progress, "retain")
+                or super().unlearn_many(task, originals, seeds, progress))

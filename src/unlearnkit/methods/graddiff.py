@@ -72,3 +72,12 @@ class GradDiff(Method):
         return run_loop(model, objective, {"forget": task.forget, "retain": task.retain},
                         self.params.train_config(), seed, primary="forget", device=task.device,
                         progress=progress, desc=self.name)
+
+    def unlearn_many(self, task, originals, seeds, progress: bool = False):
+        """With ``retain_loss="nll"`` every model at once (:meth:`Method._train_many`: the
+        objective is ``-(1 - alpha) * forget CE + alpha * retain CE``); else one by one."""
+        self._prepare(task)
+        a = self.params.alpha
+        many = (self._train_many(task, originals, seeds, progress, "forget", -(1.0 - a), {"retain": a})
+                if self.params.retain_loss == "nll" else None)
+        return many or super().unlearn_many(task, originals, seeds, progress)
