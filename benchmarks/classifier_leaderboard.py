@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--shadows", type=int, default=8, help="shadow models of each kind per method")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    ap.add_argument("--methods", default=None, help="comma-separated (default: every classifier method)")
     ap.add_argument("--privacy-skip", default="sisa",
                     help="methods without the shadow-model privacy evaluation (SISA's ensemble "
                          "preparation per shadow model costs a full training each)")

@@ -38,6 +38,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from classifier_leaderboard import SCENARIOS
+from sweep import configs
 
 #: hyperparameters swept per method (the others keep their defaults). The ranges were set on
 #: the tuning seed from a wider first sweep (which also had l1_sparse and finetune: U-LiRA AUC
@@ -58,14 +59,6 @@ GRID = {
 }
 GAP_KEYS = ("gap_acc_forget", "gap_acc_retain", "gap_acc_test")
 KEEP = ("acc_forget", "acc_retain", "acc_test", *GAP_KEYS, "cost_ratio_time", "cost_ratio_examples")
-
-
-def configs(grids: dict) -> list[tuple[str, dict]]:
-    out = []
-    for m, grid in grids.items():
-        keys = sorted(grid)
-        out += [(m, dict(zip(keys, vals))) for vals in itertools.product(*(grid[k] for k in keys))]
-    return out
 
 
 def _num(r: dict, k: str) -> float:

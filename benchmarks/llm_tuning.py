@@ -14,7 +14,6 @@ leaderboard reports: its numbers are tuned, not held-out, and the leaderboard sa
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from llm_leaderboard import task_args
+from sweep import configs
 
 GRID = {
     "npo": {"epochs": [3, 5], "lr": [1e-3, 3e-3], "retain_weight": [1.0, 3.0]},
@@ -30,14 +30,6 @@ GRID = {
     "wga": {"epochs": [3, 5], "lr": [1e-3, 2e-3], "retain_weight": [1.0, 3.0]},
     "dto": {"epochs": [5, 10], "retain_weight": [1.0, 3.0]},
 }
-
-
-def configs(grids: dict) -> list[tuple[str, dict]]:
-    out = []
-    for m, grid in grids.items():
-        keys = sorted(grid)
-        out += [(m, dict(zip(keys, vals))) for vals in itertools.product(*(grid[k] for k in keys))]
-    return out
 
 
 def goal(r: dict) -> bool:

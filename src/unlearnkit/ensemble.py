@@ -74,7 +74,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .data.dataset import ExampleSet
 from .errors import ConfigError, DivergenceError
-from .loop import LoopStats, TrainConfig, count_steps, cross_entropy_objective, make_optimizer, run_loop
+from .loop import LoopStats, TrainConfig, count_steps, make_optimizer, run_loop
 from .utils import derive_seed, seed_everything
 
 #: steps of batch indices drawn ahead at a time (bounds the memory of the data order)
@@ -179,11 +179,10 @@ def _weighted_objective(adapter, weights: dict[str, float]):
 
 
 def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train", weight=1.0, extra=None):
-    """One model after the other, each trained as :meth:`Task.train_from_scratch` would (or, with
-    a weight or extra streams, on their weighted objective)."""
+    """One model after the other, each trained as :meth:`Task.train_from_scratch` would (its mean
+    loss on ``stream``, times 1.0), or on the weighted objective of a weight and extra streams."""
     extra = extra or {}
-    objective = (cross_entropy_objective(adapter, stream) if weight == 1.0 and not extra else
-                 _weighted_objective(adapter, {stream: weight, **{k: w for k, (_, w) in extra.items()}}))
+    objective = _weighted_objective(adapter, {stream: weight, **{k: w for k, (_, w) in extra.items()}})
     models, total = [], LoopStats()
     for i, (s, d) in enumerate(zip(seeds, sets)):
         m = make(i)
