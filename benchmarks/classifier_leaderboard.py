@@ -54,7 +54,7 @@ def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, t
     from unlearnkit.data import parse_scenario
     from unlearnkit.evaluation.shadow import privacy_report
     from unlearnkit.orchestration.experiment import Workspace, compare
-    from unlearnkit.task import make_task
+    from unlearnkit.modalities.classifier.task import make_task
 
     torch.set_num_threads(threads)
     ws = Workspace.open(home)
@@ -86,7 +86,7 @@ def job(seed: int, scenario: str, methods: list[str], shadows: int, home: str, t
     # fine-tuning the same linear model (both against the linear retrain-to-optimum reference);
     # once without and then with Guo et al.'s objective perturbation (every model, shadows
     # included, drawing its own noise b)
-    from unlearnkit.task import default_recipe
+    from unlearnkit.modalities.classifier.task import default_recipe
 
     for sigma in LINEAR_SIGMAS:
         label = "linear" if sigma == 0 else f"linear sigma={sigma:g}"

@@ -109,7 +109,7 @@ def warm(seed: int, scenario: str, shadows: int, home: str, threads: int) -> flo
     from unlearnkit.data import parse_scenario
     from unlearnkit.evaluation.shadow import shadow_originals, shadow_retrains
     from unlearnkit.orchestration.experiment import Workspace
-    from unlearnkit.task import make_task
+    from unlearnkit.modalities.classifier.task import make_task
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -131,7 +131,7 @@ def run(seed: int, scenario: str, cfgs: list[tuple[str, dict]], shadows: int, ho
     from unlearnkit.evaluation.ulira import ulira
     from unlearnkit.methods import get_method
     from unlearnkit.orchestration.experiment import Workspace, compare
-    from unlearnkit.task import make_task
+    from unlearnkit.modalities.classifier.task import make_task
     from unlearnkit.utils import derive_seed
 
     torch.set_num_threads(threads)

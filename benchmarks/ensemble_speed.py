@@ -25,15 +25,15 @@ import time
 import numpy as np
 import torch
 
-from unlearnkit.ensemble import ensemble_logits, train_many
-from unlearnkit.loop import TrainConfig
-from unlearnkit.task import make_task
+from unlearnkit.engines.ensemble import ensemble_logits, train_many
+from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.modalities.classifier.task import make_task
 
 
 def time_forms(task, cfg, seeds, steps: int = 30) -> dict[str, float]:
     """Milliseconds per vectorised step of the two forward forms on the same batches."""
-    from unlearnkit.ensemble import _ChainStack, _chain, _clip_per_model, _losses, _VmapStack
-    from unlearnkit.loop import make_optimizer
+    from unlearnkit.engines.ensemble import _ChainStack, _chain, _clip_per_model, _losses, _VmapStack
+    from unlearnkit.engines.loop import make_optimizer
 
     gen = torch.Generator().manual_seed(0)
     data = task.retain

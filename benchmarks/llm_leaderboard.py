@@ -43,7 +43,7 @@ def job(seed: int, split: str, methods: list[tuple[str, dict, str]], home: str, 
     """Compare ``methods`` ((name, hyperparameters, label) each) on one split and seed."""
     import torch
 
-    from unlearnkit.lm_task import make_lm_task
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.orchestration.experiment import Workspace, compare
 
     torch.set_num_threads(threads)
@@ -90,7 +90,7 @@ def probe_findings(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    from unlearnkit.lm_task import make_lm_task
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.methods import METHODS
     from unlearnkit.orchestration.artifacts import ModelCache
     from unlearnkit.orchestration.records import RunRecord

@@ -49,7 +49,7 @@ def select_best(rows: list[dict]) -> dict[str, dict]:
 def run(cfgs: list[tuple[str, dict]], home: str, threads: int, people: int, qa: int) -> list[dict]:
     import torch
 
-    from unlearnkit.lm_task import make_lm_task
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.methods import get_method
     from unlearnkit.orchestration.experiment import Workspace, evaluate_model, get_reference, score_model
 
@@ -72,7 +72,7 @@ def run(cfgs: list[tuple[str, dict]], home: str, threads: int, people: int, qa: 
 def main() -> None:
     import tempfile
 
-    from unlearnkit.lm_task import make_lm_task
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.orchestration.experiment import Workspace, get_reference
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -21,8 +21,8 @@ def tiny_lm_task(seed: int = 0, **kw):
     """A causal-LM profiles task small enough for tests: 10 people with 3 direct
     questions each, a 1-layer 64-wide Llama that memorises them in a few seconds."""
     pytest.importorskip("transformers")
-    from unlearnkit.lm_task import make_lm_task
-    from unlearnkit.loop import TrainConfig
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
+    from unlearnkit.engines.loop import TrainConfig
 
     args = dict(n_people=10, qa_per_person=3, n_other=2, model=TINY_LM, vocab_size=400,
                 recipe=TrainConfig(epochs=60, batch_size=16, lr=1e-2, optimizer="adamw",

@@ -11,11 +11,11 @@ pytest.importorskip("peft")
 
 from unlearnkit.data.profiles import generate_profiles  # noqa: E402
 from unlearnkit.errors import CheckpointError, DataError, ModelDataMismatchError  # noqa: E402
-from unlearnkit.loop import TrainConfig, cross_entropy_objective, run_loop  # noqa: E402
+from unlearnkit.engines.loop import TrainConfig, cross_entropy_objective, run_loop  # noqa: E402
 from unlearnkit.methods.losses import gradient_ascent_loss, npo_loss  # noqa: E402
-from unlearnkit.modalities.causal_lm import (IGNORE, CausalLMAdapter, TokenExampleSet,  # noqa: E402
+from unlearnkit.modalities.causal_lm.adapter import (IGNORE, CausalLMAdapter, TokenExampleSet,  # noqa: E402
                                              encode_qa, with_lora)
-from unlearnkit.modalities.tiny_lm import (build_causal_lm, load_causal_lm, load_tokenizer,  # noqa: E402
+from unlearnkit.modalities.causal_lm.tiny_lm import (build_causal_lm, load_causal_lm, load_tokenizer,  # noqa: E402
                                            tiny_llama_config, train_tokenizer)
 
 

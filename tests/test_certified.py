@@ -17,11 +17,11 @@ import torch
 
 from unlearnkit.data.scenarios import RandomForget
 from unlearnkit.errors import ConfigError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import get_method
 from unlearnkit.methods.certified import linear_layer, train_linear_optimum
-from unlearnkit.modalities.models import build_model
-from unlearnkit.task import make_task
+from unlearnkit.modalities.classifier.models import build_model
+from unlearnkit.modalities.classifier.task import make_task
 
 LAM = 1e-2
 TOL = 1e-3
@@ -110,7 +110,7 @@ def test_objective_noise_recipe_makes_removal_indistinguishable_per_example():
     with ``TrainConfig.objective_noise`` every model (original, shadows) draws its own b,
     the residual drowns in it and the per-example attack is at chance."""
     from unlearnkit.evaluation.shadow import privacy_report
-    from unlearnkit.task import default_recipe
+    from unlearnkit.modalities.classifier.task import default_recipe
 
     aucs = {}
     for sigma in (0.0, 1.0):
@@ -124,7 +124,7 @@ def test_objective_noise_recipe_makes_removal_indistinguishable_per_example():
 
 
 def test_objective_noise_needs_the_linear_optimum_trainer():
-    from unlearnkit.task import default_recipe
+    from unlearnkit.modalities.classifier.task import default_recipe
 
     with pytest.raises(ConfigError, match="linear_optimum"):
         TrainConfig(objective_noise=1.0)
@@ -138,7 +138,7 @@ def test_more_newton_steps_remove_a_whole_class_that_one_step_cannot():
     """Removing one class at once is far outside one Newton step's quadratic region; a few
     more steps on the retain objective (Zou et al. 2025) shrink the residual to nothing."""
     from unlearnkit.data.scenarios import ClassForget
-    from unlearnkit.task import default_recipe
+    from unlearnkit.modalities.classifier.task import default_recipe
 
     task = make_task("digits", "linear", ClassForget(3), seed=0, device="cpu",
                      recipe=default_recipe("linear", "linear_optimum", objective_noise=1.0))

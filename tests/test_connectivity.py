@@ -20,9 +20,9 @@ from unlearnkit.evaluation.connectivity import (
     fit_bezier,
     interpolate_linear,
 )
-from unlearnkit.evaluation.scores import score_splits
-from unlearnkit.loop import TrainConfig
-from unlearnkit.modalities import ClassifierAdapter
+from unlearnkit.modalities.classifier.scores import score_splits
+from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
 
 
 

@@ -9,8 +9,9 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit.errors import ConfigError, DivergenceError, ModelDataMismatchError
-from unlearnkit.loop import Checkpoint, EarlyStopping, TrainConfig, cross_entropy_objective, run_loop
-from unlearnkit.modalities import ClassifierAdapter, build_model
+from unlearnkit.engines.loop import Checkpoint, EarlyStopping, TrainConfig, cross_entropy_objective, run_loop
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
+from unlearnkit.modalities.classifier.models import build_model
 from unlearnkit.orchestration.artifacts import ModelCache
 from unlearnkit.orchestration.experiment import get_reference
 

@@ -10,14 +10,14 @@ import torch
 pytest.importorskip("opacus")
 
 from unlearnkit.data.scenarios import RandomForget  # noqa: E402
-from unlearnkit.dp import DPConfig, check_dp_model, dp_plan, train_dp_original  # noqa: E402
+from unlearnkit.engines.dp import DPConfig, check_dp_model, dp_plan, train_dp_original  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
-from unlearnkit.loop import TrainConfig  # noqa: E402
+from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.methods import get_method  # noqa: E402
-from unlearnkit.modalities.classifier import ClassifierAdapter  # noqa: E402
-from unlearnkit.modalities.models import build_model  # noqa: E402
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter  # noqa: E402
+from unlearnkit.modalities.classifier.models import build_model  # noqa: E402
 from unlearnkit.orchestration.experiment import task_from_spec  # noqa: E402
-from unlearnkit.task import make_task  # noqa: E402
+from unlearnkit.modalities.classifier.task import make_task  # noqa: E402
 
 RECIPE = TrainConfig(epochs=2, batch_size=64, lr=3e-3)
 DP = {"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0}

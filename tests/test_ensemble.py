@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from unlearnkit.data.dataset import ExampleSet
-from unlearnkit.ensemble import _chain, ensemble_logits, stack_models, train_many, vectorize_blocker
+from unlearnkit.engines.ensemble import _chain, ensemble_logits, stack_models, train_many, vectorize_blocker
 from unlearnkit.errors import ConfigError, DivergenceError
-from unlearnkit.loop import TrainConfig, count_steps
-from unlearnkit.modalities.classifier import ClassifierAdapter
+from unlearnkit.engines.loop import TrainConfig, count_steps
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
 from unlearnkit.utils import seed_everything
 
 ADAPTER = ClassifierAdapter(3)
@@ -184,7 +184,7 @@ def test_dropout_models_vectorise_with_independent_masks():
 
 
 def test_linear_optimum_recipe_trains_one_model_at_a_time():
-    from unlearnkit.linear import train_linear_optimum
+    from unlearnkit.engines.linear import train_linear_optimum
 
     d = blobs(30)
     cfg = TrainConfig(weight_decay=1e-2, trainer="linear_optimum")
@@ -236,7 +236,7 @@ def test_training_methods_unlearn_many_models_at_once_as_they_would_one_by_one(n
 
     from unlearnkit.data.scenarios import Split
     from unlearnkit.methods import get_method
-    from unlearnkit.task import Task
+    from unlearnkit.modalities.classifier.task import ClassifierTask as Task
 
     data = blobs(40)
     split = Split(data, blobs(12, seed=1, name="t"), data.example_ids[:6],

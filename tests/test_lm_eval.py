@@ -9,14 +9,14 @@ import torch
 
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation import METRICS, EvalInputs, compute_metrics, list_metrics
-from unlearnkit.evaluation.lm_eval import (
+from unlearnkit.modalities.causal_lm.evaluation import (
     LMScores,
     relearn_split,
     score_lm_splits,
     truth_ratios,
 )
-from unlearnkit.evaluation.lm_metrics import mia_auc
-from unlearnkit.loop import LoopStats
+from unlearnkit.modalities.causal_lm.formulas import mia_auc
+from unlearnkit.engines.loop import LoopStats
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_relearning_recovers_suppressed_knowledge_not_unseen_knowledge(lm_task, 
 
 
 def test_relearning_leaves_the_model_and_global_rng_alone(lm_task):
-    from unlearnkit.evaluation.lm_eval import relearn_attack
+    from unlearnkit.modalities.causal_lm.evaluation import relearn_attack
 
     model = copy.deepcopy(lm_task.original)
     before = [p.detach().clone() for p in model.parameters()]

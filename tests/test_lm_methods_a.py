@@ -24,10 +24,10 @@ from unlearnkit.methods.losses import (  # noqa: E402
     ce_u_loss, ce_u_target, dpo_loss, kl_to_teacher, prediction_positions, simnpo_loss, undial_loss,
     wga_loss,
 )
-from unlearnkit.modalities.causal_lm import (  # noqa: E402
+from unlearnkit.modalities.causal_lm.adapter import (  # noqa: E402
     IGNORE, CausalLMAdapter, TokenExampleSet, encode_qa, replace_answers,
 )
-from unlearnkit.modalities.classifier import ClassifierAdapter  # noqa: E402
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter  # noqa: E402
 
 NEW = ("idk_dpo", "wga", "undial", "ce_u", "dto")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unlearnkit.errors import ConfigError, DataError
-from unlearnkit.evaluation import lm_metrics as lm
+from unlearnkit.modalities.causal_lm import formulas as lm
 
 L = math.log
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY_LM, tiny_lm_task
 from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 
 pytest.importorskip("transformers")
 

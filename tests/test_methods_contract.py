@@ -18,11 +18,11 @@ import torch
 
 from unlearnkit.data.scenarios import ClassForget
 from unlearnkit.errors import ConfigError, DivergenceError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import METHODS
 from unlearnkit.methods.losses import saliency_mask
 from unlearnkit.methods.salun import forget_gradients
-from unlearnkit.task import make_task
+from unlearnkit.modalities.classifier.task import make_task
 
 CHECKS = {"changes_model", "deterministic", "step_budget", "moves_forget", "unknown_hparam",
           "divergence", "cost_accounting"}

@@ -13,15 +13,16 @@ from torch import nn
 from unlearnkit.data.dataset import ExampleSet
 from unlearnkit.data.scenarios import ClassForget, RandomForget
 from unlearnkit.errors import ConfigError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import get_method
 from unlearnkit.methods import curvature as C
 from unlearnkit.methods.bad_teacher import unlearning_data
 from unlearnkit.methods.fisher import forgotten_classes
 from unlearnkit.methods.imu import influence_weights
 from unlearnkit.methods.l1_sparse import l1_weight
-from unlearnkit.modalities.classifier import ClassifierAdapter
-from unlearnkit.task import Task, make_task
+from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
+from unlearnkit.modalities.classifier.task import make_task
+from unlearnkit.task import Task
 
 RECIPE = TrainConfig(epochs=10, batch_size=64, lr=1e-3)
 

@@ -11,14 +11,15 @@ from torch import nn
 
 from unlearnkit.data.scenarios import ClassForget, RandomForget
 from unlearnkit.errors import ConfigError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import METHODS, get_method
 from unlearnkit.methods.boundary_shrink import nearest_wrong_labels
 from unlearnkit.methods.cf_k import last_k_layers
 from unlearnkit.methods.losses import simnpo_loss
 from unlearnkit.methods.scrub_r import error_rate
 from unlearnkit.methods.unsir import learn_noise
-from unlearnkit.task import Task, make_task
+from unlearnkit.modalities.classifier.task import make_task
+from unlearnkit.task import Task
 
 SIX = ["boundary_shrink", "unsir", "cf_k", "eu_k", "simnpo", "scrub_r"]
 RECIPE = TrainConfig(epochs=10, batch_size=64, lr=1e-3)

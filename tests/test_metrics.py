@@ -11,7 +11,7 @@ from unlearnkit.errors import ConfigError, DataError, UnlearnkitError
 from unlearnkit.evaluation import METRICS, EvalInputs, Scores, compute_metrics, list_metrics
 from unlearnkit.evaluation import metrics as M
 from unlearnkit.evaluation import mia
-from unlearnkit.loop import LoopStats
+from unlearnkit.engines.loop import LoopStats
 
 
 def scores(logits, labels, prefix: str = "x") -> Scores:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.ensemble import train_many
+from unlearnkit.engines.ensemble import train_many
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.evaluation.comparator import attack_scores, comparator_privacy, confidence_feature
 from unlearnkit.evaluation.competition import (
@@ -20,7 +20,7 @@ from unlearnkit.evaluation.competition import (
     example_epsilons,
     forget_score,
 )
-from unlearnkit.evaluation.scores import Scores
+from unlearnkit.modalities.classifier.scores import Scores
 from unlearnkit.evaluation import shadow
 from unlearnkit.evaluation.shadow import (
     PRIVACY_OUTPUTS,
@@ -29,9 +29,9 @@ from unlearnkit.evaluation.shadow import (
     shadow_retrains,
 )
 from unlearnkit.evaluation.ulira import ulira
-from unlearnkit.loop import LoopStats, TrainConfig
+from unlearnkit.engines.loop import LoopStats, TrainConfig
 from unlearnkit.orchestration.artifacts import ModelCache
-from unlearnkit.task import make_task
+from unlearnkit.modalities.classifier.task import make_task
 
 
 # ----------------------------------------------------------------------------- U-LiRA
@@ -243,7 +243,7 @@ def test_shadow_models_are_cached_and_shared(tiny, cache, monkeypatch):
 
 def test_dp_task_shadow_originals_are_trained_with_dp(monkeypatch):
     pytest.importorskip("opacus")
-    import unlearnkit.dp as dp
+    import unlearnkit.engines.dp as dp
 
     task = make_task("digits", "mlp", seed=0, device="cpu", model_kwargs={"hidden": (16,)},
                      recipe=TrainConfig(epochs=1, batch_size=64, lr=3e-3),

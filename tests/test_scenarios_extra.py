@@ -11,9 +11,9 @@ from unlearnkit.data.scenarios import (MARK_SUFFIX, BiasForget, ConfusionForget,
                                        parse_scenario, scenario_from_dict)
 from unlearnkit.errors import ConfigError, ForgetSetError
 from unlearnkit.evaluation import EvalInputs, Scores, compute_metrics
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.orchestration.experiment import evaluate_model
-from unlearnkit.task import make_task
+from unlearnkit.modalities.classifier.task import make_task
 
 
 @pytest.fixture(scope="module")

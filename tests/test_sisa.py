@@ -10,10 +10,10 @@ import torch
 from unlearnkit.data.dataset import ExampleSet
 from unlearnkit.data.scenarios import ClassForget, RandomForget
 from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
-from unlearnkit.loop import TrainConfig
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import get_method
 from unlearnkit.methods.sisa import Sisa, SisaEnsemble, sisa_assignment, sisa_forget, train_sisa
-from unlearnkit.task import make_task
+from unlearnkit.modalities.classifier.task import make_task
 
 S, R = 3, 3
 RECIPE = TrainConfig(epochs=4, batch_size=16, lr=1e-2)

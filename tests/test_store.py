@@ -306,8 +306,8 @@ def test_model_cache_get_put_and_stale_entries(tmp_path):
 
 def test_make_task_uses_cache(tmp_path):
     """make_task trains once, then loads the original from the cache."""
-    from unlearnkit.loop import TrainConfig
-    from unlearnkit.task import make_task
+    from unlearnkit.engines.loop import TrainConfig
+    from unlearnkit.modalities.classifier.task import make_task
 
     cache = ModelCache(tmp_path)
     recipe = TrainConfig(epochs=1, batch_size=64)

@@ -9,9 +9,10 @@ from .data import (  # noqa: E402
     SubclassForget, SubjectForget, load_dataset,
 )
 from .errors import UnlearnkitError  # noqa: E402
-from .loop import TrainConfig  # noqa: E402
+from .engines.loop import TrainConfig  # noqa: E402
 from .methods import get_method, list_methods  # noqa: E402
-from .task import Task, make_task  # noqa: E402
+from .modalities.classifier.task import make_task  # noqa: E402
+from .task import Task  # noqa: E402
 
 __all__ = [
     "__version__", "evaluate", "unlearn", "make_task", "Task", "TrainConfig", "ExampleSet",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .loop import LoopStats
+from .engines.loop import LoopStats
 from .methods import UnlearnResult, get_method
 from .orchestration.artifacts import ModelCache
 from .orchestration.experiment import Evaluation, evaluate_model, get_reference, score_model

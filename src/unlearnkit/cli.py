@@ -213,7 +213,7 @@ def train(
 
     from .orchestration.experiment import evaluate_model
     from .orchestration.records import RunRecord
-    from .task import default_recipe, make_task
+    from .modalities.classifier.task import default_recipe, make_task
     from .utils import environment_info
 
     if task_kind not in ("classifier", "profiles", "bible", "qa"):
@@ -247,7 +247,7 @@ def _train_lm(kind, dataset, forget, people, qa_per_person, lm_size, epochs, lr,
               home, store, as_json) -> None:
     from dataclasses import replace
 
-    from .lm_task import default_lm_recipe, make_lm_task
+    from .modalities.causal_lm.task import default_lm_recipe, make_lm_task
     from .orchestration.records import RunRecord
     from .utils import environment_info
 
@@ -386,7 +386,7 @@ def evaluate(
     as_json: bool = JsonOpt,
 ):
     """Compute every metric of a stored model against the (cached) reference."""
-    from .loop import LoopStats
+    from .engines.loop import LoopStats
     from .orchestration.experiment import evaluate_model, get_reference, score_model, task_from_spec
 
     if export_scores and export_scores.suffix not in (".parquet", ".csv"):
@@ -467,7 +467,7 @@ def connect(
     import numpy as np
 
     from .evaluation.connectivity import barrier, evaluate_path, fit_bezier, interpolate_linear
-    from .evaluation.scores import score_splits
+    from .modalities.classifier.scores import score_splits
     from .orchestration.experiment import get_reference, task_from_spec
     from .utils import atomic_write
 
@@ -672,8 +672,8 @@ def methods(as_json: bool = JsonOpt):
         lines.append(f"    source: {m['citation']}")
         lines.append(f"    serves: {', '.join(m['modalities'])}")
         for p in m["params"]:
-            lm = (f" (language models: {m['lm_defaults'][p['name']]!r})"
-                  if p["name"] in m["lm_defaults"] else "")
+            lm = "".join(f" ({mod}: {d[p['name']]!r})" for mod, d in m["defaults"].items()
+                         if p["name"] in d)
             lines.append(f"    --param {p['name']}={p['default']!r}".ljust(38) + f"  {p['help']}{lm}")
     _out(_clean(ms), as_json, "\n".join(lines))
 

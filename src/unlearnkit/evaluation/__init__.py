@@ -1,5 +1,8 @@
-"""Evaluation layer: per-example scores, metrics, attacks, reference comparison."""
+"""Evaluation layer: the metric catalogue, cost metrics, attacks (MIA, U-LiRA, shadow
+models, competition and comparator scores), mode connectivity. Each modality's per-example
+scores and metrics live in its package (``unlearnkit.modalities.<name>``)."""
 
+from ..modalities.classifier.scores import SPLITS, Scores, compute_scores, score_splits
 from .metrics import (
     METRICS,
     EvalInputs,
@@ -9,14 +12,11 @@ from .metrics import (
     metric_goal,
     register_metric,
 )
-from .scores import SPLITS, Scores, compute_scores, score_splits
-from .lm_eval import LMScores, score_lm_splits
 
 __all__ = [
     "METRICS",
     "SPLITS",
     "EvalInputs",
-    "LMScores",
     "MetricSpec",
     "Scores",
     "compute_metrics",
@@ -24,6 +24,5 @@ __all__ = [
     "list_metrics",
     "metric_goal",
     "register_metric",
-    "score_lm_splits",
     "score_splits",
 ]

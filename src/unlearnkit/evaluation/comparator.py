@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 from ..errors import DataError
-from .scores import Scores
+from ..modalities.classifier.scores import Scores
 
 DELTA = 1e-5
 _EPS = 1e-10

@@ -44,10 +44,10 @@ from torch.func import functional_call
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError
-from ..loop import LoopStats, StepContext, TrainConfig, run_loop
+from ..engines.loop import LoopStats, StepContext, TrainConfig, run_loop
 from ..utils import derive_seed
 from .metrics import EvalInputs, compute_metrics
-from .scores import SPLITS, Scores, score_splits
+from ..modalities.classifier.scores import SPLITS, Scores, score_splits
 
 #: metrics computed at each point of a path (see ``unlearnkit metrics``)
 PATH_METRICS = ("accuracy", "mia_lr", "js_divergence")

@@ -37,15 +37,15 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from ..ensemble import train_many
+from ..engines.ensemble import train_many
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..methods import Method, get_method
 from ..task import ModelCache, Task
 from ..utils import derive_seed, stable_hash
 from .comparator import comparator_privacy
 from .competition import competition_score
-from .scores import Scores, compute_scores
+from ..modalities.classifier.scores import Scores, compute_scores
 from .ulira import ulira
 
 #: goal of each key :func:`privacy_report` returns ("higher"/"lower" is better), for reports
@@ -111,7 +111,7 @@ def _fit_many(task: Task, data, progress: bool) -> Fit:
 
 def _fit_dp(task: Task, dp: dict, progress: bool) -> Fit:
     """Train on the full training set with DP-SGD like a DP task's original, one at a time."""
-    from ..dp import train_dp_original
+    from ..engines.dp import train_dp_original
 
     def fit(seeds: list[int]) -> tuple[list[nn.Module], LoopStats]:
         models, total = [], LoopStats()

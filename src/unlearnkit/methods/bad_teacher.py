@@ -10,7 +10,7 @@ import torch
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import kl_to_teacher

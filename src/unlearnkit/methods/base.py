@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..loop import LoopStats, TrainConfig, run_loop
+from ..modalities import get_modality
+from ..engines.loop import LoopStats, TrainConfig, run_loop
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -77,20 +78,18 @@ class Method:
     citation: ClassVar[str] = ""
     exact: ClassVar[bool] = False
     needs_retain: ClassVar[bool] = False
-    #: the adapter modalities this method can serve (``task.adapter.modality``); a method
-    #: that reads class labels or class logits stays ``("classifier",)``
+    #: the modalities this method can serve (``task.modality``); a method that reads class
+    #: labels or class logits stays ``("classifier",)``
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     #: common contract checks (tests/test_methods_contract.py) that cannot apply to this
     #: method, mapped to the reason, e.g. ``{"step_budget": "retrain's budget is its recipe"}``;
     #: ``"check:causal_lm"`` exempts it on one modality only
     contract_exempt: ClassVar[dict[str, str]] = {}
-    #: whether ``task.lora`` (LoRA through peft, causal-LM tasks) wraps the model this method
-    #: trains; the adapters are merged back afterwards. False for methods that change no
-    #: weights (ICUL) or bring their own adapters (bounded_lora).
+    #: whether the task may wrap the model this method trains (``Task.trainable_model``:
+    #: LoRA adapters through peft on a causal-LM task with ``lora`` set, merged back
+    #: afterwards). False for methods that change no weights (ICUL) or bring their own
+    #: adapters (bounded_lora).
     uses_lora: ClassVar[bool] = True
-    #: defaults that replace ``Params``' on a causal-LM task (hyperparameters tuned for a
-    #: classifier's forget set rarely suit a language model's); explicit values always win
-    lm_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any):
         names = {f.name for f in dataclasses.fields(self.Params)}
@@ -110,17 +109,18 @@ class Method:
             raise ConfigError(f"method {self.name!r}: {e}") from None
 
     def params_for(self, modality: str) -> Any:
-        """The hyperparameters this instance runs with on a task of ``modality``."""
-        if modality == "causal_lm" and self.lm_defaults:
-            return self._make_params({**self.lm_defaults, **self._explicit})
-        return self._make_params(self._explicit)
+        """The hyperparameters this instance runs with on a task of ``modality``: the
+        modality's defaults for this method (``modalities/<name>/defaults.py``), then the
+        explicit values."""
+        defaults = get_modality(modality).method_defaults.get(self.name, {})
+        return self._make_params({**defaults, **self._explicit})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
 
     def _prepare(self, task) -> None:
         """Check that the method serves ``task`` and settle its parameters for the modality."""
-        modality = getattr(task.adapter, "modality", "classifier")
+        modality = task.modality
         if modality not in self.modalities:
             raise ConfigError(f"method {self.name!r} works on {' and '.join(self.modalities)} tasks, "
                               f"not {modality}; `unlearnkit methods` lists what each method serves")
@@ -130,16 +130,10 @@ class Method:
 
     def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
         self._prepare(task)
-        model = copy.deepcopy(task.original).to(task.device)
-        lora = getattr(task, "lora", None)
-        if lora and not self.exact and self.uses_lora:
-            from ..modalities.causal_lm import with_lora
-
-            model = with_lora(model, **lora)
+        model = task.trainable_model(copy.deepcopy(task.original).to(task.device), self)
         t0 = time.perf_counter()
         cost = self._unlearn(model, task, seed, progress)
-        if hasattr(model, "merge_and_unload") and lora and not self.exact and self.uses_lora:
-            model = model.merge_and_unload()  # a plain model of the original's architecture
+        model = task.finished_model(model, self)  # a plain model of the original's architecture
         cost.wall_time_s = time.perf_counter() - t0
         model.eval()
         return UnlearnResult(model, cost, self.name, dataclasses.asdict(self.params), seed)
@@ -172,12 +166,13 @@ class Method:
         objective ``weight * mean loss on task.<stream> + sum_s w_s * mean loss on task.<s>``
         (``extra = {s: w_s}``): every model at once through
         :func:`unlearnkit.ensemble.train_many` (vectorised where the architecture allows),
-        each with its own seed's data order. ``None`` where that does not apply (LoRA,
-        non-classifier tasks, fewer than two models): the caller then goes one by one."""
-        if (getattr(task, "lora", None) or len(originals) < 2
-                or getattr(task.adapter, "modality", "classifier") != "classifier"):
+        each with its own seed's data order. ``None`` where that does not apply (a modality
+        without the ``ensembles`` capability, a task that wraps the trained model, fewer than
+        two models): the caller then goes one by one."""
+        if (len(originals) < 2 or not task.modality_info.supports("ensembles")
+                or task.wraps_model(self)):
             return None
-        from ..ensemble import train_many
+        from ..engines.ensemble import train_many
 
         if len(originals) != len(seeds):
             raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
@@ -218,7 +213,8 @@ class Method:
             "citation": cls.citation,
             "exact": cls.exact,
             "modalities": list(cls.modalities),
-            "lm_defaults": dict(cls.lm_defaults),
+            "defaults": {m: d[cls.name] for m in cls.modalities
+                         if cls.name in (d := get_modality(m).method_defaults)},
             "doc": doc,
             "params": [
                 {"name": f.name, "default": _default(f), "type": str(f.type),

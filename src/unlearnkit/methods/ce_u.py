@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import LoopParams, Method, hp, register
 from .losses import ce_u_loss, prediction_positions
 
@@ -50,7 +50,7 @@ class CEU(Method):
     ``ignore_first`` answer tokens are left out (the paper's footnote trick; OpenUnlearning's
     ``ignore_first_n_answer_tokens = 1``). Departures: an optional retain cross-entropy term
     (off on causal LMs, as in the paper); Adam at ``lr = 1e-3``, batches of 8 and 10 epochs
-    were chosen on the tiny profiles LM task (``lm_defaults``; the paper fine-tunes
+    were chosen on the tiny profiles LM task (``modalities/causal_lm/defaults.py``; the paper fine-tunes
     Llama-2-7B on TOFU). On classifiers the defaults are ``lr = 3e-4``, batches of 64, 3
     epochs and the retain term on, chosen on digits (seed 0) as the setting that never
     collapses: retain-accuracy gap to the reference 0.057 on random 10%, but a removed class
@@ -60,7 +60,6 @@ class CEU(Method):
 
     name = "ce_u"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"epochs": 10.0, "lr": 1e-3, "batch_size": 8, "retain_weight": 0.0}  # tiny profiles task
     summary = "cross-entropy to the model's own prediction with the true token's logit set to -inf"
     Params = CEUParams
     citation = "Yang 2025, CE-U: Cross Entropy Unlearning (arXiv 2503.01224)"

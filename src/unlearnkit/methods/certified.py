@@ -71,9 +71,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..linear import (DEFAULT_LAM, LOGISTIC_GAMMA, _design, _set_theta, _signs, _theta, linear_layer,
+from ..engines.linear import (DEFAULT_LAM, LOGISTIC_GAMMA, _design, _set_theta, _signs, _theta, linear_layer,
                       ovr_gradient, ovr_hessians, train_linear_optimum)
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import Method, hp, register
 
 __all__ = ["CertifiedRemoval", "train_linear_optimum", "linear_layer", "ovr_gradient", "ovr_hessians"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import ConfigError
-from ..loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
 from .base import LoopParams, Method, hp, register
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
-from ..modalities.causal_lm import IGNORE
+from ..engines.loop import LoopStats
+from ..modalities.causal_lm.adapter import IGNORE
 from .base import LoopParams, Method, hp, register
 from .losses import npo_loss
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..utils import derive_seed, seed_everything
 from .base import LoopParams, Method, hp, register
 from .cf_k import last_k_layers, train_last_k

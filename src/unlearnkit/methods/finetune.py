@@ -7,7 +7,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
 from .base import LoopParams, Method, hp, register
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DivergenceError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..utils import derive_seed
 from .base import Method, hp, register
 from .curvature import FISHER_KINDS, all_finite, diagonal_fisher, head_parameters, trainable

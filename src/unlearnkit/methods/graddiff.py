@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from .base import LoopParams, Method, hp, register
 from .losses import gradient_difference_loss
 
@@ -47,7 +47,6 @@ class GradDiff(Method):
 
     name = "graddiff"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"lr": 3e-3, "epochs": 10.0}  # measured on the tiny profiles task
     Params = GradDiffParams
     citation = ("Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning, NegGrad+; "
                 "Liu et al. 2022 (CoLLAs), Continual Learning and Private Unlearning, GradDiff")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from .base import LoopParams, Method, hp, register
 from .losses import gradient_ascent_loss
 
@@ -26,7 +26,6 @@ class GradientAscent(Method):
 
     name = "gradient_ascent"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"lr": 1e-3, "epochs": 10.0}  # measured on the tiny profiles task
     Params = GradientAscentParams
     citation = "Golatkar et al. 2020 (CVPR) NegGrad; Jang et al. 2023 (ACL) knowledge unlearning"
 

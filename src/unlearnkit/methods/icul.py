@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelDataMismatchError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..utils import derive_seed
 from .base import Method, UnlearnResult, hp, register
 
@@ -310,10 +310,7 @@ class ICUL(Method):
 
     # ------------------------------------------------------------------ method
     def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
-        modality = getattr(task.adapter, "modality", "classifier")
-        if modality not in self.modalities:
-            raise ConfigError(f"method {self.name!r} works on causal_lm tasks, not {modality}; "
-                              "`unlearnkit methods` lists what each method serves")
+        self._prepare(task)
         t0 = time.perf_counter()
         ids, ends, is_forget, source = self.build_context(task, seed)
         model = InContextModel(copy.deepcopy(task.original), ids, ends, is_forget,

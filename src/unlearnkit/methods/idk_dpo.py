@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import dpo_loss
@@ -96,7 +96,7 @@ class IdkDPO(Method):
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
-        from ..modalities.causal_lm import replace_answers
+        from ..modalities.causal_lm.adapter import replace_answers
 
         p = self.params
         adapter = task.adapter

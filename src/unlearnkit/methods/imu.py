@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from .base import LoopParams, Method, hp, register
 from .curvature import head_parameters, per_example_grads
 

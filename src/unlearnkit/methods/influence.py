@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DivergenceError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from ..utils import derive_seed
 from .base import Method, hp, register
 from .curvature import (

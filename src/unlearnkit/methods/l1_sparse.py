@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from .base import LoopParams, Method, hp, register
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import LoopParams, Method, hp, register
 from .losses import npo_loss
 
@@ -37,14 +37,13 @@ class NPO(Method):
     ``2 p_theta^beta / (p_theta^beta + p_ref^beta)``, which vanishes as a forget example's
     probability falls, so it does not diverge the way ascent does. On a causal-LM
     task ``log p(y|x)`` is the summed answer-token log-probability and ``beta = 0.1``, as in
-    the paper (``lm_defaults``). Departure for classifiers: ``log p(y|x)`` is the class
+    the paper (``modalities/causal_lm/defaults.py``). Departure for classifiers: ``log p(y|x)`` is the class
     log-likelihood and the default ``beta = 2`` was tuned on the digits task.
     The reference model's forward passes are counted in the cost.
     """
 
     name = "npo"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"lr": 3e-3, "epochs": 10.0, "beta": 0.1}  # measured on the tiny profiles task
     Params = NPOParams
     citation = "Zhang et al. 2024 (COLM), Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
     needs_retain = True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.dataset import ExampleSet
-from ..loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import random_label_targets

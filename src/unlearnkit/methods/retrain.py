@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import Method, register
 
 

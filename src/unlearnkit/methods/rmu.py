@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
 from .base import Method, hp, register
 from .losses import saliency_mask
 from .random_labels import RandomLabelsParams, random_label_data

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats, Objective, run_loop
+from ..engines.loop import LoopStats, Objective, run_loop
 from .base import LoopParams, Method, hp, register
 from .losses import kl_to_teacher
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError
-from ..loop import LoopStats, run_loop
+from ..engines.loop import LoopStats, run_loop
 from .base import UnlearnResult, hp, register
 from .scrub import Scrub, ScrubParams, scrub_objective, scrub_schedule
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import LoopParams, Method, hp, register
 from .losses import simnpo_loss
 
@@ -45,7 +45,6 @@ class SimNPO(Method):
 
     name = "simnpo"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"lr": 3e-3, "epochs": 10.0}  # measured on the tiny profiles task
     summary = "reference-free NPO: length-normalised likelihood with a margin, plus a retain term"
     Params = SimNPOParams
     citation = ("Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization "

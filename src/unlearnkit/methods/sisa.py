@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from ..data.dataset import ExampleSet
 from ..data.scenarios import validate_forget_ids
 from ..errors import ConfigError
-from ..loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
 from ..utils import atomic_path, derive_seed
 from .base import Method, UnlearnResult, hp, register
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DivergenceError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import Method, hp, register
 from .curvature import all_finite, diagonal_fisher, trainable
 

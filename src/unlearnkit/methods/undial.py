@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, undial_loss
 
@@ -46,7 +46,7 @@ class Undial(Method):
     question included); the optional retain term is OpenUnlearning's GradDiff-style
     extension (off on causal LMs, as in the paper; on for classifiers). ``gamma = 10``
     (the paper's range is 3 to 30), Adam at ``lr = 2e-3``, batches of 8 and 10 epochs were chosen on the tiny profiles
-    LM task (``lm_defaults``; the paper tunes LoRA on Llama-2 at ``lr = 1e-4``). On
+    LM task (``modalities/causal_lm/defaults.py``; the paper tunes LoRA on Llama-2 at ``lr = 1e-4``). On
     classifiers: ``lr = 1e-3``, batches of 64, 5 epochs and the retain term on, chosen on
     digits (seed 0): a removed class is matched to within 0.008, random 10% overshoots
     (forget-accuracy gap 0.21); settings that match random forgetting (``gamma = 3``,
@@ -56,7 +56,6 @@ class Undial(Method):
 
     name = "undial"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"epochs": 10.0, "lr": 2e-3, "batch_size": 8, "retain_weight": 0.0}  # tiny profiles task
     summary = "self-distil from the original with the target token's logit lowered by gamma"
     Params = UndialParams
     citation = ("Dong et al. 2025 (NAACL), UNDIAL: Self-Distillation with Adjusted Logits for "

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError
-from ..loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
+from ..engines.loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..loop import LoopStats
+from ..engines.loop import LoopStats
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, wga_loss
 
@@ -41,7 +41,7 @@ class WGA(Method):
     which keeps the ascent from running away. On a classifier each example is one "token"
     (``w = p(y|x)^beta``). The retain term is GradDiff's, as in OpenUnlearning (the paper's
     G-effect study runs WGA alone). Departures: ``beta = 1``, Adam at ``lr = 2e-3``, batches
-    of 8 and 10 epochs were chosen on the tiny profiles LM task (``lm_defaults``; the paper
+    of 8 and 10 epochs were chosen on the tiny profiles LM task (``modalities/causal_lm/defaults.py``; the paper
     fine-tunes Llama/Phi with its own schedules); on classifiers ``lr = 1e-3``, batches of 64
     and 5 epochs, chosen on digits (seed 0: accuracy gaps to the retrained reference at most
     0.06 on random 10% and 0.006 on one class; 1e-3 for 2 epochs or 3e-4 leave a removed
@@ -50,7 +50,6 @@ class WGA(Method):
 
     name = "wga"
     modalities = ("classifier", "causal_lm")
-    lm_defaults = {"epochs": 10.0, "lr": 2e-3, "batch_size": 8}  # measured on the tiny profiles task
     summary = "gradient ascent weighted per token by the token's own probability to the power beta"
     Params = WGAParams
     citation = ("Wang et al. 2025 (ICLR), Rethinking LLM Unlearning Objectives: A Gradient "

@@ -92,7 +92,7 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: unknown grid keys {sorted(unknown)}")
     grid = Grid(**data)
     if grid.is_lm:
-        from ..lm_task import make_lm_task
+        from ..modalities.causal_lm.task import make_lm_task
         import inspect
 
         bad = set(grid.lm) - set(inspect.signature(make_lm_task).parameters) | ({"forget", "source", "seed"} & set(grid.lm))
@@ -111,7 +111,7 @@ def load_grid(path: str | Path) -> Grid:
 def _job(grid: Grid, seed: int, scenarios: list[dict], home: str, threads: int) -> list[dict]:
     import torch
 
-    from ..task import make_task
+    from ..modalities.classifier.task import make_task
     from .experiment import Workspace, compare
 
     torch.set_num_threads(threads)
@@ -119,7 +119,7 @@ def _job(grid: Grid, seed: int, scenarios: list[dict], home: str, threads: int) 
     recs = []
     for sc in scenarios:
         if grid.is_lm:
-            from ..lm_task import make_lm_task
+            from ..modalities.causal_lm.task import make_lm_task
 
             source = grid.dataset if grid.task == "qa" else grid.task
             task = make_lm_task(source, forget=sc["forget"], seed=seed, cache=ws.cache, **grid.lm)

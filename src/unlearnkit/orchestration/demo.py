@@ -15,7 +15,7 @@ from ..data.scenarios import ClassForget, Scenario, SubjectForget
 from .experiment import Workspace, compare
 from .records import RunRecord
 from .report import scenario_label, write_report
-from ..task import make_task
+from ..modalities.classifier.task import make_task
 
 DEMO_METHODS = ("finetune", "gradient_ascent", "graddiff", "random_labels", "scrub", "npo", "salun",
                 "bad_teacher", "l1_sparse", "ssd", "simnpo", "sisa")
@@ -72,7 +72,7 @@ def run_lm_demo(out_dir: str | Path = "demo-lm-output", home: str | Path | None 
     people; a deletion request asks it to forget ``forget`` (10% of the people); every LM
     method answers it and is compared with the retrained reference on forget quality,
     model utility, memorisation, membership inference, probes and cost."""
-    from ..lm_task import make_lm_task
+    from ..modalities.causal_lm.task import make_lm_task
     from ..methods import METHODS
 
     methods = [m for m in (methods or LM_DEMO_METHODS) if m != "retrain" and m in METHODS]

@@ -20,14 +20,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from torch import nn
 
-from ..data.scenarios import Scenario, scenario_from_dict
+from ..data.scenarios import Scenario
+from ..engines.loop import LoopStats
 from ..errors import ConfigError, StoreError, UnlearnkitError
-from ..evaluation.lm_eval import LMScores, score_lm_splits
 from ..evaluation.metrics import EvalInputs, compute_metrics
-from ..evaluation.scores import SPLITS, Scores, score_splits
-from ..loop import LoopStats, TrainConfig
 from ..methods import get_method
-from ..task import Task, make_task
+from ..modalities import modality_of_spec
+from ..task import Task
 from ..utils import environment_info
 from .artifacts import ArtifactStore, ModelCache
 from .records import RunRecord
@@ -88,47 +87,40 @@ def get_reference(task: Task, seed: int, cache: ModelCache | None = None,
 
 @dataclass
 class Evaluation:
-    """Metrics of one model on a task, with the per-split scores they came from
-    (:class:`Scores` per split for classifiers, :class:`LMScores` per set for causal LMs)."""
+    """Metrics of one model on a task, with the per-split scores they came from (the
+    modality's score tables: ``Scores`` per split for classifiers, ``LMScores`` per set for
+    causal LMs)."""
 
     metrics: dict[str, float]
-    scores: dict[str, Scores] | dict[str, LMScores]
+    scores: dict
 
 
-def score_model(model: nn.Module, task: Task) -> dict[str, Scores] | dict[str, LMScores]:
-    """The scores every metric of ``task``'s modality derives from: :func:`score_splits`
-    for classifiers, :func:`score_lm_splits` (forget, retain, holdout, eval sets) for causal LMs."""
-    if task.modality == "causal_lm":
-        return score_lm_splits(model, task)
-    return score_splits(model, task, SPLITS)
+def score_model(model: nn.Module, task: Task) -> dict:
+    """The scores every metric of ``task``'s modality derives from (one pass per split)."""
+    return task.modality_info.score_model(model, task)
 
 
-def evaluate_model(model: nn.Module, task: Task, reference_scores: dict[str, Scores] | None = None,
+def evaluate_model(model: nn.Module, task: Task, reference_scores: dict | None = None,
                    cost: LoopStats | None = None, reference_cost: LoopStats | None = None,
                    seed: int = 0, metrics: Sequence[str] | None = None,
-                   scores: dict[str, Scores] | None = None,
+                   scores: dict | None = None,
                    reference_model: nn.Module | None = None) -> Evaluation:
-    """Score ``model`` once per split and derive every metric from the scores.
+    """Score ``model`` once per split and derive every metric of its modality from the scores.
 
-    On a causal-LM task the scores are :class:`LMScores` (:func:`score_model`), the inputs
-    carry ``modality="causal_lm"`` and ``models`` (``model``, ``reference_model``, ``task``)
-    for the metrics that run a model again (relearning attack, FADE); ``reference_scores``
-    must then come from :func:`score_model` too.
+    ``reference_scores`` come from :func:`score_model` of the reference. The inputs also carry
+    ``models`` (``model``, ``reference``, ``task``) for the metrics that run a model again
+    (the language models' relearning attack and FADE).
     """
-    if task.modality == "causal_lm":
-        if reference_scores is not None and not all(isinstance(v, LMScores) for v in reference_scores.values()):
-            raise ConfigError("the reference scores of a causal-LM task must be LM scores: "
+    scores = scores or score_model(model, task)
+    if reference_scores is not None:
+        kinds = {type(v) for v in scores.values()}
+        if any(type(v) not in kinds for v in reference_scores.values()):
+            raise ConfigError("the reference scores are of another kind than the model's: "
                               "compute them with score_model(reference, task)")
-        scores = scores or score_model(model, task)
-        inputs = EvalInputs(scores, reference_scores, cost, reference_cost, seed, scenario=task.split.scenario,
-                            modality="causal_lm",
-                            models={"model": model, "reference": reference_model, "task": task})
-        return Evaluation(compute_metrics(inputs, list(metrics) if metrics else None), scores)
-    scores = scores or score_splits(model, task, SPLITS)
-    values = compute_metrics(EvalInputs(scores, reference_scores, cost, reference_cost, seed,
-                                        scenario=task.split.scenario),
-                             list(metrics) if metrics else None)
-    return Evaluation(values, scores)
+    inputs = EvalInputs(scores, reference_scores, cost, reference_cost, seed, scenario=task.split.scenario,
+                        modality=task.modality,
+                        models={"model": model, "reference": reference_model, "task": task})
+    return Evaluation(compute_metrics(inputs, list(metrics) if metrics else None), scores)
 
 
 def _record(task: Task, kind: str, method: str, seed: int, params: dict, cost: LoopStats | None,
@@ -231,31 +223,7 @@ def _jsonable(v):
 def task_from_spec(spec: dict, scenario: Scenario | dict | None = None,
                    cache: ModelCache | None = None, progress: bool = False,
                    device: str | None = None) -> Task:
-    """Rebuild a built-in or file-based task from a stored ``task_spec``.
-
-    The original comes from ``cache`` when it holds it (it does after ``train``).
-    """
-    if spec.get("modality") == "causal_lm":
-        from ..lm_task import lm_task_from_spec
-
-        sc = scenario if isinstance(scenario, dict) or scenario is None else scenario.to_dict()
-        if sc is None:
-            forget = None
-        elif sc.get("kind") == "lm":
-            forget = sc.get("forget")
-        elif sc.get("kind") == "ids" and sc.get("ids"):
-            forget = {"ids": list(sc["ids"])}
-        else:
-            raise ConfigError(f"a language-model task forgets a split, subjects or ids, not {sc.get('kind')!r}")
-        return lm_task_from_spec(spec, forget, cache=cache, progress=progress, device=device)
-    if spec.get("source") is None:
-        raise UnlearnkitError("this run's task was built from in-memory data; "
-                              "rebuild it in Python with Task.from_model")
-    if isinstance(scenario, dict):
-        scenario = scenario_from_dict(scenario)
-    return make_task(
-        spec["source"], spec["model"], scenario or scenario_from_dict(spec["scenario"]),
-        seed=spec["seed"], recipe=TrainConfig(**spec["recipe"]), model_kwargs=spec.get("model_kwargs"),
-        device=device, cache=cache, progress=progress, test_fraction=spec["test_fraction"],
-        pool_fraction=spec["pool_fraction"], dataset_kwargs=spec.get("dataset_kwargs"), dp=spec.get("dp"),
-    )
+    """Rebuild a stored task through its modality (``spec["modality"]``), with its own
+    forget set or ``scenario``; the original comes from ``cache`` when it holds it (it does
+    after ``train``)."""
+    return modality_of_spec(spec).task_from_spec(spec, scenario, cache=cache, progress=progress, device=device)

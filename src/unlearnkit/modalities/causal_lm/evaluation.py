@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError, DivergenceError
-from ..utils import derive_seed
-from . import lm_metrics as lmm
-from .metrics import NAN, EvalInputs, register_metric
+from ...errors import ConfigError, DataError, DivergenceError
+from ...utils import derive_seed
+from . import formulas as lmm
+from ...evaluation.metrics import NAN, EvalInputs, register_metric
 
 IGNORE = -100
 LM = ("causal_lm",)
@@ -603,7 +603,7 @@ def relearn_attack(model: nn.Module, task, seed: int = 0, steps: int = RELEARN_S
     attack (nan if the attack diverges). ``model`` is not modified; global RNG states are
     restored afterwards.
     """
-    from ..loop import TrainConfig, cross_entropy_objective, run_loop
+    from ...engines.loop import TrainConfig, cross_entropy_objective, run_loop
 
     key = ("relearn", id(task), seed, steps, lr)
     hit = _CACHE.get(model, key)

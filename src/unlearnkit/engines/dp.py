@@ -37,10 +37,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .data.dataset import ExampleSet
-from .errors import ConfigError, DivergenceError
+from ..data.dataset import ExampleSet
+from ..errors import ConfigError, DivergenceError
 from .loop import LoopStats, TrainConfig, count_steps, make_optimizer
-from .utils import derive_seed, seed_everything
+from ..utils import derive_seed, seed_everything
 
 ACCOUNTANT = "rdp"
 #: Opacus warnings that are expected here and say nothing actionable (seeded RNG is documented

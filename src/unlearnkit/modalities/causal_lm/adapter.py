@@ -29,8 +29,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..data.dataset import ExampleSet
-from ..errors import ConfigError, DataError, ModelDataMismatchError
+from ...data.dataset import ExampleSet
+from ...errors import ConfigError, DataError, ModelDataMismatchError
 
 IGNORE = -100
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"

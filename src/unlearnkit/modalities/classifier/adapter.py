@@ -14,8 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..data.dataset import ExampleSet
-from ..errors import ModelDataMismatchError
+from ...data.dataset import ExampleSet
+from ...errors import ModelDataMismatchError
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ...errors import CheckpointError, ConfigError, DataError
 
 PAD, EOS = "<pad>", "<eos>"
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data.dataset import ExampleSet
-from .errors import ConfigError
+from ..data.dataset import ExampleSet
+from ..errors import ConfigError
 from .loop import LoopStats
-from .modalities.models import build_model
-from .utils import derive_seed
+from ..modalities.classifier.models import build_model
+from ..utils import derive_seed
 
 #: Lipschitz constant of the logistic loss's second derivative used by the paper.
 #: (The tight value is max |sigma'''| = 1/(6 sqrt 3) ~ 0.096; 1/4 is conservative.)

@@ -22,9 +22,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 
-from .data.dataset import ExampleSet
-from .errors import ConfigError, DivergenceError
-from .utils import derive_seed, seed_everything
+from ..data.dataset import ExampleSet
+from ..errors import ConfigError, DivergenceError
+from ..utils import derive_seed, seed_everything
 
 
 @dataclass

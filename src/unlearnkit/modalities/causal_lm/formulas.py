@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 MODEL_UTILITY_KEYS: tuple[str, ...] = tuple(
     f"{split}_{metric}"
@@ -397,7 +397,7 @@ def mia_auc(member_scores, nonmember_scores) -> float:
     :func:`unlearnkit.evaluation.mia.threshold_attack`; unlike it, empty or NaN input
     raises instead of returning NaN.
     """
-    from .mia import threshold_attack
+    from ...evaluation.mia import threshold_attack
 
     m = np.asarray(member_scores, dtype=np.float64).reshape(-1)
     n = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)

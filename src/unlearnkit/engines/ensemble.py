@@ -72,10 +72,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .data.dataset import ExampleSet
-from .errors import ConfigError, DivergenceError
+from ..data.dataset import ExampleSet
+from ..errors import ConfigError, DivergenceError
 from .loop import LoopStats, TrainConfig, count_steps, make_optimizer, run_loop
-from .utils import derive_seed, seed_everything
+from ..utils import derive_seed, seed_everything
 
 #: steps of batch indices drawn ahead at a time (bounds the memory of the data order)
 _BLOCK = 256

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 

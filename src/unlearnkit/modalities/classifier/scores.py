@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.dataset import ExampleSet
+from ...data.dataset import ExampleSet
 
 SPLITS = ("forget", "retain", "test", "holdout")
 
@@ -119,3 +119,8 @@ def compute_scores(model: nn.Module, data: ExampleSet, adapter, batch_size: int 
 def score_splits(model: nn.Module, task, splits: Iterable[str] = SPLITS) -> dict[str, Scores]:
     """Scores of ``model`` on each named split of ``task``."""
     return {s: compute_scores(model, getattr(task, s), task.adapter) for s in splits}
+
+
+def score_model(model: nn.Module, task) -> dict[str, Scores]:
+    """Scores of ``model`` on every split the classifier metrics read."""
+    return score_splits(model, task, SPLITS)

@@ -41,11 +41,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.scenarios import Split
-from .errors import ConfigError, DataError
-from .loop import LoopStats, TrainConfig
-from .task import ModelCache, Task
-from .utils import derive_seed, resolve_device, stable_hash
+from dataclasses import dataclass, field
+
+from ...data.dataset import ExampleSet
+from ...data.scenarios import Split
+from ...engines.loop import LoopStats, TrainConfig
+from ...errors import ConfigError, DataError
+from ...task import ModelCache, Task
+from ...utils import derive_seed, resolve_device, stable_hash
 
 PROFILE_FORGETS = ("forget01", "forget05", "forget10")
 DEFAULT_MODEL = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}
@@ -55,6 +58,39 @@ TRAIN_KINDS = ("direct", "alias", "multihop", "retain", "world")
 TRUTH_RATIO_SETS = ("forget", "retain_eval", "other", "world")
 DEFAULT_BIBLE = {"forget_books": ["Ruth"], "retain_books": ["Jonah", "Haggai", "Obadiah", "Nahum"],
                  "holdout_books": ["Joel"]}
+
+
+@dataclass
+class LMTask(Task):
+    """A causal-LM task. Besides :class:`~unlearnkit.task.Task`'s fields:
+
+    Attributes:
+        eval_sets: further named evaluation sets: probes such as ``forget_paraphrase`` and
+            the answer variants truth ratios need (see the module docstring).
+        lora: LoRA settings (``with_lora`` keyword arguments) that every weight-changing
+            method trains through, or None for full fine-tuning.
+
+    A new forget set keeps the task's never-trained holdout people (there are no classes to
+    match a holdout to).
+    """
+
+    eval_sets: dict[str, ExampleSet] = field(default_factory=dict)
+    lora: dict | None = None
+
+    def wraps_model(self, method) -> bool:
+        return bool(self.lora) and not method.exact and method.uses_lora
+
+    def trainable_model(self, model: nn.Module, method) -> nn.Module:
+        if not self.wraps_model(method):
+            return model
+        from .adapter import with_lora
+
+        return with_lora(model, **self.lora)
+
+    def finished_model(self, model: nn.Module, method) -> nn.Module:
+        if self.wraps_model(method) and hasattr(model, "merge_and_unload"):
+            return model.merge_and_unload()
+        return model
 
 
 def default_lm_recipe() -> TrainConfig:
@@ -83,7 +119,7 @@ def make_lm_task(
     device: str | torch.device | None = None,
     cache: ModelCache | None = None,
     progress: bool = False,
-) -> Task:
+) -> LMTask:
     """Build (and train, or load from ``cache``) a causal-LM unlearning task.
 
     Args:
@@ -110,7 +146,7 @@ def make_lm_task(
         bible: ``forget_books`` / ``retain_books`` / ``holdout_books`` for ``source="bible"``.
         prompt_words: Bible verses: words of the verse in the prompt.
     """
-    from .modalities.causal_lm import CausalLMAdapter
+    from .adapter import CausalLMAdapter
 
     device = resolve_device(device)
     recipe = recipe or default_lm_recipe()
@@ -145,8 +181,8 @@ def make_lm_task(
     split = Split(train, holdout, forget_ids, holdout, scenario)
     factory = _model_factory(sizes, model_path, len(tok), max_len, tok)
     adapter = CausalLMAdapter(tok, device)
-    task = Task(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec,
-                None, sets, lora)
+    task = LMTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec,
+                  sets, lora)
     adapter.check_model(task.original, train)
     info = cache.get(f"original-{task.key}", task.original) if cache is not None else None
     if info is None:
@@ -160,7 +196,7 @@ def make_lm_task(
 
 
 def lm_task_from_spec(spec: dict, forget: str | dict | None = None, cache: ModelCache | None = None,
-                      progress: bool = False, device: str | None = None) -> Task:
+                      progress: bool = False, device: str | None = None) -> LMTask:
     """Rebuild a task made by :func:`make_lm_task` from its stored ``spec``, with its own
     forget set or ``forget`` (a split name, ``{"subjects": [...]}`` or ``{"ids": [...]}``)."""
     if forget is None:
@@ -173,10 +209,73 @@ def lm_task_from_spec(spec: dict, forget: str | dict | None = None, cache: Model
                         recipe=TrainConfig(**spec["recipe"]), cache=cache, progress=progress, device=device)
 
 
+def task_from_spec(spec: dict, scenario=None, cache: ModelCache | None = None, progress: bool = False,
+                   device: str | None = None) -> LMTask:
+    """The modality's spec round trip: ``scenario`` is None (the split the task was trained
+    for), ``{"kind": "lm", "forget": ...}`` or ``{"kind": "ids", "ids": [...]}``."""
+    sc = scenario if isinstance(scenario, dict) or scenario is None else scenario.to_dict()
+    if sc is None:
+        forget = None
+    elif sc.get("kind") == "lm":
+        forget = sc.get("forget")
+    elif sc.get("kind") == "ids" and sc.get("ids"):
+        forget = {"ids": list(sc["ids"])}
+    else:
+        raise ConfigError(f"a language-model task forgets a split, subjects or ids, not {sc.get('kind')!r}")
+    return lm_task_from_spec(spec, forget, cache=cache, progress=progress, device=device)
+
+
+def request_scenario(ids: list[str] | None = None, subjects: list[str] | None = None,
+                     scenario: str | None = None) -> dict | None:
+    """The scenario of a deletion request: example ids, person ids, a split name, or none
+    (the split the task was trained for)."""
+    given = [x for x in (ids, subjects, scenario) if x]
+    if len(given) > 1:
+        raise ConfigError("give exactly one of --forget-ids, --forget-subjects or --scenario")
+    forget = {"ids": list(ids)} if ids else {"subjects": list(subjects)} if subjects else scenario
+    return {"kind": "lm", "forget": forget} if forget else None
+
+
+def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None,
+               progress: bool = False) -> LMTask:
+    """The task ``unlearnkit train --task profiles|bible|qa`` builds. ``options``: ``dataset``
+    (the folder, ``qa``), ``forget``, ``people``, ``qa_per_person``, ``lm_size`` (a dict of
+    tiny-Llama sizes) and recipe overrides (``epochs``, ``lr``, ``batch_size``); None = default."""
+    from dataclasses import replace
+
+    o = {k: v for k, v in options.items() if v is not None}
+    if kind == "qa":
+        p = Path(str(o.get("dataset", "")))
+        if not o.get("dataset") or not p.exists():
+            raise ConfigError(f"--task qa needs --dataset FOLDER of QA files; {o.get('dataset')} does not exist")
+        source = str(p.resolve())
+    elif kind in ("profiles", "bible"):
+        source = kind
+    else:
+        raise ConfigError(f"the causal_lm modality builds profiles, bible or qa tasks, not {kind!r}")
+    recipe = replace(default_lm_recipe(), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
+    return make_lm_task(source, forget=o.get("forget", "forget10"), seed=seed, n_people=int(o.get("people", 100)),
+                        qa_per_person=int(o.get("qa_per_person", 10)), model=o.get("lm_size"), recipe=recipe,
+                        cache=cache, progress=progress)
+
+
+def train_metrics(task: LMTask) -> dict[str, float]:
+    """Exact match and token accuracy of the trained original on its training answers."""
+    acc = task.adapter.answer_accuracy(task.original, task.train)
+    return {"exact_match_train": float(acc["exact"].mean()), "token_acc_train": float(acc["token_acc"].mean())}
+
+
+def task_label(spec: dict) -> str:
+    """``source · architecture`` of a stored LM task."""
+    m = spec.get("model") or {}
+    arch = f"llama {m.get('layers')}x{m.get('hidden')}" if m else Path(str(spec.get("model_path"))).name
+    return " · ".join([Path(str(spec.get("source"))).name, arch])
+
+
 # --------------------------------------------------------------------------- rows
 def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int, data_seed: int,
                   retain_eval_size: int) -> dict:
-    from .data.profiles import generate_profiles, load_profiles_jsonl, load_tofu
+    from ...data.profiles import generate_profiles, load_profiles_jsonl, load_tofu
 
     if source == "profiles":
         if isinstance(forget, str) and forget not in PROFILE_FORGETS:
@@ -229,7 +328,7 @@ def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int
 
 def _forget_rows(ds, train_rows: list[dict], forget: str | dict) -> list[dict]:
     """The trained rows a request names; ``ds`` (a ProfileDataset) is read only for a split name."""
-    from .errors import ForgetSetError, UnknownIdsError
+    from ...errors import ForgetSetError, UnknownIdsError
 
     if isinstance(forget, str):
         if forget not in ds.splits:
@@ -261,7 +360,7 @@ def _looks_like_muse(path: Path) -> bool:
     (``text``) or verbatim prompts (``prompt`` + ``gt``), no QA profile files."""
     if not path.is_dir():
         return False
-    from .data.text import load_muse
+    from ...data.text import load_muse
 
     try:
         parts = load_muse(path)
@@ -279,7 +378,7 @@ def _muse_rows(path: Path, prompt_words: int, forget: str | dict, chunk_words: i
     as they are. Splits: ``forget*`` (forgotten), ``retain*`` (kept), ``holdout*`` (never
     trained; the non-members). Departure: MUSE trains on whole passages; here every chunk is
     a row so the same answer-only loss and metrics apply."""
-    from .data.text import load_muse
+    from ...data.text import load_muse
 
     if prompt_words < 1 or chunk_words <= prompt_words:
         raise ConfigError("prompt_words must be >= 1 and smaller than the chunk length")
@@ -340,7 +439,7 @@ def _rows_of(ds, people: set) -> list[dict]:
 
 
 def _bible_rows(bible: dict, prompt_words: int, forget: str | dict) -> dict:
-    from .data.text import bible_split
+    from ...data.text import bible_split
 
     if prompt_words < 1:
         raise ConfigError("prompt_words must be >= 1")
@@ -366,7 +465,7 @@ def _bible_rows(bible: dict, prompt_words: int, forget: str | dict) -> dict:
 
 # --------------------------------------------------------------------------- encoding, models
 def _tokenizer(rows: dict, kind: str, vocab_size: int, model_path: str | None):
-    from .modalities.tiny_lm import load_tokenizer, train_tokenizer
+    from .tiny_lm import load_tokenizer, train_tokenizer
 
     if model_path is not None:
         return load_tokenizer(model_path)
@@ -386,7 +485,7 @@ def _texts(rows) -> list[str]:
 
 
 def _encode_all(rows: dict, tok, template: str | None) -> tuple[dict, int]:
-    from .modalities.causal_lm import encode_qa
+    from .adapter import encode_qa
 
     limit = 4096
     sets = {name: encode_qa(rs, tok, max_length=limit, chat_template=template, name=name)
@@ -396,7 +495,7 @@ def _encode_all(rows: dict, tok, template: str | None) -> tuple[dict, int]:
 
 def _model_factory(sizes: dict, model_path: str | None, vocab: int, max_len: int,
                    tok) -> Callable[[int], nn.Module]:
-    from .modalities.tiny_lm import build_causal_lm, load_causal_lm, tiny_llama_config
+    from .tiny_lm import build_causal_lm, load_causal_lm, tiny_llama_config
 
     if model_path is not None:
         def load(seed: int) -> nn.Module:  # a pretrained start: the same weights whatever the seed

@@ -1,0 +1,50 @@
+"""Cost metrics every modality shares: what producing a model cost, and its ratio to
+retraining (the reference)."""
+
+from __future__ import annotations
+
+from .metrics import NAN, EvalInputs, register_metric
+
+ALL_MODALITIES = ("classifier", "causal_lm")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else NAN
+
+
+@register_metric(
+    "cost",
+    {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower",
+     "examples_backward": "lower"},
+    "Cost accounting as in the unlearning benchmarks (e.g. Jia et al. 2023 run-time efficiency, "
+    "'RTE'); counts from unlearnkit.loop.LoopStats.",
+    needs=("cost",), modalities=ALL_MODALITIES)
+def cost(inputs: EvalInputs) -> dict[str, float]:
+    """What producing the evaluated model cost: wall time, optimiser steps, examples.
+
+    Read from :class:`~unlearnkit.loop.LoopStats`: seconds of the loop, optimiser steps,
+    examples through forward passes (teachers included) and through backward passes.
+    Wall time depends on the hardware; the example counts do not.
+    """
+    c = inputs.cost
+    return {"wall_time_s": c.wall_time_s, "steps": c.steps,
+            "examples_forward": c.examples_forward, "examples_backward": c.examples_backward}
+
+
+@register_metric(
+    "cost_ratio",
+    {"cost_ratio_time": "lower", "cost_ratio_examples": "lower"},
+    "Speed-up over retraining as reported by e.g. Jia et al. 2023 and Fan et al. 2024; "
+    "here as the inverse ratio (cost / retrain cost).",
+    needs=("cost", "reference_cost"), modalities=ALL_MODALITIES)
+def cost_ratio(inputs: EvalInputs) -> dict[str, float]:
+    """Cost of the evaluated model relative to retraining the reference.
+
+    ``cost_ratio_time = wall_time / wall_time_ref``; ``cost_ratio_examples =
+    (fwd + bwd examples) / (fwd_ref + bwd_ref)``. Below 1 is cheaper than retraining;
+    nan when the reference's cost is zero.
+    """
+    c, r = inputs.cost, inputs.reference_cost
+    return {"cost_ratio_time": _ratio(c.wall_time_s, r.wall_time_s),
+            "cost_ratio_examples": _ratio(c.examples_forward + c.examples_backward,
+                                          r.examples_forward + r.examples_backward)}
