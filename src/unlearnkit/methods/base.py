@@ -103,6 +103,53 @@ class Method:
         self.params = self._make_params(params)
 
     def _make_params(self, params: dict) -> Any:
+        """``Params(**params)`` after checking each value against its field's declared type
+        (``epochs=abc``, ``lr=[1, 2]``, ``lr=nan`` and ``epochs=inf`` are refused)."""
+        import math
+        import types
+        import typing
+
+        try:
+            hints = typing.get_type_hints(self.Params)
+        except Exception:  # an unresolvable annotation: leave the checks to Params itself
+            hints = {}
+
+        def fits(value: Any, tp: Any) -> bool:
+            if tp is Any or isinstance(tp, typing.TypeVar):
+                return True
+            origin = typing.get_origin(tp)
+            if origin in (typing.Union, types.UnionType):
+                return any(fits(value, a) for a in typing.get_args(tp))
+            if origin is typing.Literal:
+                return value in typing.get_args(tp)
+            if tp is type(None):
+                return value is None
+            base = origin or tp
+            if base is float:
+                return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if base is int:
+                return isinstance(value, int) and not isinstance(value, bool)
+            if base is bool:
+                return isinstance(value, bool)
+            if base is str:
+                return isinstance(value, str)
+            if base in (list, tuple, set, frozenset):
+                args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+                return isinstance(value, (list, tuple)) and all(any(fits(v, a) for a in args) or not args
+                                                                for v in value)
+            if base is dict:
+                return isinstance(value, dict)
+            return True  # a type we do not check here
+
+        def shown(tp: Any) -> str:
+            return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+        for k, v in params.items():
+            tp = hints.get(k)
+            if tp is None or fits(v, tp):
+                continue
+            what = "a finite number" if isinstance(v, float) and not math.isfinite(v) else shown(tp)
+            raise ConfigError(f"method {self.name!r}: hyperparameter {k}={v!r} must be {what}")
         try:
             return self.Params(**params)
         except (TypeError, ValueError) as e:
