@@ -12,7 +12,8 @@ from unlearnkit.data.scenarios import ClassForget, RandomForget
 from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
 from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.methods import get_method
-from unlearnkit.methods.sisa import Sisa, SisaEnsemble, sisa_assignment, sisa_forget, train_sisa
+from unlearnkit.engines.sharded import SisaEnsemble, sisa_assignment, sisa_forget, train_sisa
+from unlearnkit.methods.sisa import Sisa
 from unlearnkit.modalities.classifier.task import make_task
 
 S, R = 3, 3
