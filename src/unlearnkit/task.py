@@ -115,7 +115,7 @@ class Task:
             return train_linear_optimum(data, lam=self.recipe.weight_decay, sigma=self.recipe.objective_noise,
                                         seed=seed, model=model)
         stats = run_loop(model, cross_entropy_objective(self.adapter), {"train": data}, self.recipe,
-                         seed=seed, device=self.device, progress=progress, desc=desc)
+                         seed=seed, device=self.device, progress=progress, desc=desc, adapter=self.adapter)
         return model, stats
 
     # -------------------------------------------------------------- modality hooks

@@ -133,8 +133,9 @@ class StepContext:
     """What an objective sees at one step."""
 
     def __init__(self, model: nn.Module, streams: dict[str, _Stream], stats: LoopStats,
-                 total_steps: int, device: torch.device):
+                 total_steps: int, device: torch.device, adapter=None):
         self.model = model
+        self.adapter = adapter
         self._streams = streams
         self.stats = stats
         self.total_steps = total_steps
@@ -146,10 +147,17 @@ class StepContext:
         if name not in self._streams:
             raise ConfigError(f"no data stream named {name!r} (have {sorted(self._streams)})")
         b = self._streams[name].next()
-        n = len(b["y"])
+        n = self.batch_size(b)
         self.stats.examples_forward += n
         self.stats.examples_backward += n
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
+
+    def batch_size(self, batch: dict) -> int:
+        """Examples in ``batch``: the adapter's count when the loop has one, else the
+        length of the batch's ``index`` (every ExampleSet batch carries one)."""
+        if self.adapter is not None:
+            return int(self.adapter.batch_size(batch))
+        return len(batch["index"])
 
     def count_forward(self, n: int) -> None:
         """Record ``n`` extra forward-only examples (e.g. a frozen teacher's pass)."""
@@ -200,6 +208,7 @@ def run_loop(
     progress: bool = False,
     desc: str = "train",
     params: Sequence[torch.nn.Parameter] | None = None,
+    adapter=None,
 ) -> LoopStats:
     """Minimise ``objective`` over ``streams`` for a budget of steps; returns the cost.
 
@@ -213,6 +222,8 @@ def run_loop(
         steps: an explicit number of steps (still capped by ``cfg.max_steps``).
         grad_hook: called after ``backward()`` and before clipping (e.g. saliency masks).
         params: the parameters to optimise (default: all that require grad).
+        adapter: the task's adapter; its ``batch_size(batch)`` counts the examples of each
+            batch (without one, the batch's ``index`` length).
     """
     if not streams:
         raise ConfigError("run_loop needs at least one data stream")
@@ -229,7 +240,7 @@ def run_loop(
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
              if cfg.schedule == "cosine" else None)
-    ctx = StepContext(model, s, stats, steps, device)
+    ctx = StepContext(model, s, stats, steps, device, adapter)
     t0 = time.perf_counter()
     bar = None
     if progress:

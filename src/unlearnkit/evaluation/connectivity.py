@@ -104,7 +104,7 @@ def recompute_batchnorm(model: nn.Module, data: ExampleSet, adapter=None,
     seen = 0
     try:
         for batch in data.batches(batch_size):
-            b = len(batch["y"])
+            b = len(batch["index"])
             for m in bns:
                 m.momentum = b / (seen + b)
             if adapter is not None:

@@ -81,9 +81,9 @@ class BadTeacher(Method):
             logits = adapter.logits(ctx.model, batch)
             with torch.no_grad():
                 good, bad = adapter.logits(competent, batch), adapter.logits(incompetent, batch)
-            ctx.count_forward(2 * len(batch["y"]))
+            ctx.count_forward(2 * ctx.batch_size(batch))
             forget = (batch["index"] < n_forget).to(logits.device)[:, None]
             return kl_to_teacher(logits, torch.where(forget, bad, good), p.temperature)
 
         return run_loop(model, objective, {"train": data}, p.train_config(), seed,
-                        device=task.device, progress=progress, desc=self.name)
+                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)

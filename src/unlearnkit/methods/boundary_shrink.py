@@ -83,5 +83,5 @@ class BoundaryShrink(Method):
         search = LoopStats(examples_forward=2 * n, examples_backward=n)
         stats = run_loop(model, cross_entropy_objective(task.adapter, "forget"),
                          {"forget": task.forget.with_labels(labels, name="forget-neighbours")},
-                         p.train_config(), seed, device=task.device, progress=progress, desc=self.name)
+                         p.train_config(), seed, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
         return search + stats

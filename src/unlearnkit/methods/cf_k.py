@@ -47,7 +47,7 @@ def train_last_k(model: nn.Module, layers: list[nn.Module], task, cfg, seed: int
         return base(ctx)
 
     try:
-        return run_loop(model, objective, {"retain": task.retain}, cfg, seed, device=task.device,
+        return run_loop(model, objective, {"retain": task.retain}, cfg, seed, device=task.device, adapter=task.adapter,
                         progress=progress, desc=desc,
                         params=[p for m in layers for p in m.parameters(recurse=False)])
     finally:

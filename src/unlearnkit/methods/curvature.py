@@ -341,7 +341,7 @@ class GaussNewton:
                  params: dict[str, nn.Parameter] | None = None):
         self.params = trainable(model) if params is None else params
         ps = list(self.params.values())
-        self.m = sum(len(b["y"]) for b in batches)
+        self.m = sum(adapter.batch_size(b) for b in batches)
         self._parts = []
         with _eval(model):
             for batch in batches:

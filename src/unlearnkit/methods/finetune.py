@@ -39,7 +39,7 @@ class Finetune(Method):
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
         return run_loop(model, cross_entropy_objective(task.adapter, "retain"), {"retain": task.retain},
-                        p.train_config(), seed, device=task.device, progress=progress, desc=self.name)
+                        p.train_config(), seed, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
 
     def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
                      progress: bool = False) -> tuple[list[nn.Module], LoopStats]:

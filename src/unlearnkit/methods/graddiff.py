@@ -64,12 +64,12 @@ class GradDiff(Method):
             else:
                 with torch.no_grad():
                     teacher = adapter.logits(ref, retain)
-                ctx.count_forward(len(retain["y"]))
+                ctx.count_forward(ctx.batch_size(retain))
                 lr = adapter.per_example_kl(adapter.logits(ctx.model, retain), teacher, retain)
             return gradient_difference_loss(lf, lr, alpha)
 
         return run_loop(model, objective, {"forget": task.forget, "retain": task.retain},
-                        self.params.train_config(), seed, primary="forget", device=task.device,
+                        self.params.train_config(), seed, primary="forget", device=task.device, adapter=task.adapter,
                         progress=progress, desc=self.name)
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):

@@ -36,7 +36,7 @@ class GradientAscent(Method):
             return gradient_ascent_loss(adapter.per_example_loss(ctx.model, ctx.batch("forget")))
 
         return run_loop(model, objective, {"forget": task.forget}, self.params.train_config(), seed,
-                        device=task.device, progress=progress, desc=self.name)
+                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):
         """Every model at once (:meth:`Method._train_many` on ``-forget CE``)."""

@@ -110,7 +110,7 @@ class IdkDPO(Method):
 
         def forget_loss(ctx, lose):
             win = adapter.to_device(_rows(idk, lose["index"]))
-            n = len(lose["y"])
+            n = ctx.batch_size(lose)
             ctx.stats.examples_forward += n  # the refusal batch goes through forward and backward
             ctx.stats.examples_backward += n
             with torch.no_grad():

@@ -42,7 +42,7 @@ def influence_weights(model, task, damping: float, top_fraction: float, clip_qua
     grads = []
     for batch in task.forget.batches(batch_size):
         g = per_example_grads(model, task.adapter, batch, params=head)
-        grads.append(torch.cat([t.reshape(len(batch["y"]), -1) for t in g.values()], 1))
+        grads.append(torch.cat([t.reshape(task.adapter.batch_size(batch), -1) for t in g.values()], 1))
     G = torch.cat(grads)
     fisher = (G ** 2).mean(0) + damping
     infl = -(G / fisher) @ G.mean(0)
@@ -107,7 +107,7 @@ class IMU(Method):
             w.requires_grad_(False)
         try:
             stats = run_loop(model, objective, {"forget": data}, p.train_config(), seed,
-                             params=list(head.values()), device=task.device, progress=progress,
+                             params=list(head.values()), device=task.device, adapter=task.adapter, progress=progress,
                              desc=self.name)
         finally:
             for w in frozen:

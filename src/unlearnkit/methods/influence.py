@@ -108,7 +108,7 @@ class Influence(Method):
         else:
             def product(vec):
                 hvs = [hessian_vector_product(model, adapter, b, vec, params) for b in batches]
-                return {n: sum(hv[n] * (len(b["y"]) / m) for hv, b in zip(hvs, batches)) for n in params}
+                return {n: sum(hv[n] * (adapter.batch_size(b) / m) for hv, b in zip(hvs, batches)) for n in params}
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             return flatten(product(unflatten(v, params))) + p.damping * v

@@ -64,4 +64,4 @@ class L1Sparse(Method):
             return loss
 
         return run_loop(model, objective, {"retain": task.retain}, p.train_config(), seed,
-                        device=task.device, progress=progress, desc=self.name)
+                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)

@@ -57,7 +57,7 @@ class NPO(Method):
             log_lik = adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"])
             with torch.no_grad():
                 ref_log_lik = adapter.log_likelihood(adapter.logits(ref, batch), batch["y"])
-            ctx.count_forward(len(batch["y"]))
+            ctx.count_forward(ctx.batch_size(batch))
             loss = npo_loss(log_lik, ref_log_lik, p.beta)
             return loss
 

@@ -56,4 +56,4 @@ class RandomLabels(Method):
         p = self.params
         return run_loop(model, cross_entropy_objective(task.adapter, "train"),
                         {"train": random_label_data(task, seed, p.use_retain)}, p.train_config(), seed,
-                        device=task.device, progress=progress, desc=self.name)
+                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)

@@ -212,7 +212,7 @@ class RMU(Method):
                 h_r = layer_hidden_states(ctx.model, rb, layer)
                 with torch.no_grad():
                     h_ref = layer_hidden_states(frozen, rb, layer)
-                ctx.count_forward(len(rb["y"]))
+                ctx.count_forward(ctx.batch_size(rb))
                 loss = loss + p.alpha * activation_distance(h_r, h_ref, token_mask(rb, p.tokens))
             return loss
 
@@ -225,7 +225,7 @@ class RMU(Method):
             q.requires_grad_(n in keep)
         try:
             return run_loop(model, objective, streams, p.train_config(), seed, primary="forget",
-                            device=task.device, progress=progress, desc=self.name,
+                            device=task.device, adapter=task.adapter, progress=progress, desc=self.name,
                             params=[q for _, q in chosen])
         finally:
             for n, q in model.named_parameters():

@@ -78,5 +78,5 @@ class SalUn(Method):
 
         stats = run_loop(model, cross_entropy_objective(task.adapter, "train"),
                          {"train": random_label_data(task, seed, p.use_retain)}, p.train_config(), seed,
-                         grad_hook=apply_mask, device=task.device, progress=progress, desc=self.name)
+                         grad_hook=apply_mask, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
         return saliency_cost + stats

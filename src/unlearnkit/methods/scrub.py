@@ -74,7 +74,7 @@ class Scrub(Method):
                                 math.ceil(len(task.retain) / cfg.batch_size))
         return run_loop(model, scrub_objective(task.adapter, model, phases, p),
                         {"forget": task.forget, "retain": task.retain}, cfg, seed,
-                        steps=len(phases), device=task.device, progress=progress, desc=self.name)
+                        steps=len(phases), device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
 
 
 def scrub_objective(adapter, model: torch.nn.Module, phases: list[str], p: ScrubParams) -> Objective:
@@ -89,7 +89,7 @@ def scrub_objective(adapter, model: torch.nn.Module, phases: list[str], p: Scrub
         logits = adapter.logits(ctx.model, batch)
         with torch.no_grad():
             teacher_logits = adapter.logits(teacher, batch)
-        ctx.count_forward(len(batch["y"]))
+        ctx.count_forward(ctx.batch_size(batch))
         kl = kl_to_teacher(logits, teacher_logits, p.temperature)
         if phase == "max":
             return -kl

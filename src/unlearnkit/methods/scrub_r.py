@@ -88,7 +88,7 @@ class ScrubR(Scrub):
 
         stats = run_loop(model, scrub_objective(task.adapter, model, phases, p),
                          {"forget": task.forget, "retain": task.retain}, cfg, seed, steps=len(phases),
-                         callbacks=[keep], device=task.device, progress=progress, desc=self.name)
+                         callbacks=[keep], device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
         checkpoints[stats.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         target = error_rate(model, task.holdout, task.adapter)
         gaps = {}

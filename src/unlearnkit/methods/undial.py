@@ -69,7 +69,7 @@ class Undial(Method):
         def forget_loss(ctx, batch):
             with torch.no_grad():
                 t_logits, _, _ = prediction_positions(adapter.logits(teacher, batch), batch["y"])
-            ctx.count_forward(len(batch["y"]))
+            ctx.count_forward(ctx.batch_size(batch))
             s_logits, targets, _ = prediction_positions(adapter.logits(ctx.model, batch), batch["y"])
             loss = undial_loss(s_logits, t_logits, targets, p.gamma)
             return loss

@@ -74,7 +74,7 @@ def learn_noise(model: nn.Module, task, labels: torch.Tensor, p: UNSIRParams, se
     try:
         # the stream is not drawn from: the noise itself is the data
         stats = run_loop(noise, objective, {"forget": task.forget}, cfg, derive_seed(seed, "unsir-noise"),
-                         steps=steps, device=task.device, desc="unsir-noise")
+                         steps=steps, device=task.device, adapter=task.adapter, desc="unsir-noise")
     finally:
         for q, f in zip(model.parameters(), flags):
             q.requires_grad_(f)
@@ -148,6 +148,6 @@ class UNSIR(Method):
                 break
             cfg = p.train_config(epochs=epochs, lr=lr, max_steps=None if left == math.inf else int(left))
             total = total + run_loop(model, cross_entropy_objective(task.adapter, "train"), {"train": data},
-                                     cfg, derive_seed(seed, desc), device=task.device, progress=progress,
+                                     cfg, derive_seed(seed, desc), device=task.device, adapter=task.adapter, progress=progress,
                                      desc=desc)
         return total

@@ -214,6 +214,21 @@ class CausalLMAdapter:
     def to_device(self, batch: dict) -> dict:
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
+    def batch_size(self, batch: dict) -> int:
+        """Examples (question-answer rows) in the batch."""
+        return int(batch["input_ids"].shape[0])
+
+    def representations(self, model: nn.Module, batch: dict, layer: int | None = None) -> torch.Tensor:
+        """Hidden state of each example, shape ``(B, D)``: the mean over its attended tokens of
+        hidden layer ``layer`` (``output_hidden_states`` index; default the last)."""
+        ids = batch["input_ids"].to(self.device)
+        am = batch.get("attention_mask")
+        am = torch.ones_like(ids) if am is None else am.to(self.device)
+        hidden = model(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+        h = hidden[-1 if layer is None else layer].float()
+        w = am[..., None].to(h.dtype)
+        return (h * w).sum(1) / w.sum(1).clamp_min(1)
+
     def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """Next-token logits, shape ``(B, T, V)``."""
         ids = batch["input_ids"].to(self.device)

@@ -35,6 +35,30 @@ class ClassifierAdapter:
     def to_device(self, batch: dict) -> dict:
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
+    def batch_size(self, batch: dict) -> int:
+        """Examples in the batch (rows of ``x``)."""
+        return int(batch["x"].shape[0])
+
+    def representations(self, model: nn.Module, batch: dict, layer: str | None = None) -> torch.Tensor:
+        """Features of each example, shape ``(B, D)``: the input of the module named ``layer``
+        (``dict(model.named_modules())``), by default of the last ``nn.Linear`` (the
+        penultimate representation), flattened per example."""
+        modules = dict(model.named_modules())
+        if layer is None:
+            linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+            if not linear:
+                raise ModelDataMismatchError("the model has no nn.Linear layer; name the layer to read")
+            layer = linear[-1]
+        if layer not in modules:
+            raise ModelDataMismatchError(f"the model has no module {layer!r}")
+        seen: list[torch.Tensor] = []
+        handle = modules[layer].register_forward_hook(lambda _m, inp, _out: seen.append(inp[0]))
+        try:
+            self.logits(model, batch)
+        finally:
+            handle.remove()
+        return seen[-1].reshape(seen[-1].shape[0], -1)
+
     def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """Raw outputs, shape ``(B, num_classes)``."""
         return model(batch["x"].to(self.device))
