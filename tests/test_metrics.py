@@ -9,7 +9,7 @@ import pytest
 
 from unlearnkit.errors import ConfigError, DataError, UnlearnkitError
 from unlearnkit.evaluation import METRICS, EvalInputs, Scores, compute_metrics, list_metrics
-from unlearnkit.evaluation import metrics as M
+from unlearnkit.modalities.classifier import metrics as M
 from unlearnkit.evaluation import mia
 from unlearnkit.engines.loop import LoopStats
 
