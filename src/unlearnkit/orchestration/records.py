@@ -51,3 +51,24 @@ class RunRecord:
     def from_dict(cls, d: dict) -> "RunRecord":
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class EvaluationRecord:
+    """One evaluation of a stored run: its metrics and exactly what they were computed on.
+
+    ``inputs`` names every split (forget and holdout ids, sizes and fingerprints of retain,
+    test and holdout), the reference (its cache key and artifact) and the seed;
+    ``inputs_fingerprint`` is a hash of ``inputs``. Evaluations are append-only: evaluating
+    a run again on the same inputs gives the same metrics, on other inputs a new record.
+    """
+
+    run_id: str
+    inputs_fingerprint: str
+    inputs: dict = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    id: str = field(default_factory=new_run_id)
+    created_at: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

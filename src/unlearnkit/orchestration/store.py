@@ -11,6 +11,11 @@ Tables:
   tags) JSON columns.
 * ``metrics``: ``(run_id, name, value)``, a copy of each run's metrics for SQL queries
   such as ``SELECT AVG(value) FROM metrics WHERE name = 'acc_forget'``.
+* ``evaluations``: one row per evaluation of a run (``evaluate RUN``, ``unlearn --evaluate``):
+  ``(id, run_id, created_at, inputs_fingerprint, inputs, metrics)``, append-only. ``inputs``
+  names every split the metrics were computed on (forget and holdout ids, fingerprints of
+  retain and test), the reference and the seed; an evaluation on other inputs is added
+  beside the earlier ones, never in their place.
 
 Non-finite numbers: JSON has no NaN or infinity, and PostgreSQL rejects them. In the
 JSON columns a non-finite float is stored as ``{"__float__": "nan"}`` (or ``"inf"``,
@@ -37,7 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
-from .records import RunRecord
+from .records import EvaluationRecord, RunRecord
 
 _meta = MetaData()
 
@@ -64,6 +69,18 @@ metrics_table = Table(
     Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("name", String(128), primary_key=True, index=True),
     Column("value", Float),
+)
+
+# evaluations of a run, append-only (see the module docstring)
+evaluations_table = Table(
+    "evaluations", _meta,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", String(40), nullable=False),
+    Column("added_ns", BigInteger, nullable=False),
+    Column("inputs_fingerprint", String(64), nullable=False, index=True),
+    Column("inputs", JSON),
+    Column("metrics", JSON),
 )
 
 _JSON_FIELDS = ("task_spec", "scenario", "forget_ids", "params", "metrics", "cost", "environment",
@@ -289,6 +306,39 @@ class RunStore:
                 return [self._record(r) for r in conn.execute(q)]
         except SQLAlchemyError as e:
             raise self._fail("list runs", e) from None
+
+    # ------------------------------------------------------------------ evaluations
+    def add_evaluation(self, evaluation: EvaluationRecord) -> str:
+        """Append ``evaluation`` of its run (the run's own metrics are left as they are)."""
+        row = {"id": evaluation.id, "run_id": evaluation.run_id, "created_at": evaluation.created_at,
+               "added_ns": time.time_ns(), "inputs_fingerprint": evaluation.inputs_fingerprint,
+               "inputs": _encode(evaluation.inputs), "metrics": _encode(evaluation.metrics)}
+        try:
+            with self.engine.begin() as conn:
+                row["run_id"] = self._resolve(conn, evaluation.run_id)
+                conn.execute(insert(evaluations_table).values(**row))
+        except IntegrityError:
+            raise StoreError(f"run store at {self.location}: an evaluation with id {evaluation.id!r} "
+                             "exists already") from None
+        except SQLAlchemyError as e:
+            raise self._fail(f"add an evaluation of run {evaluation.run_id}", e) from None
+        return evaluation.id
+
+    def evaluations(self, run_id: str) -> builtins.list[EvaluationRecord]:
+        """Every evaluation of the run (id or unique prefix), oldest first."""
+        t = evaluations_table
+        try:
+            with self.engine.connect() as conn:
+                rid = self._resolve(conn, run_id)
+                rows = conn.execute(select(t).where(t.c.run_id == rid)
+                                    .order_by(t.c.created_at, t.c.added_ns)).all()
+        except SQLAlchemyError as e:
+            if "no such table" in str(e) or "does not exist" in str(e):
+                return []  # a store written before evaluations were kept, opened read-only
+            raise self._fail(f"read the evaluations of run {run_id}", e) from None
+        return [EvaluationRecord(run_id=r.run_id, inputs_fingerprint=r.inputs_fingerprint,
+                                 inputs=_decode(r.inputs or {}), metrics=_decode(r.metrics or {}),
+                                 id=r.id, created_at=r.created_at) for r in rows]
 
 
 
