@@ -14,24 +14,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-TINY_LM = {"hidden": 64, "layers": 1, "heads": 2, "intermediate": 128}
+from unlearnkit.testing import TINY_LM  # noqa: E402,F401  (tests import it from here)
 
 
 def tiny_lm_task(seed: int = 0, **kw):
-    """A causal-LM profiles task small enough for tests: 10 people with 3 direct
-    questions each, a 1-layer 64-wide Llama that memorises them in a few seconds."""
+    """:func:`unlearnkit.testing.tiny_lm_task`, skipping the test without transformers."""
     pytest.importorskip("transformers")
-    from unlearnkit.modalities.causal_lm.task import make_lm_task
-    from unlearnkit.engines.loop import TrainConfig
+    from unlearnkit.testing import tiny_lm_task as build
 
-    args = dict(n_people=10, qa_per_person=3, n_other=2, model=TINY_LM, vocab_size=400,
-                recipe=TrainConfig(epochs=60, batch_size=16, lr=1e-2, optimizer="adamw",
-                                   schedule="cosine", grad_clip=1.0), device="cpu", seed=seed)
-    args.update(kw)
-    return make_lm_task(**args)
+    return build(seed, **kw)
 
 
 @pytest.fixture(scope="session")
 def lm_task():
-    """The shared tiny causal-LM task (forget10 = 1 person); do not modify it."""
-    return tiny_lm_task()
+    """The shared tiny causal-LM task (forget10 = 1 person), the contract suite's own
+    (:func:`unlearnkit.testing.tiny_task`); do not modify it."""
+    pytest.importorskip("transformers")
+    from unlearnkit.testing import tiny_task
+
+    return tiny_task("causal_lm")

@@ -1,83 +1,66 @@
-"""Common contract of every registered unlearning method, run over ``METHODS``.
+"""Common contract of every registered unlearning method, through the public suite
+:mod:`unlearnkit.testing` (its docstring lists the checks).
 
-Each method is run with its default hyperparameters on one tiny class-forgetting task
-(digits, small MLP, short recipe) and must: change the model and leave the original
-untouched; be deterministic under a seed; respect a step budget; move forget-set accuracy
-toward the reference's (below the original's); reject unknown hyperparameters and
-diverging settings with unlearnkit's errors; account its cost. A method may opt out of a
-check only through its ``contract_exempt`` class attribute, with the reason.
+Each classifier method is run with its default hyperparameters on the suite's tiny
+class-forgetting task (digits, small MLP, short recipe) and must: change the model and
+leave the original untouched; be deterministic under a seed; respect a step budget; move
+forget-set accuracy toward the reference's (below the original's); reject unknown
+hyperparameters, tasks of modalities it does not serve and diverging settings with
+unlearnkit's errors; account its cost. Every method (whatever it serves) is documented and
+declares valid exemptions. A method may opt out of a check only through its
+``contract_exempt`` class attribute, with the reason. The language-model run checks are in
+``test_lm_methods_contract.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
-import torch
 
-from unlearnkit.data.scenarios import ClassForget
-from unlearnkit.errors import ConfigError, DivergenceError
-from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods import METHODS
 from unlearnkit.methods.losses import saliency_mask
 from unlearnkit.methods.salun import forget_gradients
-from unlearnkit.modalities.classifier.task import make_task
+from unlearnkit.modalities import list_modalities
+from unlearnkit.testing import (CHECKS, CLASS_CHECKS, RUN_CHECKS, check_method, forget_accuracy,
+                                parametrize_with_checks, same_state, state_of, tiny_task)
 
-CHECKS = {"changes_model", "deterministic", "step_budget", "moves_forget", "unknown_hparam",
-          "divergence", "cost_accounting"}
+_state, _same = state_of, same_state  # older helpers' names
 NAMES = sorted(n for n, cls in METHODS.items() if "classifier" in cls.modalities)
-
-
-def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _forget_acc(model: torch.nn.Module, task) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(task.forget.inputs).argmax(1) == task.forget.labels).float().mean())
-
-
-def _applies(name: str, check: str) -> None:
-    exempt = METHODS[name].contract_exempt
-    reason = exempt.get(check) or exempt.get(f"{check}:classifier")
-    if reason:
-        pytest.skip(f"{name} is exempt from {check}: {reason}")
-
 
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task("digits", "mlp", ClassForget(3), seed=0, device="cpu",
-                     recipe=TrainConfig(epochs=10, batch_size=64, lr=1e-3))
-
-
-@pytest.fixture(scope="module")
-def original_state(task):
-    return _state(task.original)
+    return tiny_task("classifier")
 
 
 @pytest.fixture(scope="module")
 def runs(task):
-    """Two default runs per method with seed 0, each from a fresh instance, made once."""
-    cache: dict[str, tuple] = {}
+    """The suite's two default runs with seed 0 (shared with the checks)."""
+    from unlearnkit.testing import _runs
 
-    def get(name: str):
-        if name not in cache:
-            cache[name] = tuple(METHODS[name]().unlearn(task, seed=0) for _ in range(2))
-        return cache[name]
+    return lambda name: _runs(METHODS[name], task)
 
-    return get
+
+# every method's class checks (documented, exemptions, rejects_modality, unknown_hparam) and
+# the run checks of every classifier method on the tiny classifier task
+@parametrize_with_checks(sorted(METHODS), modalities=["classifier"])
+def test_contract(method, check):
+    check(method)
+
+
+def test_the_suite_runs_every_check_the_contract_had():
+    assert {"changes_model", "deterministic", "step_budget", "moves_forget", "unknown_hparam",
+            "divergence", "cost_accounting", "documented", "exemptions"} <= set(CHECKS)
+    assert set(CHECKS) == set(CLASS_CHECKS) | set(RUN_CHECKS)
 
 
 def test_every_method_serves_a_known_modality():
+    known = {m.name for m in list_modalities()}
     for name, cls in METHODS.items():
-        assert cls.modalities and set(cls.modalities) <= {"classifier", "causal_lm"}, name
+        assert cls.modalities and set(cls.modalities) <= known, name
+    assert {"classifier", "causal_lm"} <= known
 
 
 def test_a_classifier_only_method_rejects_a_language_model_task(lm_task):
@@ -85,77 +68,24 @@ def test_a_classifier_only_method_rejects_a_language_model_task(lm_task):
         METHODS["random_labels"]().unlearn(lm_task)
 
 
-def test_exemptions_name_real_checks_and_give_reasons():
-    for name, cls in METHODS.items():
-        for check, reason in cls.contract_exempt.items():
-            base, _, modality = check.partition(":")
-            assert base in CHECKS, f"{name}: unknown contract check {check!r}"
-            assert modality in ("", *cls.modalities), f"{name}: {check!r} names a modality it does not serve"
-            assert isinstance(reason, str) and reason.strip(), f"{name}: exemption {check!r} needs a reason"
+def test_check_method_reports_exemptions_and_failures():
+    results = {r.check: r for r in check_method("retrain", checks=["step_budget", "unknown_hparam"],
+                                                 modality="classifier")}
+    assert results["retrain-classifier-step_budget"].status == "exempt"
+    assert results["retrain-unknown_hparam"].status == "passed"
 
+    class Lazy(METHODS["finetune"]):  # returns the original unchanged
+        """Does nothing."""
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_documented(name):
-    cls = METHODS[name]
-    assert cls.citation and (cls.__doc__ or "").strip(), f"{name} needs a citation and a docstring"
-    for f in dataclasses.fields(cls.Params):
-        assert f.metadata.get("help"), f"{name}: hyperparameter {f.name} has no help text"
+        name = "lazy"
 
+        def _unlearn(self, model, task, seed, progress):
+            from unlearnkit.engines.loop import LoopStats
 
-@pytest.mark.parametrize("name", NAMES)
-def test_changes_model_and_leaves_original_untouched(name, task, runs, original_state):
-    _applies(name, "changes_model")
-    result = runs(name)[0]
-    assert result.method == name
-    assert not _same(_state(result.model), original_state), f"{name} returned the original unchanged"
-    assert _same(_state(task.original), original_state), f"{name} modified task.original"
+            return LoopStats()
 
-
-@pytest.mark.parametrize("name", NAMES)
-def test_deterministic_under_seed(name, runs):
-    _applies(name, "deterministic")
-    a, b = runs(name)
-    assert _same(_state(a.model), _state(b.model)), f"{name}: two runs with seed 0 differ"
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_respects_step_budget(name, task, original_state):
-    _applies(name, "step_budget")
-    result = METHODS[name](max_steps=3).unlearn(task, seed=0)
-    assert 0 < result.cost.steps <= 3
-    assert _same(_state(task.original), original_state)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_moves_forget_accuracy_toward_reference(name, task, runs):
-    _applies(name, "moves_forget")
-    original = _forget_acc(task.original, task)
-    assert original > 0.9  # the class is learned; the reference's forget accuracy is 0
-    assert _forget_acc(runs(name)[0].model, task) < original - 0.1
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_rejects_unknown_hyperparameter(name):
-    _applies(name, "unknown_hparam")
-    with pytest.raises(ConfigError, match="no_such_hparam"):
-        METHODS[name](no_such_hparam=1)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_divergence_raises_and_leaves_original_untouched(name, task, original_state):
-    _applies(name, "divergence")
-    method = METHODS[name](lr=1e30, grad_clip=None)
-    with pytest.raises(DivergenceError):
-        method.unlearn(task, seed=0)
-    assert _same(_state(task.original), original_state)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_cost_accounting(name, runs):
-    _applies(name, "cost_accounting")
-    cost = runs(name)[0].cost
-    assert cost.examples_forward >= cost.examples_backward > 0
-    assert cost.steps > 0 and cost.wall_time_s > 0
+    with pytest.raises(AssertionError, match="lazy-classifier-changes_model"):
+        check_method(Lazy, checks=["changes_model"], modality="classifier")
 
 
 # --------------------------------------------------------------------------- method-specific
@@ -177,3 +107,7 @@ def test_salun_updates_only_salient_weights_and_counts_the_saliency_pass(task):
 def test_frozen_teacher_forward_passes_are_counted(name, runs):
     cost = runs(name)[0].cost
     assert cost.examples_forward > cost.examples_backward
+
+
+def test_the_contract_task_has_learned_the_forget_class(task):
+    assert forget_accuracy(task.original, task) > 0.9
