@@ -191,7 +191,7 @@ def test_write_report_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(report, "render_html", boom)
+    monkeypatch.setattr(report.html, "render_html", boom)   # write_report lives in report.html
     with pytest.raises(RuntimeError):
         write_report(records(), tmp_path)
     assert list(tmp_path.iterdir()) == []

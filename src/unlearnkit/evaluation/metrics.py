@@ -138,7 +138,7 @@ def register_shared(name: str):
     return deco
 
 
-_SEQ = itertools.count()
+_SEQ = itertools.count()  # registration order (ties of ``order``); also versions the query cache
 
 
 @dataclass(frozen=True)
@@ -392,18 +392,37 @@ def _modalities(modality: str | Iterable[str] | None) -> set[str] | None:
     return {modality} if isinstance(modality, str) else set(modality)
 
 
+_CACHE: dict = {}
+
+
+def _all_specs() -> tuple[list[MetricSpec], dict[str, list[MetricSpec]]]:
+    """Every spec (metrics and declared outputs) in catalogue order, and key -> the specs
+    that output it; recomputed whenever a metric is registered or replaced."""
+    specs = list(METRICS.values()) + list(DECLARED.values())  # reading METRICS loads the modalities
+    version = tuple(s.seq for s in specs)
+    if _CACHE.get("version") != version:
+        ordered = sorted(specs, key=lambda s: (s.order, s.seq))
+        by_key: dict[str, list[MetricSpec]] = {}
+        for s in ordered:
+            for k in s.outputs:
+                by_key.setdefault(k, []).append(s)
+        _CACHE.clear()
+        _CACHE.update(version=version, ordered=ordered, by_key=by_key)
+    return _CACHE["ordered"], _CACHE["by_key"]
+
+
 def _specs(modality: str | Iterable[str] | None = None, declared: bool = True) -> list[MetricSpec]:
     """Every spec (metrics, then declared outputs) serving ``modality`` (one name, several,
     or None: all), in catalogue order."""
     mods = _modalities(modality)
-    specs = list(METRICS.values()) + (list(DECLARED.values()) if declared else [])
-    return sorted((s for s in specs if mods is None or mods & set(s.modalities)),
-                  key=lambda s: (s.order, s.seq))
+    return [s for s in _all_specs()[0] if (declared or s.fn is not None)
+            and (mods is None or mods & set(s.modalities))]
 
 
 def _spec_of(key: str, modality: str | Iterable[str] | None = None) -> MetricSpec | None:
-    for s in _specs(modality):
-        if key in s.outputs:
+    mods = _modalities(modality)
+    for s in _all_specs()[1].get(key, ()):
+        if mods is None or mods & set(s.modalities):
             return s
     return None
 

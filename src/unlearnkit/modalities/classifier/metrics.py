@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ...errors import ConfigError, DataError
+from ...errors import DataError
 from ...evaluation import mia
 from ...evaluation.metrics import NAN, EvalInputs, register_metric, register_outputs
 from ...utils import derive_seed
