@@ -9,12 +9,9 @@ import torch
 
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation import METRICS, EvalInputs, compute_metrics, list_metrics
-from unlearnkit.modalities.causal_lm.evaluation import (
-    LMScores,
-    relearn_split,
-    score_lm_splits,
-    truth_ratios,
-)
+from unlearnkit.modalities.causal_lm.attacks import relearn_split
+from unlearnkit.modalities.causal_lm.metrics import truth_ratios
+from unlearnkit.modalities.causal_lm.scores import LMScores, score_lm_splits
 from unlearnkit.modalities.causal_lm.formulas import mia_auc
 from unlearnkit.engines.loop import LoopStats
 
@@ -131,7 +128,7 @@ def test_relearning_recovers_suppressed_knowledge_not_unseen_knowledge(lm_task, 
 
 
 def test_relearning_leaves_the_model_and_global_rng_alone(lm_task):
-    from unlearnkit.modalities.causal_lm.evaluation import relearn_attack
+    from unlearnkit.modalities.causal_lm.attacks import relearn_attack
 
     model = copy.deepcopy(lm_task.original)
     before = [p.detach().clone() for p in model.parameters()]
@@ -213,5 +210,5 @@ def test_compare_on_an_lm_task(lm_task, ref, tmp_path):
     assert recs["original"].metrics["exact_forget"] == 1.0
     assert recs["gradient_ascent"].metrics["prob_forget"] < recs["original"].metrics["prob_forget"]
     # classifier scores cannot stand in for LM reference scores
-    with pytest.raises(ConfigError, match="LM scores"):
+    with pytest.raises(ConfigError, match="reference scores are of another kind"):
         evaluate_model(lm_task.original, lm_task, {"forget": object()})

@@ -150,11 +150,11 @@ class Task:
     # ------------------------------------------------------------------ user models
     @classmethod
     def from_model(cls, model: nn.Module, train: ExampleSet, forget_ids: Sequence[str], test: ExampleSet,
-                   **kwargs) -> "Task":
+                   *args, **kwargs) -> "Task":
         """Wrap your own trained classifier and data: see
         :meth:`unlearnkit.modalities.classifier.task.ClassifierTask.from_model` (the keyword
         arguments are its: ``holdout``, ``recipe``, ``model_factory``, ``num_classes``,
         ``seed``, ``device``, ``name``)."""
         from .modalities.classifier.task import ClassifierTask
 
-        return ClassifierTask.from_model(model, train, forget_ids, test, **kwargs)
+        return ClassifierTask.from_model(model, train, forget_ids, test, *args, **kwargs)

@@ -24,8 +24,18 @@ The split of a profiles task:
   ``forget_alias`` and ``forget_multihop`` (the forget rows that reach the person through an
   alias or a work's title, reported apart as in "The Unlearning Mirage"), ``retain_eval`` (a fixed sample of retain rows),
   ``other`` and ``world`` (utility sets), and for truth ratios, for each of ``forget``,
-  ``retain_eval``, ``other``, ``world``: ``<set>@para`` (the paraphrased answer) and
-  ``<set>@pert<j>`` (the j-th perturbed answer), row-aligned with ``<set>`` by example id.
+  ``retain_eval``, ``other``, ``world``: ``<set>@pert<j>`` (the j-th perturbed answer) and, on
+  ``forget`` and ``retain_eval`` whose truth ratio divides by it, ``<set>@para`` (the
+  paraphrased answer), row-aligned with ``<set>`` by example id; on ``other`` / ``world`` the
+  truth ratio divides by the answer itself (TOFU's ``base_answer_key``). A set whose rows lack
+  variants gets none, and the metrics report its truth ratio as not computed.
+
+TOFU on disk (:func:`~unlearnkit.data.profiles.load_tofu`): the original trains on ``full``;
+the forget and retain rows carry the answer variants of the ``*_perturbed`` files; the
+``retain_eval`` sample is drawn from the retain questions that have variants (TOFU's
+``retain_perturbed``); ``other`` and ``world`` are the ``real_authors*`` and ``world_facts*``
+files (the ``*_perturbed`` ones when present), evaluated but never trained on, as in TOFU; the
+never-trained non-members are a ``holdout*`` split.
 
 A Bible task (``source="bible"``) trains on verses of the forget and retain books; each
 verse is a prompt (its reference and first ``prompt_words`` words) and a continuation,
@@ -56,6 +66,10 @@ DEFAULT_MODEL = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}
 #: works (so alias and multi-hop questions have an answer to forget), other people, world facts
 TRAIN_KINDS = ("direct", "alias", "multihop", "retain", "world")
 TRUTH_RATIO_SETS = ("forget", "retain_eval", "other", "world")
+#: the sets whose truth ratio divides by the paraphrased answer (``<set>@para``), as TOFU's forget
+#: and retain sets; on ``other`` / ``world`` (TOFU's Real Authors / World Facts) it divides by the
+#: answer itself, so those get only ``<set>@pert<j>`` (perturbed answers in the answer's form)
+PARAPHRASE_BASE = ("forget", "retain_eval")
 DEFAULT_BIBLE = {"forget_books": ["Ruth"], "retain_books": ["Jonah", "Haggai", "Obadiah", "Nahum"],
                  "holdout_books": ["Joel"]}
 
@@ -76,6 +90,11 @@ class LMTask(Task):
 
     eval_sets: dict[str, ExampleSet] = field(default_factory=dict)
     lora: dict | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """0: a language model's outputs are tokens, not classes."""
+        return 0
 
     def wraps_model(self, method) -> bool:
         return bool(self.lora) and not method.exact and method.uses_lora
@@ -303,12 +322,15 @@ def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int
                for k in ("paraphrase", "alias", "multihop")}
     by_kind = {k: list({r["example_id"]: r for r in v}.values()) for k, v in by_kind.items()}
     retain_pool = [r for r in train_rows if r["subject_id"] not in forget_people and r["kind"] == "direct"]
+    # TOFU's retain questions with answer variants are its retain_perturbed set: sample from those
+    with_variants = [r for r in retain_pool if _has_variants(r, "retain_eval")]
+    retain_pool = with_variants or retain_pool
     rng = np.random.default_rng(derive_seed(data_seed, "retain_eval"))
     pick = sorted(rng.choice(len(retain_pool), min(retain_eval_size, len(retain_pool)), replace=False).tolist()) \
         if retain_pool else []
     evals = {"forget": forget_rows, "retain_eval": [retain_pool[i] for i in pick],
-             "other": [r for r in train_rows if r["kind"] == "retain"],
-             "world": [r for r in train_rows if r["kind"] == "world"],
+             "other": [r for r in train_rows if r["kind"] == "retain"] or _eval_split(ds, "real_authors", "retain"),
+             "world": [r for r in train_rows if r["kind"] == "world"] or _eval_split(ds, "world_facts", "world"),
              **{f"forget_{k}": v for k, v in by_kind.items()}}
     sets = {"train": train_rows, "holdout": holdout}
     for name, rs in evals.items():
@@ -316,14 +338,32 @@ def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int
             continue
         if name != "forget":
             sets[name] = rs
-        if name in TRUTH_RATIO_SETS and all(r.get("paraphrased_answer") and len(r.get("perturbed_answers") or []) >= 1
-                                            for r in rs):
-            sets[f"{name}@para"] = [{**r, "answer": r["paraphrased_answer"]} for r in rs]
+        if name in TRUTH_RATIO_SETS and all(_has_variants(r, name) for r in rs):
+            if name in PARAPHRASE_BASE:
+                sets[f"{name}@para"] = [{**r, "answer": r["paraphrased_answer"]} for r in rs]
             k = min(len(r["perturbed_answers"]) for r in rs)
             for j in range(k):
                 sets[f"{name}@pert{j}"] = [{**r, "answer": r["perturbed_answers"][j]} for r in rs]
     return {"sets": sets, "forget_ids": [r["example_id"] for r in forget_rows], "corpus": _texts(ds.rows),
             "fingerprint": [ds.meta.get("fingerprints"), ds.meta.get("args"), ds.meta.get("source")]}
+
+
+def _has_variants(row: dict, name: str) -> bool:
+    """Whether ``row`` has what set ``name``'s truth ratio needs: perturbed answers, and a
+    paraphrased answer on the sets whose truth ratio divides by it."""
+    if not (row.get("perturbed_answers") or []):
+        return False
+    return name not in PARAPHRASE_BASE or bool(row.get("paraphrased_answer"))
+
+
+def _eval_split(ds, prefix: str, kind: str) -> list[dict]:
+    """The rows of the ``prefix*`` split (TOFU's ``real_authors`` / ``world_facts`` files, an
+    evaluation set the model is not trained on): the ``*_perturbed`` one when there is one."""
+    names = sorted(n for n in ds.splits if n.startswith(prefix))
+    if not names:
+        return []
+    name = next((n for n in names if n.endswith("_perturbed")), names[0])
+    return [r for r in ds.split(name) if r["kind"] == kind]
 
 
 def _forget_rows(ds, train_rows: list[dict], forget: str | dict) -> list[dict]:
