@@ -41,7 +41,7 @@ describes it; the catalogue tests then check it is listed and described.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..engines.loop import LoopStats
@@ -323,10 +323,11 @@ def register_metric(name: str, outputs: dict[str, str], citation: str,
     * ``shares``: the shared quantities (:func:`register_shared`) it reads.
     """
 
+    spec = _spec(name, None, outputs, "", citation, needs, splits, modalities, help, headline,
+                 headline_group, units, order, shares, None)  # checked now, registered with its function
+
     def deco(fn: Callable[[EvalInputs], dict[str, float]]):
-        spec = _spec(name, fn, outputs, _first_paragraph(fn.__doc__), citation, needs, splits,
-                     modalities, help, headline, headline_group, units, order, shares, None)
-        dict.__setitem__(METRICS, name, spec)
+        dict.__setitem__(METRICS, name, replace(spec, fn=fn, description=_first_paragraph(fn.__doc__)))
         return fn
 
     return deco
