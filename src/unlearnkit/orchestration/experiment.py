@@ -22,14 +22,14 @@ from torch import nn
 
 from ..data.scenarios import Scenario
 from ..engines.loop import LoopStats
-from ..errors import ConfigError, StoreError, UnlearnkitError
+from ..errors import CheckpointError, ConfigError, StoreError, UnlearnkitError
 from ..evaluation.metrics import EvalInputs, compute_metrics
 from ..methods import get_method
 from ..modalities import modality_of_spec
 from ..task import Task
 from ..utils import environment_info
 from .artifacts import ArtifactStore, ModelCache
-from .records import RunRecord
+from .records import EvaluationRecord, RunRecord
 from .store import RunStore
 
 DEFAULT_HOME = "unlearnkit-home"
@@ -66,12 +66,41 @@ class Workspace:
         return cls(root, store, ArtifactStore(root / "artifacts"), ModelCache(root / "cache"))
 
 
+def warm_up(task: Task, progress: bool = False) -> None:
+    """One optimiser step of the task's own loop on a throwaway copy of its original.
+
+    A fresh process pays one-off start-up costs on its first training step: lazy imports
+    (the loop's optimiser and progress bar, autograd's kernels), thread pools, allocator
+    growth. Timing a method in a fresh process without this charges that start-up to the
+    method, while a cached reference's time was measured in some other, warm process; with
+    it, both sides of a cost ratio are timed warm (see the ``cost_ratio`` metric). It costs
+    one batch of forward and backward, and changes nothing the task holds.
+    """
+    import copy
+    import dataclasses as _dc
+
+    from ..engines.loop import cross_entropy_objective, run_loop
+
+    data = task.retain if len(task.retain) else task.train
+    model = copy.deepcopy(task.original).to(task.device)
+    cfg = _dc.replace(task.recipe, trainer="loop", objective_noise=0.0, max_steps=1, epochs=1.0,
+                      divergence_threshold=None)
+    try:
+        run_loop(model, cross_entropy_objective(task.adapter), {"train": data}, cfg, seed=0,
+                 device=task.device, progress=progress, desc="warm-up")
+    except UnlearnkitError:
+        pass  # a warm-up that diverges has still warmed up
+    del model
+
+
 def get_reference(task: Task, seed: int, cache: ModelCache | None = None,
                   progress: bool = False) -> tuple[nn.Module, LoopStats, bool]:
     """The reference for ``task`` under ``seed``: retrain on the retain set, cached.
 
     Returns ``(model, cost, from_cache)``. The cached cost is the cost of the original
-    retraining, so cost ratios stay meaningful on a cache hit.
+    retraining, so cost ratios stay meaningful on a cache hit; the retraining is timed
+    after :func:`warm_up`, as methods answering a request are, so that process start-up
+    is charged to neither side.
     """
     key = f"reference-{task.reference_key(seed)}"
     if cache is not None:
@@ -79,6 +108,7 @@ def get_reference(task: Task, seed: int, cache: ModelCache | None = None,
         info = cache.get(key, model)
         if info is not None:
             return model.eval(), LoopStats(**info["cost"]), True
+    warm_up(task, progress)
     result = get_method("retrain").unlearn(task, seed=seed, progress=progress)
     if cache is not None:
         cache.put(key, result.model, {"cost": result.cost.to_dict()})
@@ -123,17 +153,158 @@ def evaluate_model(model: nn.Module, task: Task, reference_scores: dict | None =
     return Evaluation(compute_metrics(inputs, list(metrics) if metrics else None), scores)
 
 
+def split_record(task: Task) -> dict:
+    """Every split of ``task`` as a record keeps it: sizes and fingerprints of train, forget,
+    retain, test and holdout, and the holdout's example ids (the forget ids are the
+    record's ``forget_ids``), so that the run can be evaluated again on exactly these splits."""
+    return {**task.split.describe(), "retain_fingerprint": task.retain.fingerprint,
+            "holdout_ids": [str(i) for i in task.holdout.example_ids]}
+
+
 def _record(task: Task, kind: str, method: str, seed: int, params: dict, cost: LoopStats | None,
             metrics: dict, artifact: str | None, env: dict, tags: dict | None = None,
             **kw) -> RunRecord:
-    """A record of one model on ``task``; ``tags["split"]`` holds every split's size and fingerprint."""
+    """A record of one model on ``task``: the one place run records are built.
+
+    ``tags["split"]`` holds every split's size and fingerprint and the holdout's ids
+    (:func:`split_record`)."""
     return RunRecord(
         kind=kind, task_key=task.key, method=method, seed=seed, task_spec=task.spec,
         scenario=task.split.scenario, forget_fingerprint=task.split.forget_fingerprint,
         forget_ids=[str(i) for i in task.split.forget_ids], params=params,
         metrics=metrics, cost=cost.to_dict() if cost is not None else {}, environment=env,
-        artifact=artifact, tags={"split": task.split.describe(), **(tags or {})}, **kw,
+        artifact=artifact, tags={"split": split_record(task), **(tags or {})}, **kw,
     )
+
+
+def evaluation_inputs(task: Task, seed: int, model_artifact: str | None,
+                      reference_artifact: str | None) -> dict:
+    """What an evaluation's metrics were computed from: the model, every split (sizes,
+    fingerprints, holdout ids), the reference (its cache key and artifact) and the seed."""
+    split = split_record(task)
+    split.pop("scenario", None)
+    return {"model_artifact": model_artifact, "seed": int(seed), "split": split,
+            "reference": {"key": task.reference_key(seed), "artifact": reference_artifact}}
+
+
+def _evaluation(run_id: str, inputs: dict, metrics: dict) -> EvaluationRecord:
+    """An evaluation record of run ``run_id`` (the one place they are built)."""
+    from ..utils import stable_hash
+
+    return EvaluationRecord(run_id=run_id, inputs_fingerprint=stable_hash(inputs), inputs=inputs,
+                            metrics=dict(metrics))
+
+
+class _PinnedOriginal:
+    """A model cache whose ``original-<task key>`` entry is one stored run's own artifact.
+
+    Rebuilding a run's task through this cache loads that run's model, verified against
+    its SHA-256 (a missing or corrupt artifact is a :class:`CheckpointError`), instead of
+    whatever the cache holds under the key, and never trains a new original. Other keys
+    (references) go to ``cache``.
+    """
+
+    def __init__(self, cache: ModelCache | None, artifacts: ArtifactStore, run: RunRecord):
+        self.cache, self.artifacts, self.run = cache, artifacts, run
+        self.loaded = False
+
+    def get(self, key: str, model: nn.Module) -> dict | None:
+        if key.startswith("original-"):
+            if key != f"original-{self.run.task_key}":
+                raise ConfigError(f"run {self.run.id}'s task no longer rebuilds to the task it was trained "
+                                  "on (its data, labels or recipe changed on disk); restore them")
+            if not self.run.artifact:
+                raise CheckpointError(f"run {self.run.id} has no stored model (status {self.run.status})")
+            self.artifacts.load(self.run.artifact, model)  # SHA-256 verified; raises when missing/corrupt
+            self.loaded = True
+            return {"cost": {k: v for k, v in (self.run.cost or {}).items()
+                             if k in LoopStats.__dataclass_fields__}}
+        return self.cache.get(key, model) if self.cache is not None else None
+
+    def put(self, key: str, model: nn.Module, info: dict) -> None:
+        if not key.startswith("original-") and self.cache is not None:
+            self.cache.put(key, model, info)
+
+
+def task_of_run(workspace: "Workspace", run: RunRecord, scenario: Scenario | dict | None = None,
+                progress: bool = False, device: str | None = None) -> Task:
+    """The task of a stored train run with ``scenario`` (a deletion request's), its original
+    being that run's own artifact (hash verified), never a cache entry that may differ."""
+    if run.kind != "train":
+        raise ConfigError(f"run {run.id} is a {run.kind!r} run; a deletion request starts from a `train` run")
+    pinned = _PinnedOriginal(workspace.cache, workspace.artifacts, run)
+    task = modality_of_spec(run.task_spec).task_from_spec(run.task_spec, scenario, cache=pinned,
+                                                          progress=progress, device=device)
+    if not pinned.loaded:
+        raise CheckpointError(f"the task of run {run.id} did not load the run's own model")
+    return task
+
+
+def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False,
+                 device: str | None = None) -> Task:
+    """The task a stored run was made and evaluated on, with exactly its recorded splits.
+
+    The forget set is rebuilt from the run's scenario (so a subjects scenario draws its
+    holdout as it did), else from its forget ids; a recorded holdout (``tags["split"]
+    ["holdout_ids"]``) is restored when the rebuilt one differs. The original is the train
+    run's own artifact, hash verified (the run itself for a train run, its ``parent`` for
+    an unlearn run); runs with no such parent (bench, compare) take it from the cache.
+    """
+    origin = run if run.kind == "train" else (workspace.store.get(run.parent) if run.parent else None)
+    cache = _PinnedOriginal(workspace.cache, workspace.artifacts, origin) if origin is not None else workspace.cache
+    modality = modality_of_spec(run.task_spec)
+    candidates: list = []
+    if run.scenario and run.scenario.get("kind"):
+        candidates.append(run.scenario)
+    if run.forget_ids:
+        candidates.append({"kind": "ids", "ids": list(run.forget_ids)})
+    if not candidates:
+        candidates.append(None)
+    task, error = None, None
+    for sc in candidates:
+        try:
+            t = modality.task_from_spec(run.task_spec, sc, cache=cache, progress=progress, device=device)
+        except CheckpointError:
+            raise
+        except UnlearnkitError as e:
+            error = e
+            continue
+        if run.forget_fingerprint is None or t.split.forget_fingerprint == run.forget_fingerprint:
+            task = t
+            break
+    if task is None:
+        raise error or ConfigError(f"the forget set of run {run.id} cannot be rebuilt from its record")
+    return _restore_holdout(task, (run.tags or {}).get("split") or {})
+
+
+def _restore_holdout(task: Task, recorded: dict) -> Task:
+    import dataclasses as _dc
+
+    from ..data.scenarios import Split
+
+    ids = recorded.get("holdout_ids")
+    if not ids or task.holdout.fingerprint == recorded.get("holdout_fingerprint"):
+        return task
+    for source in (getattr(task, "pool", None), task.split.test, task.split.holdout):
+        if source is None:
+            continue
+        try:
+            holdout = source.select(ids, name="holdout")
+        except UnlearnkitError:
+            continue
+        split = Split(task.split.train, task.split.test, task.split.forget_ids, holdout, task.split.scenario)
+        return _dc.replace(task, split=split)
+    return task  # the recorded holdout is gone: evaluated on another one (a new evaluation)
+
+
+def load_run_model(workspace: "Workspace", run: RunRecord, task: Task) -> nn.Module:
+    """The stored model of ``run`` (a method's own shape, e.g. a SISA ensemble, for unlearn
+    runs), hash verified."""
+    if run.status != "ok" or not run.artifact:
+        raise ConfigError(f"run {run.id} has no stored model (status {run.status})")
+    template = (get_method(run.method, **run.params).model_template(task) if run.kind == "unlearn"
+                else task.model_factory(run.seed).to(task.device))
+    return workspace.artifacts.load(run.artifact, template)
 
 
 @dataclass

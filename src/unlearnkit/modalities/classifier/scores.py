@@ -85,8 +85,13 @@ class Scores:
         return float(self.correct.mean()) if len(self) else float("nan")
 
     def rows(self, split: str, role: str) -> dict[str, np.ndarray]:
-        """Columns for export: one row per example."""
+        """Columns for export: one row per example, with what every classifier metric is
+        computed from: the label and prediction, the per-example loss, confidence, entropy
+        and scaled confidence, and the whole predictive distribution (``prob_0`` ...
+        ``prob_<K-1>``, the softmax of the logits in float64), so that e.g. the JS divergence
+        to the reference can be recomputed from the file."""
         n = len(self)
+        probs = {f"prob_{c}": self.probs[:, c] for c in range(self.probs.shape[1])}
         return {
             "example_id": self.example_ids.astype(str),
             "split": np.full(n, split),
@@ -98,6 +103,7 @@ class Scores:
             "max_prob": self.max_prob,
             "entropy": self.entropy,
             "scaled_confidence": self.scaled_confidence,
+            **probs,
         }
 
 

@@ -1,0 +1,302 @@
+"""One flow for a deletion request, and the re-evaluation of a stored run.
+
+:func:`answer_request` is what the CLI's ``unlearn``, the Python API and (next) the HTTP
+service call::
+
+    DeletionRequest ──► validate (method and parameters, ids, store writable, paths)
+         │                 nothing computed or written before this passes
+         ▼
+    train run ──► its artifact (SHA-256 verified) ──► task with the request's forget set
+         │
+         ├─► warm-up ─► method.unlearn ─► model ─► artifact
+         ├─► (evaluate) reference (cached) ─► metrics against it
+         ▼
+    one RunRecord (experiment._record) ──► store, with its evaluation beside it
+
+:func:`evaluate_run` evaluates a stored run again on exactly the splits its record
+names (forget and holdout ids, fingerprints of retain and test); each evaluation is
+appended to the store's ``evaluations`` table, and a run's own metrics are never replaced.
+
+Nothing here prints: callers show the outcome.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from .engines.loop import LoopStats
+from .errors import ConfigError, StoreError
+from .methods import get_method
+from .modalities import modality_of_spec
+from .orchestration.experiment import (Workspace, _evaluation, _jsonable, _record, evaluate_model,
+                                       evaluation_inputs, get_reference, load_run_model, rebuild_task,
+                                       score_model, task_of_run, warm_up)
+from .orchestration.records import EvaluationRecord, RunRecord
+from .utils import environment_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .task import Task
+
+EXPORT_SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass
+class DeletionRequest:
+    """What a data subject asked for, and how to answer it.
+
+    Attributes:
+        run: id (or unique prefix) of the ``train`` run whose model holds the data.
+        method: a registered method name (``unlearnkit methods``); ``params`` its hyperparameters.
+        ids / subjects / scenario: the data to forget: example ids, subject ids, or a scenario
+            string (``random:0.1``, ``class:3``, a language model's split name); at most one,
+            none only where the modality has a default forget split.
+        seed: seeds the method (and the reference).
+        evaluate: also compute every metric against the reference (retrained or cached).
+        lora: language models: LoRA rank the method trains through (0 = full weights).
+        save_model: also write the unlearned model to this safetensors file.
+        options: modality options of the task (e.g. ``{"lora": {...}}`` for full LoRA settings).
+    """
+
+    run: str
+    method: str
+    params: dict = field(default_factory=dict)
+    ids: list[str] | None = None
+    subjects: list[str] | None = None
+    scenario: str | None = None
+    seed: int = 0
+    evaluate: bool = False
+    lora: int = 0
+    save_model: Path | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RequestOutcome:
+    """The answer to a :class:`DeletionRequest`.
+
+    ``record`` is the stored run (``record.id``, ``record.artifact``: the unlearned model's
+    content hash); ``metrics`` are against the reference (empty without ``evaluate``),
+    ``evaluation`` the stored evaluation they form.
+    """
+
+    record: RunRecord
+    forget_ids: list[str]
+    holdout_ids: list[str]
+    artifact: str
+    metrics: dict[str, float]
+    cost: LoopStats
+    reference_cost: LoopStats | None
+    extra: dict[str, Any]
+    evaluation: EvaluationRecord | None
+    task: "Task"
+    model: nn.Module
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
+
+    def to_dict(self) -> dict:
+        """The JSON-able summary (what the CLI's ``--json`` prints)."""
+        return {"run_id": self.record.id, "method": self.record.method, "parent": self.record.parent,
+                "n_forget": len(self.forget_ids), "forget_fingerprint": self.record.forget_fingerprint,
+                "artifact": self.artifact, "cost": self.record.cost, "metrics": self.metrics,
+                "evaluation_id": self.evaluation.id if self.evaluation else None,
+                "extra": _jsonable(self.extra)}
+
+
+# --------------------------------------------------------------------------- checks
+def check_writable(workspace: Workspace) -> None:
+    """Raise :class:`StoreError` unless runs and artifacts can be written (before any work)."""
+    if getattr(workspace, "read_only", False):
+        raise StoreError(f"workspace {workspace.root} is read-only; answering a request writes a run")
+    check = getattr(workspace.store, "check_writable", None)
+    if check is not None:
+        check()
+    root = workspace.artifacts.root
+    probe = root if root.exists() else workspace.root
+    if not os.access(probe, os.W_OK):
+        raise StoreError(f"artifacts folder {probe} is not writable")
+
+
+def check_output_path(path: Path | None, what: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``path`` can be written (its folder exists or can be
+    made, and is writable; an existing file is writable); checked before any work."""
+    if path is None:
+        return
+    path = Path(path)
+    if suffixes and path.suffix not in suffixes:
+        raise ConfigError(f"{what} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: folder {folder} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{what} {path} is not writable")
+
+
+# --------------------------------------------------------------------------- the flow
+def answer_request(workspace: Workspace, request: DeletionRequest, progress: bool = False) -> RequestOutcome:
+    """Answer ``request``: resolve its data to example ids, unlearn them from the train
+    run's own model, evaluate against the reference if asked, and store one run record.
+
+    Everything that can be checked is checked before any compute: the method and its
+    parameters, the request's shape, the store's and the output path's writability, the
+    train run and its artifact (SHA-256 verified: a missing or corrupt model is a
+    :class:`~unlearnkit.errors.CheckpointError`, never a silently retrained original), and
+    the ids (unknown ids are an error). Cost is timed after a :func:`warm_up` step, as the
+    reference's retraining is, so ``cost_ratio_*`` compares like with like.
+    """
+    if request.lora < 0:
+        raise ConfigError("lora must be a rank >= 1, or 0 for full weights")
+    method = get_method(request.method, **dict(request.params or {}))  # validates the parameters
+    check_output_path(request.save_model, "save_model")
+    check_writable(workspace)
+    parent = workspace.store.get(request.run)
+    if parent.kind != "train":
+        raise ConfigError(f"run {parent.id} is a {parent.kind!r} run; a deletion request needs a `train` run")
+    modality = modality_of_spec(parent.task_spec)
+    lora = dict(request.options.get("lora") or {}) or ({"r": int(request.lora)} if request.lora else {})
+    if lora and not modality.supports("lora"):
+        raise ConfigError(f"lora applies to tasks whose modality supports it; {modality.name!r} does not")
+    scenario = modality.request_scenario(ids=request.ids, subjects=request.subjects, scenario=request.scenario)
+    if not parent.artifact:
+        raise ConfigError(f"run {parent.id} has no stored model (status {parent.status})")
+    workspace.artifacts.load_state_dict(parent.artifact)  # missing or corrupt: CheckpointError, before any work
+    task = task_of_run(workspace, parent, scenario, progress=progress)  # unknown ids raise here
+    if lora:
+        task.lora = lora
+
+    warm_up(task, progress)
+    result = method.unlearn(task, seed=request.seed, progress=progress)
+    metrics: dict = {}
+    ref_cost = None
+    ref_artifact = None
+    if request.evaluate:
+        ref, ref_cost, _ = get_reference(task, request.seed, workspace.cache, progress)
+        metrics = evaluate_model(result.model, task, score_model(ref, task), result.cost, ref_cost,
+                                 request.seed, reference_model=ref).metrics
+        ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(request.seed)}")
+    artifact = workspace.artifacts.save(result.model)
+    if request.save_model:
+        workspace.artifacts.save_file(result.model, request.save_model)
+    tags = {**_jsonable(result.extra), **({"lora": lora} if lora else {}),
+            "cost_timing": "warm (after one warm-up step)"}
+    rec = _record(task, "unlearn", request.method, request.seed, result.params, result.cost, metrics,
+                  artifact, environment_info(), tags=tags, parent=parent.id)
+    evaluation = (_evaluation(rec.id, evaluation_inputs(task, request.seed, artifact, ref_artifact), metrics)
+                  if request.evaluate else None)
+    workspace.store.add(rec)
+    if evaluation is not None:
+        workspace.store.add_evaluation(evaluation)
+    return RequestOutcome(rec, [str(i) for i in task.split.forget_ids],
+                          [str(i) for i in task.holdout.example_ids], artifact, metrics, result.cost,
+                          ref_cost, dict(result.extra), evaluation, task, result.model)
+
+
+# --------------------------------------------------------------------------- re-evaluation
+@dataclass
+class EvaluationOutcome:
+    """What :func:`evaluate_run` computed: the metrics, the stored evaluation, whether the
+    run's own metrics were filled in (only where they were missing), and the scores."""
+
+    record: RunRecord
+    metrics: dict[str, float]
+    evaluation: EvaluationRecord
+    same_inputs_as: str | None
+    scores: dict
+    scores_file: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.record.id, "method": self.record.method, "metrics": self.metrics,
+                "evaluation_id": self.evaluation.id,
+                "inputs_fingerprint": self.evaluation.inputs_fingerprint,
+                "same_inputs_as": self.same_inputs_as,
+                "scores_file": str(self.scores_file) if self.scores_file else None}
+
+
+def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None = None, privacy: int = 0,
+                 progress: bool = False) -> EvaluationOutcome:
+    """Every metric of a stored run against the (cached) reference, on exactly its recorded
+    splits; stored as a new evaluation beside the earlier ones.
+
+    The run's own ``metrics`` are never overwritten: metrics it does not hold yet are added
+    when this evaluation's inputs are those of its first evaluation (or it has none);
+    an evaluation on other inputs (the data or the reference changed) stays beside it.
+    ``export_scores`` (.parquet/.csv) is checked for writability first and written before
+    the store is touched. ``privacy``: shadow models of each kind for the per-example
+    privacy report (classifier unlearn runs).
+    """
+    check_output_path(export_scores, "--export-scores", EXPORT_SUFFIXES)
+    if privacy < 0:
+        raise ConfigError("--privacy must be >= 0")
+    check_writable(workspace)
+    rec = workspace.store.get(run_id)
+    if rec.status != "ok" or not rec.artifact:
+        raise ConfigError(f"run {rec.id} has no model to evaluate (status {rec.status})")
+    if privacy:
+        if not modality_of_spec(rec.task_spec).supports("shadow_privacy"):
+            raise ConfigError("--privacy (U-LiRA with shadow models) serves classifier tasks; language-model "
+                              "tasks report loss/zlib/Min-K% attacks and privleak among their metrics")
+        if rec.kind != "unlearn":
+            raise ConfigError("--privacy needs an unlearn run (it re-runs the run's method on shadow models)")
+    task = rebuild_task(workspace, rec, progress=progress)
+    model = load_run_model(workspace, rec, task)
+    ref, ref_cost, _ = get_reference(task, rec.seed, workspace.cache, progress)
+    ref_scores = score_model(ref, task)
+    cost = LoopStats(**{k: v for k, v in rec.cost.items() if k in LoopStats.__dataclass_fields__}) \
+        if rec.cost else None
+    ev = evaluate_model(model, task, ref_scores, cost, ref_cost, rec.seed, reference_model=ref)
+    metrics = dict(ev.metrics)
+    if privacy:
+        from .evaluation.shadow import privacy_report
+
+        metrics.update(privacy_report(task, rec.method, rec.params, n_shadow=privacy, seed=rec.seed,
+                                      cache=workspace.cache, progress=progress))
+    ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(rec.seed)}")
+    inputs = evaluation_inputs(task, rec.seed, rec.artifact, ref_artifact)
+    if privacy:
+        inputs["privacy"] = {"n_shadow": int(privacy)}
+    evaluation = _evaluation(rec.id, inputs, metrics)
+    if export_scores:
+        write_scores(export_scores, {"model": ev.scores, "reference": ref_scores,
+                                     "original": score_model(task.original, task)})
+    earlier = workspace.store.evaluations(rec.id)
+    same = next((e.id for e in earlier if e.inputs_fingerprint == evaluation.inputs_fingerprint), None)
+    workspace.store.add_evaluation(evaluation)
+    first_inputs = earlier[0].inputs_fingerprint if earlier else None
+    if first_inputs in (None, evaluation.inputs_fingerprint):
+        missing = {k: v for k, v in metrics.items() if k not in rec.metrics}
+        if missing:
+            rec = workspace.store.update_metrics(rec.id, missing)
+    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores)
+
+
+def write_scores(path: Path, by_role: dict) -> Path:
+    """Write per-example scores (``{role: {split: scores}}``) to ``path`` (.parquet or .csv),
+    atomically: one row per (role, split, example), with every column the modality's
+    ``rows`` gives (for classifiers the whole predictive distribution ``prob_<k>``)."""
+    import pandas as pd
+
+    from .utils import atomic_path
+
+    path = Path(path)
+    frames = [pd.DataFrame(sc.rows(split, role)) for role, splits in by_role.items()
+              for split, sc in splits.items()]
+    df = pd.concat(frames, ignore_index=True)
+    try:
+        with atomic_path(path) as tmp:
+            if path.suffix == ".parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+    except OSError as e:
+        raise ConfigError(f"cannot write scores to {path}: {e.strerror or e}") from None
+    return path
