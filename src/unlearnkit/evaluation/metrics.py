@@ -109,7 +109,8 @@ class EvalInputs:
         table = self.model if of == "model" else self.reference
         if table is None:
             raise ConfigError(f"shared quantity {name!r} of the reference asked for, but there is none")
-        return self.memo(f"{name}@{of}", lambda: SHARED[name].fn(table, self))
+        key = name if of == "model" else f"{name}@{of}"  # the model's: the same key as memo(name, ...)
+        return self.memo(key, lambda: SHARED[name].fn(table, self))
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,9 @@ def register_metric(name: str, outputs: dict[str, str], citation: str,
       alternatives for one column (the first present, in catalogue order, is shown);
     * ``units``: key -> ``"ratio"``, ``"seconds"`` or ``"count"`` (default: 3 decimals);
     * ``order``: where its keys go in the catalogue order (default: after the built-ins);
-    * ``shares``: the shared quantities (:func:`register_shared`) it reads.
+    * ``shares``: the shared quantities it reads: names registered with
+      :func:`register_shared` (read with ``inputs.shared(name)``) or keys it passes to
+      ``inputs.memo``.
     """
 
     spec = _spec(name, None, outputs, "", citation, needs, splits, modalities, help, headline,
