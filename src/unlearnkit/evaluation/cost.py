@@ -53,6 +53,15 @@ def cost_ratio(inputs: EvalInputs) -> dict[str, float]:
     ``cost_ratio_time = wall_time / wall_time_ref``; ``cost_ratio_examples =
     (fwd + bwd examples) / (fwd_ref + bwd_ref)``. Below 1 is cheaper than retraining;
     nan when the reference's cost is zero.
+
+    Both sides are timed the same way: warm. A deletion request
+    (:func:`unlearnkit.requests.answer_request`) times the method after one warm-up
+    optimiser step of the task's loop, and the reference's retraining
+    (:func:`~unlearnkit.orchestration.experiment.get_reference`) is timed after the same
+    warm-up, so one-off process start-up (lazy imports, the first backward pass, thread
+    pools) is charged to neither. A cached reference keeps the time of that warm
+    retraining. Times are the method's (or retraining's) own wall time, not the process's;
+    the example counts do not depend on timing at all.
     """
     c, r = inputs.cost, inputs.reference_cost
     return {"cost_ratio_time": _ratio(c.wall_time_s, r.wall_time_s),
