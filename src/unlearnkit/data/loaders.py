@@ -172,8 +172,16 @@ def load_table(path: str | Path, label: str, id_column: str | None = None,
     if nonnum:
         raise DataError(f"{path}: non-numeric feature columns {nonnum}; encode them or drop them")
     x = feats.to_numpy(np.float32)
-    if np.isnan(x).any():
-        raise DataError(f"{path}: feature columns contain missing values")
+    cols = list(map(str, feats.columns))
+    bad = np.isnan(x).any(axis=0)
+    if bad.any():
+        raise DataError(f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
+                        f"missing values (in {int(np.isnan(x).any(axis=1).sum())} row(s)); drop or fill them")
+    bad = np.isinf(x).any(axis=0)
+    if bad.any():
+        raise DataError(f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
+                        f"infinite values or values too large for float32 (in {int(np.isinf(x).any(axis=1).sum())} "
+                        "row(s)); fix, clip or drop them")
     if standardise:
         x = _standardise(x).astype(np.float32)
     return ExampleSet.from_tensors(x, y, ids, subj, num_classes=len(classes), name=name or path.stem,

@@ -148,7 +148,7 @@ class Method:
             tp = hints.get(k)
             if tp is None or fits(v, tp):
                 continue
-            what = "a finite number" if isinstance(v, float) and not math.isfinite(v) else shown(tp)
+            what = "a finite number" if isinstance(v, float) and not math.isfinite(v) else f"of type {shown(tp)}"
             raise ConfigError(f"method {self.name!r}: hyperparameter {k}={v!r} must be {what}")
         try:
             return self.Params(**params)
@@ -245,7 +245,7 @@ class Method:
 
         streams = {"forget": task.forget} | ({"retain": task.retain} if weight else {})
         return run_loop(model, objective, streams, p.train_config(), seed, primary="forget",
-                        device=task.device, progress=progress, desc=self.name, **loop_kwargs)
+                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name, **loop_kwargs)
 
     def model_template(self, task) -> nn.Module:
         """An untrained model of the shape this method returns (to load a saved artifact into)."""

@@ -52,18 +52,55 @@ class Workspace:
     store: RunStore
     artifacts: ArtifactStore
     cache: ModelCache
+    read_only: bool = False
+
+    class _ReadOnlyCache(ModelCache):
+        """A cache that is read, never written (a read-only workspace)."""
+
+        def put(self, key, model, info) -> None:  # noqa: D102 - nothing is written
+            return None
 
     @classmethod
-    def open(cls, root: str | Path | None = None, store_url: str | None = None) -> "Workspace":
+    def open(cls, root: str | Path | None = None, store_url: str | None = None,
+             mode: str = "rw") -> "Workspace":
+        """Open the workspace at ``root`` (default ``$UNLEARNKIT_HOME`` or ./unlearnkit-home).
+
+        ``mode``: ``"rw"`` creates it where missing and checks that runs can be written
+        before any work starts; ``"r"`` (read commands) never creates anything and works on
+        a workspace the user may only read; ``"existing"`` never creates anything and
+        writes where it can (``read_only`` tells which it got).
+        """
+        if mode not in ("r", "rw", "existing"):
+            raise ValueError(f"mode must be 'r', 'rw' or 'existing', not {mode!r}")
         root = Path(root) if root is not None else default_home()
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create workspace {root}: {e.strerror}") from None
-        if not os.access(root, os.W_OK):
-            raise StoreError(f"workspace {root} is not writable")
-        store = RunStore(store_url or root / "runs.db")
-        return cls(root, store, ArtifactStore(root / "artifacts"), ModelCache(root / "cache"))
+        if mode == "rw":
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create workspace {root}: {e.strerror}") from None
+            if not os.access(root, os.W_OK):
+                raise StoreError(f"workspace {root} is not writable")
+            store = RunStore(store_url or root / "runs.db")
+            store.check_writable()
+            return cls(root, store, ArtifactStore(root / "artifacts"), ModelCache(root / "cache"))
+        if not root.is_dir() and store_url is None:
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise StoreError(f"no workspace at {root} (it {what}); pass --home, or train a model first "
+                             "(reading never creates a workspace)")
+        location = store_url or root / "runs.db"
+        store = RunStore(location, mode="r")  # it exists and can be read
+        read_only = True
+        if mode == "existing" and os.access(root, os.W_OK):
+            try:
+                writable = RunStore(location)
+                writable.check_writable()
+            except StoreError:
+                pass
+            else:
+                store.close()
+                store, read_only = writable, False
+        cache_cls = cls._ReadOnlyCache if read_only else ModelCache
+        return cls(root, store, ArtifactStore(root / "artifacts"), cache_cls(root / "cache"), read_only)
 
 
 def warm_up(task: Task, progress: bool = False) -> None:

@@ -149,6 +149,46 @@ def _on_sqlite_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _on_sqlite_connect_ro(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _readonly_sqlite_url(path: Path):
+    """A read-only SQLite URL for ``path``; ``immutable`` where the folder is not writable
+    (SQLite cannot then create the WAL index a plain read-only open needs)."""
+    from urllib.parse import quote
+
+    p = quote(str(path.resolve()))
+    flag = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+    return make_url(f"sqlite:///file:{p}?{flag}&uri=true")
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def _check_location(text: str, shown: str) -> None:
+    """Refuse what is neither a database URL (``scheme://...``) nor a plain path: a URL with
+    a mistyped separator (``postgresql:/host/db``) or a path with colons (``::::``) would
+    otherwise silently become a new empty SQLite file."""
+    if not text.strip():
+        raise StoreError("empty run store location; give a path or a database URL")
+    if "://" in text:
+        if not _SCHEME.match(text) or text.index("://") != text.index(":"):
+            raise StoreError(f"malformed run store URL {shown!r}; expected scheme://..., "
+                             "e.g. postgresql+psycopg://user@host/db or sqlite:///path/runs.db")
+        return
+    if re.fullmatch(r"[A-Za-z]:[\\/].*", text) and os.name == "nt":
+        return  # a Windows drive path
+    if ":" in text:
+        if _SCHEME.match(text):
+            raise StoreError(f"malformed run store URL {shown!r}; a database URL is scheme://..., "
+                             "e.g. postgresql+psycopg://user@host/db")
+        raise StoreError(f"malformed run store location {shown!r}; give a path without ':' or a "
+                         "database URL scheme://...")
+
+
 def _create_tables(engine) -> None:
     """Create missing tables; another process creating them at the same moment is fine."""
     import time
@@ -165,29 +205,51 @@ def _create_tables(engine) -> None:
 
 # --------------------------------------------------------------------------- store
 class RunStore:
-    """Runs in a SQL database. Accepts a filesystem path (SQLite) or a SQLAlchemy URL."""
+    """Runs in a SQL database. Accepts a filesystem path (SQLite) or a SQLAlchemy URL.
 
-    def __init__(self, url_or_path: str | os.PathLike):
+    ``mode="rw"`` (default) creates the SQLite file and the tables where missing;
+    ``mode="r"`` opens an existing store for reading only: it never creates a file or a
+    table, and works on a store the user may only read (an auditor's copy).
+    """
+
+    def __init__(self, url_or_path: str | os.PathLike, mode: str = "rw"):
+        if mode not in ("r", "rw"):
+            raise ValueError(f"mode must be 'r' or 'rw', not {mode!r}")
+        self.mode = mode
         text = os.fspath(url_or_path)
         self.location = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)  # until parsed
+        _check_location(text, self.location)
+        self.sqlite_path: Path | None = None
         try:
             if "://" in text:
                 url = make_url(text)
                 self.location = url.render_as_string(hide_password=True)
                 if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                    Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    self.sqlite_path = Path(url.database).expanduser()
             else:
                 path = Path(text).expanduser()
                 self.location = str(path)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_path = path
                 url = make_url(f"sqlite:///{path}")
+            if self.sqlite_path is not None:
+                if mode == "r":
+                    if not self.sqlite_path.is_file():
+                        raise StoreError(f"no run store at {self.location}; check the path, or train a "
+                                         "model first (reading never creates a store)")
+                    url = _readonly_sqlite_url(self.sqlite_path)
+                else:
+                    self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             kwargs: dict = {"json_serializer": lambda o: json.dumps(o, allow_nan=False)}
             if url.get_backend_name() == "sqlite":
                 kwargs["connect_args"] = {"timeout": 30}
             self.engine = create_engine(url, **kwargs)
             if url.get_backend_name() == "sqlite":
-                event.listen(self.engine, "connect", _on_sqlite_connect)
-            _create_tables(self.engine)
+                event.listen(self.engine, "connect", _on_sqlite_connect if mode == "rw" else _on_sqlite_connect_ro)
+            if mode == "rw":
+                _create_tables(self.engine)
+            else:
+                with self.engine.connect() as conn:
+                    conn.execute(select(runs.c.id).limit(1)).all()
         except (ArgumentError, ValueError) as e:
             raise StoreError(f"cannot open run store {self.location!r}: not a valid "
                              f"path or database URL ({_one_line(e)})") from None
@@ -195,8 +257,28 @@ class RunStore:
             raise StoreError(f"cannot open run store {self.location!r}: database driver missing "
                              f"({_one_line(e)}); install it, e.g. pip install 'unlearnkit[postgres]'") from None
         except (OSError, SQLAlchemyError) as e:
-            raise StoreError(f"cannot open run store at {self.location}: "
-                             f"{_one_line(e)}; check the path exists and is writable") from None
+            hint = "check it is a run store you may read" if mode == "r" else "check the path exists and is writable"
+            raise StoreError(f"cannot open run store at {self.location}: {_one_line(e)}; {hint}") from None
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless runs can be added (call before any long computation)."""
+        if self.mode != "rw":
+            raise StoreError(f"run store at {self.location} is open for reading only")
+        if self.sqlite_path is not None:
+            folder = self.sqlite_path.parent
+            for what, path in (("file", self.sqlite_path), ("folder", folder)):
+                if path.exists() and not os.access(path, os.W_OK):
+                    raise StoreError(f"run store at {self.location} is read-only (its {what} {path} is not "
+                                     "writable); nothing was computed")
+            return
+        try:  # a server: a write that is rolled back
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                conn.execute(delete(metrics_table).where(metrics_table.c.run_id == "__unlearnkit_probe__"))
+                trans.rollback()
+        except SQLAlchemyError as e:
+            raise StoreError(f"run store at {self.location} cannot be written: {_one_line(e)}; "
+                             "nothing was computed") from None
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -307,6 +389,7 @@ class RunStore:
         except SQLAlchemyError as e:
             raise self._fail("list runs", e) from None
 
+
     # ------------------------------------------------------------------ evaluations
     def add_evaluation(self, evaluation: EvaluationRecord) -> str:
         """Append ``evaluation`` of its run (the run's own metrics are left as they are)."""
@@ -339,7 +422,6 @@ class RunStore:
         return [EvaluationRecord(run_id=r.run_id, inputs_fingerprint=r.inputs_fingerprint,
                                  inputs=_decode(r.inputs or {}), metrics=_decode(r.metrics or {}),
                                  id=r.id, created_at=r.created_at) for r in rows]
-
 
 
 def _one_line(e: BaseException) -> str:
