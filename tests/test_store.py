@@ -129,6 +129,53 @@ def test_update_metrics_merges(store):
         store.update_metrics("nope", {"a": 1.0})
 
 
+def test_evaluations_are_appended_beside_each_other(store, tmp_path):
+    from unlearnkit.orchestration.records import EvaluationRecord
+
+    rec = _record(metrics={"a": 1.0})
+    store.add(rec)
+    first = EvaluationRecord(rec.id, "fp-1", {"split": {"holdout_ids": ["h1", "h2"]}}, {"a": 1.0, "n": float("nan")})
+    second = EvaluationRecord(rec.id[:5], "fp-2", {"split": {"holdout_ids": ["h3"]}}, {"a": 0.5})
+    store.add_evaluation(first)
+    store.add_evaluation(second)
+    got = store.evaluations(rec.id)
+    assert [e.id for e in got] == [first.id, second.id]
+    assert got[0].run_id == got[1].run_id == rec.id  # a prefix resolves to the run
+    assert got[0].inputs == first.inputs and math.isnan(got[0].metrics["n"]) and got[1].metrics == {"a": 0.5}
+    assert store.get(rec.id).metrics == {"a": 1.0}  # the run's own metrics are left alone
+    with pytest.raises(StoreError, match="exists"):
+        store.add_evaluation(first)
+    with pytest.raises(StoreError, match="no run"):
+        store.add_evaluation(EvaluationRecord("nope", "fp", {}, {}))
+    assert len(store.evaluations(rec.id[:4])) == 2  # prefix lookup
+    other = _record()
+    store.add(other)
+    assert store.evaluations(other.id) == []
+    # a store written before evaluations were kept: opening it for writing adds the table
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    with RunStore(old) as s:
+        s.add(other)
+    con = sqlite3.connect(old)
+    con.execute("DROP TABLE evaluations")
+    con.commit()
+    con.close()
+    with RunStore(old) as s:
+        assert s.evaluations(other.id) == []
+        s.add_evaluation(EvaluationRecord(other.id, "fp", {}, {"a": 1.0}))
+        assert len(s.evaluations(other.id)) == 1
+    import inspect
+
+    if "mode" in inspect.signature(RunStore).parameters:  # read-only opening never creates the table
+        con = sqlite3.connect(old)
+        con.execute("DROP TABLE evaluations")
+        con.commit()
+        con.close()
+        with RunStore(old, mode="r") as s:
+            assert s.evaluations(other.id) == []
+
+
 def test_numpy_values_are_stored_as_python(store):
     import numpy as np
 
