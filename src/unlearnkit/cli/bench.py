@@ -37,5 +37,5 @@ def bench(
     paths = write_report(records, out, title=f"unlearnkit bench: {grid_file.name}") if out else {}
     rows = summarise(records)
     doc = {"runs": [r.id for r in records], "rows": rows, "report": {k: str(v) for k, v in paths.items()}}
-    text = rows_text(rows, summary_keys(grid.modality)) + (f"\nreport: {paths['html']}" if paths else "")
+    text = rows_text(rows, summary_keys(grid.modality, [r.get("mean", {}) for r in rows])) + (f"\nreport: {paths['html']}" if paths else "")
     emit(clean(doc), as_json, text)

@@ -33,21 +33,27 @@ LIST_COLUMNS = {
 }
 
 
-def summary_keys(modality) -> list[str]:
-    """The metrics a summary table shows for ``modality`` (a Modality or its name)."""
+def summary_keys(modality, available=None) -> list[str]:
+    """The metrics a summary table shows for ``modality`` (a Modality or its name): the
+    catalogue's headline columns (those with a finite value among ``available``, a dict or
+    dicts of metric values, where given), else the fixed per-modality list above."""
     name = getattr(modality, "name", modality)
     try:
-        from ..evaluation.metrics import headline_metrics  # the catalogue's answer, where it exists
-    except ImportError:
-        headline_metrics = None
-    if headline_metrics is not None:
-        try:
-            keys = list(headline_metrics(name))
-        except Exception:  # noqa: BLE001 - fall back to the fixed columns
-            keys = []
-        if keys:
-            return keys
-    return list(SUMMARY_COLUMNS.get(name, SUMMARY_COLUMNS["classifier"]))
+        from ..evaluation import metrics as catalogue
+    except ImportError:  # pragma: no cover
+        catalogue = None
+    keys: list[str] = []
+    try:
+        if available is not None and hasattr(catalogue, "pick_headline"):
+            dicts = [available] if isinstance(available, dict) else list(available)
+            have = {k for d in dicts for k, v in (d or {}).items()
+                    if isinstance(v, (int, float)) and math.isfinite(v)}
+            keys = list(catalogue.pick_headline(have, name))
+        elif hasattr(catalogue, "headline_metrics"):
+            keys = list(catalogue.headline_metrics(name))
+    except Exception:  # noqa: BLE001 - fall back to the fixed columns
+        keys = []
+    return keys or list(SUMMARY_COLUMNS.get(name, SUMMARY_COLUMNS["classifier"]))
 
 
 def out(obj, as_json: bool, text: str | None = None) -> None:

@@ -59,7 +59,7 @@ def demo(
     by_scen: dict[str, list] = {}
     for m in doc["models"]:
         by_scen.setdefault(m["scenario"], []).append(m)
-    keys = summary_keys(modality)
+    keys = summary_keys(modality, [m.get("metrics") or {} for m in doc["models"]])
     for scen, ms in by_scen.items():
         typer.echo(f"\n== {scen} ==")
         rows = [[m["model"]] + ([m["metrics"].get(k) for k in keys] if m["status"] == "ok"

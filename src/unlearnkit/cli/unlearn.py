@@ -94,5 +94,5 @@ def unlearn(
     if scalars:  # what the method reports about itself (e.g. certified removal's epsilon)
         text += "\n" + "\n".join(f"  {k:<24} {v:.4g}" for k, v in scalars.items())
     if metrics:
-        text += "\n" + "\n".join(f"  {k:<20} {fmt(metrics.get(k))}" for k in summary_keys(modality))
+        text += "\n" + "\n".join(f"  {k:<20} {fmt(metrics.get(k))}" for k in summary_keys(modality, metrics))
     out(clean(doc), as_json, text)

@@ -161,7 +161,10 @@ def _readonly_sqlite_url(path: Path):
     from urllib.parse import quote
 
     p = quote(str(path.resolve()))
-    flag = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+    wal = path.with_name(path.name + "-wal")
+    # a write-ahead log holds committed runs not yet in the file: read it (mode=ro); with no
+    # log in a folder SQLite may not write to, the file is complete and immutable to us
+    flag = "mode=ro" if wal.exists() or os.access(path.parent, os.W_OK) else "immutable=1"
     return make_url(f"sqlite:///file:{p}?{flag}&uri=true")
 
 
