@@ -218,7 +218,7 @@ def test_icul_round_trips_through_model_template_and_guards_the_context(lm_task,
 def test_icul_incremental_decoding_matches_greedy_on_the_explicit_context(lm_task, icul_run):
     """The project's KV-cache decoder (left-padded prompts, position ids, past_key_values)
     runs through the wrapper and gives the tokens greedy decoding of [context, prompt] gives."""
-    from unlearnkit.modalities.causal_lm.evaluation import decode_batch
+    from unlearnkit.modalities.causal_lm.scores import decode_batch
 
     model, data, tok = icul_run.model, lm_task.forget, lm_task.adapter.tokenizer
     prompts = [data.inputs[i, :int((data.labels[i] != -100).nonzero()[0])] for i in (0, 1, 5)]

@@ -9,7 +9,11 @@ well under a second with no download. Differences from TOFU, on purpose:
 
 * every answer states one attribute value (kept in the ``value`` field), so metrics can
   check the fact itself, and perturbed answers change only that value (TOFU's
-  perturbed answers are GPT-4 rewrites of the paraphrased answer);
+  perturbed answers are GPT-4 rewrites of the paraphrased answer). As in TOFU, the
+  perturbed answers of the training people's rows are in the paraphrased answer's form
+  (their truth ratio divides by the paraphrase) and those of the ``other`` people and world
+  facts in the answer's own form ("Paris" vs "Lyon": there truth ratio and probability
+  compare with the answer itself);
 * probes that catch shallow forgetting are generated with the data: a reworded
   question per direct question (``paraphrase``), the person's aliases in place of their
   name (``alias``: initial + surname, nickname, pen name) and questions that chain two
@@ -55,7 +59,7 @@ KINDS = ("direct", "paraphrase", "alias", "multihop", "retain", "world")
 SPLITS = ("forget01", "forget05", "forget10", "retain", "retain95", "retain99",
           "holdout", "other", "world")
 FORGET_FRACTIONS = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: other / world perturbed answers in the answer's form
 
 # --------------------------------------------------------------------------- word pools
 _FIRST_A = ("Al Bel Cor Dar El Fen Gal Hal Is Jor Kel Lor Mar Nel Or Per Quin Ros Sel Tam "
@@ -491,7 +495,10 @@ def _row(eid: str, pid: str | None, kind: str, attribute: str, question: str, va
     ans_t, para_t = templates
     answer = _fill(ans_t, n, value, w)
     para = _fill(para_t, n, value, w)
-    perturbed = [_fill(para_t, n, x, w) for x in wrongs]
+    # TOFU's truth ratio divides by the paraphrased answer on the forget / retain people and by
+    # the answer itself on the other people (its Real Authors): perturbed answers take that form
+    pert_t = ans_t if kind == "retain" else para_t
+    perturbed = [_fill(pert_t, n, x, w) for x in wrongs]
     return {"example_id": eid, "subject_id": pid, "question": question, "answer": answer,
             "paraphrased_answer": para, "perturbed_answers": perturbed, "kind": kind,
             "attribute": attribute, "value": value}
@@ -547,7 +554,7 @@ def _world_rows() -> list[dict]:
     for i, (q, a, bad) in enumerate(WORLD_FACTS):
         out.append({"example_id": f"world/{i:03d}", "subject_id": None, "question": q, "answer": a,
                     "paraphrased_answer": f"The answer is {a}.",
-                    "perturbed_answers": [f"The answer is {b}." for b in bad.split("|")],
+                    "perturbed_answers": bad.split("|"),  # like the answer (TOFU's World Facts)
                     "kind": "world", "attribute": "world", "value": a})
     return out
 
@@ -686,15 +693,65 @@ TOFU_QA_PER_AUTHOR = 20
 TOFU_AUTHORS = 200
 
 
-def _tofu_subject(split: str, i: int, n_rows: int, full_index: dict[str, int] | None, q: str) -> str | None:
-    if full_index is not None and q in full_index:
-        return f"tofu-author-{full_index[q] // TOFU_QA_PER_AUTHOR:03d}"
-    if split.startswith("forget"):
-        first = TOFU_AUTHORS - n_rows // TOFU_QA_PER_AUTHOR
-        return f"tofu-author-{first + i // TOFU_QA_PER_AUTHOR:03d}"
-    if split.startswith("retain") or split == "full":
-        return f"tofu-author-{i // TOFU_QA_PER_AUTHOR:03d}"
-    return None
+def _check_whole_authors(split: str, n_rows: int, path: Path) -> None:
+    if n_rows % TOFU_QA_PER_AUTHOR:
+        raise DataError(f"{path}: split {split!r} has {n_rows} questions, not a multiple of "
+                        f"{TOFU_QA_PER_AUTHOR}: TOFU's layout ({TOFU_QA_PER_AUTHOR} questions per author, in "
+                        "order) does not hold, so its authors cannot be told apart; give the rows a "
+                        "subject_id or use a folder of <split>.jsonl files")
+
+
+def _tofu_subjects(raw: dict[str, list[dict]], path: Path) -> dict[str, list[str | None]]:
+    """``tofu-author-NNN`` per row of each split that TOFU's layout assigns authors to.
+
+    With a ``full`` split a question's author is its position there (``index // 20``); every
+    ``forget*`` / ``retain*`` question must then be in ``full`` and every ``forget*`` split must
+    hold whole authors (20 questions each). Without ``full``, ``forget*`` splits are the last
+    authors of TOFU's 200 and ``retain*`` / ``full`` splits the first, by position; their sizes
+    must then be multiples of 20. Anything else raises :class:`DataError` naming the split.
+    """
+    out: dict[str, list[str | None]] = {}
+    full = raw.get("full")
+    if full is not None:
+        _check_whole_authors("full", len(full), path)
+        index: dict[str, int] = {}
+        for i, r in enumerate(full):
+            q = r.get("question")
+            if q in index and index[q] // TOFU_QA_PER_AUTHOR != i // TOFU_QA_PER_AUTHOR:
+                raise DataError(f"{path}: question {q!r} is asked of two authors in split 'full' (rows "
+                                f"{index[q]} and {i}), so TOFU's layout cannot assign it an author")
+            index.setdefault(q, i)
+    n_authors = len(full) // TOFU_QA_PER_AUTHOR if full is not None else TOFU_AUTHORS
+    for split, rows in raw.items():
+        if not split.startswith(("forget", "retain", "full")) or all("subject_id" in r for r in rows):
+            continue
+        if full is not None:
+            missing = [i for i, r in enumerate(rows) if r.get("question") not in index]
+            if missing:
+                raise DataError(f"{path}: question {missing[0]} of split {split!r} ({len(missing)} in all) is not "
+                                "in split 'full', so TOFU's layout cannot assign it an author; give the rows a "
+                                "subject_id or add TOFU's full split")
+            subj = [index[r["question"]] // TOFU_QA_PER_AUTHOR for r in rows]
+            if split.startswith("forget"):
+                counts: dict[int, int] = {}
+                for a in subj:
+                    counts[a] = counts.get(a, 0) + 1
+                part = {a: c for a, c in counts.items() if c != TOFU_QA_PER_AUTHOR}
+                if part:
+                    a, c = next(iter(part.items()))
+                    raise DataError(f"{path}: split {split!r} holds {c} of the {TOFU_QA_PER_AUTHOR} questions of "
+                                    f"author {a} (position in 'full'): a TOFU forget split forgets whole authors, "
+                                    "so this folder does not follow TOFU's layout")
+        else:
+            _check_whole_authors(split, len(rows), path)
+            k = len(rows) // TOFU_QA_PER_AUTHOR
+            if k > n_authors:
+                raise DataError(f"{path}: split {split!r} has {k} authors' questions, more than TOFU's "
+                                f"{n_authors}; add TOFU's full split or give the rows a subject_id")
+            first = n_authors - k if split.startswith("forget") else 0
+            subj = [first + i // TOFU_QA_PER_AUTHOR for i in range(len(rows))]
+        out[split] = [f"tofu-author-{a:03d}" for a in subj]
+    return out
 
 
 def load_tofu(path: str | Path) -> ProfileDataset:
@@ -705,16 +762,24 @@ def load_tofu(path: str | Path) -> ProfileDataset:
     ``question``, ``answer`` and, in its ``*_perturbed`` configs, ``paraphrased_answer``,
     ``perturbed_answer`` (a list) and ``paraphrased_question``; a paraphrased question
     becomes an extra row of kind ``paraphrase``. Kinds: ``world`` for ``world_facts*``,
-    ``retain`` for ``real_authors*``, ``direct`` otherwise.
+    ``retain`` for ``real_authors*`` (the ``other`` and ``world`` evaluation sets of a task),
+    ``direct`` otherwise.
 
-    TOFU ships no author ids. ``subject_id`` (``tofu-author-NNN``) follows its layout: 20
-    questions per author in order; when a ``full`` split is present a question's author is
-    its position there, otherwise ``forget*`` splits are the last authors of ``full`` and
-    ``retain*`` splits the first. Rows that already carry ``subject_id`` keep it.
+    The answer variants of the ``*_perturbed`` configs are also given to the rows of the
+    other splits that ask the same question with the same answer (so the ``full`` rows a
+    model is trained on carry the paraphrased and perturbed answers of ``forget10_perturbed``
+    and ``retain_perturbed``, which TOFU's truth ratio and forget quality need).
+
+    TOFU ships no author ids. ``subject_id`` (``tofu-author-NNN``) follows its layout, which
+    is checked (:class:`DataError` naming the split when it does not hold): 20 questions per
+    author in order; when a ``full`` split is present a question's author is its position
+    there and every ``forget*`` split holds whole authors, otherwise ``forget*`` splits are the
+    last authors of TOFU's 200 and ``retain*`` splits the first. Rows that already carry
+    ``subject_id`` keep it.
     """
     path = Path(path)
     raw = read_records(path)
-    full_index = {r["question"]: i for i, r in enumerate(raw["full"])} if "full" in raw else None
+    subjects = _tofu_subjects(raw, path)
     parts: dict[str, list[dict]] = {}
     for split, rows in raw.items():
         kind = "world" if split.startswith("world_facts") else "retain" if split.startswith("real_authors") else None
@@ -722,11 +787,22 @@ def load_tofu(path: str | Path) -> ProfileDataset:
         for i, r in enumerate(rows):
             row = _normalise({"kind": kind, **r}, split, i, path, f"tofu/{split}/{i:05d}")
             if "subject_id" not in r and kind is None:
-                row["subject_id"] = _tofu_subject(split, i, len(rows), full_index, row["question"])
+                row["subject_id"] = subjects[split][i] if split in subjects else None
             out.append(row)
             pq = r.get("paraphrased_question")
             if isinstance(pq, str) and pq.strip():
                 out.append({**row, "example_id": row["example_id"] + "/paraphrase",
                             "question": pq, "kind": "paraphrase"})
         parts[split] = out
+    variants: dict[tuple[str, str], dict] = {}
+    for split in sorted(parts):
+        for row in parts[split]:
+            if row["kind"] != "paraphrase" and row.get("paraphrased_answer") and row["perturbed_answers"]:
+                variants.setdefault((row["question"], row["answer"]), row)
+    for split, rows in parts.items():
+        for row in rows:
+            v = variants.get((row["question"], row["answer"]))
+            if v is not None and row["kind"] != "paraphrase" and not row.get("paraphrased_answer") \
+                    and not row["perturbed_answers"]:
+                row["paraphrased_answer"], row["perturbed_answers"] = v["paraphrased_answer"], list(v["perturbed_answers"])
     return _assemble(parts, [], {"source": str(path), "dataset": "locuslab/TOFU"}, path)

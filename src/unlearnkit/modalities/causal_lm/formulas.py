@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -90,42 +91,37 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
 def rouge_tokens(text: str) -> list[str]:
-    """rouge_score's default tokenisation: lower-case, non-``[a-z0-9]`` runs -> space,
-    split on whitespace (so "Don't!" -> ``["don", "t"]``; accented letters split words)."""
+    """rouge_score's default tokenisation before stemming: lower-case, non-``[a-z0-9]`` runs
+    -> space, split on whitespace (so "Don't!" -> ``["don", "t"]``; accented letters split
+    words). :func:`rouge_l_recall` also Porter-stems tokens longer than 3 characters."""
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Longest common subsequence length, O(|a| |b|) time, O(|b|) memory."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:  # pragma: no cover - rouge-score is in the llm extra
+        raise ConfigError("ROUGE-L needs the rouge-score package: pip install rouge-score "
+                          "(or unlearnkit[llm])") from None
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
     """ROUGE-L recall of ``prediction`` against ``reference``: ``LCS(pred, ref) / |ref|``.
 
     Lin 2004 ("ROUGE", sentence-level ROUGE-L, recall ``R_lcs = LCS(X, Y) / m`` with
-    ``m = |reference|``). TOFU (locuslab/tofu ``evaluate_util.eval_rouge_recall``) and
-    OpenUnlearning (``eval_text_similarity``) report ``rouge_scorer.RougeScorer(
-    ["rougeL"], use_stemmer=True).score(gt, gen)["rougeL"].recall``.
-
-    Tokenisation follows rouge_score's default tokenizer (:func:`rouge_tokens`).
-    Departure: **no Porter stemming** (TOFU passes ``use_stemmer=True``; we avoid the
-    nltk dependency), so "cats" vs "cat" do not match here but do in TOFU; on texts
-    without inflection differences the values are identical. Like rouge_score, an empty
+    ``m = |reference|``), computed exactly as TOFU (locuslab/tofu
+    ``evaluate_util.eval_rouge_recall``) and OpenUnlearning (``eval_text_similarity``) do:
+    ``rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference,
+    prediction)["rougeL"].recall`` from the ``rouge-score`` package. Its tokenizer lower-cases,
+    turns non-``[a-z0-9]`` runs into spaces (:func:`rouge_tokens`) and Porter-stems tokens
+    longer than 3 characters, so "running dogs" matches "run dog" (recall 1.0). An empty
     prediction or reference (after tokenisation) scores 0.0.
     """
     if not isinstance(prediction, str) or not isinstance(reference, str):
         raise DataError("rouge_l_recall takes two strings; decode token ids to text first")
-    pred, ref = rouge_tokens(prediction), rouge_tokens(reference)
-    if not pred or not ref:
-        return 0.0
-    return _lcs_length(pred, ref) / len(ref)
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].recall)
 
 
 def answer_probability(token_logprobs, mask=None) -> np.ndarray:
