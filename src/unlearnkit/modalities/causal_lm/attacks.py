@@ -136,7 +136,15 @@ _RELEARN_KEYS = ("exact", "rouge", "prob", "gain_rouge", "gain_prob")
     | {f"relearn_ref_{k}": "reference" for k in _RELEARN_KEYS},
     "Lynch et al. 2024 ('Eight methods to evaluate robust unlearning in LLMs', relearning); Hu et al. 2024 "
     "('Jogging the memory of unlearned LLMs through targeted relearning attacks').",
-    needs=("models",), splits=("forget",), modalities=LM)
+    needs=("models",), splits=("forget",), modalities=LM,
+    order=46, headline=("relearn_rouge",),
+    help={**{f"relearn_{k}": (f"relearning attack: a few fine-tuning steps on half the forget set, then the "
+                              f"other half is scored ({k.replace('_', ' ')})",
+                              "the reference's value; higher means the knowledge was hidden, not removed")
+             for k in _RELEARN_KEYS},
+          **{f"relearn_ref_{k}": (f"the relearning attack on the reference ({k.replace('_', ' ')})",
+                                  f"the value relearn_{k} is compared with")
+             for k in _RELEARN_KEYS}})
 def lm_relearn(inputs: EvalInputs) -> dict[str, float]:
     """Relearning attack: fine-tune on half of the forget set, measure recovery of the other half.
 
@@ -245,7 +253,12 @@ def fade_divergence(model: nn.Module, reference: nn.Module, task, seed: int = 0,
     "Cho et al. 2025, 'Reference-specific unlearning metrics can hide the truth: a reality check' "
     "(FADE, arXiv:2510.12981): distributional equivalence to the retain-only model from bidirectional "
     "likelihoods of generated samples.",
-    needs=("models", "reference"), splits=("forget",), modalities=LM)
+    needs=("models", "reference"), splits=("forget",), modalities=LM,
+    order=47, headline=("fade_sym_kl",),
+    help={"fade_sym_kl": ("FADE distributional distance to the reference on generated forget answers "
+                          "(symmetric KL estimate)", "→ 0"),
+          "fade_kl_model_ref": ("FADE: KL(model ‖ reference) estimate on generated forget answers", "→ 0"),
+          "fade_kl_ref_model": ("FADE: KL(reference ‖ model) estimate on generated forget answers", "→ 0")})
 def lm_fade(inputs: EvalInputs) -> dict[str, float]:
     """Distributional equivalence to the reference on the forget questions (FADE-style), 0 = equivalent.
 

@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from ...evaluation.metrics import NAN, EvalInputs, register_metric
+from ...evaluation.metrics import NAN, EvalInputs, register_metric, register_outputs
 from . import attacks  # noqa: F401  (registers the relearning attack and FADE)
 from . import formulas as lmm
 from .scores import mean_finite as _mean
@@ -152,6 +152,8 @@ def not_computed(inputs: EvalInputs) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- TOFU
+_SET_NAMES = {"forget": "the forget set", "retain": "the retain set",
+              "other": "other people (TOFU's real authors)", "world": "world facts"}
 _TOFU_OUT = {"prob_forget": "reference", "rouge_forget": "reference", "truth_ratio_forget": "reference",
              **{f"{m}_{s}": "higher" for s in ("retain", "other", "world") for m in ("prob", "rouge", "truth_ratio")}}
 
@@ -160,7 +162,17 @@ _TOFU_OUT = {"prob_forget": "reference", "rouge_forget": "reference", "truth_rat
     "tofu", _TOFU_OUT,
     "Maini et al. 2024 (TOFU: A Task of Fictitious Unlearning for LLMs), Sec. 2.5; official code "
     "locuslab/tofu aggregate_eval_stat.get_model_utility.",
-    splits=("forget",), modalities=LM)
+    splits=("forget",), modalities=LM,
+    order=42, headline=("rouge_forget",), shares=("tofu_values",),
+    help={**{f"prob_{s}": (f"mean answer probability (length-normalised) on {d}",
+                           "the reference's" if s == "forget" else "high")
+             for s, d in _SET_NAMES.items()},
+          **{f"rouge_{s}": (f"ROUGE-L recall of the greedy answer against the true one on {d}",
+                            "the reference's" if s == "forget" else "high")
+             for s, d in _SET_NAMES.items()},
+          **{f"truth_ratio_{s}": (f"TOFU truth ratio score (paraphrased vs perturbed answers) on {d}",
+                                  "the reference's" if s == "forget" else "high")
+             for s, d in _SET_NAMES.items()}})
 def tofu(inputs: EvalInputs) -> dict[str, float]:
     """TOFU's answer probability, ROUGE-L recall and truth ratio on forget, retain, other and world.
 
@@ -183,7 +195,12 @@ def tofu(inputs: EvalInputs) -> dict[str, float]:
 @register_metric(
     "tofu_forget_quality", {"forget_quality": "higher", "forget_ks_stat": "lower"},
     "Maini et al. 2024 (TOFU), Sec. 2.5 'Forget Quality'; locuslab/tofu aggregate_eval_stat.get_forget_quality.",
-    needs=("reference",), splits=("forget",), modalities=LM)
+    needs=("reference",), splits=("forget",), modalities=LM,
+    order=40, headline=("forget_quality",),
+    help={"forget_quality": ("KS-test p-value of the forget set's truth ratios against the reference's "
+                             "(TOFU's forget quality, Maini et al. 2024)",
+                             "high (above 0.05: indistinguishable from the reference)"),
+          "forget_ks_stat": ("the KS statistic behind forget_quality", "→ 0")})
 def tofu_forget_quality(inputs: EvalInputs) -> dict[str, float]:
     """TOFU forget quality: KS-test p-value of the forget-set truth ratios, model vs reference.
 
@@ -203,7 +220,10 @@ def tofu_forget_quality(inputs: EvalInputs) -> dict[str, float]:
 @register_metric(
     "tofu_model_utility", {"model_utility": "higher"},
     "Maini et al. 2024 (TOFU), Sec. 2.5 'Model Utility'; locuslab/tofu aggregate_eval_stat.get_model_utility.",
-    splits=("forget",), modalities=LM)
+    splits=("forget",), modalities=LM,
+    order=41, headline=True, shares=("tofu_values",),
+    help={"model_utility": ("TOFU model utility: harmonic mean of answer probability, ROUGE-L recall and "
+                            "truth ratio on retain, other people and world facts", "high, close to the original's")})
 def tofu_model_utility(inputs: EvalInputs) -> dict[str, float]:
     """TOFU model utility: harmonic mean of the nine retain / other / world values of ``tofu``.
 
@@ -225,7 +245,14 @@ def tofu_model_utility(inputs: EvalInputs) -> dict[str, float]:
                         "exact_retain": "higher"},
     "Tirumala et al. 2022 (NeurIPS), exact memorisation; Wang et al. 2025 (ICLR), extraction strength; "
     "both as implemented in OpenUnlearning (locuslab/open-unlearning, memorization.py).",
-    splits=("forget",), modalities=LM)
+    splits=("forget",), modalities=LM,
+    order=43,
+    help={"em_forget": ("exact memorisation: share of forget answer tokens predicted given the true prefix",
+                        "the reference's value"),
+          "es_forget": ("extraction strength: share of the forget answer needed as prefix to extract the rest",
+                        "the reference's value"),
+          "exact_forget": ("share of forget answers the greedy generation reproduces exactly", "the reference's value"),
+          "exact_retain": ("share of retain answers the greedy generation reproduces exactly", "high")})
 def lm_memorization(inputs: EvalInputs) -> dict[str, float]:
     """Verbatim memorisation of the forget answers: exact memorisation, extraction strength, exact match.
 
@@ -257,7 +284,14 @@ def _auc(table: dict, attr: str) -> float:
     "lm_mia", {**{f"mia_{a}_auc": "reference" for a in _ATTACKS}, "mia_min_k_pvalue": "reference"},
     "Yeom et al. 2018 and Carlini et al. 2021 (LOSS, zlib); Shi et al. 2024 ICLR (Min-K% Prob); "
     "Zhang et al. 2024 arXiv:2404.02936 (Min-K%++); forget-vs-holdout AUC as in MUSE (Shi et al. 2024).",
-    splits=("forget", "holdout"), modalities=LM)
+    splits=("forget", "holdout"), modalities=LM,
+    order=33, headline=("mia_loss_auc",), headline_group="membership AUC",
+    help={**{f"mia_{a}_auc": (f"membership-inference AUC of the {n} attack on the answers, forget set "
+                              "(members) vs holdout (non-members)",
+                              "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)")
+             for a, n in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-40%"), ("min_k_pp", "Min-40%++"))},
+          "mia_min_k_pvalue": ("one-sided Mann-Whitney U p-value that forget Min-40% scores exceed holdout ones "
+                               "(uncertainty of the AUC on small sets)", "the reference's value")})
 def lm_mia(inputs: EvalInputs) -> dict[str, float]:
     """Membership attacks on the answers: forget (members) vs holdout (never trained), ROC AUC.
 
@@ -284,7 +318,10 @@ def lm_mia(inputs: EvalInputs) -> dict[str, float]:
     "lm_privleak", {"privleak": "reference"},
     "Shi et al. 2024 (MUSE: Machine Unlearning Six-Way Evaluation for Language Models), PrivLeak; "
     "sign as in MUSE's tables and OpenUnlearning's privleak (AUCs taken as 1 - AUC).",
-    needs=("reference",), splits=("forget", "holdout"), modalities=LM)
+    needs=("reference",), splits=("forget", "holdout"), modalities=LM,
+    order=45, headline=True,
+    help={"privleak": ("MUSE PrivLeak: relative gap of the Min-K%++ / loss attack AUC (forget vs holdout) to "
+                       "the reference's, in percent", "0 (negative: under-unlearned, positive: over-unlearned)")})
 def lm_privleak(inputs: EvalInputs) -> dict[str, float]:
     """MUSE PrivLeak: relative change of the Min-40% forget-vs-holdout MIA AUC against the reference, in percent.
 
@@ -309,7 +346,16 @@ _PROBE_OUT = {f"{p.split('_', 1)[1]}_{m}": "reference" for p in PROBES for m in 
     "lm_probes", _PROBE_OUT,
     "Maini et al. 2024 (TOFU), paraphrased questions; Shah et al. 2026 (arXiv:2603.11266, 'The Unlearning "
     "Mirage'), alias and multi-hop probes of the same facts.",
-    splits=("forget",), modalities=LM)
+    splits=("forget",), modalities=LM,
+    order=44, headline=("paraphrase_rouge",),
+    help={f"{p}_{m}": (f"probe: {what} ({how})", "the reference's value" + (
+                           "; above it means the knowledge only hid from the trained wording"
+                           if p == "paraphrase" else ""))
+          for p, what in (("paraphrase", "reworded questions about the forget people (never trained)"),
+                          ("alias", "forget questions that name the person by an alias"),
+                          ("multihop", "forget questions that reach the person through a work's title"))
+          for m, how in (("rouge", "ROUGE-L recall of the greedy answer"), ("exact", "exact-match share"),
+                         ("prob", "mean answer probability"))})
 def lm_probes(inputs: EvalInputs) -> dict[str, float]:
     """Forgetting under other wordings: paraphrased, alias and multi-hop questions about the forget people.
 
@@ -327,3 +373,14 @@ def lm_probes(inputs: EvalInputs) -> dict[str, float]:
             out[f"{k}_exact"], out[f"{k}_prob"] = _mean(s.exact), _mean(s.prob)
     return out
 
+
+# ------------------------------------------------------------- keys computed elsewhere
+register_outputs(
+    "lm_train", {"exact_match_train": "higher", "token_acc_train": "higher"},
+    "Exact match and token accuracy of the trained original on its training answers.",
+    "Teacher-forced answer accuracy (as in OpenUnlearning's exact memorisation).",
+    computed_by="unlearnkit.modalities.causal_lm.task.train_metrics", modalities=LM, order=11,
+    help={"exact_match_train": ("share of training answers the original predicts exactly (teacher-forced; "
+                                "train runs only)", "high"),
+          "token_acc_train": ("share of training answer tokens the original predicts (teacher-forced; "
+                              "train runs only)", "high")})
