@@ -161,13 +161,20 @@ def _read_only(monkeypatch, root: Path) -> None:
     monkeypatch.setattr(os, "access", access)
 
 
-def test_read_only_workspace(home, monkeypatch):
+def test_read_only_workspace(home, train_run, monkeypatch):
+    ok("unlearn", "--from", train_run, "--method", "finetune", "-p", "epochs=1", "--scenario", "class:2", home=home)
     _read_only(monkeypatch, home)
     before = snapshot(home)
     listed = ok("runs", "list", home=home)
     assert listed and ok("runs", "show", listed[0]["id"], home=home)["id"] == listed[0]["id"]
     code, out, err = uk("runs", "list", home=home)
     assert code == 0 and "original" in out
+    # evaluate reads: it prints the metrics and stores nothing
+    un = [r for r in listed if r["kind"] == "unlearn"][0]["id"]
+    code, out, err = uk("evaluate", un, "--json", home=home)
+    assert code == 0 and "not stored" in err and json.loads(out)["stored"] is False
+    assert json.loads(out)["metrics"]["acc_forget"] >= 0
+    assert snapshot(home) == before
     # a read-only store is found before any unlearning work
     train = [r for r in listed if r["kind"] == "train"][0]["id"]
     refused("unlearn", "--from", train, "--method", "finetune", "--scenario", "class:1", home=home,

@@ -9,7 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, clean, out as emit, rows_text, summary_keys, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, clean, rows_text, summary_keys, workspace
+from .common import out as emit
 
 
 @app.command()

@@ -10,7 +10,8 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, clean, fmt, load_run_model, out as emit, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, clean, fmt, load_run_model, workspace
+from .common import out as emit
 
 
 @app.command()

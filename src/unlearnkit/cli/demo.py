@@ -9,7 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import JsonOpt, clean, out as emit, summary_keys, table
+from .common import JsonOpt, clean, summary_keys, table
+from .common import out as emit
 
 
 def _demos() -> dict:

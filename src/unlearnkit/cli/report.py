@@ -9,7 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, out as emit, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, workspace
+from .common import out as emit
 
 
 @app.command()

@@ -53,9 +53,22 @@ def runs_show(
     store: Optional[str] = StoreOpt,
     as_json: bool = JsonOpt,
 ):
-    """Show one run: task, scenario, hyperparameters, metrics, cost, environment."""
+    """Show one run: task, scenario, hyperparameters, metrics, cost, environment, and every
+    evaluation of it (oldest first, each with the fingerprint of its inputs)."""
     ws = workspace(home, store, mode="r")
-    r = ws.store.get(run_id).to_dict()
-    if r.get("forget_ids") and len(r["forget_ids"]) > 20 and not as_json:
-        r["forget_ids"] = r["forget_ids"][:20] + [f"... ({len(r['forget_ids'])} in all)"]
+    rec = ws.store.get(run_id)
+    r = rec.to_dict()
+    r["evaluations"] = [e.to_dict() for e in ws.store.evaluations(rec.id)]
+
+    def short(ids):
+        return ids[:20] + [f"... ({len(ids)} in all)"] if ids and len(ids) > 20 and not as_json else ids
+
+    r["forget_ids"] = short(r.get("forget_ids"))
+    split = (r.get("tags") or {}).get("split") or {}
+    if split.get("holdout_ids"):
+        split["holdout_ids"] = short(split["holdout_ids"])
+    for e in r["evaluations"]:
+        es = (e.get("inputs") or {}).get("split") or {}
+        if es.get("holdout_ids"):
+            es["holdout_ids"] = short(es["holdout_ids"])
     out(clean(r), as_json, json.dumps(clean(r), indent=2))

@@ -9,8 +9,20 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import (HomeOpt, JsonOpt, SeedOpt, StoreOpt, check_output_file, clean, fmt, out, parse_params,
-                     read_lines, summary_keys, workspace)
+from .common import (
+    HomeOpt,
+    JsonOpt,
+    SeedOpt,
+    StoreOpt,
+    check_output_file,
+    clean,
+    fmt,
+    out,
+    parse_params,
+    read_lines,
+    summary_keys,
+    workspace,
+)
 
 
 @app.command()
@@ -35,20 +47,18 @@ def unlearn(
     store: Optional[str] = StoreOpt,
     as_json: bool = JsonOpt,
 ):
-    """Answer a deletion request: apply a method to a trained original."""
-    from ..methods import get_method
+    """Answer a deletion request: apply a method to a trained original (the flow of
+    :func:`unlearnkit.requests.answer_request`; this command only reads options and prints)."""
     from ..modalities import modality_of_spec
-    from ..orchestration.experiment import _jsonable, evaluate_model, get_reference, score_model
-    from ..orchestration.records import RunRecord
-    from ..utils import environment_info
+    from ..requests import DeletionRequest, answer_request
 
-    # everything that can be checked is checked before any work: the request's shape, the
-    # method and its hyperparameters, output paths, the store's writability, the id files
+    # what only the command line has is checked here (option combinations, id files); the
+    # request itself (method and hyperparameters, ids, store, artifact) before any work there
     if len([x for x in (forget_ids, forget_subjects, scenario) if x]) > 1:
         raise ConfigError("give exactly one of --forget-ids, --forget-subjects or --scenario")
     if lora < 0:
         raise ConfigError("--lora must be a rank >= 1, or 0 for full weights")
-    m = get_method(method, **parse_params(param))
+    params = parse_params(param)
     if save_model:
         check_output_file(save_model, "--save-model")
     ids = read_lines(forget_ids) if forget_ids else None
@@ -58,41 +68,17 @@ def unlearn(
     if forget_subjects and not subjects:
         raise ConfigError(f"{forget_subjects} lists no subject ids (the file is empty)")
     ws = workspace(home, store)  # the store is checked writable here, before the run
-    parent = ws.store.get(from_run)
-    if parent.kind != "train":
-        raise ConfigError(f"run {parent.id} is a {parent.kind!r} run; --from needs a `train` run")
-    modality = modality_of_spec(parent.task_spec)
-    if lora and not modality.supports("lora"):
-        raise ConfigError(f"--lora applies to tasks whose modality trains LoRA adapters; {modality.name} "
-                          "tasks do not")
-    sc = modality.request_scenario(ids=ids, subjects=subjects, scenario=scenario)
-    task = modality.task_from_spec(parent.task_spec, sc, ws.cache, progress=not as_json)
-    if lora:
-        task.lora = {"r": lora}
-    result = m.unlearn(task, seed=seed, progress=not as_json)
-    metrics: dict = {}
-    if evaluate_:
-        ref, ref_cost, _ = get_reference(task, seed, ws.cache, progress=not as_json)
-        metrics = evaluate_model(result.model, task, score_model(ref, task), result.cost, ref_cost, seed,
-                                 reference_model=ref).metrics
-    if save_model:
-        ws.artifacts.save_file(result.model, save_model)
-    lora_tag = getattr(task, "lora", None)
-    rec = RunRecord(kind="unlearn", task_key=task.key, method=method, seed=seed, task_spec=task.spec,
-                    scenario=task.split.scenario, forget_fingerprint=task.split.forget_fingerprint,
-                    forget_ids=[str(i) for i in task.split.forget_ids], params=result.params,
-                    metrics=metrics, cost=result.cost.to_dict(), environment=environment_info(),
-                    artifact=ws.artifacts.save(result.model), parent=parent.id,
-                    tags={**_jsonable(result.extra), **({"lora": lora_tag} if lora_tag else {})})
-    ws.store.add(rec)
-    doc = {"run_id": rec.id, "method": method, "n_forget": len(task.forget),
-           "forget_fingerprint": rec.forget_fingerprint, "artifact": rec.artifact, "cost": rec.cost,
-           "metrics": metrics, "extra": _jsonable(result.extra)}
-    text = (f"{method}: forgot {len(task.forget)} examples in {result.cost.wall_time_s:.2f}s "
-            f"({result.cost.steps} steps)\nrun id: {rec.id}")
-    scalars = {k: v for k, v in result.extra.items() if isinstance(v, (int, float))}
+    request = DeletionRequest(from_run, method, params, ids=ids, subjects=subjects, scenario=scenario, seed=seed,
+                              evaluate=evaluate_, lora=lora, save_model=save_model)
+    outcome = answer_request(ws, request, progress=not as_json)
+    rec, metrics = outcome.record, outcome.metrics
+    doc = outcome.to_dict()
+    text = (f"{method}: forgot {len(outcome.forget_ids)} examples in {outcome.cost.wall_time_s:.2f}s "
+            f"({outcome.cost.steps} steps)\nrun id: {rec.id}")
+    scalars = {k: v for k, v in outcome.extra.items() if isinstance(v, (int, float))}
     if scalars:  # what the method reports about itself (e.g. certified removal's epsilon)
         text += "\n" + "\n".join(f"  {k:<24} {v:.4g}" for k, v in scalars.items())
     if metrics:
+        modality = modality_of_spec(rec.task_spec)
         text += "\n" + "\n".join(f"  {k:<20} {fmt(metrics.get(k))}" for k in summary_keys(modality, metrics))
     out(clean(doc), as_json, text)
