@@ -221,3 +221,32 @@ def test_method_and_reference_are_both_timed_after_a_warm_up(trained, monkeypatc
                                        evaluate=True))
     assert events[:2] == ["warm", "finetune"]
     assert events[2:] == ["warm", "retrain"]  # a new forget set: its reference is retrained, warm too
+
+
+# --------------------------------------------------------------------------- through the command line
+def test_cli_unlearn_subjects_evaluate_then_evaluate_is_identical(tmp_path):
+    """As the issue tried it: `unlearn --forget-subjects F --evaluate`, then `evaluate RUN`."""
+    import json
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+
+    def uk(*args):
+        p = subprocess.run([sys.executable, "-m", "unlearnkit", *args, "--home", str(home), "--json"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    run = uk("train", "--dataset", "digits", "--model", "linear", "--epochs", "2")["run_id"]
+    subjects = tmp_path / "subjects.txt"
+    subjects.write_text("subject-003\nsubject-011\n")
+    un = uk("unlearn", "--from", run, "--method", "finetune", "-p", "epochs=1", "--forget-subjects",
+            str(subjects), "--evaluate")
+    ev = uk("evaluate", un["run_id"])
+    assert un["metrics"].keys() == ev["metrics"].keys()
+    assert un["metrics"] == ev["metrics"]  # (JSON: nan is null on both sides)
+    assert ev["same_inputs_as"] == un["evaluation_id"]
+    shown = uk("runs", "show", un["run_id"])
+    assert [e["id"] for e in shown["evaluations"]] == [un["evaluation_id"], ev["evaluation_id"]]
+    assert shown["metrics"] == un["metrics"]  # nothing overwritten

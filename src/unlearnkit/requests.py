@@ -33,9 +33,20 @@ from .engines.loop import LoopStats
 from .errors import ConfigError, StoreError
 from .methods import get_method
 from .modalities import modality_of_spec
-from .orchestration.experiment import (Workspace, _evaluation, _jsonable, _record, evaluate_model,
-                                       evaluation_inputs, get_reference, load_run_model, rebuild_task,
-                                       score_model, task_of_run, warm_up)
+from .orchestration.experiment import (
+    Workspace,
+    _evaluation,
+    _jsonable,
+    _record,
+    evaluate_model,
+    evaluation_inputs,
+    get_reference,
+    load_run_model,
+    rebuild_task,
+    score_model,
+    task_of_run,
+    warm_up,
+)
 from .orchestration.records import EvaluationRecord, RunRecord
 from .utils import environment_info
 
@@ -140,6 +151,13 @@ def check_output_path(path: Path | None, what: str, suffixes: tuple[str, ...] | 
         raise ConfigError(f"{what} {path}: folder {folder} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} {path} is not writable")
+    import tempfile
+
+    try:  # the real test (permissions, read-only file systems, root or not)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".unlearnkit-probe-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: folder {folder} is not writable ({e.strerror})") from None
 
 
 # --------------------------------------------------------------------------- the flow
@@ -204,8 +222,9 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
 # --------------------------------------------------------------------------- re-evaluation
 @dataclass
 class EvaluationOutcome:
-    """What :func:`evaluate_run` computed: the metrics, the stored evaluation, whether the
-    run's own metrics were filled in (only where they were missing), and the scores."""
+    """What :func:`evaluate_run` computed: the metrics, the evaluation (``stored`` says
+    whether it went to the store: not on a read-only workspace), the earlier evaluation on
+    the same inputs (``same_inputs_as``), and the per-split scores."""
 
     record: RunRecord
     metrics: dict[str, float]
@@ -213,12 +232,13 @@ class EvaluationOutcome:
     same_inputs_as: str | None
     scores: dict
     scores_file: Path | None = None
+    stored: bool = True
 
     def to_dict(self) -> dict:
         return {"run_id": self.record.id, "method": self.record.method, "metrics": self.metrics,
                 "evaluation_id": self.evaluation.id,
                 "inputs_fingerprint": self.evaluation.inputs_fingerprint,
-                "same_inputs_as": self.same_inputs_as,
+                "same_inputs_as": self.same_inputs_as, "stored": self.stored,
                 "scores_file": str(self.scores_file) if self.scores_file else None}
 
 
@@ -231,13 +251,15 @@ def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None =
     when this evaluation's inputs are those of its first evaluation (or it has none);
     an evaluation on other inputs (the data or the reference changed) stays beside it.
     ``export_scores`` (.parquet/.csv) is checked for writability first and written before
-    the store is touched. ``privacy``: shadow models of each kind for the per-example
+    the store is touched. On a read-only workspace (an auditor's) nothing is stored. ``privacy``: shadow models of each kind for the per-example
     privacy report (classifier unlearn runs).
     """
     check_output_path(export_scores, "--export-scores", EXPORT_SUFFIXES)
     if privacy < 0:
         raise ConfigError("--privacy must be >= 0")
-    check_writable(workspace)
+    stored = not getattr(workspace, "read_only", False)  # a read-only workspace: computed, not stored
+    if stored:
+        check_writable(workspace)
     rec = workspace.store.get(run_id)
     if rec.status != "ok" or not rec.artifact:
         raise ConfigError(f"run {rec.id} has no model to evaluate (status {rec.status})")
@@ -270,13 +292,14 @@ def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None =
                                      "original": score_model(task.original, task)})
     earlier = workspace.store.evaluations(rec.id)
     same = next((e.id for e in earlier if e.inputs_fingerprint == evaluation.inputs_fingerprint), None)
-    workspace.store.add_evaluation(evaluation)
-    first_inputs = earlier[0].inputs_fingerprint if earlier else None
-    if first_inputs in (None, evaluation.inputs_fingerprint):
-        missing = {k: v for k, v in metrics.items() if k not in rec.metrics}
-        if missing:
-            rec = workspace.store.update_metrics(rec.id, missing)
-    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores)
+    if stored:
+        workspace.store.add_evaluation(evaluation)
+        first_inputs = earlier[0].inputs_fingerprint if earlier else None
+        if first_inputs in (None, evaluation.inputs_fingerprint):
+            missing = {k: v for k, v in metrics.items() if k not in rec.metrics}
+            if missing:
+                rec = workspace.store.update_metrics(rec.id, missing)
+    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores, stored)
 
 
 def write_scores(path: Path, by_role: dict) -> Path:
