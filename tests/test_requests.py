@@ -201,8 +201,14 @@ def test_method_and_reference_are_both_timed_after_a_warm_up(trained, monkeypatc
     warm-up step; the warm-up leaves the task's original untouched."""
     ws, task, rec, subjects = trained
     before = {k: v.clone() for k, v in task.original.state_dict().items()}
+    torch.manual_seed(5)
+    np.random.seed(5)
     experiment.warm_up(task)
     assert all(torch.equal(before[k], v) for k, v in task.original.state_dict().items())
+    a = (torch.rand(3), np.random.rand(3))  # the global random state is as it was
+    torch.manual_seed(5)
+    np.random.seed(5)
+    assert torch.equal(a[0], torch.rand(3)) and np.array_equal(a[1], np.random.rand(3))
 
     events = []
     real_warm = experiment.warm_up

@@ -111,10 +111,14 @@ def warm_up(task: Task, progress: bool = False) -> None:
     growth. Timing a method in a fresh process without this charges that start-up to the
     method, while a cached reference's time was measured in some other, warm process; with
     it, both sides of a cost ratio are timed warm (see the ``cost_ratio`` metric). It costs
-    one batch of forward and backward, and changes nothing the task holds.
+    one batch of forward and backward, and changes nothing the task holds, nor the global
+    random state (Python, NumPy, torch) that follows it.
     """
     import copy
     import dataclasses as _dc
+    import random
+
+    import torch
 
     from ..engines.loop import cross_entropy_objective, run_loop
 
@@ -122,11 +126,19 @@ def warm_up(task: Task, progress: bool = False) -> None:
     model = copy.deepcopy(task.original).to(task.device)
     cfg = _dc.replace(task.recipe, trainer="loop", objective_noise=0.0, max_steps=1, epochs=1.0,
                       divergence_threshold=None)
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         run_loop(model, cross_entropy_objective(task.adapter), {"train": data}, cfg, seed=0,
                  device=task.device, progress=progress, desc="warm-up")
     except UnlearnkitError:
         pass  # a warm-up that diverges has still warmed up
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
     del model
 
 
