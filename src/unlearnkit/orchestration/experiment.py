@@ -383,11 +383,14 @@ def compare(
     A method that fails (e.g. diverges) yields a record with ``status="failed"`` and
     its error; the others go on. With a ``workspace`` every model is saved as a
     content-addressed artifact and (unless ``store_records=False``) every record stored.
+    Methods and the reference's retraining are timed warm (:func:`warm_up`).
     """
     seed = task.seed if seed is None else seed
     env = environment_info()
     cache = workspace.cache if workspace else None
-    ref_model, ref_cost, _ = get_reference(task, seed, cache, progress)
+    ref_model, ref_cost, ref_cached = get_reference(task, seed, cache, progress)
+    if ref_cached:  # the methods are timed warm, as the reference's retraining was
+        warm_up(task, progress)
     ref_scores = score_model(ref_model, task)
     ref_eval = evaluate_model(ref_model, task, ref_scores, ref_cost, ref_cost, seed, scores=ref_scores,
                               reference_model=ref_model)
