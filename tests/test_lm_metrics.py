@@ -23,6 +23,8 @@ L = math.log
     ("dog", "the cat", 0.0),
     ("", "the cat", 0.0),                          # rouge_score gives 0 on empty side
     ("the cat", "?!", 0.0),
+    ("running dogs", "run dog", 1.0),              # Porter stemmer, as TOFU (use_stemmer=True)
+    ("the writers studied", "writer study", 1.0),
 ])
 def test_rouge_l_recall(pred, ref, expected):
     assert lm.rouge_l_recall(pred, ref) == pytest.approx(expected)

@@ -101,8 +101,8 @@ def tofu_values(table: dict) -> dict[str, float]:
             continue
         s = table[name]
         v = _variants(table, name)
-        if name in ("other", "world") and v is not None:
-            out[f"prob_{name}"] = float(np.mean(lmm.option_probability(*v)))
+        if name in ("other", "world"):  # TOFU's option probability; without perturbed answers: NaN
+            out[f"prob_{name}"] = NAN if v is None else float(np.mean(lmm.option_probability(*v)))
         else:
             out[f"prob_{name}"] = float(np.mean(s.prob))
         out[f"rouge_{name}"] = _mean(s.rouge) if s.rouge is not None else NAN
