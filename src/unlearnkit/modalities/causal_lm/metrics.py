@@ -164,13 +164,15 @@ _TOFU_OUT = {"prob_forget": "reference", "rouge_forget": "reference", "truth_rat
     "locuslab/tofu aggregate_eval_stat.get_model_utility.",
     splits=("forget",), modalities=LM,
     order=42, headline=("rouge_forget",), shares=("tofu_values",),
-    help={**{f"prob_{s}": (f"mean answer probability (length-normalised) on {d}",
+    help={**{f"prob_{s}": (f"mean answer probability (length-normalised) on {d}" if s in PARAPHRASE_BASED else
+                           f"TOFU's option probability on {d}: the answer's against perturbed answers of its form",
                            "the reference's" if s == "forget" else "high")
              for s, d in _SET_NAMES.items()},
           **{f"rouge_{s}": (f"ROUGE-L recall of the greedy answer against the true one on {d}",
                             "the reference's" if s == "forget" else "high")
              for s, d in _SET_NAMES.items()},
-          **{f"truth_ratio_{s}": (f"TOFU truth ratio score (paraphrased vs perturbed answers) on {d}",
+          **{f"truth_ratio_{s}": (f"TOFU truth ratio score (perturbed vs paraphrased answers) on {d}" if s in
+                                  PARAPHRASE_BASED else f"TOFU truth ratio score (perturbed answers vs the answer) on {d}",
                                   "the reference's" if s == "forget" else "high")
              for s, d in _SET_NAMES.items()}})
 def tofu(inputs: EvalInputs) -> dict[str, float]:
