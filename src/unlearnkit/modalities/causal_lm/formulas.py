@@ -13,7 +13,7 @@ Conventions:
 * Every row must have at least one masked token; an empty input, a shape mismatch,
   NaN or a row with no target token raises :class:`~unlearnkit.errors.DataError`.
 * Membership-inference (MIA) scores are oriented so that **higher means "more likely
-  a member"** (seen in training), the convention of :mod:`unlearnkit.evaluation.mia`.
+  a member"** (seen in training), the convention of ``unlearnkit.evaluation.mia``.
 
 Sources: TOFU (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs",
 official code locuslab/tofu ``aggregate_eval_stat.py``), OpenUnlearning
@@ -43,6 +43,7 @@ MODEL_UTILITY_KEYS: tuple[str, ...] = tuple(
 {answer probability, ROUGE-L recall, truth-ratio score}."""
 
 _SIGMA_FLOOR = 1e-3  # Min-K%++: OpenUnlearning clamps the vocabulary variance at 1e-6
+_AUC_CLIP = 1e6  # as evaluation.mia: scores beyond this carry no extra ranking information
 
 
 # --------------------------------------------------------------------------- checks
@@ -389,17 +390,19 @@ def min_k_plus_plus_score(token_logprobs, token_mu, token_sigma, mask=None,
 def mia_auc(member_scores, nonmember_scores) -> float:
     """ROC AUC of the rule "score > t means member" (scores: higher = member).
 
-    0.5 = chance; 1 = members always score higher. Delegates to
-    :func:`unlearnkit.evaluation.mia.threshold_attack`; unlike it, empty or NaN input
+    0.5 = chance; 1 = members always score higher; ties count half (``sklearn.metrics.
+    roc_auc_score``, scores clipped to +-1e6 as :func:`unlearnkit.evaluation.mia.threshold_attack`
+    does, so the value is the same as that attack's AUC). Unlike it, empty or NaN input
     raises instead of returning NaN.
     """
-    from ...evaluation.mia import threshold_attack
+    from sklearn.metrics import roc_auc_score
 
     m = np.asarray(member_scores, dtype=np.float64).reshape(-1)
     n = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
     if m.size == 0 or n.size == 0 or np.isnan(m).any() or np.isnan(n).any():
         raise DataError("mia_auc needs non-empty member and non-member scores without NaN")
-    return threshold_attack(m, n)[0]
+    scores = np.clip(np.concatenate([m, n]), -_AUC_CLIP, _AUC_CLIP)
+    return float(roc_auc_score(np.r_[np.ones(m.size), np.zeros(n.size)], scores))
 
 
 def privleak(auc_unlearned: float, auc_reference: float) -> float:
