@@ -140,6 +140,12 @@ def test_bad_requests_fail_before_any_work(trained, monkeypatch):
         answer_request(ws, DeletionRequest(rec.id, "finetune", ids=["no-such-example"]))
     with pytest.raises(ConfigError, match="exactly one"):
         answer_request(ws, DeletionRequest(rec.id, "finetune"))
+    from unlearnkit.methods import list_methods
+
+    lm_only = [m["name"] for m in list_methods() if "classifier" not in m["modalities"]]
+    if lm_only:
+        with pytest.raises(ConfigError, match="works on"):
+            answer_request(ws, DeletionRequest(rec.id, lm_only[0], subjects=subjects))
     with pytest.raises(ConfigError, match="lora"):
         answer_request(ws, DeletionRequest(rec.id, "finetune", subjects=subjects, lora=4))
     with pytest.raises(ConfigError, match="is a folder"):

@@ -181,6 +181,10 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     if parent.kind != "train":
         raise ConfigError(f"run {parent.id} is a {parent.kind!r} run; a deletion request needs a `train` run")
     modality = modality_of_spec(parent.task_spec)
+    serves = tuple(getattr(method, "modalities", ()) or ())
+    if serves and modality.name not in serves:
+        raise ConfigError(f"method {method.name!r} works on {' and '.join(serves)} tasks, not {modality.name}; "
+                          "`unlearnkit methods` lists what each method serves")
     lora = dict(request.options.get("lora") or {}) or ({"r": int(request.lora)} if request.lora else {})
     if lora and not modality.supports("lora"):
         raise ConfigError(f"lora applies to tasks whose modality supports it; {modality.name!r} does not")
