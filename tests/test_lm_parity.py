@@ -345,3 +345,18 @@ def test_tofu_layout_is_checked(tmp_path):
     (path / "full.json").unlink()  # without full, by position: the sizes must be whole authors
     with pytest.raises(DataError, match=r"'forget01' has 10 questions"):
         load_tofu(path)
+
+
+def test_evaluation_shows_what_it_could_not_compute(lm_task):
+    """Without the forget set's answer variants the truth ratio and forget quality cannot be
+    computed: the evaluation says so with why, instead of silently leaving them out."""
+    import dataclasses
+
+    from unlearnkit.orchestration.experiment import evaluate_model
+
+    sets = {k: v for k, v in lm_task.eval_sets.items() if not k.startswith("forget@")}
+    task = dataclasses.replace(lm_task, eval_sets=sets)
+    ev = evaluate_model(task.original, task)
+    assert "truth_ratio_forget" in ev.not_computed and "forget_quality" in ev.not_computed
+    full = evaluate_model(lm_task.original, lm_task)
+    assert "truth_ratio_forget" not in full.not_computed

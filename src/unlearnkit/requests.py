@@ -106,6 +106,8 @@ class RequestOutcome:
     evaluation: EvaluationRecord | None
     task: "Task"
     model: nn.Module
+    #: headline values that could not be computed, each with why (see ``Evaluation``)
+    not_computed: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -117,6 +119,7 @@ class RequestOutcome:
                 "n_forget": len(self.forget_ids), "forget_fingerprint": self.record.forget_fingerprint,
                 "artifact": self.artifact, "cost": self.record.cost, "metrics": self.metrics,
                 "evaluation_id": self.evaluation.id if self.evaluation else None,
+                "not_computed": self.not_computed,
                 "extra": _jsonable(self.extra)}
 
 
@@ -199,12 +202,14 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     warm_up(task, progress)
     result = method.unlearn(task, seed=request.seed, progress=progress)
     metrics: dict = {}
+    not_computed: dict = {}
     ref_cost = None
     ref_artifact = None
     if request.evaluate:
         ref, ref_cost, _ = get_reference(task, request.seed, workspace.cache, progress)
-        metrics = evaluate_model(result.model, task, score_model(ref, task), result.cost, ref_cost,
-                                 request.seed, reference_model=ref).metrics
+        ev = evaluate_model(result.model, task, score_model(ref, task), result.cost, ref_cost,
+                            request.seed, reference_model=ref)
+        metrics, not_computed = ev.metrics, ev.not_computed
         ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(request.seed)}")
     artifact = workspace.artifacts.save(result.model)
     if request.save_model:
@@ -220,7 +225,7 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
         workspace.store.add_evaluation(evaluation)
     return RequestOutcome(rec, [str(i) for i in task.split.forget_ids],
                           [str(i) for i in task.holdout.example_ids], artifact, metrics, result.cost,
-                          ref_cost, dict(result.extra), evaluation, task, result.model)
+                          ref_cost, dict(result.extra), evaluation, task, result.model, not_computed)
 
 
 # --------------------------------------------------------------------------- re-evaluation
@@ -237,12 +242,14 @@ class EvaluationOutcome:
     scores: dict
     scores_file: Path | None = None
     stored: bool = True
+    not_computed: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"run_id": self.record.id, "method": self.record.method, "metrics": self.metrics,
                 "evaluation_id": self.evaluation.id,
                 "inputs_fingerprint": self.evaluation.inputs_fingerprint,
                 "same_inputs_as": self.same_inputs_as, "stored": self.stored,
+                "not_computed": self.not_computed,
                 "scores_file": str(self.scores_file) if self.scores_file else None}
 
 
@@ -303,7 +310,7 @@ def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None =
             missing = {k: v for k, v in metrics.items() if k not in rec.metrics}
             if missing:
                 rec = workspace.store.update_metrics(rec.id, missing)
-    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores, stored)
+    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores, stored, ev.not_computed)
 
 
 def write_scores(path: Path, by_role: dict) -> Path:

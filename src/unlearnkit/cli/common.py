@@ -194,3 +194,10 @@ def rows_text(rows: list[dict], keys: list[str]) -> str:
                for r in rows if r["scenario"] == scen]
         lines.append(table(tab, ["method", "seeds"] + keys))
     return "\n".join(lines)
+
+
+def not_computed_text(missing: dict[str, str]) -> str:
+    """The headline values that could not be computed, each with why (empty when none)."""
+    if not missing:
+        return ""
+    return "\nnot computed:\n" + "\n".join(f"  {k:<20} {why}" for k, why in sorted(missing.items()))

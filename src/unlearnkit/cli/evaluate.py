@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, check_output_file, clean, fmt, out, workspace
+from .common import not_computed_text, HomeOpt, JsonOpt, StoreOpt, check_output_file, clean, fmt, out, workspace
 
 
 @app.command()
@@ -49,4 +49,5 @@ def evaluate(
         text += f"\nstored as evaluation {outcome.evaluation.id}"
     if export_scores:
         text += f"\nper-example scores: {export_scores}"
+    text += not_computed_text(outcome.not_computed)
     out(clean(doc), as_json, text)

@@ -10,6 +10,7 @@ import typer
 from ..errors import ConfigError
 from . import app
 from .common import (
+    not_computed_text,
     HomeOpt,
     JsonOpt,
     SeedOpt,
@@ -81,4 +82,5 @@ def unlearn(
     if metrics:
         modality = modality_of_spec(rec.task_spec)
         text += "\n" + "\n".join(f"  {k:<20} {fmt(metrics.get(k))}" for k in summary_keys(modality, metrics))
+    text += not_computed_text(outcome.not_computed)
     out(clean(doc), as_json, text)

@@ -172,6 +172,9 @@ class Evaluation:
 
     metrics: dict[str, float]
     scores: dict
+    #: headline values the modality could not compute here, each with why (e.g. TOFU's truth
+    #: ratios without perturbed answers): shown beside the metrics, never a silent skip
+    not_computed: dict[str, str] = field(default_factory=dict)
 
 
 def score_model(model: nn.Module, task: Task) -> dict:
@@ -199,7 +202,10 @@ def evaluate_model(model: nn.Module, task: Task, reference_scores: dict | None =
     inputs = EvalInputs(scores, reference_scores, cost, reference_cost, seed, scenario=task.split.scenario,
                         modality=task.modality,
                         models={"model": model, "reference": reference_model, "task": task})
-    return Evaluation(compute_metrics(inputs, list(metrics) if metrics else None), scores)
+    values = compute_metrics(inputs, list(metrics) if metrics else None)
+    diagnose = getattr(task.modality_info.part("metrics"), "not_computed", None)
+    missing = diagnose(inputs) if diagnose is not None and not metrics else {}
+    return Evaluation(values, scores, missing)
 
 
 def split_record(task: Task) -> dict:
