@@ -6,11 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench leaderboard clean help
+.PHONY: demo test lint bench leaderboard clean help
 
 help:
 	@echo "make demo   - train on digits, answer deletion requests with every method, write an HTML report"
-	@echo "make test   - run the test suite"
+	@echo "make test   - lint (ruff check, ruff format --check) and run the test suite"
 	@echo "make bench  - the benchmark (all methods, digits, random 10% and class, 3 seeds)"
 
 $(STAMP): pyproject.toml
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/unlearnkit demo --out demo-output
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)

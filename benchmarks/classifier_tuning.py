@@ -45,14 +45,27 @@ from sweep import configs
 #: >= 0.70 everywhere, dropped): around the defaults, towards settings that keep the accuracies
 #: while moving the model further from the original, at a cost near 10% of retrain's
 GRID = {
-    "graddiff": {"epochs": [3, 5, 8, 12], "lr": [5e-4, 1e-3, 2e-3], "alpha": [0.8, 0.9, 0.95, 0.97, 0.99],
-                 "retain_loss": ["nll", "kl"]},
+    "graddiff": {
+        "epochs": [3, 5, 8, 12],
+        "lr": [5e-4, 1e-3, 2e-3],
+        "alpha": [0.8, 0.9, 0.95, 0.97, 0.99],
+        "retain_loss": ["nll", "kl"],
+    },
     "npo": {"epochs": [5, 10], "lr": [1e-3, 2e-3], "beta": [1.0, 2.0, 4.0], "retain_weight": [3.0, 10.0]},
-    "simnpo": {"epochs": [5, 10], "lr": [1e-3, 2e-3], "beta": [2.5, 5.0], "retain_weight": [3.0, 10.0],
-               "gamma": [0.0, 1.0]},
+    "simnpo": {
+        "epochs": [5, 10],
+        "lr": [1e-3, 2e-3],
+        "beta": [2.5, 5.0],
+        "retain_weight": [3.0, 10.0],
+        "gamma": [0.0, 1.0],
+    },
     "eu_k": {"k": [1, 2, 3], "epochs": [1, 2, 3, 4], "lr": [1e-3, 2e-3, 3e-3, 5e-3, 1e-2]},
-    "influence": {"scale": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0], "damping": [1e-3, 1e-2, 1e-1], "cg_iters": [5, 10, 20],
-                  "hessian_samples": [128, 512]},
+    "influence": {
+        "scale": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
+        "damping": [1e-3, 1e-2, 1e-1],
+        "cg_iters": [5, 10, 20],
+        "hessian_samples": [128, 512],
+    },
     "scrub_r": {"epochs": [2, 3], "lr": [1e-3, 3e-3], "msteps": [1, 2], "alpha": [1e-3, 0.1, 0.5]},
     "ssd": {"alpha": [3.0, 10.0, 30.0, 100.0], "lam": [0.3, 1.0]},
     "fisher": {"alpha": [3e-8, 1e-7, 3e-7, 1e-6]},
@@ -97,7 +110,7 @@ def select_best(rows: list[dict]) -> dict[str, dict[str, dict]]:
             groups.setdefault((r["scenario"], r["method"]), []).append(r)
     for (sc, m), rs in sorted(groups.items()):
         ok = [r for r in rs if feasible(r)]
-        pick = (min(ok, key=lambda r: abs(r["ulira_auc"] - 0.5)) if ok else min(rs, key=distance))
+        pick = min(ok, key=lambda r: abs(r["ulira_auc"] - 0.5)) if ok else min(rs, key=distance)
         best.setdefault(sc, {})[m] = {**pick, "selected_by": "feasible, min |AUC-0.5|" if ok else "min distance"}
     return best
 
@@ -108,8 +121,8 @@ def warm(seed: int, scenario: str, shadows: int, home: str, threads: int) -> flo
 
     from unlearnkit.data import parse_scenario
     from unlearnkit.evaluation.shadow import shadow_originals, shadow_retrains
-    from unlearnkit.orchestration.experiment import Workspace
     from unlearnkit.modalities.classifier.task import make_task
+    from unlearnkit.orchestration.experiment import Workspace
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -120,8 +133,7 @@ def warm(seed: int, scenario: str, shadows: int, home: str, threads: int) -> flo
     return time.perf_counter() - t0
 
 
-def run(seed: int, scenario: str, cfgs: list[tuple[str, dict]], shadows: int, home: str,
-        threads: int) -> list[dict]:
+def run(seed: int, scenario: str, cfgs: list[tuple[str, dict]], shadows: int, home: str, threads: int) -> list[dict]:
     """Each configuration once on the task (compare) and its U-LiRA AUC from the shadows."""
     import torch
 
@@ -130,8 +142,8 @@ def run(seed: int, scenario: str, cfgs: list[tuple[str, dict]], shadows: int, ho
     from unlearnkit.evaluation.shadow import shadow_originals, shadow_retrains, shadow_unlearns
     from unlearnkit.evaluation.ulira import ulira
     from unlearnkit.methods import get_method
-    from unlearnkit.orchestration.experiment import Workspace, compare
     from unlearnkit.modalities.classifier.task import make_task
+    from unlearnkit.orchestration.experiment import Workspace, compare
     from unlearnkit.utils import derive_seed
 
     torch.set_num_threads(threads)
@@ -144,13 +156,17 @@ def run(seed: int, scenario: str, cfgs: list[tuple[str, dict]], shadows: int, ho
     t_compare = (time.perf_counter() - t0) / max(1, len(cfgs))
     out = []
     for rec, (m, params) in zip(recs, cfgs):
-        row = {"scenario": scenario, "method": m, "params": params, "status": rec.status,
-               **{k: rec.metrics.get(k) for k in KEEP}}
+        row = {
+            "scenario": scenario,
+            "method": m,
+            "params": params,
+            "status": rec.status,
+            **{k: rec.metrics.get(k) for k in KEEP},
+        }
         if rec.status == "ok":
             t1 = time.perf_counter()
             try:  # as privacy_report: same shadow seeds, same unlearn seeds
-                un = shadow_unlearns(task, get_method(m, **params), originals,
-                                     derive_seed(seed, "shadow-unlearns"))
+                un = shadow_unlearns(task, get_method(m, **params), originals, derive_seed(seed, "shadow-unlearns"))
                 u = ulira(un.confidence, retrains.confidence)
                 row.update(ulira_auc=float(u["auc"]), ulira_tpr_at_1fpr=float(u["tpr_at_1fpr"]))
             except UnlearnkitError as e:
@@ -194,8 +210,12 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] originals and shadows trained", flush=True)
         # interleave methods in each job so that jobs cost about the same
         order = [c for grp in itertools.zip_longest(*[[c for c in cfgs if c[0] == m] for m in grids]) for c in grp if c]
-        jobs = [(sc, order[i::n]) for sc in scenarios for n in [max(1, math.ceil(len(order) / args.chunk))]
-                for i in range(n)]
+        jobs = [
+            (sc, order[i::n])
+            for sc in scenarios
+            for n in [max(1, math.ceil(len(order) / args.chunk))]
+            for i in range(n)
+        ]
         futs = {ex.submit(run, args.seed, sc, c, args.shadows, home, threads): sc for sc, c in jobs}
         for i, f in enumerate(as_completed(futs)):
             rows += f.result()
@@ -207,42 +227,70 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = (f"python benchmarks/classifier_tuning.py --seed {args.seed} --shadows {args.shadows} "
-           f"--workers {args.workers}" + (f" --methods {args.methods}" if args.methods else "")
-           + (f" --scenarios {args.scenarios}" if args.scenarios != ",".join(SCENARIOS) else "")
-           + (f" --grid '{args.grid}'" if args.grid else "") + (f" --name {args.name}" if args.name != "classifier_tuning" else ""))
-    (out / f"{args.name}.json").write_text(json.dumps(
-        {"command": cmd, "seed": args.seed, "shadows": args.shadows, "scenarios": scenarios, "elapsed_s": elapsed,
-         "grid": grids, "goal_met_by": hits, "best": best, "rows": rows}, indent=1, allow_nan=True))
+    cmd = (
+        f"python benchmarks/classifier_tuning.py --seed {args.seed} --shadows {args.shadows} "
+        f"--workers {args.workers}"
+        + (f" --methods {args.methods}" if args.methods else "")
+        + (f" --scenarios {args.scenarios}" if args.scenarios != ",".join(SCENARIOS) else "")
+        + (f" --grid '{args.grid}'" if args.grid else "")
+        + (f" --name {args.name}" if args.name != "classifier_tuning" else "")
+    )
+    (out / f"{args.name}.json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "seed": args.seed,
+                "shadows": args.shadows,
+                "scenarios": scenarios,
+                "elapsed_s": elapsed,
+                "grid": grids,
+                "goal_met_by": hits,
+                "best": best,
+                "rows": rows,
+            },
+            indent=1,
+            allow_nan=True,
+        )
+    )
     walls = [r["wall_s"] for r in rows if "wall_s" in r]
-    cols = "| method | params | gap_forget | gap_retain | gap_test | ulira_auc | cost_ratio_time | cost_ratio_examples |"
+    cols = (
+        "| method | params | gap_forget | gap_retain | gap_test | ulira_auc | cost_ratio_time | cost_ratio_examples |"
+    )
     rule = "|:--|:--|--:|--:|--:|--:|--:|--:|"
 
     def line(r: dict, label: str) -> str:
-        return (f"| {label} | {json.dumps(r['params'])} | " + " | ".join(_fmt(r.get(k)) for k in GAP_KEYS)
-                + f" | {_fmt(r.get('ulira_auc'))} | {_fmt(r.get('cost_ratio_time'))}x | "
-                f"{_fmt(r.get('cost_ratio_examples'))}x |")
+        return (
+            f"| {label} | {json.dumps(r['params'])} | "
+            + " | ".join(_fmt(r.get(k)) for k in GAP_KEYS)
+            + f" | {_fmt(r.get('ulira_auc'))} | {_fmt(r.get('cost_ratio_time'))}x | "
+            f"{_fmt(r.get('cost_ratio_examples'))}x |"
+        )
 
-    lines = [f"# Classifier hyperparameter sweep against U-LiRA (digits, MLP, tuning seed {args.seed})\n",
-             f"Regenerate: `{cmd}` ({len(rows)} runs, {elapsed / 60:.1f} min on {os.cpu_count()} cores with "
-             f"{args.workers} workers; {_fmt(sum(walls) / max(1, len(walls)), '.2f')} s per configuration in a "
-             f"worker, U-LiRA from {args.shadows} shadow models of each kind)\n",
-             "Every configuration runs once per scenario on the tuning seed, which the leaderboard does not "
-             "report (its `--tuned` rows are therefore held-out numbers). Selected per (method, scenario): "
-             "among the configurations with every accuracy gap <= 0.01 and cost_ratio_time <= 0.10, the "
-             "smallest |U-LiRA AUC - 0.5|; if none, the smallest max(gap)/0.01 + |AUC - 0.5|/0.05 "
-             "(cost ignored). Goal (issue 3: gaps <= 0.01, |AUC - 0.5| <= 0.05, cost <= 0.10) met on this "
-             "seed by: " + ("; ".join(hits) if hits else "none") + "\n"]
+    lines = [
+        f"# Classifier hyperparameter sweep against U-LiRA (digits, MLP, tuning seed {args.seed})\n",
+        f"Regenerate: `{cmd}` ({len(rows)} runs, {elapsed / 60:.1f} min on {os.cpu_count()} cores with "
+        f"{args.workers} workers; {_fmt(sum(walls) / max(1, len(walls)), '.2f')} s per configuration in a "
+        f"worker, U-LiRA from {args.shadows} shadow models of each kind)\n",
+        "Every configuration runs once per scenario on the tuning seed, which the leaderboard does not "
+        "report (its `--tuned` rows are therefore held-out numbers). Selected per (method, scenario): "
+        "among the configurations with every accuracy gap <= 0.01 and cost_ratio_time <= 0.10, the "
+        "smallest |U-LiRA AUC - 0.5|; if none, the smallest max(gap)/0.01 + |AUC - 0.5|/0.05 "
+        "(cost ignored). Goal (issue 3: gaps <= 0.01, |AUC - 0.5| <= 0.05, cost <= 0.10) met on this "
+        "seed by: " + ("; ".join(hits) if hits else "none") + "\n",
+    ]
     for sc in scenarios:
         lines += [f"\n## {sc}: selected\n", cols + " selected by |", rule + ":--|"]
         lines += [line(r, m) + f" {r['selected_by']} |" for m, r in best.get(sc, {}).items()]
     for sc in scenarios:
         lines += [f"\n## {sc}: every configuration\n", cols, rule]
         lines += [line(r, r["method"]) for r in rows if r["scenario"] == sc and r["status"] == "ok"]
-        lines += [f"| {r['method']} | {json.dumps(r['params'])} | failed: {r.get('error', '')} |||||| "
-                  for r in rows if r["scenario"] == sc and r["status"] != "ok"]
+        lines += [
+            f"| {r['method']} | {json.dumps(r['params'])} | failed: {r.get('error', '')} |||||| "
+            for r in rows
+            if r["scenario"] == sc and r["status"] != "ok"
+        ]
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:3 + sum(len(b) + 3 for b in best.values())]))
+    print("\n".join(lines[: 3 + sum(len(b) + 3 for b in best.values())]))
 
 
 if __name__ == "__main__":

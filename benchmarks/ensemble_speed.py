@@ -32,7 +32,7 @@ from unlearnkit.modalities.classifier.task import make_task
 
 def time_forms(task, cfg, seeds, steps: int = 30) -> dict[str, float]:
     """Milliseconds per vectorised step of the two forward forms on the same batches."""
-    from unlearnkit.engines.ensemble import _ChainStack, _chain, _clip_per_model, _losses, _VmapStack
+    from unlearnkit.engines.ensemble import _chain, _ChainStack, _clip_per_model, _losses, _VmapStack
     from unlearnkit.engines.loop import make_optimizer
 
     gen = torch.Generator().manual_seed(0)
@@ -104,8 +104,10 @@ def main() -> None:
     seeds = list(range(1000, 1000 + args.models))
     data = task.retain
     shapes = [tuple(p.shape) for p in task.original.parameters() if p.ndim == 2]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          f"{args.models} MLPs, weights {shapes}; {len(data)} examples each, recipe {cfg.to_dict()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+        f"{args.models} MLPs, weights {shapes}; {len(data)} examples each, recipe {cfg.to_dict()}"
+    )
     warm = TrainConfig(**{**cfg.to_dict(), "max_steps": 3})
     for v in (True, False):  # first-call costs (allocator, kernels, vmap) out of the timing
         train_many(task.model_factory, data, task.adapter, warm, seeds[:2], vectorize=v)
@@ -120,20 +122,28 @@ def main() -> None:
     print(f"load average after loop: {os.getloadavg()[0]:.2f}")
     a_vec, a_loop = accuracies(vec, task.test), accuracies(loop, task.test)
     diff = np.abs(a_vec - a_loop)
-    pdiff = max(max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
-                for a, b in zip(vec, loop))
-    print(f"steps per model {vec_cost.steps // args.models} (loop {loop_cost.steps // args.models}); "
-          f"examples forward {vec_cost.examples_forward} (loop {loop_cost.examples_forward})")
-    print(f"test accuracy  vectorised {a_vec.mean():.4f} ± {a_vec.std():.4f}   "
-          f"loop {a_loop.mean():.4f} ± {a_loop.std():.4f}")
-    print(f"per model |accuracy difference| max {diff.max():.4f} ({int((diff > 0).sum())}/{len(diff)} "
-          f"models differ; one test example = {1 / len(task.test):.4f}); "
-          f"max |parameter difference| {pdiff:.2e} (float32 rounding, amplified by Adam where "
-          "gradients are near zero; see unlearnkit.ensemble)")
-    print(f"wall time  vectorised {t_vec:.1f} s ({1e3 * t_vec / vec_cost.steps:.3f} ms per model-step)   "
-          f"loop {t_loop:.1f} s ({1e3 * t_loop / loop_cost.steps:.3f} ms per model-step)")
-    print(f"CPU time (all threads)  vectorised {c_vec:.1f} s   loop {c_loop:.1f} s   "
-          f"ratio {c_loop / c_vec:.1f}x")
+    pdiff = max(
+        max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) for a, b in zip(vec, loop)
+    )
+    print(
+        f"steps per model {vec_cost.steps // args.models} (loop {loop_cost.steps // args.models}); "
+        f"examples forward {vec_cost.examples_forward} (loop {loop_cost.examples_forward})"
+    )
+    print(
+        f"test accuracy  vectorised {a_vec.mean():.4f} ± {a_vec.std():.4f}   "
+        f"loop {a_loop.mean():.4f} ± {a_loop.std():.4f}"
+    )
+    print(
+        f"per model |accuracy difference| max {diff.max():.4f} ({int((diff > 0).sum())}/{len(diff)} "
+        f"models differ; one test example = {1 / len(task.test):.4f}); "
+        f"max |parameter difference| {pdiff:.2e} (float32 rounding, amplified by Adam where "
+        "gradients are near zero; see unlearnkit.ensemble)"
+    )
+    print(
+        f"wall time  vectorised {t_vec:.1f} s ({1e3 * t_vec / vec_cost.steps:.3f} ms per model-step)   "
+        f"loop {t_loop:.1f} s ({1e3 * t_loop / loop_cost.steps:.3f} ms per model-step)"
+    )
+    print(f"CPU time (all threads)  vectorised {c_vec:.1f} s   loop {c_loop:.1f} s   ratio {c_loop / c_vec:.1f}x")
     # unlearning many models at once: the 64 trained models unlearned on the task's forget
     # request (what U-LiRA's shadow unlearns do), vectorised vs one unlearn each
     from unlearnkit.methods import Method, get_method
@@ -148,20 +158,26 @@ def main() -> None:
         u_loop, _ = Method.unlearn_many(m, task, vec, useeds)  # the one-by-one default
         t_uloop = time.perf_counter() - t0
         ua_vec, ua_loop = accuracies(u_vec, task.forget), accuracies(u_loop, task.forget)
-        print(f"unlearning ({name}, {m.params.epochs:g} epochs) of the {args.models} models: "
-              f"vectorised {t_uvec:.1f} s, one by one {t_uloop:.1f} s, speedup {t_uloop / t_uvec:.1f}x; "
-              f"forget accuracy {ua_vec.mean():.4f} vs {ua_loop.mean():.4f} "
-              f"(max per-model difference {np.abs(ua_vec - ua_loop).max():.4f})")
+        print(
+            f"unlearning ({name}, {m.params.epochs:g} epochs) of the {args.models} models: "
+            f"vectorised {t_uvec:.1f} s, one by one {t_uloop:.1f} s, speedup {t_uloop / t_uvec:.1f}x; "
+            f"forget accuracy {ua_vec.mean():.4f} vs {ua_loop.mean():.4f} "
+            f"(max per-model difference {np.abs(ua_vec - ua_loop).max():.4f})"
+        )
     forms = time_forms(task, cfg, seeds)
-    print(f"per vectorised step of {args.models} models: bmm form {forms['bmm']:.1f} ms, "
-          f"vmap form {forms['vmap']:.1f} ms (the chain MLP uses the bmm form); "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"per vectorised step of {args.models} models: bmm form {forms['bmm']:.1f} ms, "
+        f"vmap form {forms['vmap']:.1f} ms (the chain MLP uses the bmm form); "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     floor = gemm_floor_ms(task, cfg, args.models)
     loop_step = 1e3 * t_loop / loop_cost.steps * args.models
-    print(f"matrix products alone of one {args.models}-model step: {floor:.1f} ms; the loop takes "
-          f"{loop_step:.1f} ms per {args.models} model-steps, so no exact float32 vectorisation can beat "
-          f"{loop_step / floor:.1f}x on this machine (the vectorised step takes "
-          f"{1e3 * t_vec / vec_cost.steps * args.models:.1f} ms)")
+    print(
+        f"matrix products alone of one {args.models}-model step: {floor:.1f} ms; the loop takes "
+        f"{loop_step:.1f} ms per {args.models} model-steps, so no exact float32 vectorisation can beat "
+        f"{loop_step / floor:.1f}x on this machine (the vectorised step takes "
+        f"{1e3 * t_vec / vec_cost.steps * args.models:.1f} ms)"
+    )
     print(f"speedup {t_loop / t_vec:.1f}x")
 
 

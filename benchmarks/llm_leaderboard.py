@@ -28,18 +28,36 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 SPLITS = ["forget01", "forget05", "forget10"]
-COLUMNS = ["forget_quality", "model_utility", "prob_forget", "rouge_forget", "truth_ratio_forget",
-           "rouge_retain", "privleak", "mia_min_k_pp_auc", "paraphrase_rouge", "alias_rouge", "multihop_rouge",
-           "relearn_rouge", "fade_sym_kl", "cost_ratio_time"]
+COLUMNS = [
+    "forget_quality",
+    "model_utility",
+    "prob_forget",
+    "rouge_forget",
+    "truth_ratio_forget",
+    "rouge_retain",
+    "privleak",
+    "mia_min_k_pp_auc",
+    "paraphrase_rouge",
+    "alias_rouge",
+    "multihop_rouge",
+    "relearn_rouge",
+    "fade_sym_kl",
+    "cost_ratio_time",
+]
 
 
 def task_args(people: int, qa: int) -> dict:
-    return {"n_people": people, "qa_per_person": qa, "n_other": 10,
-            "model": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}}
+    return {
+        "n_people": people,
+        "qa_per_person": qa,
+        "n_other": 10,
+        "model": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256},
+    }
 
 
-def job(seed: int, split: str, methods: list[tuple[str, dict, str]], home: str, threads: int, people: int,
-        qa: int) -> list[dict]:
+def job(
+    seed: int, split: str, methods: list[tuple[str, dict, str]], home: str, threads: int, people: int, qa: int
+) -> list[dict]:
     """Compare ``methods`` ((name, hyperparameters, label) each) on one split and seed."""
     import torch
 
@@ -65,8 +83,10 @@ def goal_check(rows: list[dict]) -> list[str]:
             continue
         fq, mu, cost = (r["mean"].get(k, math.nan) for k in ("forget_quality", "model_utility", "cost_ratio_time"))
         if fq >= 0.05 and mu >= 0.95 * orig.get("forget10", math.inf) and cost <= 0.10:
-            hits.append(f"{r['method']} (forget quality {fq:.3g}, utility {mu:.3f} vs original "
-                        f"{orig['forget10']:.3f}, cost {cost:.3f}x)")
+            hits.append(
+                f"{r['method']} (forget quality {fq:.3g}, utility {mu:.3f} vs original "
+                f"{orig['forget10']:.3f}, cost {cost:.3f}x)"
+            )
     return hits
 
 
@@ -80,18 +100,24 @@ def probe_findings(rows: list[dict]) -> list[str]:
         m, rf = r["mean"], ref[r["scenario"]]
         if m.get("rouge_forget", math.inf) > rf.get("rouge_forget", math.nan) + 0.1:
             continue  # not forgotten on the trained wording: nothing hidden to reveal
-        leaks = [f"{p} {m[k]:.2f} vs {rf[k]:.2f}" for p, k in
-                 (("paraphrase", "paraphrase_rouge"), ("alias", "alias_rouge"), ("multi-hop", "multihop_rouge"),
-                  ("relearning", "relearn_rouge"))
-                 if math.isfinite(m.get(k, math.nan)) and math.isfinite(rf.get(k, math.nan)) and m[k] > rf[k] + 0.1]
+        leaks = [
+            f"{p} {m[k]:.2f} vs {rf[k]:.2f}"
+            for p, k in (
+                ("paraphrase", "paraphrase_rouge"),
+                ("alias", "alias_rouge"),
+                ("multi-hop", "multihop_rouge"),
+                ("relearning", "relearn_rouge"),
+            )
+            if math.isfinite(m.get(k, math.nan)) and math.isfinite(rf.get(k, math.nan)) and m[k] > rf[k] + 0.1
+        ]
         if leaks:
             out.append(f"{r['scenario']} {r['method']}: " + "; ".join(leaks))
     return out
 
 
 def main() -> None:
-    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.methods import METHODS
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.orchestration.artifacts import ModelCache
     from unlearnkit.orchestration.records import RunRecord
     from unlearnkit.orchestration.report import figure_png, markdown_table, plot_cost, plot_lm_tradeoff, summarise
@@ -102,14 +128,25 @@ def main() -> None:
     ap.add_argument("--qa", type=int, default=10, help="direct questions per person")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--methods", default=None, help="comma-separated (default: every causal-LM method)")
-    ap.add_argument("--tuned", default=None, help="also run each method's best configuration from these "
-                    "comma-separated llm_tuning.py JSON files (rows labelled 'METHOD (tuned)')")
-    ap.add_argument("--home", default=None, help="workspace whose cache of originals and references to use "
-                    "(default: a temporary one); costs are cached with the models, so ratios stay comparable")
+    ap.add_argument(
+        "--tuned",
+        default=None,
+        help="also run each method's best configuration from these "
+        "comma-separated llm_tuning.py JSON files (rows labelled 'METHOD (tuned)')",
+    )
+    ap.add_argument(
+        "--home",
+        default=None,
+        help="workspace whose cache of originals and references to use "
+        "(default: a temporary one); costs are cached with the models, so ratios stay comparable",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    names = (args.methods.split(",") if args.methods else
-             [m for m in sorted(METHODS) if "causal_lm" in METHODS[m].modalities and m != "retrain"])
+    names = (
+        args.methods.split(",")
+        if args.methods
+        else [m for m in sorted(METHODS) if "causal_lm" in METHODS[m].modalities and m != "retrain"]
+    )
     methods = [(m, {}, m) for m in names]
     if args.tuned:
         from llm_tuning import select_best
@@ -123,12 +160,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or tmp
         for s in seeds:  # one original per seed, shared by the three splits' jobs through the cache
-            make_lm_task("profiles", forget="forget10", seed=s, cache=ModelCache(Path(home) / "cache"),
-                         progress=True, **task_args(args.people, args.qa))
+            make_lm_task(
+                "profiles",
+                forget="forget10",
+                seed=s,
+                cache=ModelCache(Path(home) / "cache"),
+                progress=True,
+                **task_args(args.people, args.qa),
+            )
         print(f"[{time.perf_counter() - t0:6.0f}s] originals trained", flush=True)
         with ProcessPoolExecutor(args.workers) as ex:
-            futs = {ex.submit(job, s, sp, methods, home, threads, args.people, args.qa): (s, sp)
-                    for s in seeds for sp in SPLITS}
+            futs = {
+                ex.submit(job, s, sp, methods, home, threads, args.people, args.qa): (s, sp)
+                for s in seeds
+                for sp in SPLITS
+            }
             for i, f in enumerate(as_completed(futs)):
                 records += [RunRecord.from_dict(d) for d in f.result()]
                 print(f"[{time.perf_counter() - t0:6.0f}s] job {i + 1}/{len(futs)} done {futs[f]}", flush=True)
@@ -138,11 +184,19 @@ def main() -> None:
     hits, leaks = goal_check(rows), probe_findings(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = (f"python benchmarks/llm_leaderboard.py --seeds {args.seeds} --people {args.people} --qa {args.qa} "
-           f"--workers {args.workers}" + (f" --tuned {args.tuned}" if args.tuned else ""))
-    tuned_note = ("\n\nRows `METHOD (tuned)` use the configuration `benchmarks/llm_tuning.py` selected on this "
-                  "same task and seed (forget10, seed 0): tuned, not held-out numbers. Their hyperparameters: "
-                  + "; ".join(f"{lab}: {json.dumps(p)}" for _, p, lab in methods if p)) if args.tuned else ""
+    cmd = (
+        f"python benchmarks/llm_leaderboard.py --seeds {args.seeds} --people {args.people} --qa {args.qa} "
+        f"--workers {args.workers}" + (f" --tuned {args.tuned}" if args.tuned else "")
+    )
+    tuned_note = (
+        (
+            "\n\nRows `METHOD (tuned)` use the configuration `benchmarks/llm_tuning.py` selected on this "
+            "same task and seed (forget10, seed 0): tuned, not held-out numbers. Their hyperparameters: "
+            + "; ".join(f"{lab}: {json.dumps(p)}" for _, p, lab in methods if p)
+        )
+        if args.tuned
+        else ""
+    )
     spec = next(r.task_spec for r in records if r.kind == "train")
     orig = next(r for r in records if r.kind == "train")
     header = (
@@ -161,15 +215,35 @@ def main() -> None:
         "relearning attack on the other half; ideal: the reference's); FADE-style symmetric KL to the "
         "reference on sampled answers; cost as a ratio of retrain's wall time in the same run.\n\n"
         "Goal (issue 4): on forget10, forget quality >= 0.05 with model utility >= 0.95 x the original's, at "
-        "no more than 10% of retrain's cost. Met by: " + ("; ".join(hits) if hits else "none in this run")
+        "no more than 10% of retrain's cost. Met by: "
+        + ("; ".join(hits) if hits else "none in this run")
         + "\n\nProbes that show knowledge only hidden (forget ROUGE within 0.1 of the reference's, a probe "
-        "more than 0.1 above the reference's): " + ("; ".join(leaks) if leaks else "none in this run")
-        + ("\n\nFailed runs: " + "; ".join(failed) if failed else "") + "\n\n")
+        "more than 0.1 above the reference's): "
+        + ("; ".join(leaks) if leaks else "none in this run")
+        + ("\n\nFailed runs: " + "; ".join(failed) if failed else "")
+        + "\n\n"
+    )
     (out / "llm_leaderboard.md").write_text(header + markdown_table(rows, COLUMNS) + "\n")
-    (out / "llm_leaderboard.json").write_text(json.dumps(
-        {"command": cmd, "methods": [list(m) for m in methods], "seeds": seeds, "splits": SPLITS, "people": args.people, "qa": args.qa,
-         "elapsed_s": elapsed, "goal_met_by": hits, "probe_leaks": leaks, "failed": failed, "rows": rows},
-        indent=1, default=str, allow_nan=True))
+    (out / "llm_leaderboard.json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "methods": [list(m) for m in methods],
+                "seeds": seeds,
+                "splits": SPLITS,
+                "people": args.people,
+                "qa": args.qa,
+                "elapsed_s": elapsed,
+                "goal_met_by": hits,
+                "probe_leaks": leaks,
+                "failed": failed,
+                "rows": rows,
+            },
+            indent=1,
+            default=str,
+            allow_nan=True,
+        )
+    )
     for name, fig in (("llm_leaderboard.png", plot_lm_tradeoff(rows)), ("llm_leaderboard_cost.png", plot_cost(rows))):
         (out / name).write_bytes(figure_png(fig))
     print(header + markdown_table(rows, COLUMNS))

@@ -34,8 +34,11 @@ GRID = {
 
 def goal(r: dict) -> bool:
     """Issue 4's goal for one configuration: FQ >= 0.05, utility >= 0.95 x original, cost <= 0.10x."""
-    return (r["forget_quality"] >= 0.05 and r["model_utility"] >= 0.95 * r["original_utility"]
-            and r["cost_ratio_time"] <= 0.10)
+    return (
+        r["forget_quality"] >= 0.05
+        and r["model_utility"] >= 0.95 * r["original_utility"]
+        and r["cost_ratio_time"] <= 0.10
+    )
 
 
 def select_best(rows: list[dict]) -> dict[str, dict]:
@@ -49,8 +52,8 @@ def select_best(rows: list[dict]) -> dict[str, dict]:
 def run(cfgs: list[tuple[str, dict]], home: str, threads: int, people: int, qa: int) -> list[dict]:
     import torch
 
-    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.methods import get_method
+    from unlearnkit.modalities.causal_lm.task import make_lm_task
     from unlearnkit.orchestration.experiment import Workspace, evaluate_model, get_reference, score_model
 
     torch.set_num_threads(threads)
@@ -64,8 +67,14 @@ def run(cfgs: list[tuple[str, dict]], home: str, threads: int, people: int, qa: 
     for m, params in cfgs:
         r = get_method(m, **params).unlearn(task, seed=0)
         ev = evaluate_model(r.model, task, ref_scores, r.cost, ref_cost, 0, metrics=names).metrics
-        out.append({"method": m, "params": params, "original_utility": orig["model_utility"],
-                    **{k: ev.get(k) for k in ("forget_quality", "model_utility", "cost_ratio_time")}})
+        out.append(
+            {
+                "method": m,
+                "params": params,
+                "original_utility": orig["model_utility"],
+                **{k: ev.get(k) for k in ("forget_quality", "model_utility", "cost_ratio_time")},
+            }
+        )
     return out
 
 
@@ -87,12 +96,13 @@ def main() -> None:
     home = args.home or tempfile.mkdtemp(prefix="llm-tuning-")
     t0 = time.perf_counter()
     ws = Workspace.open(home)
-    task = make_lm_task("profiles", forget="forget10", seed=0, cache=ws.cache, progress=True,
-                        **task_args(args.people, args.qa))
+    task = make_lm_task(
+        "profiles", forget="forget10", seed=0, cache=ws.cache, progress=True, **task_args(args.people, args.qa)
+    )
     get_reference(task, 0, ws.cache, progress=True)
     grids = json.loads(args.grid) if args.grid else GRID
     cfgs = configs(grids)
-    chunks = [cfgs[i::args.workers] for i in range(args.workers)]
+    chunks = [cfgs[i :: args.workers] for i in range(args.workers)]
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     rows: list[dict] = []
     with ProcessPoolExecutor(args.workers) as ex:
@@ -103,17 +113,25 @@ def main() -> None:
     best = select_best(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = (f"python benchmarks/llm_tuning.py --people {args.people} --qa {args.qa} --workers {args.workers}"
-           + (f" --grid '{args.grid}' --name {args.name}" if args.grid else ""))
-    (out / f"{args.name}.json").write_text(json.dumps({"command": cmd, "elapsed_s": elapsed, "grid": grids,
-                                                     "rows": rows, "best": best}, indent=1))
-    lines = ["# LM hyperparameter sweep (forget10, seed 0)\n", f"Regenerate: `{cmd}` ({elapsed / 60:.1f} min)\n",
-             "Selected per method: the goal first (FQ >= 0.05, utility >= 0.95 x original, cost <= 0.10x), "
-             "then FQ >= 0.05, then utility. Tuned on the leaderboard's own task and seed.\n",
-             "| method | params | forget_quality | model_utility | cost_ratio_time | goal |", "|:--|:--|--:|--:|--:|:--|"]
+    cmd = f"python benchmarks/llm_tuning.py --people {args.people} --qa {args.qa} --workers {args.workers}" + (
+        f" --grid '{args.grid}' --name {args.name}" if args.grid else ""
+    )
+    (out / f"{args.name}.json").write_text(
+        json.dumps({"command": cmd, "elapsed_s": elapsed, "grid": grids, "rows": rows, "best": best}, indent=1)
+    )
+    lines = [
+        "# LM hyperparameter sweep (forget10, seed 0)\n",
+        f"Regenerate: `{cmd}` ({elapsed / 60:.1f} min)\n",
+        "Selected per method: the goal first (FQ >= 0.05, utility >= 0.95 x original, cost <= 0.10x), "
+        "then FQ >= 0.05, then utility. Tuned on the leaderboard's own task and seed.\n",
+        "| method | params | forget_quality | model_utility | cost_ratio_time | goal |",
+        "|:--|:--|--:|--:|--:|:--|",
+    ]
     for r in sorted(rows, key=lambda r: (r["method"], -r["model_utility"])):
-        lines.append(f"| {r['method']} | {json.dumps(r['params'])} | {r['forget_quality']:.3g} | "
-                     f"{r['model_utility']:.3f} | {r['cost_ratio_time']:.3f}x | {'yes' if goal(r) else ''} |")
+        lines.append(
+            f"| {r['method']} | {json.dumps(r['params'])} | {r['forget_quality']:.3g} | "
+            f"{r['model_utility']:.3f} | {r['cost_ratio_time']:.3f}x | {'yes' if goal(r) else ''} |"
+        )
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -54,8 +54,11 @@ def refused(*args: str, home: Path | None = None, needle: str | None = None) -> 
 
 def snapshot(root: Path) -> dict:
     """Every file under ``root`` with its size and mtime (what 'nothing written' compares)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +77,30 @@ def runs(home: Path) -> int:
     return len(ok("runs", "list", home=home))
 
 
-@pytest.mark.parametrize("param, needle", [
-    ("epochs=abc", "epochs"),
-    ("lr=[1,2]", "lr"),
-    ("lr=nan", "finite"),
-    ("epochs=inf", "finite"),
-])
+@pytest.mark.parametrize(
+    "param, needle",
+    [
+        ("epochs=abc", "epochs"),
+        ("lr=[1,2]", "lr"),
+        ("lr=nan", "finite"),
+        ("epochs=inf", "finite"),
+    ],
+)
 def test_bad_hyperparameters(home, train_run, param, needle):
     before = snapshot(home)
-    refused("unlearn", "--from", train_run, "--method", "finetune", "-p", param, "--scenario", "class:1",
-            home=home, needle=needle)
+    refused(
+        "unlearn",
+        "--from",
+        train_run,
+        "--method",
+        "finetune",
+        "-p",
+        param,
+        "--scenario",
+        "class:1",
+        home=home,
+        needle=needle,
+    )
     assert snapshot(home) == before
 
 
@@ -96,14 +113,33 @@ def test_binary_subject_file(home, train_run, tmp_path):
     f = tmp_path / "subjects.bin"
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" + bytes(range(256)))
     before = snapshot(home)
-    refused("unlearn", "--from", train_run, "--method", "finetune", "--forget-subjects", str(f), home=home,
-            needle="text file")
+    refused(
+        "unlearn",
+        "--from",
+        train_run,
+        "--method",
+        "finetune",
+        "--forget-subjects",
+        str(f),
+        home=home,
+        needle="text file",
+    )
     assert snapshot(home) == before
 
 
 def test_export_scores_to_unwritable_path(home, tmp_path):
-    un = ok("unlearn", "--from", ok("runs", "list", "--kind", "train", home=home)[0]["id"], "--method",
-            "finetune", "-p", "epochs=1", "--scenario", "class:1", home=home)["run_id"]
+    un = ok(
+        "unlearn",
+        "--from",
+        ok("runs", "list", "--kind", "train", home=home)[0]["id"],
+        "--method",
+        "finetune",
+        "-p",
+        "epochs=1",
+        "--scenario",
+        "class:1",
+        home=home,
+    )["run_id"]
     blocker = tmp_path / "file"
     blocker.write_text("x")
     before = snapshot(home)
@@ -137,8 +173,12 @@ def test_malformed_store_url_is_refused(tmp_path, url, monkeypatch):
 
 def test_read_commands_never_create_a_workspace(tmp_path):
     missing = tmp_path / "nope"
-    for cmd in (["runs", "list"], ["runs", "show", "abc"], ["report", "--out", str(tmp_path / "r")],
-                ["evaluate", "abc"]):
+    for cmd in (
+        ["runs", "list"],
+        ["runs", "show", "abc"],
+        ["report", "--out", str(tmp_path / "r")],
+        ["evaluate", "abc"],
+    ):
         refused(*cmd, home=missing, needle="no workspace")
     assert not missing.exists()
     missing.mkdir()
@@ -177,16 +217,18 @@ def test_read_only_workspace(home, train_run, monkeypatch):
     assert snapshot(home) == before
     # a read-only store is found before any unlearning work
     train = [r for r in listed if r["kind"] == "train"][0]["id"]
-    refused("unlearn", "--from", train, "--method", "finetune", "--scenario", "class:1", home=home,
-            needle="not writable")
+    refused(
+        "unlearn", "--from", train, "--method", "finetune", "--scenario", "class:1", home=home, needle="not writable"
+    )
     assert snapshot(home) == before
 
 
 def test_read_only_store_found_before_unlearning(home, train_run, monkeypatch):
     _read_only(monkeypatch, home / "runs.db")
     before = snapshot(home)
-    refused("unlearn", "--from", train_run, "--method", "finetune", "--scenario", "class:1", home=home,
-            needle="read-only")
+    refused(
+        "unlearn", "--from", train_run, "--method", "finetune", "--scenario", "class:1", home=home, needle="read-only"
+    )
     assert snapshot(home) == before  # no orphan artifact
 
 
@@ -199,8 +241,19 @@ def test_csv_with_an_infinite_feature(tmp_path):
     df.loc[7, "weight"] = np.inf
     csv = tmp_path / "t.csv"
     df.to_csv(csv, index=False)
-    msg = refused("train", "--dataset", str(csv), "--label", "y", "--model", "linear", "--epochs", "1",
-                  home=tmp_path / "h", needle="weight")
+    msg = refused(
+        "train",
+        "--dataset",
+        str(csv),
+        "--label",
+        "y",
+        "--model",
+        "linear",
+        "--epochs",
+        "1",
+        home=tmp_path / "h",
+        needle="weight",
+    )
     assert "infinite" in msg and "learning rate" not in msg and "height" not in msg
 
 
@@ -224,12 +277,24 @@ def test_data_ids(tmp_path):
     # a table's own id and subject columns
     import pandas as pd
 
-    pd.DataFrame({"row": ["a", "b", "c", "d"], "who": ["p1", "p1", "p2", "p3"], "x": [1.0, 2, 3, 4],
-                  "y": [0, 1, 0, 1]}).to_csv(tmp_path / "t.csv", index=False)
-    assert ok("data", "ids", str(tmp_path / "t.csv"), "--label", "y", "--id-column", "row",
-              "--subject-column", "who") == list("abcd")
-    assert ok("data", "ids", str(tmp_path / "t.csv"), "--label", "y", "--id-column", "row", "--subject-column", "who",
-              "--subjects") == ["p1", "p2", "p3"]
+    pd.DataFrame(
+        {"row": ["a", "b", "c", "d"], "who": ["p1", "p1", "p2", "p3"], "x": [1.0, 2, 3, 4], "y": [0, 1, 0, 1]}
+    ).to_csv(tmp_path / "t.csv", index=False)
+    assert ok(
+        "data", "ids", str(tmp_path / "t.csv"), "--label", "y", "--id-column", "row", "--subject-column", "who"
+    ) == list("abcd")
+    assert ok(
+        "data",
+        "ids",
+        str(tmp_path / "t.csv"),
+        "--label",
+        "y",
+        "--id-column",
+        "row",
+        "--subject-column",
+        "who",
+        "--subjects",
+    ) == ["p1", "p2", "p3"]
     refused("data", "ids", "iris", "--split", "nope", needle="--split")
     refused("data", "ids", "no-such-dataset", needle="no-such-dataset")
 

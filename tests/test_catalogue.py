@@ -9,9 +9,26 @@ import pytest
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation import metrics as C
 from unlearnkit.evaluation.metrics import (
-    DECLARED, GOALS, METRICS, SHARED, UNITS, EvalInputs, compute_metrics, headline_columns,
-    headline_metrics, list_metrics, metric_goal, metric_help, metric_ideal, metric_unit, order_metrics,
-    output_order, pick_headline, register_metric, register_outputs, register_shared,
+    DECLARED,
+    GOALS,
+    METRICS,
+    SHARED,
+    UNITS,
+    EvalInputs,
+    compute_metrics,
+    headline_columns,
+    headline_metrics,
+    list_metrics,
+    metric_goal,
+    metric_help,
+    metric_ideal,
+    metric_unit,
+    order_metrics,
+    output_order,
+    pick_headline,
+    register_metric,
+    register_outputs,
+    register_shared,
 )
 from unlearnkit.modalities import list_modalities
 from unlearnkit.orchestration.records import RunRecord
@@ -88,8 +105,8 @@ def test_headline_metrics_are_ordered_keys_of_that_modality(modality):
     heads = headline_metrics(modality)
     order = output_order(modality)
     assert heads and len(heads) == len(set(heads))
-    assert set(heads) <= set(order)                       # only keys some metric of it outputs
-    assert heads == [k for k in order if k in heads]      # in catalogue order
+    assert set(heads) <= set(order)  # only keys some metric of it outputs
+    assert heads == [k for k in order if k in heads]  # in catalogue order
     assert "cost_ratio_time" in heads and heads[-1] == "cost_ratio_time"
     cols = headline_columns(modality)
     assert [k for c in cols for k in c] == heads and all(cols)
@@ -108,10 +125,20 @@ def test_headline_of_each_modality():
 
 def test_output_order_and_order_metrics():
     order = output_order()
-    assert order.index("acc_forget") < order.index("gap_acc_forget") < order.index("mia_lr_auc") \
-        < order.index("js_forget") < order.index("cost_ratio_time") < order.index("wall_time_s")
-    assert order_metrics(["zz_unknown", "wall_time_s", "acc_test", "aa_unknown", "acc_test"]) == \
-        ["acc_test", "wall_time_s", "aa_unknown", "zz_unknown"]
+    assert (
+        order.index("acc_forget")
+        < order.index("gap_acc_forget")
+        < order.index("mia_lr_auc")
+        < order.index("js_forget")
+        < order.index("cost_ratio_time")
+        < order.index("wall_time_s")
+    )
+    assert order_metrics(["zz_unknown", "wall_time_s", "acc_test", "aa_unknown", "acc_test"]) == [
+        "acc_test",
+        "wall_time_s",
+        "aa_unknown",
+        "zz_unknown",
+    ]
 
 
 def test_list_metrics_carries_the_new_fields():
@@ -161,7 +188,8 @@ def test_shared_quantity_is_computed_once_per_model(scratch):
 
     for name in ("zz_a", "zz_b"):
         register_metric(name, {name: "higher"}, "c", shares=("zz_sum",))(
-            lambda inputs, name=name: {name: inputs.shared("zz_sum")})
+            lambda inputs, name=name: {name: inputs.shared("zz_sum")}
+        )
     inputs = EvalInputs({"forget": np.array([1.0, 2.0])}, {"forget": np.array([5.0])})
     out = compute_metrics(inputs, ["zz_a", "zz_b"])
     assert out == {"zz_a": 3.0, "zz_b": 3.0} and len(calls) == 1
@@ -171,8 +199,14 @@ def test_shared_quantity_is_computed_once_per_model(scratch):
 
 
 def test_declared_outputs_are_described_but_never_computed(scratch):
-    register_outputs("zz_external", {"zz_ext": "higher"}, "Computed by some other tool.", "c",
-                     computed_by="a test", units={"zz_ext": "count"})
+    register_outputs(
+        "zz_external",
+        {"zz_ext": "higher"},
+        "Computed by some other tool.",
+        "c",
+        computed_by="a test",
+        units={"zz_ext": "count"},
+    )
     assert metric_goal("zz_ext") == "higher" and metric_help("zz_ext") == "Computed by some other tool."
     assert format_value("zz_ext", 1234.0) == "1,234"
     assert "zz_ext" not in compute_metrics(EvalInputs({"forget": np.zeros(1)}, modality="zz_none"))
@@ -186,20 +220,34 @@ def _records(**extra):
     out = []
     for kind, method, acc in (("reference", "retrain", 0.9), ("unlearn", "finetune", 0.8)):
         for seed in (0, 1):
-            out.append(RunRecord(kind=kind, task_key="t", method=method, seed=seed, task_spec=SPEC,
-                                 scenario={"kind": "class", "label": 3},
-                                 metrics={"acc_test": acc, "zz_new_score": 0.25 + seed, **extra},
-                                 id=f"{method}{seed}"))
+            out.append(
+                RunRecord(
+                    kind=kind,
+                    task_key="t",
+                    method=method,
+                    seed=seed,
+                    task_spec=SPEC,
+                    scenario={"kind": "class", "label": 3},
+                    metrics={"acc_test": acc, "zz_new_score": 0.25 + seed, **extra},
+                    id=f"{method}{seed}",
+                )
+            )
     return out
 
 
 def test_a_new_headline_metric_appears_in_the_report(scratch, tmp_path):
     rows = summarise(_records())
-    assert default_metrics(rows) == ["acc_test"]          # not yet in the catalogue: not a headline
+    assert default_metrics(rows) == ["acc_test"]  # not yet in the catalogue: not a headline
 
-    @register_metric("zz_new", {"zz_new_score": "lower"}, "a citation", headline=True, order=10.5,
-                     help={"zz_new_score": ("a brand-new score of the forget set", "exactly 0.25")},
-                     units={"zz_new_score": "ratio"})
+    @register_metric(
+        "zz_new",
+        {"zz_new_score": "lower"},
+        "a citation",
+        headline=True,
+        order=10.5,
+        help={"zz_new_score": ("a brand-new score of the forget set", "exactly 0.25")},
+        units={"zz_new_score": "ratio"},
+    )
     def zz_new(inputs):
         """A new metric."""
         return {"zz_new_score": 0.0}
@@ -210,15 +258,16 @@ def test_a_new_headline_metric_appears_in_the_report(scratch, tmp_path):
     md = paths["markdown"].read_text(encoding="utf-8")
     results = md.split("## Results")[1].split("## Plots")[0]
     assert "| method | seeds | acc_test | zz_new_score |" in results
-    assert "0.75x ± 0.71" in results                       # the catalogue's unit: a ratio
+    assert "0.75x ± 0.71" in results  # the catalogue's unit: a ratio
     assert "| zz_new_score | a brand-new score of the forget set | exactly 0.25 |" in md
     page = paths["html"].read_text(encoding="utf-8")
     assert "a brand-new score of the forget set" in page and "<th>zz_new_score</th>" in page
 
 
 def test_report_legend_and_order_follow_the_catalogue(scratch, tmp_path):
-    register_metric("zz_first", {"zz_new_score": "higher"}, "c", order=1,
-                    help="the first score of all")(lambda i: {"zz_new_score": 0.0})
+    register_metric("zz_first", {"zz_new_score": "higher"}, "c", order=1, help="the first score of all")(
+        lambda i: {"zz_new_score": 0.0}
+    )
     paths = write_report(_records(steps=10.0), tmp_path)
     md = paths["markdown"].read_text(encoding="utf-8")
     legend = md.split("## How to read this")[1].split("## Results")[0]
@@ -239,6 +288,7 @@ def test_legend_names_the_modality_where_a_key_means_different_things():
 
     [(key, what, ideal)] = legend_rows(["forget_quality"], ["classifier", "causal_lm"])
     assert key == "forget_quality" and what.startswith("classifier: ") and "; causal_lm: " in what
-    assert legend_rows(["acc_test"], ["classifier", "causal_lm"]) == [["acc_test", metric_help("acc_test"),
-                                                                      metric_ideal("acc_test")]]
+    assert legend_rows(["acc_test"], ["classifier", "causal_lm"]) == [
+        ["acc_test", metric_help("acc_test"), metric_ideal("acc_test")]
+    ]
     assert legend_rows(["zz_nobody"])[0][1] == "(not in the metric catalogue)"

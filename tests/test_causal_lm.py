@@ -10,19 +10,23 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from unlearnkit.data.profiles import generate_profiles  # noqa: E402
-from unlearnkit.errors import CheckpointError, DataError, ModelDataMismatchError  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig, cross_entropy_objective, run_loop  # noqa: E402
+from unlearnkit.errors import CheckpointError, DataError, ModelDataMismatchError  # noqa: E402
 from unlearnkit.methods.losses import gradient_ascent_loss, npo_loss  # noqa: E402
-from unlearnkit.modalities.causal_lm.adapter import (IGNORE, CausalLMAdapter, TokenExampleSet,  # noqa: E402
-                                             encode_qa, with_lora)
-from unlearnkit.modalities.causal_lm.tiny_lm import (build_causal_lm, load_causal_lm, load_tokenizer,  # noqa: E402
-                                           tiny_llama_config, train_tokenizer)
-
+from unlearnkit.modalities.causal_lm.adapter import IGNORE, CausalLMAdapter, TokenExampleSet, encode_qa, with_lora  # noqa: E402
+from unlearnkit.modalities.causal_lm.tiny_lm import (  # noqa: E402
+    build_causal_lm,
+    load_causal_lm,
+    load_tokenizer,
+    tiny_llama_config,
+    train_tokenizer,
+)
 
 
 def small_model(vocab: int, seed: int = 0, max_position: int = 128):
-    return build_causal_lm(tiny_llama_config(vocab, hidden=64, layers=1, heads=2, intermediate=128,
-                                             max_position=max_position), seed=seed)
+    return build_causal_lm(
+        tiny_llama_config(vocab, hidden=64, layers=1, heads=2, intermediate=128, max_position=max_position), seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +44,10 @@ def test_answer_only_masking(qa):
         ids, lab, am = data.inputs[i], data.labels[i], data.attention_mask[i]
         n = int(am.sum())
         q = tok(f"Question: {r['question']}\nAnswer:", add_special_tokens=False)["input_ids"]
-        assert ids[:len(q)].tolist() == q and (lab[:len(q)] == IGNORE).all()  # question masked
-        assert (lab[len(q):n] == ids[len(q):n]).all()  # answer tokens are their own labels
+        assert ids[: len(q)].tolist() == q and (lab[: len(q)] == IGNORE).all()  # question masked
+        assert (lab[len(q) : n] == ids[len(q) : n]).all()  # answer tokens are their own labels
         assert int(lab[n - 1]) == tok.eos_token_id
-        assert tok.decode(ids[len(q):n - 1]).strip() == r["answer"]
+        assert tok.decode(ids[len(q) : n - 1]).strip() == r["answer"]
         assert (lab[n:] == IGNORE).all() and (ids[n:] == tok.pad_token_id).all()
     b = next(data.batches(4))
     assert set(b) >= {"input_ids", "attention_mask", "labels", "index", "y"} and b["y"] is b["labels"]
@@ -91,9 +95,13 @@ def test_training_memorises_then_gradient_ascent_forgets(qa, tmp_path):
     before = ad.answer_accuracy(model, data)
     with torch.no_grad():
         l0 = float(ad.per_example_loss(model, next(data.batches(len(data)))).mean())
-    stats = run_loop(model, cross_entropy_objective(ad), {"train": data},
-                     TrainConfig(batch_size=10, lr=1e-2, max_steps=150, epochs=1e9, schedule="cosine"),
-                     seed=0)
+    stats = run_loop(
+        model,
+        cross_entropy_objective(ad),
+        {"train": data},
+        TrainConfig(batch_size=10, lr=1e-2, max_steps=150, epochs=1e9, schedule="cosine"),
+        seed=0,
+    )
     after = ad.answer_accuracy(model, data)
     assert stats.examples_forward == 150 * 10
     assert stats.final_loss < 0.1 * l0
@@ -102,8 +110,13 @@ def test_training_memorises_then_gradient_ascent_forgets(qa, tmp_path):
     # greedy decoding reproduces a memorised answer (what answer_accuracy's exact match stands for)
     i = int(after["exact"].argmax())
     n_q = int((data.labels[i] == IGNORE)[: int(data.attention_mask[i].sum())].sum())
-    out = model.generate(data.inputs[i:i + 1, :n_q], attention_mask=data.attention_mask[i:i + 1, :n_q],
-                         max_new_tokens=60, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        data.inputs[i : i + 1, :n_q],
+        attention_mask=data.attention_mask[i : i + 1, :n_q],
+        max_new_tokens=60,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
     assert tok.decode(out[0, n_q:], skip_special_tokens=True).strip() == rows[i]["answer"]
 
     # save / reload through local folders
@@ -119,8 +132,13 @@ def test_training_memorises_then_gradient_ascent_forgets(qa, tmp_path):
     fb = next(forget.batches(5))
     f0 = float(ad.per_example_loss(model, fb).mean().detach())
     ref = load_causal_lm(tmp_path / "m")
-    run_loop(model, lambda ctx: gradient_ascent_loss(ad.per_example_loss(ctx.model, ctx.batch("forget"))),
-             {"forget": forget}, TrainConfig(batch_size=5, lr=1e-3, max_steps=10, epochs=1e9), seed=0)
+    run_loop(
+        model,
+        lambda ctx: gradient_ascent_loss(ad.per_example_loss(ctx.model, ctx.batch("forget"))),
+        {"forget": forget},
+        TrainConfig(batch_size=5, lr=1e-3, max_steps=10, epochs=1e9),
+        seed=0,
+    )
     assert float(ad.per_example_loss(model, fb).mean().detach()) > f0 + 1.0
     assert ad.answer_accuracy(model, forget)["exact"].mean() < 0.5
     # and NPO's loss takes the adapter's sequence log-likelihood unchanged
@@ -133,16 +151,20 @@ def test_training_memorises_then_gradient_ascent_forgets(qa, tmp_path):
 def test_lora_trains_only_adapters(qa):
     _, tok, data = qa
     ad = CausalLMAdapter(tok)
-    model = with_lora(small_model(len(tok)), r=4, target_modules=("q_proj", "v_proj", "o_proj",
-                                                                  "up_proj", "down_proj"))
+    model = with_lora(small_model(len(tok)), r=4, target_modules=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     b = next(data.batches(len(data)))
     l0 = float(ad.per_example_loss(model, b).mean())  # B = 0 at start: LoRA is a no-op
     assert l0 == pytest.approx(float(ad.per_example_loss(small_model(len(tok)), b).mean()), rel=1e-5)
-    run_loop(model, cross_entropy_objective(ad), {"train": data},
-             TrainConfig(batch_size=10, lr=1e-2, max_steps=50, epochs=1e9), seed=0)
+    run_loop(
+        model,
+        cross_entropy_objective(ad),
+        {"train": data},
+        TrainConfig(batch_size=10, lr=1e-2, max_steps=50, epochs=1e9),
+        seed=0,
+    )
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert float(ad.per_example_loss(model, b).mean()) < l0 - 0.5
 
@@ -150,5 +172,5 @@ def test_lora_trains_only_adapters(qa):
 def test_byte_tokenizer_round_trips():
     tok = train_tokenizer(["hello world"], kind="bytes")
     assert len(tok) == 258 and tok.pad_token_id == 0 and tok.eos_token_id == 1
-    text = "Zörn wrote \"The Amber Ledger\"."
+    text = 'Zörn wrote "The Amber Ledger".'
     assert tok.decode(tok(text)["input_ids"]) == text

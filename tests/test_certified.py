@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from unlearnkit.data.scenarios import RandomForget
-from unlearnkit.errors import ConfigError
 from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods import get_method
 from unlearnkit.methods.certified import linear_layer, train_linear_optimum
 from unlearnkit.modalities.classifier.models import build_model
@@ -26,7 +26,6 @@ from unlearnkit.modalities.classifier.task import make_task
 LAM = 1e-2
 TOL = 1e-3
 SHORT = TrainConfig(epochs=1)  # make_task's own (Adam) training of the original: replaced or rejected
-
 
 
 def _optimum_task(dataset: str, lam: float, sigma: float = 0.0):
@@ -114,8 +113,14 @@ def test_objective_noise_recipe_makes_removal_indistinguishable_per_example():
 
     aucs = {}
     for sigma in (0.0, 1.0):
-        task = make_task("digits", "linear", RandomForget(0.05), seed=0, device="cpu",
-                         recipe=default_recipe("linear", "linear_optimum", objective_noise=sigma))
+        task = make_task(
+            "digits",
+            "linear",
+            RandomForget(0.05),
+            seed=0,
+            device="cpu",
+            recipe=default_recipe("linear", "linear_optimum", objective_noise=sigma),
+        )
         result = get_method("certified_removal").unlearn(task, seed=0)  # sigma read from the recipe
         assert math.isfinite(result.extra["certified_epsilon"]) == (sigma > 0)
         aucs[sigma] = privacy_report(task, "certified_removal", n_shadow=8, seed=0)["ulira_auc"]
@@ -140,13 +145,21 @@ def test_more_newton_steps_remove_a_whole_class_that_one_step_cannot():
     from unlearnkit.data.scenarios import ClassForget
     from unlearnkit.modalities.classifier.task import default_recipe
 
-    task = make_task("digits", "linear", ClassForget(3), seed=0, device="cpu",
-                     recipe=default_recipe("linear", "linear_optimum", objective_noise=1.0))
+    task = make_task(
+        "digits",
+        "linear",
+        ClassForget(3),
+        seed=0,
+        device="cpu",
+        recipe=default_recipe("linear", "linear_optimum", objective_noise=1.0),
+    )
     retrained, _ = train_linear_optimum(task.retain, 1e-3, sigma=1.0, seed=0)
     one = get_method("certified_removal").unlearn(task, seed=0)
     many = get_method("certified_removal", newton_steps=8).unlearn(task, seed=0)
-    gap = {k: float((_probs(r.model, task) - _probs(retrained, task)).abs().max()) for k, r in
-           (("one", one), ("many", many))}
+    gap = {
+        k: float((_probs(r.model, task) - _probs(retrained, task)).abs().max())
+        for k, r in (("one", one), ("many", many))
+    }
     assert gap["many"] < 1e-4 < 0.05 < gap["one"]
     assert many.extra["gradient_residual_norm"] < 1e-6 * one.extra["gradient_residual_norm"]
     assert many.extra["certified_epsilon"] < 1e-3 < 1e3 < one.extra["certified_epsilon"]

@@ -38,8 +38,17 @@ def trained(tmp_path_factory):
 def test_methods_and_metrics_registries():
     ms = js(uk("methods", "--json"))
     names = {m["name"] for m in ms}
-    assert {"retrain", "finetune", "gradient_ascent", "graddiff", "random_labels", "scrub", "npo",
-            "salun", "sisa"} <= names
+    assert {
+        "retrain",
+        "finetune",
+        "gradient_ascent",
+        "graddiff",
+        "random_labels",
+        "scrub",
+        "npo",
+        "salun",
+        "sisa",
+    } <= names
     for m in ms:
         assert m["citation"], m["name"]
     mets = js(uk("metrics", "--json"))
@@ -51,12 +60,34 @@ def test_train_unlearn_evaluate_export(trained, tmp_path):
     home, doc = trained
     assert doc["metrics"]["acc_test"] > 0.8
     run = doc["run_id"]
-    un = js(uk("unlearn", "--from", run, "--method", "finetune", "-p", "epochs=1", "--scenario", "class:3",
-               "--evaluate", "--json", home=home))
+    un = js(
+        uk(
+            "unlearn",
+            "--from",
+            run,
+            "--method",
+            "finetune",
+            "-p",
+            "epochs=1",
+            "--scenario",
+            "class:3",
+            "--evaluate",
+            "--json",
+            home=home,
+        )
+    )
     m = un["metrics"]
     assert un["n_forget"] > 100
-    for k in ("acc_forget", "acc_retain", "acc_test", "gap_acc_forget", "mia_lr_auc", "forget_quality",
-              "js_forget", "cost_ratio_time"):
+    for k in (
+        "acc_forget",
+        "acc_retain",
+        "acc_test",
+        "gap_acc_forget",
+        "mia_lr_auc",
+        "forget_quality",
+        "js_forget",
+        "cost_ratio_time",
+    ):
         assert k in m
     assert 0 <= m["acc_forget"] <= 1
     out = tmp_path / "scores.csv"
@@ -86,24 +117,39 @@ def test_unlearn_by_ids_and_subjects(trained, tmp_path):
     d = load_dataset("digits")
     subj = tmp_path / "subjects.txt"
     subj.write_text("subject-001\nsubject-002\n")
-    un = js(uk("unlearn", "--from", doc["run_id"], "--method", "gradient_ascent", "-p", "max_steps=2",
-               "--forget-subjects", str(subj), "--json", home=home))
+    un = js(
+        uk(
+            "unlearn",
+            "--from",
+            doc["run_id"],
+            "--method",
+            "gradient_ascent",
+            "-p",
+            "max_steps=2",
+            "--forget-subjects",
+            str(subj),
+            "--json",
+            home=home,
+        )
+    )
     assert un["n_forget"] > 0
     assert shown["kind"] == "train"
     del d
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("no-such-id\n", "not in"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("no-such-id\n", "not in"),
+        ("", "empty"),
+    ],
+)
 def test_bad_forget_ids_fail_cleanly(trained, tmp_path, content, needle):
     home, doc = trained
     before = len(js(uk("runs", "list", "--json", home=home)))
     f = tmp_path / "ids.txt"
     f.write_text(content)
-    p = uk("unlearn", "--from", doc["run_id"], "--method", "finetune", "--forget-ids", str(f), home=home,
-           check=False)
+    p = uk("unlearn", "--from", doc["run_id"], "--method", "finetune", "--forget-ids", str(f), home=home, check=False)
     assert p.returncode == 2
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
@@ -127,8 +173,23 @@ def test_bad_input_errors(trained, tmp_path):
 def test_divergence_leaves_store_clean(trained):
     home, doc = trained
     before = len(js(uk("runs", "list", "--json", home=home)))
-    p = uk("unlearn", "--from", doc["run_id"], "--method", "gradient_ascent", "-p", "lr=1e12",
-           "-p", "grad_clip=null", "-p", "epochs=5", "--scenario", "class:3", home=home, check=False)
+    p = uk(
+        "unlearn",
+        "--from",
+        doc["run_id"],
+        "--method",
+        "gradient_ascent",
+        "-p",
+        "lr=1e12",
+        "-p",
+        "grad_clip=null",
+        "-p",
+        "epochs=5",
+        "--scenario",
+        "class:3",
+        home=home,
+        check=False,
+    )
     assert p.returncode == 2 and "error:" in p.stderr, p.stderr
     assert len(js(uk("runs", "list", "--json", home=home))) == before
 
@@ -147,8 +208,10 @@ def test_demo_json(tmp_path):
 
 def test_bench_grid(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("dataset: digits\nmodel: linear\nseeds: [0, 1]\nscenarios: ['random:0.1']\n"
-                    "methods: [finetune, {name: graddiff, params: {epochs: 1}}]\nworkers: 2\n")
+    grid.write_text(
+        "dataset: digits\nmodel: linear\nseeds: [0, 1]\nscenarios: ['random:0.1']\n"
+        "methods: [finetune, {name: graddiff, params: {epochs: 1}}]\nworkers: 2\n"
+    )
     home = tmp_path / "home"
     doc = js(uk("bench", str(grid), "--json", "--out", str(tmp_path / "rep"), home=home))
     # per seed: original + reference + 2 methods
@@ -168,19 +231,51 @@ def test_train_on_users_csv(tmp_path):
     g = np.random.default_rng(0)
     n = 200
     y = g.integers(0, 2, n)
-    df = pd.DataFrame({"row": [f"r{i}" for i in range(n)], "person": [f"p{i % 25}" for i in range(n)],
-                       "f1": g.normal(size=n) + 2 * y, "f2": g.normal(size=n),
-                       "outcome": np.where(y == 1, "yes", "no")})
+    df = pd.DataFrame(
+        {
+            "row": [f"r{i}" for i in range(n)],
+            "person": [f"p{i % 25}" for i in range(n)],
+            "f1": g.normal(size=n) + 2 * y,
+            "f2": g.normal(size=n),
+            "outcome": np.where(y == 1, "yes", "no"),
+        }
+    )
     csv = tmp_path / "people.csv"
     df.to_csv(csv, index=False)
     home = tmp_path / "home"
-    doc = js(uk("train", "--dataset", str(csv), "--label", "outcome", "--id-column", "row",
-                "--subject-column", "person", "--model", "linear", "--json", home=home))
+    doc = js(
+        uk(
+            "train",
+            "--dataset",
+            str(csv),
+            "--label",
+            "outcome",
+            "--id-column",
+            "row",
+            "--subject-column",
+            "person",
+            "--model",
+            "linear",
+            "--json",
+            home=home,
+        )
+    )
     assert doc["n_train"] + doc["n_test"] < n and doc["metrics"]["acc_test"] > 0.7
     subj = tmp_path / "s.txt"
     subj.write_text("p3\n")
-    un = js(uk("unlearn", "--from", doc["run_id"], "--method", "finetune", "--forget-subjects", str(subj),
-               "--json", home=home))
+    un = js(
+        uk(
+            "unlearn",
+            "--from",
+            doc["run_id"],
+            "--method",
+            "finetune",
+            "--forget-subjects",
+            str(subj),
+            "--json",
+            home=home,
+        )
+    )
     assert 0 < un["n_forget"] <= 8
     p = uk("train", "--dataset", str(csv), "--label", "nope", home=home, check=False)
     assert p.returncode == 2 and "nope" in p.stderr
@@ -190,10 +285,23 @@ def test_certified_removal_through_the_cli(tmp_path):
     """A linear model trained to the optimum of its (objective-perturbed) objective; certified
     removal matches the retrained reference."""
     home = tmp_path / "home"
-    doc = js(uk("train", "--model", "linear", "--trainer", "linear_optimum", "--objective-noise", "0.1",
-                "--json", home=home))
-    un = js(uk("unlearn", "--from", doc["run_id"], "--method", "certified_removal", "--scenario",
-               "random:0.02", "--evaluate", "--json", home=home))
+    doc = js(
+        uk("train", "--model", "linear", "--trainer", "linear_optimum", "--objective-noise", "0.1", "--json", home=home)
+    )
+    un = js(
+        uk(
+            "unlearn",
+            "--from",
+            doc["run_id"],
+            "--method",
+            "certified_removal",
+            "--scenario",
+            "random:0.02",
+            "--evaluate",
+            "--json",
+            home=home,
+        )
+    )
     m = un["metrics"]
     assert max(m["gap_acc_forget"], m["gap_acc_retain"], m["gap_acc_test"]) <= 0.01
     assert m["js_test"] < 1e-4 and m["cost_ratio_time"] < 1
@@ -207,8 +315,21 @@ def test_certified_removal_through_the_cli(tmp_path):
 
 def test_evaluate_with_per_example_privacy(trained):
     home, doc = trained
-    un = js(uk("unlearn", "--from", doc["run_id"], "--method", "finetune", "-p", "epochs=1",
-               "--scenario", "random:0.05", "--json", home=home))
+    un = js(
+        uk(
+            "unlearn",
+            "--from",
+            doc["run_id"],
+            "--method",
+            "finetune",
+            "-p",
+            "epochs=1",
+            "--scenario",
+            "random:0.05",
+            "--json",
+            home=home,
+        )
+    )
     ev = js(uk("evaluate", un["run_id"], "--privacy", "4", "--json", home=home))
     m = ev["metrics"]
     assert 0 <= m["ulira_auc"] <= 1 and 0 <= m["competition_score"] <= 1 and m["n_shadow"] == 4

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation.connectivity import (
     barrier,
@@ -20,10 +21,8 @@ from unlearnkit.evaluation.connectivity import (
     fit_bezier,
     interpolate_linear,
 )
-from unlearnkit.modalities.classifier.scores import score_splits
-from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
-
+from unlearnkit.modalities.classifier.scores import score_splits
 
 
 def bn_net(seed: int) -> nn.Module:
@@ -109,8 +108,10 @@ def test_bezier_curve_ends_and_trained_control_point(two_modes):
 def test_bezier_fit_is_deterministic_under_seed(two_modes):
     task, a, b = two_modes
     cfg = TrainConfig(epochs=1, max_steps=10, lr=1e-3)
-    thetas = [torch.cat([p.detach().flatten() for p in
-                         fit_bezier(a, b, task.retain, task.adapter, cfg, seed=s).theta]) for s in (3, 3, 4)]
+    thetas = [
+        torch.cat([p.detach().flatten() for p in fit_bezier(a, b, task.retain, task.adapter, cfg, seed=s).theta])
+        for s in (3, 3, 4)
+    ]
     assert torch.equal(thetas[0], thetas[1])
     assert not torch.equal(thetas[0], thetas[2])
     mid = torch.cat([((pa + pb) / 2).flatten() for pa, pb in zip(a.parameters(), b.parameters())])
@@ -134,8 +135,17 @@ def test_evaluate_path_returns_metrics_per_t(two_modes):
     ts = np.linspace(0, 1, 4)
     pts = evaluate_path(lambda t: interpolate_linear(a, b, t), task, ts, reference_scores=ref_scores)
     assert [p["t"] for p in pts] == pytest.approx(list(ts))
-    keys = {"acc_forget", "acc_retain", "acc_test", "loss_forget", "loss_retain", "loss_test",
-            "mia_lr_auc", "js_forget", "js_test"}
+    keys = {
+        "acc_forget",
+        "acc_retain",
+        "acc_test",
+        "loss_forget",
+        "loss_retain",
+        "loss_test",
+        "mia_lr_auc",
+        "js_forget",
+        "js_test",
+    }
     assert all(keys <= set(p) for p in pts)
     sa = score_splits(a, task)
     assert pts[0]["acc_forget"] == sa["forget"].accuracy()
@@ -159,8 +169,7 @@ def test_barrier_is_the_rise_above_the_chord():
 def uk_cli(*args: str, home) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: ``python -m unlearnkit ...`` in a subprocess."""
     cmd = [sys.executable, "-m", "unlearnkit", *args, "--home", str(home)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if p.returncode != 0:
         raise AssertionError(f"{args} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
@@ -184,10 +193,24 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def test_connect_cli_writes_plot_and_values(tmp_path, monkeypatch, capsys):
     home, out = tmp_path / "home", tmp_path / "out"
     run = json.loads(uk_cli("train", "--epochs", "3", "--json", home=home).stdout)["run_id"]
-    un = json.loads(uk_cli("unlearn", "--from", run, "--scenario", "class:3", "--method", "finetune",
-                           "-p", "epochs=1", "--json", home=home).stdout)["run_id"]
-    text = uk_cli("connect", un, "--to", "reference", "--points", "3", "--steps", "30",
-                  "--out", str(out), home=home).stdout
+    un = json.loads(
+        uk_cli(
+            "unlearn",
+            "--from",
+            run,
+            "--scenario",
+            "class:3",
+            "--method",
+            "finetune",
+            "-p",
+            "epochs=1",
+            "--json",
+            home=home,
+        ).stdout
+    )["run_id"]
+    text = uk_cli(
+        "connect", un, "--to", "reference", "--points", "3", "--steps", "30", "--out", str(out), home=home
+    ).stdout
     png, values = out / f"connect-{un}-reference.png", out / f"connect-{un}-reference.json"
     assert f"plot: {png}" in text and f"values: {values}" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -202,17 +225,36 @@ def test_connect_cli_writes_plot_and_values(tmp_path, monkeypatch, capsys):
     assert lin[0]["acc_forget"] == bez[0]["acc_forget"] and lin[-1]["loss_test"] == bez[-1]["loss_test"]
     assert set(doc["barrier"]["bezier"]) == {"loss_forget", "loss_retain", "loss_test"}
     # `original` names RUN_A's original; --json prints the document that was written
-    code, stdout, _ = run_main(monkeypatch, capsys, "connect", un, "original", "--curve", "linear",
-                               "--points", "2", "--out", str(out), "--json", "--home", str(home))
+    code, stdout, _ = run_main(
+        monkeypatch,
+        capsys,
+        "connect",
+        un,
+        "original",
+        "--curve",
+        "linear",
+        "--points",
+        "2",
+        "--out",
+        str(out),
+        "--json",
+        "--home",
+        str(home),
+    )
     orig = json.loads(stdout)
     assert code == 0 and orig == json.loads((out / f"connect-{un}-original.json").read_text())
     assert list(orig["curves"]) == ["linear"] and orig["curves"]["linear"][-1]["acc_forget"] > 0.8
     # a run on another task, or muddled flags: one error line, exit status 2
-    code, stdout, _ = run_main(monkeypatch, capsys, "train", "--epochs", "1", "--seed", "1", "--json",
-                               "--home", str(home))
+    code, stdout, _ = run_main(
+        monkeypatch, capsys, "train", "--epochs", "1", "--seed", "1", "--json", "--home", str(home)
+    )
     other = json.loads(stdout)["run_id"]
-    for bad in ([un, other], [un, "reference", "--to", "original"], [un],
-                [un, "--to", "reference", "--curve", "spline"]):
+    for bad in (
+        [un, other],
+        [un, "reference", "--to", "original"],
+        [un],
+        [un, "--to", "reference", "--curve", "spline"],
+    ):
         code, _, err = run_main(monkeypatch, capsys, "connect", *bad, "--home", str(home))
         assert code == 2 and err.startswith("error:") and err.count("\n") == 1, (bad, err)
     assert "different tasks" in run_main(monkeypatch, capsys, "connect", un, other, "--home", str(home))[2]

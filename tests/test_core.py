@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit.errors import ConfigError, DivergenceError, ModelDataMismatchError
 from unlearnkit.engines.loop import Checkpoint, EarlyStopping, TrainConfig, cross_entropy_objective, run_loop
+from unlearnkit.errors import ConfigError, DivergenceError, ModelDataMismatchError
 from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
 from unlearnkit.modalities.classifier.models import build_model
 from unlearnkit.orchestration.artifacts import ModelCache
@@ -20,8 +20,9 @@ def blobs(n=240, d=6, k=3, seed=0, name="blobs"):
     g = np.random.default_rng(seed)
     y = g.integers(0, k, n)
     x = g.normal(size=(n, d)).astype(np.float32) + 3.0 * np.eye(k, d, dtype=np.float32)[y]
-    return uk.ExampleSet.from_tensors(x, y, [f"{name}-{i}" for i in range(n)],
-                                      [f"p{i % 20}" for i in range(n)], num_classes=k, name=name)
+    return uk.ExampleSet.from_tensors(
+        x, y, [f"{name}-{i}" for i in range(n)], [f"p{i % 20}" for i in range(n)], num_classes=k, name=name
+    )
 
 
 def params_of(m):
@@ -31,8 +32,7 @@ def params_of(m):
 def train(data, seed, cfg, callbacks=()):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
-    stats = run_loop(m, cross_entropy_objective(ClassifierAdapter(3)), {"train": data}, cfg, seed,
-                     callbacks=callbacks)
+    stats = run_loop(m, cross_entropy_objective(ClassifierAdapter(3)), {"train": data}, cfg, seed, callbacks=callbacks)
     return m, stats
 
 
@@ -79,8 +79,9 @@ def test_train_config_rejects_bad_values():
         TrainConfig(lr=0)
 
 
-@pytest.mark.parametrize("arch,shape", [("linear", (6,)), ("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)),
-                                        ("resnet18", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "arch,shape", [("linear", (6,)), ("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("resnet18", (3, 32, 32))]
+)
 def test_models_output_logits(arch, shape):
     kw = {"width": 8} if arch == "resnet18" else {}
     m = build_model(arch, shape, 7, **kw).eval()
@@ -125,8 +126,9 @@ def test_user_model_through_the_api():
 
 def test_reference_is_cached(tmp_path):
     cache = ModelCache(tmp_path)
-    task = uk.make_task(blobs(300), "mlp", uk.RandomForget(0.1), seed=0,
-                        recipe=TrainConfig(epochs=3, batch_size=32), cache=cache)
+    task = uk.make_task(
+        blobs(300), "mlp", uk.RandomForget(0.1), seed=0, recipe=TrainConfig(epochs=3, batch_size=32), cache=cache
+    )
     ref1, cost1, hit1 = get_reference(task, 0, cache)
     ref2, cost2, hit2 = get_reference(task, 0, cache)
     assert not hit1 and hit2

@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from unlearnkit.data import (
-    ClassForget, ExampleSet, IdsForget, MislabelledForget, RandomForget, SubclassForget,
-    SubjectForget, load_dataset, parse_scenario, partition, scenario_from_dict,
+    ClassForget,
+    ExampleSet,
+    IdsForget,
+    MislabelledForget,
+    RandomForget,
+    SubclassForget,
+    SubjectForget,
+    load_dataset,
+    parse_scenario,
+    partition,
+    scenario_from_dict,
 )
 from unlearnkit.errors import ConfigError, DataError, ForgetSetError, UnknownIdsError
 from unlearnkit.utils import fingerprint_ids
@@ -57,8 +66,7 @@ def test_digits_coarse(digits):
     assert (d.example_ids == digits.example_ids).all()
 
 
-@pytest.mark.parametrize("name,n,f,k", [("breast_cancer", 569, 30, 2), ("wine", 178, 13, 3),
-                                        ("iris", 150, 4, 3)])
+@pytest.mark.parametrize("name,n,f,k", [("breast_cancer", 569, 30, 2), ("wine", 178, 13, 3), ("iris", 150, 4, 3)])
 def test_sklearn_tabular(name, n, f, k):
     d = load_dataset(name)
     assert d.inputs.shape == (n, f) and d.num_classes == k
@@ -101,13 +109,15 @@ def test_npz(tmp_path):
 def _table():
     import pandas as pd
 
-    return pd.DataFrame({
-        "f1": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5],
-        "f2": [1, 0, 1, 0, 1, 0],
-        "species": ["dog", "cat", "emu", "cat", "dog", "emu"],
-        "rid": ["r1", "r2", "r3", "r4", "r5", "r6"],
-        "person": ["ann", "bob", "ann", "cy", "bob", "cy"],
-    })
+    return pd.DataFrame(
+        {
+            "f1": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5],
+            "f2": [1, 0, 1, 0, 1, 0],
+            "species": ["dog", "cat", "emu", "cat", "dog", "emu"],
+            "rid": ["r1", "r2", "r3", "r4", "r5", "r6"],
+            "person": ["ann", "bob", "ann", "cy", "bob", "cy"],
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -122,8 +132,7 @@ def test_tables(tmp_path, suffix):
     assert d.example_ids.tolist() == ["r1", "r2", "r3", "r4", "r5", "r6"]
     assert d.subject_ids.tolist() == ["ann", "bob", "ann", "cy", "bob", "cy"]
     assert torch.allclose(d.inputs.mean(0), torch.zeros(2), atol=1e-5)
-    raw = load_dataset(str(path), label="species", id_column="rid", subject_column="person",
-                       standardise=False)
+    raw = load_dataset(str(path), label="species", id_column="rid", subject_column="person", standardise=False)
     assert raw.inputs[:, 0].tolist() == df["f1"].tolist()
     plain = tmp_path / f"plain{suffix}"
     numeric = df[["f1", "f2"]].assign(y=[2, 0, 1, 1, 0, 2])  # integer labels, no id column
@@ -164,8 +173,7 @@ def test_image_folder(tmp_path):
     d = load_dataset(str(tmp_path / "imgs"), size=8)
     assert d.inputs.shape == (5, 3, 8, 8) and d.num_classes == 2
     assert d.labels.tolist() == [0, 0, 0, 1, 1] and d.meta["classes"] == ["cats", "dogs"]
-    assert d.example_ids.tolist() == ["cats/0.png", "cats/1.png", "cats/2.png", "dogs/0.png",
-                                      "dogs/1.png"]
+    assert d.example_ids.tolist() == ["cats/0.png", "cats/1.png", "cats/2.png", "dogs/0.png", "dogs/1.png"]
     assert 0.0 <= float(d.inputs.min()) and float(d.inputs.max()) <= 1.0
     gray = load_dataset(str(tmp_path / "imgs"), size=4, grayscale=True)
     assert gray.inputs.shape == (5, 1, 4, 4)
@@ -308,12 +316,19 @@ def test_holdout_limited_by_pool(digits):
 
 
 # --------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("text,expected", [
-    ("random:0.2", RandomForget(0.2)), ("random", RandomForget(0.1)), ("class:3", ClassForget(3)),
-    ("subclass:7", SubclassForget(7)), ("subjects:4", SubjectForget(count=4)),
-    ("subjects:subject-001,subject-002", SubjectForget(subjects=["subject-001", "subject-002"])),
-    ("mislabelled:0.05", MislabelledForget(0.05)), (" class:1", ClassForget(1)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("random:0.2", RandomForget(0.2)),
+        ("random", RandomForget(0.1)),
+        ("class:3", ClassForget(3)),
+        ("subclass:7", SubclassForget(7)),
+        ("subjects:4", SubjectForget(count=4)),
+        ("subjects:subject-001,subject-002", SubjectForget(subjects=["subject-001", "subject-002"])),
+        ("mislabelled:0.05", MislabelledForget(0.05)),
+        (" class:1", ClassForget(1)),
+    ],
+)
 def test_parse_scenario(text, expected):
     got = parse_scenario(text)
     assert got == expected

@@ -34,8 +34,9 @@ def page_code(text: str) -> tuple[dict[str, str], str]:
 
 
 def test_page_code_splits_files_and_script():
-    files, script = page_code("x\n```python\n# file: pkg/a.py\nA = 1\n```\n```bash\nls\n```\n"
-                              "```python\nimport pkg.a\n```\n")
+    files, script = page_code(
+        "x\n```python\n# file: pkg/a.py\nA = 1\n```\n```bash\nls\n```\n```python\nimport pkg.a\n```\n"
+    )
     assert files == {"pkg/a.py": "A = 1\n"} and script.strip() == "import pkg.a"
 
 
@@ -48,8 +49,13 @@ def test_worked_example_runs(page, tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     (tmp_path / "example.py").write_text(script)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"docs/{page} example failed:\n{proc.stdout}\n{proc.stderr}"

@@ -11,18 +11,17 @@ pytest.importorskip("opacus")
 
 from unlearnkit.data.scenarios import RandomForget  # noqa: E402
 from unlearnkit.engines.dp import DPConfig, check_dp_model, dp_plan, train_dp_original  # noqa: E402
-from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
+from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import get_method  # noqa: E402
 from unlearnkit.modalities.classifier.adapter import ClassifierAdapter  # noqa: E402
 from unlearnkit.modalities.classifier.models import build_model  # noqa: E402
-from unlearnkit.orchestration.experiment import task_from_spec  # noqa: E402
 from unlearnkit.modalities.classifier.task import make_task  # noqa: E402
+from unlearnkit.orchestration.experiment import task_from_spec  # noqa: E402
 
 RECIPE = TrainConfig(epochs=2, batch_size=64, lr=3e-3)
 DP = {"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0}
 KW = dict(seed=0, device="cpu", recipe=RECIPE, model_kwargs={"hidden": [32]})
-
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from torch import nn
 
 from unlearnkit.data.dataset import ExampleSet
 from unlearnkit.engines.ensemble import _chain, ensemble_logits, stack_models, train_many, vectorize_blocker
-from unlearnkit.errors import ConfigError, DivergenceError
 from unlearnkit.engines.loop import TrainConfig, count_steps
+from unlearnkit.errors import ConfigError, DivergenceError
 from unlearnkit.modalities.classifier.adapter import ClassifierAdapter
 from unlearnkit.utils import seed_everything
 
@@ -67,16 +67,20 @@ def branchy(seed: int) -> nn.Module:
 
 
 def max_param_diff(a: list[nn.Module], b: list[nn.Module]) -> float:
-    return max((p - q).abs().max().item() for ma, mb in zip(a, b)
-               for p, q in zip(ma.parameters(), mb.parameters()))
+    return max((p - q).abs().max().item() for ma, mb in zip(a, b) for p, q in zip(ma.parameters(), mb.parameters()))
 
 
-@pytest.mark.parametrize("cfg", [
-    TrainConfig(epochs=3, batch_size=8, lr=1e-2, optimizer="adam", weight_decay=1e-3, grad_clip=0.5),
-    TrainConfig(epochs=3, batch_size=8, lr=5e-2, optimizer="sgd", weight_decay=1e-3, grad_clip=0.5,
-                schedule="cosine"),
-    TrainConfig(epochs=2.5, batch_size=16, lr=1e-2, optimizer="adamw", weight_decay=1e-2, grad_clip=None),
-], ids=["adam-clip", "sgd-cosine", "adamw"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(epochs=3, batch_size=8, lr=1e-2, optimizer="adam", weight_decay=1e-3, grad_clip=0.5),
+        TrainConfig(
+            epochs=3, batch_size=8, lr=5e-2, optimizer="sgd", weight_decay=1e-3, grad_clip=0.5, schedule="cosine"
+        ),
+        TrainConfig(epochs=2.5, batch_size=16, lr=1e-2, optimizer="adamw", weight_decay=1e-2, grad_clip=None),
+    ],
+    ids=["adam-clip", "sgd-cosine", "adamw"],
+)
 @pytest.mark.parametrize("factory", [mlp, convnet], ids=["chain", "vmap"])
 def test_vectorised_matches_loop(cfg, factory):
     base = blobs(40)
@@ -118,7 +122,7 @@ def test_each_model_sees_only_its_own_examples():
     with torch.no_grad():
         pred = [m(x[:1]).argmax(1).item() for m in vec]
     assert pred[0] == 1 and pred[2] == 1  # members memorised the flipped outlier
-    assert pred[1] != 1                   # the non-member (same seed as model 0) did not
+    assert pred[1] != 1  # the non-member (same seed as model 0) did not
     # model 1 is the model trained alone on its own set
     alone, _ = train_many(mlp, base, ADAPTER, cfg, [5], vectorize=False)
     assert max_param_diff([vec[1]], alone) < 1e-4
@@ -137,7 +141,7 @@ def test_gradient_clipping_is_per_model():
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
         deltas.append(torch.cat([(q.detach() - p).flatten() for p, q in zip(start, trained.parameters())]))
     n0, n1 = grads[0].norm().item(), grads[1].norm().item()
-    assert n1 < 1.0 < n0 and (n0 ** 2 + n1 ** 2) ** 0.5 > 1.0
+    assert n1 < 1.0 < n0 and (n0**2 + n1**2) ** 0.5 > 1.0
     # model 0 clipped to norm 1 along its own gradient; model 1 untouched by model 0's norm
     assert torch.allclose(deltas[0], -grads[0] / (n0 + 1e-6), atol=1e-5)
     assert torch.allclose(deltas[1], -grads[1], atol=1e-6)
@@ -150,8 +154,9 @@ def test_batchnorm_falls_back_to_the_loop():
     auto, auto_cost = train_many(bn_mlp, d, ADAPTER, cfg, [0, 1])
     loop, loop_cost = train_many(bn_mlp, d, ADAPTER, cfg, [0, 1], vectorize=False)
     assert max_param_diff(auto, loop) == 0.0  # bit-identical: the loop ran
-    assert all(torch.equal(a.state_dict()["1.running_mean"], b.state_dict()["1.running_mean"])
-               for a, b in zip(auto, loop))
+    assert all(
+        torch.equal(a.state_dict()["1.running_mean"], b.state_dict()["1.running_mean"]) for a, b in zip(auto, loop)
+    )
     assert auto_cost.steps == loop_cost.steps
     with pytest.raises(ConfigError, match="BatchNorm"):
         train_many(bn_mlp, d, ADAPTER, cfg, [0, 1], vectorize=True)
@@ -199,19 +204,26 @@ def test_linear_optimum_recipe_trains_one_model_at_a_time():
 def test_divergence_and_bad_input():
     d = blobs(16)
     with pytest.raises(DivergenceError, match="model"):
-        train_many(mlp, d, ADAPTER, TrainConfig(epochs=5, batch_size=8, lr=1e4, optimizer="sgd",
-                                                  grad_clip=None, divergence_threshold=1e3),
-                   [0, 1], vectorize=True)
+        train_many(
+            mlp,
+            d,
+            ADAPTER,
+            TrainConfig(epochs=5, batch_size=8, lr=1e4, optimizer="sgd", grad_clip=None, divergence_threshold=1e3),
+            [0, 1],
+            vectorize=True,
+        )
     with pytest.raises(ConfigError, match="one per seed"):
         train_many(mlp, [d, d], ADAPTER, TrainConfig(), [0, 1, 2])
 
 
 def test_ensemble_logits_equal_per_model_forward():
     x = blobs(50).inputs
-    for models, bs in (([mlp(s) for s in range(5)], 16),
-                       ([bn_mlp(s).eval() for s in range(3)], 16),   # eval-mode BatchNorm: vectorised
-                       ([bn_mlp(s).train() for s in range(2)], 64),  # train mode: loop (batch statistics)
-                       ([branchy(s) for s in range(3)], 16)):        # vmap fails on first call: loop
+    for models, bs in (
+        ([mlp(s) for s in range(5)], 16),
+        ([bn_mlp(s).eval() for s in range(3)], 16),  # eval-mode BatchNorm: vectorised
+        ([bn_mlp(s).train() for s in range(2)], 64),  # train mode: loop (batch statistics)
+        ([branchy(s) for s in range(3)], 16),
+    ):  # vmap fails on first call: loop
         with torch.no_grad():
             want = torch.stack([m(x) for m in models])
         got = ensemble_logits(models, x, batch_size=bs)
@@ -221,11 +233,14 @@ def test_ensemble_logits_equal_per_model_forward():
     assert torch.allclose(f(x[:4])[1], mlp(1)(x[:4]).detach(), atol=1e-6)
 
 
-@pytest.mark.parametrize("name,params", [
-    ("finetune", {}),
-    ("graddiff", {"alpha": 0.7}),
-    ("gradient_ascent", {"lr": 1e-3}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("finetune", {}),
+        ("graddiff", {"alpha": 0.7}),
+        ("gradient_ascent", {"lr": 1e-3}),
+    ],
+)
 def test_training_methods_unlearn_many_models_at_once_as_they_would_one_by_one(name, params):
     """Method.unlearn_many: fine-tuning (retain stream), NegGrad+ (-(1-alpha) forget CE +
     alpha retain CE) and gradient ascent run every shadow original as one vectorised ensemble
@@ -239,8 +254,9 @@ def test_training_methods_unlearn_many_models_at_once_as_they_would_one_by_one(n
     from unlearnkit.modalities.classifier.task import ClassifierTask as Task
 
     data = blobs(40)
-    split = Split(data, blobs(12, seed=1, name="t"), data.example_ids[:6],
-                  blobs(6, seed=2, name="h"), {"kind": "ids", "count": 6})
+    split = Split(
+        data, blobs(12, seed=1, name="t"), data.example_ids[:6], blobs(6, seed=2, name="h"), {"kind": "ids", "count": 6}
+    )
     cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2)
     originals, _ = train_many(mlp, data, ADAPTER, cfg, [10, 11, 12])
     before = [copy.deepcopy(m) for m in originals]

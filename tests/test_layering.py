@@ -15,10 +15,10 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "unlearnkit"
 NAMES = r"(classifier|causal_lm)"
 BRANCHES = [
-    re.compile(rf"""[!=]=\s*["']{NAMES}["']"""),           # x == "causal_lm"
-    re.compile(rf"""["']{NAMES}["']\s*[!=]="""),           # "causal_lm" == x
+    re.compile(rf"""[!=]=\s*["']{NAMES}["']"""),  # x == "causal_lm"
+    re.compile(rf"""["']{NAMES}["']\s*[!=]="""),  # "causal_lm" == x
     re.compile(rf"""\bin\s*[(\[{{]\s*["']{NAMES}["']"""),  # x in ("classifier", ...)
-    re.compile(rf"""\bin\s*["']{NAMES}["']"""),            # "lm" in "causal_lm"
+    re.compile(rf"""\bin\s*["']{NAMES}["']"""),  # "lm" in "causal_lm"
 ]
 
 
@@ -43,8 +43,9 @@ def test_no_modality_name_branches_outside_the_modality_packages():
             code = line.split("#", 1)[0]
             if any(r.search(code) for r in BRANCHES):
                 found.append(f"src/unlearnkit/{rel}:{n}: {line.strip()}")
-    assert not found, ("branches on a modality's name outside modalities/ (ask the modality instead):\n"
-                       + "\n".join(found))
+    assert not found, "branches on a modality's name outside modalities/ (ask the modality instead):\n" + "\n".join(
+        found
+    )
 
 
 def _type_checking_lines(tree: ast.AST) -> set[int]:
@@ -129,8 +130,10 @@ def test_imports_point_down_the_layers():
             if layer == "modalities" and down == "evaluation":
                 parts = module.split(".")
                 if len(parts) < 4 or parts[3] not in EVALUATION_PARTS:
-                    bad.append(f"{where}: {module} imports {target} (only a modality's "
-                               f"{'/'.join(sorted(EVALUATION_PARTS))} modules may)")
+                    bad.append(
+                        f"{where}: {module} imports {target} (only a modality's "
+                        f"{'/'.join(sorted(EVALUATION_PARTS))} modules may)"
+                    )
     assert not bad, "imports against the layers of docs/ARCHITECTURE.md:\n" + "\n".join(sorted(set(bad)))
 
 

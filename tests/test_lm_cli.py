@@ -13,8 +13,22 @@ from test_cli import js, uk
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.timeout(600)
 
-TINY = ["--task", "profiles", "--people", "10", "--qa-per-person", "3", "--epochs", "60", "--lr", "0.01",
-        "--batch-size", "16", "--lm-size", "hidden=64,layers=1,heads=2,intermediate=128"]
+TINY = [
+    "--task",
+    "profiles",
+    "--people",
+    "10",
+    "--qa-per-person",
+    "3",
+    "--epochs",
+    "60",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "16",
+    "--lm-size",
+    "hidden=64,layers=1,heads=2,intermediate=128",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +50,21 @@ def test_train_unlearn_evaluate_report(lm_run, tmp_path):
     assert not any(k.startswith("acc_") for k in m)  # no classifier metric on a language model
     # the same request through LoRA adapters, by subject id, then evaluated again from the store
     (tmp_path / "who.txt").write_text("p0000\n")
-    r = js(uk("unlearn", "--from", doc["run_id"], "--method", "graddiff", "--lora", "4", "--forget-subjects",
-              str(tmp_path / "who.txt"), "--json", home=home))
+    r = js(
+        uk(
+            "unlearn",
+            "--from",
+            doc["run_id"],
+            "--method",
+            "graddiff",
+            "--lora",
+            "4",
+            "--forget-subjects",
+            str(tmp_path / "who.txt"),
+            "--json",
+            home=home,
+        )
+    )
     e = js(uk("evaluate", r["run_id"], "--export-scores", str(tmp_path / "s.csv"), "--json", home=home))
     assert e["metrics"]["forget_quality"] >= 0 and (tmp_path / "s.csv").read_text().count("\n") > 50
     runs = js(uk("runs", "list", "--json", home=home))
@@ -46,11 +73,14 @@ def test_train_unlearn_evaluate_report(lm_run, tmp_path):
     assert (tmp_path / "rep" / "lm_tradeoff.png").is_file() and rep
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "random_labels"], "classifier"),  # a classifier-only method on a language model
-    (["--method", "npo", "--scenario", "forget99"], "forget"),
-    (["--method", "npo", "-p", "beta=-1"], "beta"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "random_labels"], "classifier"),  # a classifier-only method on a language model
+        (["--method", "npo", "--scenario", "forget99"], "forget"),
+        (["--method", "npo", "-p", "beta=-1"], "beta"),
+    ],
+)
 def test_bad_unlearn_requests_fail_cleanly(lm_run, args, message):
     home, doc = lm_run
     before = len(js(uk("runs", "list", "--json", home=home)))

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from unlearnkit.engines.loop import LoopStats
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation import METRICS, EvalInputs, compute_metrics, list_metrics
 from unlearnkit.modalities.causal_lm.attacks import relearn_split
+from unlearnkit.modalities.causal_lm.formulas import mia_auc
 from unlearnkit.modalities.causal_lm.metrics import truth_ratios
 from unlearnkit.modalities.causal_lm.scores import LMScores, score_lm_splits
-from unlearnkit.modalities.causal_lm.formulas import mia_auc
-from unlearnkit.engines.loop import LoopStats
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,10 @@ def _evaluate(model, task, ref_model, ref_scores, scores=None):
 @pytest.fixture(scope="module")
 def metrics(lm_task, ref, scored):
     r = scored["reference"]
-    return {"original": _evaluate(lm_task.original, lm_task, ref[0], r, scored["original"]),
-            "reference": _evaluate(ref[0], lm_task, ref[0], r, r)}
+    return {
+        "original": _evaluate(lm_task.original, lm_task, ref[0], r, scored["original"]),
+        "reference": _evaluate(ref[0], lm_task, ref[0], r, r),
+    }
 
 
 # --------------------------------------------------------------------------- scores
@@ -150,15 +152,32 @@ def _lm(ids, mean_lp, mia=None, rouge=None):
     mean_lp = np.asarray(mean_lp, dtype=float)
     mia = np.asarray(mia if mia is not None else mean_lp, dtype=float)
     z = np.zeros(n)
-    return LMScores(np.asarray(ids, dtype=object), mean_lp, mean_lp * 2, np.full(n, 2), z, z, z, mia, mia, mia,
-                    np.asarray(["a"] * n, dtype=object), None, None if rouge is None else np.asarray(rouge))
+    return LMScores(
+        np.asarray(ids, dtype=object),
+        mean_lp,
+        mean_lp * 2,
+        np.full(n, 2),
+        z,
+        z,
+        z,
+        mia,
+        mia,
+        mia,
+        np.asarray(["a"] * n, dtype=object),
+        None,
+        None if rouge is None else np.asarray(rouge),
+    )
 
 
 def test_truth_ratio_and_forget_quality_by_hand():
     ids = ["a", "b"]
     # R = exp(mean_k lp_pert - lp_para): a: exp(-2 - (-1)) = e^-1, b: exp(-1 - (-1)) = 1
-    table = {"forget": _lm(ids, [-0.5, -0.5]), "forget@para": _lm(["b", "a"], [-1.0, -1.0]),
-             "forget@pert0": _lm(ids, [-3.0, -1.0]), "forget@pert1": _lm(ids, [-1.0, -1.0])}
+    table = {
+        "forget": _lm(ids, [-0.5, -0.5]),
+        "forget@para": _lm(["b", "a"], [-1.0, -1.0]),
+        "forget@pert0": _lm(ids, [-3.0, -1.0]),
+        "forget@pert1": _lm(ids, [-1.0, -1.0]),
+    }
     r = truth_ratios(table, "forget")
     assert r == pytest.approx([math.exp(-1), 1.0])
     out = compute_metrics(EvalInputs(table, table, modality="causal_lm"), ["tofu", "tofu_forget_quality"])
@@ -181,8 +200,19 @@ def test_privleak_by_hand_uses_muse_sign():
 
 def test_modalities_keep_classifier_and_lm_metrics_apart():
     lm = {s.name for s in METRICS.values() if "causal_lm" in s.modalities}
-    assert {"tofu", "tofu_forget_quality", "tofu_model_utility", "lm_memorization", "lm_mia", "lm_privleak",
-            "lm_probes", "lm_relearn", "lm_fade", "cost", "cost_ratio"} <= lm
+    assert {
+        "tofu",
+        "tofu_forget_quality",
+        "tofu_model_utility",
+        "lm_memorization",
+        "lm_mia",
+        "lm_privleak",
+        "lm_probes",
+        "lm_relearn",
+        "lm_fade",
+        "cost",
+        "cost_ratio",
+    } <= lm
     assert all(s.modalities == ("classifier",) for s in METRICS.values() if s.name in ("accuracy", "mia_lr"))
     listed = {m["name"]: m for m in list_metrics()}
     assert listed["lm_fade"]["modalities"] == ["causal_lm"] and listed["lm_fade"]["needs"] == ["models", "reference"]
@@ -206,8 +236,18 @@ def test_compare_on_an_lm_task(lm_task, ref, tmp_path):
     classifier_only = {k for s in METRICS.values() if "causal_lm" not in s.modalities for k in s.outputs}
     for r in recs.values():
         keys = set(r.metrics)
-        assert {"rouge_forget", "forget_quality", "model_utility", "privleak", "mia_min_k_auc", "relearn_rouge",
-                "fade_sym_kl", "paraphrase_rouge", "wall_time_s", "cost_ratio_examples"} <= keys, r.method
+        assert {
+            "rouge_forget",
+            "forget_quality",
+            "model_utility",
+            "privleak",
+            "mia_min_k_auc",
+            "relearn_rouge",
+            "fade_sym_kl",
+            "paraphrase_rouge",
+            "wall_time_s",
+            "cost_ratio_examples",
+        } <= keys, r.method
         assert not (keys & classifier_only) - {"forget_quality", "forget_ks_stat", "mia_loss_auc"}, r.method
     assert recs["retrain"].metrics["forget_quality"] == 1.0 and recs["retrain"].metrics["fade_sym_kl"] == 0.0
     assert recs["original"].metrics["exact_forget"] == 1.0

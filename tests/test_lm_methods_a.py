@@ -21,11 +21,21 @@ from unlearnkit.methods.ce_u import drop_first_answer_tokens  # noqa: E402
 from unlearnkit.methods.dto import background_surprisal, target_token_mask  # noqa: E402
 from unlearnkit.methods.idk_dpo import IDK_ANSWERS, idk_answers  # noqa: E402
 from unlearnkit.methods.losses import (  # noqa: E402
-    ce_u_loss, ce_u_target, dpo_loss, kl_to_teacher, prediction_positions, simnpo_loss, undial_loss,
+    ce_u_loss,
+    ce_u_target,
+    dpo_loss,
+    kl_to_teacher,
+    prediction_positions,
+    simnpo_loss,
+    undial_loss,
     wga_loss,
 )
 from unlearnkit.modalities.causal_lm.adapter import (  # noqa: E402
-    IGNORE, CausalLMAdapter, TokenExampleSet, encode_qa, replace_answers,
+    IGNORE,
+    CausalLMAdapter,
+    TokenExampleSet,
+    encode_qa,
+    replace_answers,
 )
 from unlearnkit.modalities.classifier.adapter import ClassifierAdapter  # noqa: E402
 
@@ -52,9 +62,9 @@ def test_wga_weights_each_token_by_its_detached_probability_to_the_power_beta():
     p = torch.tensor([0.5, 0.25, 0.9])
     lp = p.log().requires_grad_()
     loss = wga_loss(lp, beta=2.0)
-    assert loss.item() == pytest.approx(float((p ** 2 * p.log()).mean()))
+    assert loss.item() == pytest.approx(float((p**2 * p.log()).mean()))
     loss.backward()  # the weights are constants: d/d log p_t = p_t^beta / N
-    assert torch.allclose(lp.grad, p ** 2 / 3)
+    assert torch.allclose(lp.grad, p**2 / 3)
     assert wga_loss(p.log(), beta=0.0).item() == pytest.approx(float(p.log().mean()))  # plain ascent
 
 
@@ -153,7 +163,10 @@ def test_method_forgets_the_answers_and_keeps_the_retained_ones(lm_task, name):
     before_f = nll(lm_task, lm_task.original, lm_task.forget)
     before_r = nll(lm_task, lm_task.original, lm_task.eval_sets["retain_eval"])
     assert before_f < 0.05 and before_r < 0.05  # memorised
-    res = get_method(name).unlearn(lm_task, seed=0)
+    # CE-U's language-model default has no retain term (retain_weight 0, chosen on the
+    # 100-person task); on this tiny task that costs 0.89 retain NLL, so it runs with one here
+    params = {"retain_weight": 1.0} if name == "ce_u" else {}
+    res = get_method(name, **params).unlearn(lm_task, seed=0)
     f = nll(lm_task, res.model, lm_task.forget)
     r = nll(lm_task, res.model, lm_task.eval_sets["retain_eval"])
     assert 0 < res.cost.steps <= 40 and res.cost.examples_forward >= res.cost.examples_backward > 0
@@ -161,12 +174,21 @@ def test_method_forgets_the_answers_and_keeps_the_retained_ones(lm_task, name):
     assert r < 0.5 and r < f / 5, f"{name}: retain NLL {before_r:.3f} -> {r:.3f} (forget {f:.3f})"
 
 
-@pytest.mark.parametrize("name,bad", [
-    ("idk_dpo", {"beta": 0}), ("idk_dpo", {"retain_weight": -1}), ("wga", {"beta": -1}),
-    ("undial", {"gamma": -1}), ("ce_u", {"ignore_first": -1}), ("dto", {"target_ratio": 0}),
-    ("dto", {"target_ratio": 1.5}), ("dto", {"beta": 0}), ("graddiff", {"retain_loss": "mse"}),
-    ("wga", {"gamma": 1}),
-])
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        ("idk_dpo", {"beta": 0}),
+        ("idk_dpo", {"retain_weight": -1}),
+        ("wga", {"beta": -1}),
+        ("undial", {"gamma": -1}),
+        ("ce_u", {"ignore_first": -1}),
+        ("dto", {"target_ratio": 0}),
+        ("dto", {"target_ratio": 1.5}),
+        ("dto", {"beta": 0}),
+        ("graddiff", {"retain_loss": "mse"}),
+        ("wga", {"gamma": 1}),
+    ],
+)
 def test_bad_hyperparameters_raise_config_error(name, bad):
     with pytest.raises(ConfigError):
         get_method(name, **bad)
@@ -206,8 +228,7 @@ def test_graddiff_kl_retain_term(lm_task):
     kw = dict(alpha=0.5, lr=2e-3, batch_size=16, max_steps=3)
     nll_run = get_method("graddiff", **kw).unlearn(lm_task, seed=0)
     same = get_method("graddiff", retain_loss="nll", **kw).unlearn(lm_task, seed=0)
-    assert all(torch.equal(x, y) for x, y in zip(nll_run.model.state_dict().values(),
-                                                 same.model.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(nll_run.model.state_dict().values(), same.model.state_dict().values()))
     kl_run = get_method("graddiff", retain_loss="kl", **kw).unlearn(lm_task, seed=0)
     # KL to the original is 0 at the start: the first loss is the forget term alone
     first = next(lm_task.forget.batches(16))  # all 9 forget rows; the loss is a mean

@@ -89,8 +89,15 @@ def test_rmu_down_proj_mode_and_task_lora_touch_only_their_parameters(lm_task, o
 def test_rmu_rejects_bad_settings(lm_task):
     with pytest.raises(ConfigError, match=r"0\.\.0"):
         METHODS["rmu"](layer=3).unlearn(lm_task, seed=0)
-    for bad in ({"layer": -1}, {"update": "attn"}, {"tokens": "question"}, {"steering_coeff": 0},
-                {"alpha": -1}, {"update_layers": 0}, {"no_such_hparam": 1}):
+    for bad in (
+        {"layer": -1},
+        {"update": "attn"},
+        {"tokens": "question"},
+        {"steering_coeff": 0},
+        {"alpha": -1},
+        {"update_layers": 0},
+        {"no_such_hparam": 1},
+    ):
         with pytest.raises(ConfigError):
             METHODS["rmu"](**bad)
 
@@ -141,8 +148,14 @@ def test_bounded_adapter_bound_and_merge():
 
 
 def test_bounded_lora_rejects_bad_settings(lm_task):
-    for bad in ({"r": 0}, {"omega": 0}, {"lora_alpha": -1}, {"retain_weight": -1},
-                {"target_modules": []}, {"no_such_hparam": 1}):
+    for bad in (
+        {"r": 0},
+        {"omega": 0},
+        {"lora_alpha": -1},
+        {"retain_weight": -1},
+        {"target_modules": []},
+        {"no_such_hparam": 1},
+    ):
         with pytest.raises(ConfigError):
             METHODS["bounded_lora"](**bad)
     with pytest.raises(ConfigError, match="target_modules"):
@@ -164,8 +177,10 @@ def test_icul_changes_no_weight_and_raises_forget_nll(lm_task, icul_run, base_nl
     assert all(torch.equal(v, original_state[k]) for k, v in _state(lm_task.original).items())
     b = next(lm_task.forget.batches(len(lm_task.forget)))
     with torch.no_grad():
-        assert model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.shape == \
-            lm_task.original(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.shape
+        assert (
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.shape
+            == lm_task.original(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.shape
+        )
     assert nll(model, lm_task.forget, lm_task) > base_nll[0] + 0.3  # answer probability drops
     lm_task.adapter.check_model(model, lm_task.forget)  # embeddings and config are delegated
 
@@ -178,12 +193,12 @@ def test_icul_logits_are_aligned_per_row(lm_task, icul_run):
     batched = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
     for i in (0, 4):
         n = int(b["attention_mask"][i].sum())
-        ids = b["input_ids"][i:i + 1, :n]
+        ids = b["input_ids"][i : i + 1, :n]
         single = model(input_ids=ids).logits[0]
         assert torch.allclose(batched[i, :n], single, atol=1e-4)  # no dependence on the batch
         ctx = model.context_for(ids[0], model.max_positions - n)
         assert 0 < len(ctx) <= model.max_positions - n
-        full = orig(input_ids=torch.cat([ctx, ids[0]])[None]).logits[0, len(ctx):]
+        full = orig(input_ids=torch.cat([ctx, ids[0]])[None]).logits[0, len(ctx) :]
         assert torch.allclose(single, full, atol=1e-4)  # exactly the context positions are stripped
     empty = InContextModel(orig, torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
     plain = orig(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
@@ -201,8 +216,10 @@ def test_icul_round_trips_through_model_template_and_guards_the_context(lm_task,
         save_file(run.model, tmp_path / "icul.safetensors")
         loaded = load_file(tmp_path / "icul.safetensors", METHODS["icul"]().model_template(lm_task)).eval()
         assert torch.equal(loaded.context_ids, run.model.context_ids)
-    assert torch.equal(loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                       other.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits)
+    assert torch.equal(
+        loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+        other.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+    )
     save_file(icul_run.model, tmp_path / "icul.safetensors")
     loaded = load_file(tmp_path / "icul.safetensors", METHODS["icul"]().model_template(lm_task)).eval()
     assert torch.equal(loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, want)
@@ -221,7 +238,7 @@ def test_icul_incremental_decoding_matches_greedy_on_the_explicit_context(lm_tas
     from unlearnkit.modalities.causal_lm.scores import decode_batch
 
     model, data, tok = icul_run.model, lm_task.forget, lm_task.adapter.tokenizer
-    prompts = [data.inputs[i, :int((data.labels[i] != -100).nonzero()[0])] for i in (0, 1, 5)]
+    prompts = [data.inputs[i, : int((data.labels[i] != -100).nonzero()[0])] for i in (0, 1, 5)]
     got = decode_batch(model, prompts, tok.pad_token_id, tok.eos_token_id, 12, "cpu")
     for p, g in zip(prompts, got):
         seq = torch.cat([model.context_for(p, model.max_positions - len(p) - int(model.generation_room)), p])
@@ -238,10 +255,15 @@ def test_icul_idk_fallback_and_bad_settings(lm_task):
     r = METHODS["icul"](n_retain=0).unlearn(task, seed=0)
     assert r.extra["wrong_answers"] == "idk" and r.extra["retain_examples"] == 0
     idk = lm_task.adapter.tokenizer(" I don't know.", add_special_tokens=False)["input_ids"]
-    seg = r.model.context_ids[:int(r.model.segment_ends[0])].tolist()
-    assert seg[-len(idk) - 1:-1] == idk and seg[-1] == lm_task.adapter.tokenizer.eos_token_id
-    for bad in ({"n_retain": -1}, {"answer": "random"}, {"idk_answer": " "}, {"generation_room": -1},
-                {"no_such_hparam": 1},
-                {"lr": 1e-3}):
+    seg = r.model.context_ids[: int(r.model.segment_ends[0])].tolist()
+    assert seg[-len(idk) - 1 : -1] == idk and seg[-1] == lm_task.adapter.tokenizer.eos_token_id
+    for bad in (
+        {"n_retain": -1},
+        {"answer": "random"},
+        {"idk_answer": " "},
+        {"generation_room": -1},
+        {"no_such_hparam": 1},
+        {"lr": 1e-3},
+    ):
         with pytest.raises(ConfigError):
             METHODS["icul"](**bad)

@@ -15,17 +15,20 @@ L = math.log
 
 
 # ----------------------------------------------------------------------------- ROUGE-L
-@pytest.mark.parametrize("pred, ref, expected", [
-    ("the cat sat", "the cat sat on the mat", 0.5),
-    ("the cat sat on the mat", "the cat sat", 1.0),
-    ("The CAT, sat!", "the cat sat", 1.0),         # case and punctuation ignored
-    ("a b c d", "b d a c", 0.5),                   # LCS = 2 ("b d" / "a c" / "b c")
-    ("dog", "the cat", 0.0),
-    ("", "the cat", 0.0),                          # rouge_score gives 0 on empty side
-    ("the cat", "?!", 0.0),
-    ("running dogs", "run dog", 1.0),              # Porter stemmer, as TOFU (use_stemmer=True)
-    ("the writers studied", "writer study", 1.0),
-])
+@pytest.mark.parametrize(
+    "pred, ref, expected",
+    [
+        ("the cat sat", "the cat sat on the mat", 0.5),
+        ("the cat sat on the mat", "the cat sat", 1.0),
+        ("The CAT, sat!", "the cat sat", 1.0),  # case and punctuation ignored
+        ("a b c d", "b d a c", 0.5),  # LCS = 2 ("b d" / "a c" / "b c")
+        ("dog", "the cat", 0.0),
+        ("", "the cat", 0.0),  # rouge_score gives 0 on empty side
+        ("the cat", "?!", 0.0),
+        ("running dogs", "run dog", 1.0),  # Porter stemmer, as TOFU (use_stemmer=True)
+        ("the writers studied", "writer study", 1.0),
+    ],
+)
 def test_rouge_l_recall(pred, ref, expected):
     assert lm.rouge_l_recall(pred, ref) == pytest.approx(expected)
 
@@ -100,8 +103,7 @@ def test_exact_memorization():
     tgt = [[1, 2, 0, 4], [5, 6, 7, 8]]
     pred = [[1, 2, 3, 4], [0, 0, 7, 8]]
     np.testing.assert_allclose(lm.exact_memorization(pred, tgt), [0.75, 0.5])
-    np.testing.assert_allclose(lm.exact_memorization(pred, tgt, [[1, 1, 0, 1], [1, 1, 1, 1]]),
-                               [1.0, 0.5])
+    np.testing.assert_allclose(lm.exact_memorization(pred, tgt, [[1, 1, 0, 1], [1, 1, 1, 1]]), [1.0, 0.5])
 
 
 def test_extraction_strength():
@@ -179,13 +181,16 @@ def test_mia_auc_and_privleak():
 
 
 # ----------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("lp, mask", [
-    ([[]], None),                               # empty
-    ([[-1.0, float("nan")]], None),             # NaN
-    ([[-1.0, -2.0]], [[1, 1, 1]]),              # shape mismatch
-    ([[-1.0, -2.0], [-1.0, -2.0]], [[1, 0], [0, 0]]),  # example without target tokens
-    (np.zeros((2, 2, 2)), None),                # 3-D
-])
+@pytest.mark.parametrize(
+    "lp, mask",
+    [
+        ([[]], None),  # empty
+        ([[-1.0, float("nan")]], None),  # NaN
+        ([[-1.0, -2.0]], [[1, 1, 1]]),  # shape mismatch
+        ([[-1.0, -2.0], [-1.0, -2.0]], [[1, 0], [0, 0]]),  # example without target tokens
+        (np.zeros((2, 2, 2)), None),  # 3-D
+    ],
+)
 def test_bad_token_arrays_raise_data_error(lp, mask):
     with pytest.raises(DataError):
         lm.answer_probability(lp, mask)

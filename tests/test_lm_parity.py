@@ -55,15 +55,18 @@ def _anchor_rouge_l_recall(gen: str, gt: str) -> float:
     return dp[-1][-1] / len(b)
 
 
-@pytest.mark.parametrize("gen, gt", [
-    ("run dog", "running dogs"),
-    ("running dogs", "run dog"),
-    ("She studied at the university", "She was studying at universities"),
-    ("The cats played happily.", "cat play happy"),
-    ("Paris", "The answer is Paris."),
-    ("", "the cat"),
-    ("a b c d", "b d a c"),
-])
+@pytest.mark.parametrize(
+    "gen, gt",
+    [
+        ("run dog", "running dogs"),
+        ("running dogs", "run dog"),
+        ("She studied at the university", "She was studying at universities"),
+        ("The cats played happily.", "cat play happy"),
+        ("Paris", "The answer is Paris."),
+        ("", "the cat"),
+        ("a b c d", "b d a c"),
+    ],
+)
 def test_rouge_l_recall_matches_rouge_score_with_the_stemmer(gen, gt):
     from rouge_score import rouge_scorer
 
@@ -107,9 +110,11 @@ def test_drop_final_eos_by_hand():
     mask = np.array([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 1, 0, 0, 0]], dtype=bool)
     tgt = np.array([[5, 6, 7, 2, 0], [5, 5, 6, 7, 9], [5, 2, 0, 0, 0]])  # eos = 2
     got = S.drop_final_eos(mask, tgt, eos_id=2)
-    assert got.tolist() == [[False, True, True, False, False],   # eos dropped
-                            [False, False, True, True, True],    # last token is not eos: kept
-                            [False, True, False, False, False]]  # only token: kept (a row needs one)
+    assert got.tolist() == [
+        [False, True, True, False, False],  # eos dropped
+        [False, False, True, True, True],  # last token is not eos: kept
+        [False, True, False, False, False],
+    ]  # only token: kept (a row needs one)
     assert mask[0, 3]  # the input is not modified
 
 
@@ -151,16 +156,33 @@ def _lm(ids, mean_lp):
     n = len(ids)
     mean_lp = np.asarray(mean_lp, dtype=float)
     z = np.zeros(n)
-    return S.LMScores(np.asarray(ids, dtype=object), mean_lp, mean_lp * 2, np.full(n, 2), z, z, z, z, z, z,
-                      np.asarray(["a"] * n, dtype=object), None, np.ones(n))
+    return S.LMScores(
+        np.asarray(ids, dtype=object),
+        mean_lp,
+        mean_lp * 2,
+        np.full(n, 2),
+        z,
+        z,
+        z,
+        z,
+        z,
+        z,
+        np.asarray(["a"] * n, dtype=object),
+        None,
+        np.ones(n),
+    )
 
 
 def test_other_and_world_compare_the_answer_with_perturbed_answers_of_its_form():
     ids = ["w0", "w1"]
     ans, p0, p1 = [-0.1, -0.5], [-2.0, -0.4], [-3.0, -1.0]
-    table = {"forget": _lm(["f"], [-1.0]), "world": _lm(ids, ans), "world@pert0": _lm(ids, p0),
-             "world@pert1": _lm(["w1", "w0"], [p1[1], p1[0]]),
-             "world@para": _lm(ids, [-9.0, -9.0])}  # a paraphrase is not the base on world: ignored
+    table = {
+        "forget": _lm(["f"], [-1.0]),
+        "world": _lm(ids, ans),
+        "world@pert0": _lm(ids, p0),
+        "world@pert1": _lm(["w1", "w0"], [p1[1], p1[0]]),
+        "world@para": _lm(ids, [-9.0, -9.0]),
+    }  # a paraphrase is not the base on world: ignored
     out = compute_metrics(EvalInputs(table, modality="causal_lm"), ["tofu"])
     # TOFU: prob = p_ans / (p_ans + sum_k p_pert_k); R = exp(mean_k lp_pert - lp_ans); mean(max(0, 1 - R))
     prob = [math.exp(ans[i]) / (math.exp(ans[i]) + math.exp(p0[i]) + math.exp(p1[i])) for i in range(2)]
@@ -246,8 +268,7 @@ def test_generations_on_the_task_equal_any_longer_cap_once_they_end(lm_task):
     data, tok = lm_task.forget, lm_task.adapter.tokenizer
     long = S.generate_answers(lm_task.original, data, tok, "cpu")
     spans = S._answer_spans(data)
-    short = S.generate_answers(lm_task.original, data, tok, "cpu",
-                               max_new_tokens=max(e - s for s, e in spans) + 4)
+    short = S.generate_answers(lm_task.original, data, tok, "cpu", max_new_tokens=max(e - s for s, e in spans) + 4)
     assert long == short  # the original ends every answer with eos within the old cap
 
 
@@ -256,26 +277,42 @@ def _tofu_folder(tmp_path, n_authors: int = 4, forget: tuple[int, ...] = (3,), h
     """A hand-made TOFU-style folder: ``full`` (20 questions per author, in order), the
     ``forget01`` / ``retain99`` splits and their ``*_perturbed`` files, ``retain_perturbed``,
     ``real_authors_perturbed``, ``world_facts_perturbed`` and a ``holdout01`` of new authors."""
+
     def qa(a, j):
         return {"question": f"What is fact {j} of author {a}?", "answer": f"Fact {j} of author {a} is v{a}x{j}."}
 
     def pert(r, a, j):
-        return dict(r, paraphrased_answer=f"Author {a} has fact {j} v{a}x{j}.",
-                    perturbed_answer=[f"Author {a} has fact {j} w{k}x{j}." for k in range(3)],
-                    paraphrased_question=f"Tell me fact {j} about author {a}.")
+        return dict(
+            r,
+            paraphrased_answer=f"Author {a} has fact {j} v{a}x{j}.",
+            perturbed_answer=[f"Author {a} has fact {j} w{k}x{j}." for k in range(3)],
+            paraphrased_question=f"Tell me fact {j} about author {a}.",
+        )
 
     full = [qa(a, j) for a in range(n_authors) for j in range(20)]
-    files = {"full": full,
-             "forget01": [qa(a, j) for a in forget for j in range(20)],
-             "forget01_perturbed": [pert(qa(a, j), a, j) for a in forget for j in range(20)],
-             "retain99": [qa(a, j) for a in range(n_authors) if a not in forget for j in range(20)],
-             "retain_perturbed": [pert(qa(0, j), 0, j) for j in range(20)],
-             "real_authors_perturbed": [{"question": f"Who wrote book {i}?", "answer": f"Writer {i}",
-                                         "perturbed_answer": [f"Writer {i + k}" for k in (10, 20, 30)]}
-                                        for i in range(4)],
-             "world_facts_perturbed": [{"question": f"Capital of land {i}?", "answer": f"City {i}",
-                                        "perturbed_answer": [f"City {i + k}" for k in (10, 20, 30)]}
-                                       for i in range(4)]}
+    files = {
+        "full": full,
+        "forget01": [qa(a, j) for a in forget for j in range(20)],
+        "forget01_perturbed": [pert(qa(a, j), a, j) for a in forget for j in range(20)],
+        "retain99": [qa(a, j) for a in range(n_authors) if a not in forget for j in range(20)],
+        "retain_perturbed": [pert(qa(0, j), 0, j) for j in range(20)],
+        "real_authors_perturbed": [
+            {
+                "question": f"Who wrote book {i}?",
+                "answer": f"Writer {i}",
+                "perturbed_answer": [f"Writer {i + k}" for k in (10, 20, 30)],
+            }
+            for i in range(4)
+        ],
+        "world_facts_perturbed": [
+            {
+                "question": f"Capital of land {i}?",
+                "answer": f"City {i}",
+                "perturbed_answer": [f"City {i + k}" for k in (10, 20, 30)],
+            }
+            for i in range(4)
+        ],
+    }
     if holdout:
         files["holdout01"] = [qa(a, j) for a in (90,) for j in range(20)]
     for name, rows in files.items():
@@ -295,8 +332,17 @@ def test_tofu_folder_gives_forget_quality_truth_ratios_and_utility_their_inputs(
     rows = _profile_rows(str(path), "forget01", 0, 0, 0, 0, retain_eval_size=200)
     sets = rows["sets"]
     assert len(rows["forget_ids"]) == 20
-    assert {"forget@para", "forget@pert0", "forget@pert2", "retain_eval@para", "other", "other@pert0",
-            "world", "world@pert2", "forget_paraphrase"} <= set(sets)
+    assert {
+        "forget@para",
+        "forget@pert0",
+        "forget@pert2",
+        "retain_eval@para",
+        "other",
+        "other@pert0",
+        "world",
+        "world@pert2",
+        "forget_paraphrase",
+    } <= set(sets)
     assert not {"other@para", "world@para"} & set(sets)
     # retain_eval is TOFU's retain_perturbed (the retain questions with variants); other / world are
     # the real-author and world-fact files, evaluated but not trained on
@@ -311,15 +357,28 @@ def test_tofu_task_computes_every_headline_metric(tmp_path):
     from unlearnkit.engines.loop import TrainConfig
     from unlearnkit.modalities.causal_lm.task import make_lm_task
 
-    task = make_lm_task(str(_tofu_folder(tmp_path)), forget="forget01", model={"hidden": 32, "layers": 1,
-                        "heads": 2, "intermediate": 64}, vocab_size=300, device="cpu",
-                        recipe=TrainConfig(epochs=1, batch_size=32, lr=1e-3, optimizer="adamw"))
+    task = make_lm_task(
+        str(_tofu_folder(tmp_path)),
+        forget="forget01",
+        model={"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64},
+        vocab_size=300,
+        device="cpu",
+        recipe=TrainConfig(epochs=1, batch_size=32, lr=1e-3, optimizer="adamw"),
+    )
     sc = S.score_lm_splits(task.original, task)
     inputs = EvalInputs(sc, sc, modality="causal_lm")
     out = compute_metrics(inputs, ["tofu", "tofu_forget_quality", "tofu_model_utility"])
     assert M.not_computed(inputs) == {}
-    for k in ("forget_quality", "model_utility", "truth_ratio_forget", "truth_ratio_retain", "truth_ratio_other",
-              "truth_ratio_world", "prob_other", "prob_world"):
+    for k in (
+        "forget_quality",
+        "model_utility",
+        "truth_ratio_forget",
+        "truth_ratio_retain",
+        "truth_ratio_other",
+        "truth_ratio_world",
+        "prob_other",
+        "prob_world",
+    ):
         assert np.isfinite(out[k]), k
     assert out["forget_quality"] == 1.0  # the model against itself
 

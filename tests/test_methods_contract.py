@@ -23,8 +23,17 @@ from unlearnkit.methods import METHODS
 from unlearnkit.methods.losses import saliency_mask
 from unlearnkit.methods.salun import forget_gradients
 from unlearnkit.modalities import list_modalities
-from unlearnkit.testing import (CHECKS, CLASS_CHECKS, RUN_CHECKS, check_method, forget_accuracy,
-                                parametrize_with_checks, same_state, state_of, tiny_task)
+from unlearnkit.testing import (
+    CHECKS,
+    CLASS_CHECKS,
+    RUN_CHECKS,
+    check_method,
+    forget_accuracy,
+    parametrize_with_checks,
+    same_state,
+    state_of,
+    tiny_task,
+)
 
 _state, _same = state_of, same_state  # older helpers' names
 NAMES = sorted(n for n, cls in METHODS.items() if "classifier" in cls.modalities)
@@ -51,8 +60,17 @@ def test_contract(method, check):
 
 
 def test_the_suite_runs_every_check_the_contract_had():
-    assert {"changes_model", "deterministic", "step_budget", "moves_forget", "unknown_hparam",
-            "divergence", "cost_accounting", "documented", "exemptions"} <= set(CHECKS)
+    assert {
+        "changes_model",
+        "deterministic",
+        "step_budget",
+        "moves_forget",
+        "unknown_hparam",
+        "divergence",
+        "cost_accounting",
+        "documented",
+        "exemptions",
+    } <= set(CHECKS)
     assert set(CHECKS) == set(CLASS_CHECKS) | set(RUN_CHECKS)
 
 
@@ -69,8 +87,9 @@ def test_a_classifier_only_method_rejects_a_language_model_task(lm_task):
 
 
 def test_check_method_reports_exemptions_and_failures():
-    results = {r.check: r for r in check_method("retrain", checks=["step_budget", "unknown_hparam"],
-                                                 modality="classifier")}
+    results = {
+        r.check: r for r in check_method("retrain", checks=["step_budget", "unknown_hparam"], modality="classifier")
+    }
     assert results["retrain-classifier-step_budget"].status == "exempt"
     assert results["retrain-unknown_hparam"].status == "passed"
 

@@ -12,10 +12,10 @@ from torch import nn
 
 from unlearnkit.data.dataset import ExampleSet
 from unlearnkit.data.scenarios import ClassForget, RandomForget
-from unlearnkit.errors import ConfigError
 from unlearnkit.engines.loop import TrainConfig
-from unlearnkit.methods import get_method
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods import curvature as C
+from unlearnkit.methods import get_method
 from unlearnkit.methods.bad_teacher import unlearning_data
 from unlearnkit.methods.fisher import forgotten_classes
 from unlearnkit.methods.imu import influence_weights
@@ -25,7 +25,6 @@ from unlearnkit.modalities.classifier.task import make_task
 from unlearnkit.task import Task
 
 RECIPE = TrainConfig(epochs=10, batch_size=64, lr=1e-3)
-
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def manual_grads(model, adapter, x, y) -> list[dict[str, torch.Tensor]]:
     out = []
     for i in range(len(y)):
         model.zero_grad()
-        adapter.per_example_loss(model, {"x": x[i:i + 1], "y": y[i:i + 1]}).sum().backward()
+        adapter.per_example_loss(model, {"x": x[i : i + 1], "y": y[i : i + 1]}).sum().backward()
         out.append({n: p.grad.detach().clone() for n, p in model.named_parameters()})
     return out
 
@@ -62,18 +61,27 @@ def manual_grads(model, adapter, x, y) -> list[dict[str, torch.Tensor]]:
 # --------------------------------------------------------------------------- curvature tools
 def small_convnet() -> nn.Module:
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-                      nn.Conv2d(3, 2, 3, stride=2, padding=1), nn.Flatten(), nn.Linear(8, 3))
+    m = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3, stride=2, padding=1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     m[1].running_mean.normal_()
     m[1].running_var.uniform_(0.5, 2.0)
     return m.eval()
 
 
-@pytest.mark.parametrize("model_fn,shape", [
-    (tiny_mlp, (5,)),                                                               # linear layers
-    (small_convnet, (1, 4, 4)),                                                     # conv + batch norm
-    (lambda: nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)), (5,)),  # vmap only
-])
+@pytest.mark.parametrize(
+    "model_fn,shape",
+    [
+        (tiny_mlp, (5,)),  # linear layers
+        (small_convnet, (1, 4, 4)),  # conv + batch norm
+        (lambda: nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)), (5,)),  # vmap only
+    ],
+)
 def test_per_example_grads_and_diagonal_fisher_match_gradients_by_hand(model_fn, shape, monkeypatch):
     base = blobs(30, d=int(np.prod(shape)))
     data, adapter = base.with_labels(base.labels), ClassifierAdapter(3)
@@ -106,7 +114,7 @@ def test_batch_fisher_is_the_mean_squared_minibatch_gradient():
         model.zero_grad()
         adapter.per_example_loss(model, batch).mean().backward()
         for n, p in model.named_parameters():
-            want[n] += p.grad ** 2 / 3
+            want[n] += p.grad**2 / 3
     assert all(torch.allclose(fisher[n], want[n], atol=1e-7) for n in want)
     with pytest.raises(ConfigError, match="fisher kind"):
         C.diagonal_fisher(model, adapter, data, kind="diagonal")
@@ -136,7 +144,8 @@ def test_gauss_newton_products_match_the_explicit_matrix():
     params = C.trainable(model)
     flat0 = C.flatten({n: p.detach() for n, p in params.items()})
     jac = torch.autograd.functional.jacobian(
-        lambda f: torch.func.functional_call(model, C.unflatten(f, params), (x,)), flat0)  # (12, 3, P)
+        lambda f: torch.func.functional_call(model, C.unflatten(f, params), (x,)), flat0
+    )  # (12, 3, P)
     with torch.no_grad():
         p = torch.softmax(model(x), -1)
     ggn = sum(jac[i].T @ (torch.diag(p[i]) - torch.outer(p[i], p[i])) @ jac[i] for i in range(12)) / 12
@@ -223,7 +232,7 @@ def test_fisher_zeroes_the_output_row_of_a_removed_class(class_task):
     weight = next(n for n in head if head[n].ndim == 2)
     # the removed class's row: mean 0, variance 1e-4 * 10, whatever alpha
     row = head[weight][3].detach()
-    assert abs(row.mean().item()) < 0.01 and row.std().item() == pytest.approx(1e-3 ** 0.5, rel=0.25)
+    assert abs(row.mean().item()) < 0.01 and row.std().item() == pytest.approx(1e-3**0.5, rel=0.25)
     # with a negligible alpha everything else is (almost) untouched
     others = torch.ones(task.num_classes, dtype=torch.bool)
     others[3] = False
@@ -234,13 +243,19 @@ def test_fisher_zeroes_the_output_row_of_a_removed_class(class_task):
 # --------------------------------------------------------------------------- influence
 def _fit(model, data, reg, steps=200):
     """Minimise sum CE + (reg / 2) ||theta||^2 to high precision (L-BFGS, float64)."""
-    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=steps, tolerance_grad=1e-12,
-                            tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1,
+        max_iter=steps,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(data.inputs.double()), data.labels, reduction="sum")
-        loss = loss + 0.5 * reg * sum((p ** 2).sum() for p in model.parameters())
+        loss = loss + 0.5 * reg * sum((p**2).sum() for p in model.parameters())
         loss.backward()
         return loss
 
@@ -267,8 +282,9 @@ def test_influence_newton_step_nearly_matches_retraining_a_convex_model(curvatur
             return self.m(x.double())
 
     task = Task.from_model(Float64(original), data, forget_ids, blobs(30, seed=1), device="cpu")
-    result = get_method("influence", damping=lam, hessian_samples=0, cg_iters=100,
-                        curvature=curvature).unlearn(task, seed=0)
+    result = get_method("influence", damping=lam, hessian_samples=0, cg_iters=100, curvature=curvature).unlearn(
+        task, seed=0
+    )
     flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
     before = (flat(original) - flat(retrained)).norm()
     after = (flat(result.model) - flat(retrained)).norm()
@@ -299,6 +315,7 @@ def test_bad_teacher_moves_forget_outputs_to_the_incompetent_teacher(class_task)
     task = class_task
     result = get_method("bad_teacher").unlearn(task, seed=0)
     from unlearnkit.utils import derive_seed
+
     bad = task.model_factory(derive_seed(0, "bad_teacher", "incompetent") % (2**31)).eval()
 
     def kl(teacher, student, data):
@@ -333,7 +350,7 @@ def test_imu_weights_follow_the_classifier_level_influence(random_task):
     for g in manual_grads(model, adapter, task.forget.inputs, task.forget.labels):
         G.append(torch.cat([g[n].flatten() for n in head]))
     G = torch.stack(G)
-    infl = -(G / ((G ** 2).mean(0) + 0.01)) @ G.mean(0)
+    infl = -(G / ((G**2).mean(0) + 0.01)) @ G.mean(0)
     positions, weights = influence_weights(model, task, damping=0.01, top_fraction=1.0, clip_quantile=0.93)
     assert positions.tolist() == torch.nonzero(infl < 0).flatten().tolist()
     raw = infl[positions].abs().sqrt()

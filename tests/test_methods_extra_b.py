@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from unlearnkit.data.scenarios import ClassForget, RandomForget
-from unlearnkit.errors import ConfigError
 from unlearnkit.engines.loop import TrainConfig
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods import METHODS, get_method
 from unlearnkit.methods.boundary_shrink import nearest_wrong_labels
 from unlearnkit.methods.cf_k import last_k_layers
@@ -23,7 +23,6 @@ from unlearnkit.task import Task
 
 SIX = ["boundary_shrink", "unsir", "cf_k", "eu_k", "simnpo", "scrub_r"]
 RECIPE = TrainConfig(epochs=10, batch_size=64, lr=1e-3)
-
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +136,9 @@ def test_unsir_spends_its_step_budget_on_noise_then_impair(task):
 def _bn_task() -> Task:
     base = make_task("digits", "mlp", ClassForget(3), seed=0, device="cpu", recipe=RECIPE)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
-    return Task.from_model(model, base.train, base.split.forget_ids, base.test, base.holdout,
-                           recipe=RECIPE, num_classes=10)
+    return Task.from_model(
+        model, base.train, base.split.forget_ids, base.test, base.holdout, recipe=RECIPE, num_classes=10
+    )
 
 
 def test_last_k_layers_are_modules_with_parameters_in_registration_order():
@@ -188,8 +188,7 @@ def test_eu_k_rejects_a_layer_it_cannot_reinitialise():
 
     base = make_task("digits", "mlp", ClassForget(3), seed=0, device="cpu", recipe=RECIPE)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Scale())
-    task = Task.from_model(model, base.train, base.split.forget_ids, base.test, base.holdout,
-                           num_classes=10)
+    task = Task.from_model(model, base.train, base.split.forget_ids, base.test, base.holdout, num_classes=10)
     with pytest.raises(ConfigError, match="reset_parameters"):
         get_method("eu_k", k=1).unlearn(task)
 

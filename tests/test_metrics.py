@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from unlearnkit.errors import ConfigError, DataError, UnlearnkitError
-from unlearnkit.evaluation import METRICS, EvalInputs, Scores, compute_metrics, list_metrics
-from unlearnkit.modalities.classifier import metrics as M
-from unlearnkit.evaluation import mia
 from unlearnkit.engines.loop import LoopStats
+from unlearnkit.errors import ConfigError, DataError, UnlearnkitError
+from unlearnkit.evaluation import METRICS, EvalInputs, Scores, compute_metrics, list_metrics, mia
+from unlearnkit.modalities.classifier import metrics as M
 
 
 def scores(logits, labels, prefix: str = "x") -> Scores:
@@ -30,6 +29,7 @@ def confident(labels, right, k: int = 3, margin: float = 8.0, prefix: str = "x")
 
 # ----------------------------------------------------------------------------- accuracy
 
+
 def test_accuracy_from_hand_written_logits():
     # predictions: 0, 1, 1, 2 ; labels: 0, 1, 0, 0  -> 2/4 correct
     forget = scores([[2, 1, 0], [0, 3, 1], [0, 1, 0.5], [0, 0, 5]], [0, 1, 0, 0], "f")
@@ -45,12 +45,14 @@ def test_accuracy_gap_is_absolute_difference_to_reference():
     r = scores([[1, 0, 0], [0, 1, 0]], [0, 1], "r")  # 1.0
     r_ref = scores([[1, 0, 0], [1, 0, 0]], [0, 1], "r")  # 0.5
     t = scores([[1, 0, 0]], [0], "t")
-    out = compute_metrics(EvalInputs(dict(forget=f, retain=r, test=t),
-                                     dict(forget=f_ref, retain=r_ref, test=t)), ["accuracy_gap"])
+    out = compute_metrics(
+        EvalInputs(dict(forget=f, retain=r, test=t), dict(forget=f_ref, retain=r_ref, test=t)), ["accuracy_gap"]
+    )
     assert out == pytest.approx({"gap_acc_forget": 0.25, "gap_acc_retain": 0.5, "gap_acc_test": 0.0})
 
 
 # --------------------------------------------------------------------------- JS divergence
+
 
 def test_js_divergence_hand_values():
     p = np.array([[0.2, 0.8], [1.0, 0.0]])
@@ -88,6 +90,7 @@ def test_mismatched_example_ids_raise_clear_error():
 
 
 # ------------------------------------------------------------------------ threshold MIA
+
 
 def test_threshold_attack_perfect_separation_and_identical():
     members, nonmembers = np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0, 4.0])  # losses
@@ -133,10 +136,11 @@ def test_lr_attack_tiny_sets_give_nan_without_crash():
 
 # ---------------------------------------------------------------------------- MIA-efficacy
 
+
 def test_mia_efficacy_one_when_forget_looks_like_test_zero_when_like_retain():
     lab = np.arange(40) % 3
-    retain = confident(lab, np.ones(40, bool), margin=9.0, prefix="r")     # confidence ~1
-    test = confident(lab, np.ones(40, bool), margin=0.2, prefix="t")       # confidence ~0.35
+    retain = confident(lab, np.ones(40, bool), margin=9.0, prefix="r")  # confidence ~1
+    test = confident(lab, np.ones(40, bool), margin=0.2, prefix="t")  # confidence ~0.35
     like_test = confident(lab[:10], np.ones(10, bool), margin=0.2, prefix="f")
     like_retain = confident(lab[:10], np.ones(10, bool), margin=9.0, prefix="f")
     m = dict(retain=retain, test=test, forget=like_test)
@@ -154,6 +158,7 @@ def test_svc_efficacy_balances_by_subsampling():
 
 
 # --------------------------------------------------------------------------- forget quality
+
 
 def test_forget_quality_ks():
     rng = np.random.default_rng(0)
@@ -175,18 +180,27 @@ def test_forget_quality_degenerate_constant_samples():
 
 # -------------------------------------------------------------------------------- cost
 
+
 def test_cost_and_ratios_from_loop_stats():
     c = LoopStats(steps=10, examples_forward=700, examples_backward=640, wall_time_s=2.0)
     r = LoopStats(steps=100, examples_forward=6400, examples_backward=6400, wall_time_s=8.0)
     out = compute_metrics(EvalInputs({}, cost=c, reference_cost=r), ["cost", "cost_ratio"])
-    assert out == pytest.approx({"wall_time_s": 2.0, "steps": 10, "examples_forward": 700,
-                                 "examples_backward": 640, "cost_ratio_time": 0.25,
-                                 "cost_ratio_examples": 1340 / 12800})
+    assert out == pytest.approx(
+        {
+            "wall_time_s": 2.0,
+            "steps": 10,
+            "examples_forward": 700,
+            "examples_backward": 640,
+            "cost_ratio_time": 0.25,
+            "cost_ratio_examples": 1340 / 12800,
+        }
+    )
     zero = compute_metrics(EvalInputs({}, cost=c, reference_cost=LoopStats()), ["cost_ratio"])
     assert all(math.isnan(v) for v in zero.values())
 
 
 # --------------------------------------------------------------------- registry / skipping
+
 
 def _full_inputs(reference: bool) -> EvalInputs:
     lab = np.arange(12) % 3
@@ -198,8 +212,7 @@ def _full_inputs(reference: bool) -> EvalInputs:
 
 def test_missing_reference_skips_reference_metrics():
     out = compute_metrics(_full_inputs(reference=False))
-    needs_ref = {k for s in METRICS.values() if s.needs_reference or "reference_cost" in s.needs
-                 for k in s.outputs}
+    needs_ref = {k for s in METRICS.values() if s.needs_reference or "reference_cost" in s.needs for k in s.outputs}
     assert needs_ref >= {"gap_acc_forget", "forget_quality", "js_forget", "cost_ratio_time"}
     assert not needs_ref & set(out)
     assert {"acc_forget", "mia_lr_auc", "mia_efficacy", "wall_time_s"} <= set(out)
@@ -209,8 +222,9 @@ def test_full_inputs_produce_every_declared_output():
     out = compute_metrics(_full_inputs(reference=True))
     # scenario metrics (bias, confusion) apply to one scenario kind each: tests/test_scenarios_extra.py
     # causal-LM metrics (modalities=("causal_lm",)) never run on classifier inputs: tests/test_lm_eval.py
-    declared = {k for s in METRICS.values() if "scenario" not in s.needs and "classifier" in s.modalities
-                for k in s.outputs}
+    declared = {
+        k for s in METRICS.values() if "scenario" not in s.needs and "classifier" in s.modalities for k in s.outputs
+    }
     assert set(out) == declared
     assert out["forget_quality"] == pytest.approx(out["forget_quality"])  # finite, not nan
     assert all(isinstance(v, float) for v in out.values())
@@ -219,18 +233,47 @@ def test_full_inputs_produce_every_declared_output():
 def test_list_metrics_describes_every_metric():
     listed = {m["name"]: m for m in list_metrics()}
     assert set(listed) == set(METRICS)
-    assert {"accuracy", "mia_threshold", "mia_lr", "mia_efficacy", "forget_quality",
-            "js_divergence", "cost", "cost_ratio"} <= set(listed)
+    assert {
+        "accuracy",
+        "mia_threshold",
+        "mia_lr",
+        "mia_efficacy",
+        "forget_quality",
+        "js_divergence",
+        "cost",
+        "cost_ratio",
+    } <= set(listed)
     for m in listed.values():
         assert m["description"] and m["citation"] and m["outputs"], m["name"]
         assert set(m["goals"].values()) <= {"higher", "lower", "reference"}
     keys = {k for m in listed.values() for k in m["outputs"]}
-    assert {"acc_forget", "acc_retain", "acc_test", "gap_acc_forget", "gap_acc_retain",
-            "gap_acc_test", "mia_loss_auc", "mia_confidence_auc", "mia_entropy_auc", "mia_lr_auc",
-            "mia_loss_advantage", "mia_confidence_advantage", "mia_entropy_advantage",
-            "mia_lr_advantage", "mia_efficacy", "forget_quality", "forget_ks_stat", "js_forget",
-            "js_test", "wall_time_s", "steps", "examples_forward", "examples_backward",
-            "cost_ratio_time", "cost_ratio_examples"} <= keys
+    assert {
+        "acc_forget",
+        "acc_retain",
+        "acc_test",
+        "gap_acc_forget",
+        "gap_acc_retain",
+        "gap_acc_test",
+        "mia_loss_auc",
+        "mia_confidence_auc",
+        "mia_entropy_auc",
+        "mia_lr_auc",
+        "mia_loss_advantage",
+        "mia_confidence_advantage",
+        "mia_entropy_advantage",
+        "mia_lr_advantage",
+        "mia_efficacy",
+        "forget_quality",
+        "forget_ks_stat",
+        "js_forget",
+        "js_test",
+        "wall_time_s",
+        "steps",
+        "examples_forward",
+        "examples_backward",
+        "cost_ratio_time",
+        "cost_ratio_examples",
+    } <= keys
 
 
 def test_unknown_metric_name_is_a_config_error():

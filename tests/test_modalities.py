@@ -6,8 +6,7 @@ import torch
 from unlearnkit.engines.loop import TrainConfig, run_loop
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import get_method
-from unlearnkit.modalities import (Adapter, get_modality, list_modalities, modality_for_task_kind,
-                                   modality_of_spec)
+from unlearnkit.modalities import Adapter, get_modality, list_modalities, modality_for_task_kind, modality_of_spec
 from unlearnkit.modalities.classifier.task import make_task
 
 
@@ -81,6 +80,7 @@ def test_loop_counts_examples_through_the_adapter(iris_task):
         b = ctx.batch("train")
         return model(b["x"]).sum() * 0.0
 
-    stats = run_loop(model, objective, {"train": iris_task.train}, TrainConfig(max_steps=2, batch_size=8),
-                     seed=0, adapter=Counting())
+    stats = run_loop(
+        model, objective, {"train": iris_task.train}, TrainConfig(max_steps=2, batch_size=8), seed=0, adapter=Counting()
+    )
     assert stats.steps == 2 and stats.examples_backward == 6

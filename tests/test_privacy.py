@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from unlearnkit.engines.ensemble import train_many
+from unlearnkit.engines.loop import LoopStats, TrainConfig
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.evaluation import shadow
 from unlearnkit.evaluation.comparator import attack_scores, comparator_privacy, confidence_feature
 from unlearnkit.evaluation.competition import (
     EPSILON_CAP,
@@ -20,8 +22,6 @@ from unlearnkit.evaluation.competition import (
     example_epsilons,
     forget_score,
 )
-from unlearnkit.modalities.classifier.scores import Scores
-from unlearnkit.evaluation import shadow
 from unlearnkit.evaluation.shadow import (
     PRIVACY_OUTPUTS,
     privacy_report,
@@ -29,9 +29,9 @@ from unlearnkit.evaluation.shadow import (
     shadow_retrains,
 )
 from unlearnkit.evaluation.ulira import ulira
-from unlearnkit.engines.loop import LoopStats, TrainConfig
-from unlearnkit.orchestration.artifacts import ModelCache
+from unlearnkit.modalities.classifier.scores import Scores
 from unlearnkit.modalities.classifier.task import make_task
+from unlearnkit.orchestration.artifacts import ModelCache
 
 
 # ----------------------------------------------------------------------------- U-LiRA
@@ -73,8 +73,7 @@ def test_ulira_leave_one_pair_out_is_unbiased_with_few_models():
     """With 4 models a side, plain leave-one-out biases the AUC (the target's side is fitted
     on one model fewer); leaving a pair out keeps it at chance on average."""
     rng = np.random.default_rng(3)
-    aucs = [ulira(_gauss(rng, 4, m), _gauss(rng, 4, m))["auc"]
-            for m in (rng.normal(0, 3, 100) for _ in range(20))]
+    aucs = [ulira(_gauss(rng, 4, m), _gauss(rng, 4, m))["auc"] for m in (rng.normal(0, 3, 100) for _ in range(20))]
     assert abs(np.mean(aucs) - 0.5) < 0.02
 
 
@@ -119,10 +118,8 @@ def test_competition_epsilon_by_hand():
     eps = example_epsilon([1, 2, 3, 4], [0, 1, 2, 3])
     assert eps == pytest.approx(math.log(2 - 4e-5), abs=1e-12)
     # the positive side is the one with the larger median, whichever argument holds it
-    assert example_epsilons(np.array([[1.0], [2], [3], [4]]), np.array([[0.0], [1], [2], [3]]))[0] \
-        == pytest.approx(eps)
-    assert example_epsilons(np.array([[0.0], [1], [2], [3]]), np.array([[1.0], [2], [3], [4]]))[0] \
-        == pytest.approx(eps)
+    assert example_epsilons(np.array([[1.0], [2], [3], [4]]), np.array([[0.0], [1], [2], [3]]))[0] == pytest.approx(eps)
+    assert example_epsilons(np.array([[0.0], [1], [2], [3]]), np.array([[1.0], [2], [3], [4]]))[0] == pytest.approx(eps)
 
 
 def test_competition_buckets_by_hand():
@@ -143,8 +140,9 @@ def test_competition_rejects_bad_input():
 # ----------------------------------------------------------------------------- comparator
 def _scores(logits) -> Scores:
     logits = np.asarray(logits, np.float32)
-    return Scores(np.array([f"e{i}" for i in range(len(logits))], dtype=object),
-                  np.zeros(len(logits), dtype=np.int64), logits)
+    return Scores(
+        np.array([f"e{i}" for i in range(len(logits))], dtype=object), np.zeros(len(logits), dtype=np.int64), logits
+    )
 
 
 def test_comparator_identical_models_are_private():
@@ -183,8 +181,14 @@ def test_comparator_rejects_empty_scores():
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny():
-    return make_task("digits", "mlp", seed=0, device="cpu", model_kwargs={"hidden": (32,)},
-                     recipe=TrainConfig(epochs=8, batch_size=64, lr=2e-3))
+    return make_task(
+        "digits",
+        "mlp",
+        seed=0,
+        device="cpu",
+        model_kwargs={"hidden": (32,)},
+        recipe=TrainConfig(epochs=8, batch_size=64, lr=2e-3),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +207,14 @@ def test_privacy_report_values_in_range_and_deterministic(tiny, cache):
     assert _without_time(a) == _without_time(b) == _without_time(c)
     assert set(PRIVACY_OUTPUTS) <= set(a)
     assert all(math.isfinite(v) for v in a.values())
-    for k in ("ulira_auc", "ulira_tpr_at_1fpr", "ulira_tpr_at_01fpr", "ulira_acc", "competition_F",
-              "comparator_privacy"):
+    for k in (
+        "ulira_auc",
+        "ulira_tpr_at_1fpr",
+        "ulira_tpr_at_01fpr",
+        "ulira_acc",
+        "competition_F",
+        "comparator_privacy",
+    ):
         assert 0.0 <= a[k] <= 1.0, k
     assert a["competition_score"] >= 0 and a["privacy_wall_time_s"] > 0
     # 4 retrains + 4 originals + 8 short fine-tunes: more than 8 retrains' worth of examples
@@ -245,9 +255,15 @@ def test_dp_task_shadow_originals_are_trained_with_dp(monkeypatch):
     pytest.importorskip("opacus")
     import unlearnkit.engines.dp as dp
 
-    task = make_task("digits", "mlp", seed=0, device="cpu", model_kwargs={"hidden": (16,)},
-                     recipe=TrainConfig(epochs=1, batch_size=64, lr=3e-3),
-                     dp={"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0})
+    task = make_task(
+        "digits",
+        "mlp",
+        seed=0,
+        device="cpu",
+        model_kwargs={"hidden": (16,)},
+        recipe=TrainConfig(epochs=1, batch_size=64, lr=3e-3),
+        dp={"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0},
+    )
     calls = []
 
     def fake_dp(model, data, adapter, cfg, seed, eps, delta, clip, device, progress):

@@ -9,11 +9,17 @@ from collections import Counter
 import pytest
 
 from unlearnkit.data.profiles import (
-    ATTRIBUTES, FIELDS, KINDS, SPLITS, WORLD_FACTS, generate_profiles, load_profiles_jsonl, load_tofu,
+    ATTRIBUTES,
+    FIELDS,
+    KINDS,
+    SPLITS,
+    WORLD_FACTS,
+    generate_profiles,
+    load_profiles_jsonl,
+    load_tofu,
 )
 from unlearnkit.data.text import bible_split, load_bible_verses, load_muse, read_records
 from unlearnkit.errors import ConfigError, DataError
-
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +100,13 @@ def test_aliases(data):
         assert r["value"] == p["attributes"][r["attribute"]]
     # every alias of a person is probed once
     for pid in list(people)[:5]:
-        probed = {a for r in alias_rows if r["subject_id"] == pid for a in people[pid]["aliases"].values()
-                  if a in r["question"]}
+        probed = {
+            a
+            for r in alias_rows
+            if r["subject_id"] == pid
+            for a in people[pid]["aliases"].values()
+            if a in r["question"]
+        }
         assert probed == set(people[pid]["aliases"].values())
 
 
@@ -112,8 +123,9 @@ def test_multihop_consistent(data):
         assert p["name"] not in r["question"]
         assert r["value"] == p["attributes"][chain[-1]] and r["value"] in r["answer"]
     countries = [r for r in rows if r["attribute"] == "work_best>birth_country"]
-    assert countries and all(data.person(r["subject_id"])["attributes"]["birth_place"].endswith(r["value"])
-                             for r in countries)
+    assert countries and all(
+        data.person(r["subject_id"])["attributes"]["birth_place"].endswith(r["value"]) for r in countries
+    )
 
 
 def test_splits(data):
@@ -184,9 +196,17 @@ def test_save_is_atomic(small, tmp_path, monkeypatch):
 
 
 def test_user_jsonl(tmp_path):
-    (tmp_path / "forget.jsonl").write_text(json.dumps(
-        {"question": "Who is Ann?", "answer": "A baker.", "subject_id": "ann",
-         "perturbed_answer": ["A tailor.", "A nurse.", "A judge."]}) + "\n")
+    (tmp_path / "forget.jsonl").write_text(
+        json.dumps(
+            {
+                "question": "Who is Ann?",
+                "answer": "A baker.",
+                "subject_id": "ann",
+                "perturbed_answer": ["A tailor.", "A nurse.", "A judge."],
+            }
+        )
+        + "\n"
+    )
     (tmp_path / "retain.jsonl").write_text(json.dumps({"question": "Who is Bo?", "answer": "A poet."}) + "\n")
     d = load_profiles_jsonl(tmp_path)
     (row,) = d.split("forget")
@@ -209,10 +229,14 @@ def test_missing_paths(tmp_path):
 def test_load_tofu_json_files(tmp_path):
     """TOFU's own files: JSON lines, ``perturbed_answer`` lists, authors by position."""
     full = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(60)]
-    forget = [dict(r, paraphrased_answer="p", perturbed_answer=["x", "y", "z"], paraphrased_question="pq")
-              for r in full[40:]]
-    for name, rows in {"full": full, "forget01_perturbed": forget,
-                       "world_facts_perturbed": [{"question": "w?", "answer": "w", "perturbed_answer": ["v"]}]}.items():
+    forget = [
+        dict(r, paraphrased_answer="p", perturbed_answer=["x", "y", "z"], paraphrased_question="pq") for r in full[40:]
+    ]
+    for name, rows in {
+        "full": full,
+        "forget01_perturbed": forget,
+        "world_facts_perturbed": [{"question": "w?", "answer": "w", "perturbed_answer": ["v"]}],
+    }.items():
         (tmp_path / f"{name}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     d = load_tofu(tmp_path)
     f = d.split("forget01_perturbed")

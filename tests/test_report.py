@@ -14,8 +14,15 @@ from unlearnkit.errors import ConfigError
 from unlearnkit.orchestration import report
 from unlearnkit.orchestration.records import RunRecord
 from unlearnkit.orchestration.report import (
-    figure_png, format_value, markdown_table, plot_cost, plot_privacy, plot_tradeoff,
-    scenario_label, summarise, write_report,
+    figure_png,
+    format_value,
+    markdown_table,
+    plot_cost,
+    plot_privacy,
+    plot_tradeoff,
+    scenario_label,
+    summarise,
+    write_report,
 )
 
 CLASS3 = {"kind": "class", "label": 3}
@@ -25,10 +32,19 @@ EVIL = "<script>alert(1)</script>"
 
 
 def rec(kind, method, seed, scenario, status="ok", error=None, **metrics):
-    return RunRecord(kind=kind, task_key="t", method=method, seed=seed, task_spec=SPEC,
-                     scenario=scenario, metrics=metrics, status=status, error=error,
-                     environment={"python": "3.11", "torch": "2.x"},
-                     id=f"{method[:6]}{seed}{scenario['kind']}")
+    return RunRecord(
+        kind=kind,
+        task_key="t",
+        method=method,
+        seed=seed,
+        task_spec=SPEC,
+        scenario=scenario,
+        metrics=metrics,
+        status=status,
+        error=error,
+        environment={"python": "3.11", "torch": "2.x"},
+        id=f"{method[:6]}{seed}{scenario['kind']}",
+    )
 
 
 def records() -> list[RunRecord]:
@@ -37,18 +53,40 @@ def records() -> list[RunRecord]:
     for scen, shift in ((CLASS3, 0.0), (RANDOM, 0.1)):
         for seed, d in ((0, -0.05), (1, 0.05)):
             out += [
-                rec("unlearn", "scrub", seed, scen, acc_test=0.7 + shift + d, gap_acc_forget=0.2,
-                    mia_loss_auc=0.6, cost_ratio_time=0.1),
-                rec("unlearn", "finetune", seed, scen, acc_test=0.85 + shift + d,
-                    gap_acc_forget=0.1 + d, mia_loss_auc=0.55 + d, cost_ratio_time=0.04,
-                    forget_quality=float("nan")),
-                rec("reference", "retrain", seed, scen, acc_test=0.9 + shift, gap_acc_forget=0.0,
-                    mia_loss_auc=0.5, cost_ratio_time=1.0),
-                rec("train", "original", seed, scen, acc_test=0.92 + shift, gap_acc_forget=0.9,
-                    mia_loss_auc=0.8),
+                rec(
+                    "unlearn",
+                    "scrub",
+                    seed,
+                    scen,
+                    acc_test=0.7 + shift + d,
+                    gap_acc_forget=0.2,
+                    mia_loss_auc=0.6,
+                    cost_ratio_time=0.1,
+                ),
+                rec(
+                    "unlearn",
+                    "finetune",
+                    seed,
+                    scen,
+                    acc_test=0.85 + shift + d,
+                    gap_acc_forget=0.1 + d,
+                    mia_loss_auc=0.55 + d,
+                    cost_ratio_time=0.04,
+                    forget_quality=float("nan"),
+                ),
+                rec(
+                    "reference",
+                    "retrain",
+                    seed,
+                    scen,
+                    acc_test=0.9 + shift,
+                    gap_acc_forget=0.0,
+                    mia_loss_auc=0.5,
+                    cost_ratio_time=1.0,
+                ),
+                rec("train", "original", seed, scen, acc_test=0.92 + shift, gap_acc_forget=0.9, mia_loss_auc=0.8),
             ]
-    out.append(rec("unlearn", "scrub", 2, CLASS3, status="failed",
-                   error="DivergenceError: loss is nan at step 7"))
+    out.append(rec("unlearn", "scrub", 2, CLASS3, status="failed", error="DivergenceError: loss is nan at step 7"))
     return out
 
 
@@ -67,17 +105,24 @@ def test_scenario_label():
 def test_summarise_means_stds_and_order():
     rows = summarise(records())
     keys = [(w["scenario"], w["method"], w["status"]) for w in rows]
-    assert keys == [("class 3", "original", "ok"), ("class 3", "retrain", "ok"),
-                    ("class 3", "finetune", "ok"), ("class 3", "scrub", "ok"), ("class 3", "scrub", "failed"),
-                    ("random 10%", "original", "ok"), ("random 10%", "retrain", "ok"),
-                    ("random 10%", "finetune", "ok"), ("random 10%", "scrub", "ok")]
+    assert keys == [
+        ("class 3", "original", "ok"),
+        ("class 3", "retrain", "ok"),
+        ("class 3", "finetune", "ok"),
+        ("class 3", "scrub", "ok"),
+        ("class 3", "scrub", "failed"),
+        ("random 10%", "original", "ok"),
+        ("random 10%", "retrain", "ok"),
+        ("random 10%", "finetune", "ok"),
+        ("random 10%", "scrub", "ok"),
+    ]
     by = {(w["scenario"], w["method"], w["status"]): w for w in rows}
     ft = by["random 10%", "finetune", "ok"]
     assert ft["role"] == "unlearn" and ft["n_seeds"] == 2 and ft["seeds"] == [0, 1]
-    assert ft["mean"]["acc_test"] == pytest.approx(0.95)          # (0.90 + 1.00) / 2
+    assert ft["mean"]["acc_test"] == pytest.approx(0.95)  # (0.90 + 1.00) / 2
     assert ft["std"]["acc_test"] == pytest.approx(math.sqrt(0.005))  # sample std of ±0.05
     assert ft["mean"]["gap_acc_forget"] == pytest.approx(0.1)
-    assert math.isnan(ft["mean"]["forget_quality"])              # only NaN values -> NaN
+    assert math.isnan(ft["mean"]["forget_quality"])  # only NaN values -> NaN
     ref = by["class 3", "retrain", "ok"]
     assert ref["role"] == "reference" and ref["std"]["acc_test"] == pytest.approx(0.0)
     assert by["class 3", "original", "ok"]["role"] == "original"
@@ -89,16 +134,18 @@ def test_summarise_means_stds_and_order():
 
 
 def test_summarise_single_seed_nan_values_and_variants():
-    recs = [rec("unlearn", "finetune", 0, CLASS3, acc_test=0.8),
-            rec("unlearn", "finetune", 1, CLASS3, acc_test=float("nan")),
-            rec("unlearn", "ga", 0, CLASS3, acc_test=0.5)]
+    recs = [
+        rec("unlearn", "finetune", 0, CLASS3, acc_test=0.8),
+        rec("unlearn", "finetune", 1, CLASS3, acc_test=float("nan")),
+        rec("unlearn", "ga", 0, CLASS3, acc_test=0.5),
+    ]
     recs[2].params = {"lr": 0.1}
     recs.append(rec("unlearn", "ga", 0, CLASS3, acc_test=0.6))
     recs[3].params = {"lr": 0.01}
     rows = summarise(recs, ["acc_test"])
     ft = rows[0]
     assert ft["mean"]["acc_test"] == pytest.approx(0.8) and math.isnan(ft["std"]["acc_test"])
-    assert ft["n_seeds"] == 2                      # both runs succeeded; one metric was NaN
+    assert ft["n_seeds"] == 2  # both runs succeeded; one metric was NaN
     assert [(w["method"], w["variant"]) for w in rows[1:]] == [("ga", "lr=0.01"), ("ga", "lr=0.1")]
     with pytest.raises(ConfigError, match="acc_tset"):
         summarise(recs, ["acc_tset"])
@@ -137,7 +184,7 @@ def test_plots_return_figures_and_png():
     rows = summarise(records())
     for fig in (plot_tradeoff(rows), plot_cost(rows), plot_privacy(rows)):
         assert isinstance(fig, Figure)
-        assert len([ax for ax in fig.axes if ax.get_visible()]) >= 2   # one panel per scenario
+        assert len([ax for ax in fig.axes if ax.get_visible()]) >= 2  # one panel per scenario
         assert figure_png(fig).startswith(b"\x89PNG\r\n\x1a\n")
     assert plot_cost(rows).axes[0].get_yscale() == "log"
     with pytest.raises(ConfigError, match="nothing to plot"):
@@ -146,8 +193,9 @@ def test_plots_return_figures_and_png():
 
 def test_write_report_self_contained_escaped(tmp_path):
     recs = records()
-    recs.append(rec("unlearn", EVIL, 0, CLASS3, acc_test=0.5, gap_acc_forget=0.3, mia_loss_auc=0.7,
-                    cost_ratio_time=0.2))
+    recs.append(
+        rec("unlearn", EVIL, 0, CLASS3, acc_test=0.5, gap_acc_forget=0.3, mia_loss_auc=0.7, cost_ratio_time=0.2)
+    )
     paths = write_report(recs, tmp_path / "out", title="Report <b>x</b>")
     for key in ("markdown", "html", "json", "tradeoff", "cost", "privacy"):
         assert paths[key].is_file(), key
@@ -160,14 +208,14 @@ def test_write_report_self_contained_escaped(tmp_path):
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "Report &lt;b&gt;x&lt;/b&gt;" in page
     refs = [r for r in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page) if not r.startswith("#")]
-    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)   # no external file
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)  # no external file
     assert len(refs) == 3
     for r in refs:
         assert base64.b64decode(r.split(",", 1)[1]).startswith(b"\x89PNG")
     assert "<style>" in page and "<link" not in page
-    assert "loss is nan at step 7" in page                  # failed run with its error
+    assert "loss is nan at step 7" in page  # failed run with its error
     assert "How to read this" in page and "forget_quality" in page and "→ 0" in page
-    assert "Provenance" in page and "digits" in page and "finetu0class" in page   # spec, run id
+    assert "Provenance" in page and "digits" in page and "finetu0class" in page  # spec, run id
 
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert [w["method"] for w in data["rows"]][:5] == ["original", "retrain", EVIL, "finetune", "scrub"]
@@ -177,10 +225,12 @@ def test_write_report_self_contained_escaped(tmp_path):
 
 
 def test_write_report_nan_only_metric_and_no_plots(tmp_path):
-    recs = [rec("unlearn", "finetune", 0, CLASS3, js_forget=float("nan")),
-            rec("unlearn", "finetune", 1, CLASS3, js_forget=float("nan"))]
+    recs = [
+        rec("unlearn", "finetune", 0, CLASS3, js_forget=float("nan")),
+        rec("unlearn", "finetune", 1, CLASS3, js_forget=float("nan")),
+    ]
     paths = write_report(recs, tmp_path, metrics=["js_forget"])
-    assert set(paths) == {"markdown", "html", "json"}             # nothing to plot, no PNGs
+    assert set(paths) == {"markdown", "html", "json"}  # nothing to plot, no PNGs
     assert "| finetune | 2 | – |" in paths["markdown"].read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="acc_tset"):
         write_report(recs, tmp_path / "bad", metrics=["acc_tset"])
@@ -191,7 +241,7 @@ def test_write_report_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(report.html, "render_html", boom)   # write_report lives in report.html
+    monkeypatch.setattr(report.html, "render_html", boom)  # write_report lives in report.html
     with pytest.raises(RuntimeError):
         write_report(records(), tmp_path)
     assert list(tmp_path.iterdir()) == []

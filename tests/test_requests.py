@@ -32,8 +32,17 @@ def _same(a, b) -> bool:
 def _train_run(ws: Workspace):
     recipe = dataclasses.replace(default_recipe("mlp"), epochs=2)
     task = make_task("digits", "mlp", seed=0, recipe=recipe, cache=ws.cache)
-    rec = _record(task, "train", "original", 0, {"recipe": recipe.to_dict()}, task.original_cost, {},
-                  ws.artifacts.save(task.original), environment_info())
+    rec = _record(
+        task,
+        "train",
+        "original",
+        0,
+        {"recipe": recipe.to_dict()},
+        task.original_cost,
+        {},
+        ws.artifacts.save(task.original),
+        environment_info(),
+    )
     ws.store.add(rec)
     return task, rec
 
@@ -53,8 +62,9 @@ def _n_artifacts(ws: Workspace) -> int:
 # --------------------------------------------------------------------------- reproducible evaluation
 def test_unlearn_evaluate_then_evaluate_is_identical_and_overwrites_nothing(trained):
     ws, task, rec, subjects = trained
-    out = answer_request(ws, DeletionRequest(rec.id, "finetune", {"epochs": 1}, subjects=subjects, seed=0,
-                                             evaluate=True))
+    out = answer_request(
+        ws, DeletionRequest(rec.id, "finetune", {"epochs": 1}, subjects=subjects, seed=0, evaluate=True)
+    )
     assert out.record.parent == rec.id and out.record.kind == "unlearn"
     assert set(out.forget_ids) == set(task.train.ids_of_subjects(subjects))
     assert out.artifact == out.record.artifact and ws.artifacts.exists(out.artifact)
@@ -78,8 +88,9 @@ def test_unlearn_evaluate_then_evaluate_is_identical_and_overwrites_nothing(trai
 
 def test_changed_inputs_are_a_new_evaluation_beside_the_old(trained):
     ws, task, rec, subjects = trained
-    out = answer_request(ws, DeletionRequest(rec.id, "gradient_ascent", {"epochs": 1}, subjects=subjects[:1],
-                                             evaluate=True))
+    out = answer_request(
+        ws, DeletionRequest(rec.id, "gradient_ascent", {"epochs": 1}, subjects=subjects[:1], evaluate=True)
+    )
     # the cached reference is replaced by another model: other inputs, other numbers
     t = experiment.rebuild_task(ws, ws.store.get(out.run_id))
     other = t.model_factory(123).to(t.device)
@@ -229,8 +240,9 @@ def test_method_and_reference_are_both_timed_after_a_warm_up(trained, monkeypatc
         return real_unlearn(self, t, seed=seed, progress=progress)
 
     monkeypatch.setattr(base.Method, "unlearn", unlearn)
-    answer_request(ws, DeletionRequest(rec.id, "finetune", {"epochs": 1}, ids=[str(task.train.example_ids[7])],
-                                       evaluate=True))
+    answer_request(
+        ws, DeletionRequest(rec.id, "finetune", {"epochs": 1}, ids=[str(task.train.example_ids[7])], evaluate=True)
+    )
     assert events[:2] == ["warm", "finetune"]
     assert events[2:] == ["warm", "retrain"]  # a new forget set: its reference is retrained, warm too
 
@@ -245,16 +257,30 @@ def test_cli_unlearn_subjects_evaluate_then_evaluate_is_identical(tmp_path):
     home = tmp_path / "home"
 
     def uk(*args):
-        p = subprocess.run([sys.executable, "-m", "unlearnkit", *args, "--home", str(home), "--json"],
-                           capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            [sys.executable, "-m", "unlearnkit", *args, "--home", str(home), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
     run = uk("train", "--dataset", "digits", "--model", "linear", "--epochs", "2")["run_id"]
     subjects = tmp_path / "subjects.txt"
     subjects.write_text("subject-003\nsubject-011\n")
-    un = uk("unlearn", "--from", run, "--method", "finetune", "-p", "epochs=1", "--forget-subjects",
-            str(subjects), "--evaluate")
+    un = uk(
+        "unlearn",
+        "--from",
+        run,
+        "--method",
+        "finetune",
+        "-p",
+        "epochs=1",
+        "--forget-subjects",
+        str(subjects),
+        "--evaluate",
+    )
     ev = uk("evaluate", un["run_id"])
     assert un["metrics"].keys() == ev["metrics"].keys()
     assert un["metrics"] == ev["metrics"]  # (JSON: nan is null on both sides)
@@ -281,6 +307,8 @@ def test_one_off_start_up_is_charged_to_neither_side(trained, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(loop, "make_optimizer", cold_first)
-    out = answer_request(ws, DeletionRequest(rec.id, "gradient_ascent", {"epochs": 1},
-                                             ids=[str(i) for i in task.train.example_ids[20:23]]))
+    out = answer_request(
+        ws,
+        DeletionRequest(rec.id, "gradient_ascent", {"epochs": 1}, ids=[str(i) for i in task.train.example_ids[20:23]]),
+    )
     assert len(calls) >= 2 and out.cost.wall_time_s < 2.0

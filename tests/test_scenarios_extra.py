@@ -7,13 +7,20 @@ import pytest
 import torch
 
 from unlearnkit.data.loaders import load_dataset
-from unlearnkit.data.scenarios import (MARK_SUFFIX, BiasForget, ConfusionForget, RandomForget, partition,
-                                       parse_scenario, scenario_from_dict)
+from unlearnkit.data.scenarios import (
+    MARK_SUFFIX,
+    BiasForget,
+    ConfusionForget,
+    RandomForget,
+    parse_scenario,
+    partition,
+    scenario_from_dict,
+)
+from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.errors import ConfigError, ForgetSetError
 from unlearnkit.evaluation import EvalInputs, Scores, compute_metrics
-from unlearnkit.engines.loop import TrainConfig
-from unlearnkit.orchestration.experiment import evaluate_model
 from unlearnkit.modalities.classifier.task import make_task
+from unlearnkit.orchestration.experiment import evaluate_model
 
 
 @pytest.fixture(scope="module")

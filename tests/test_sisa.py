@@ -9,10 +9,10 @@ import torch
 
 from unlearnkit.data.dataset import ExampleSet
 from unlearnkit.data.scenarios import ClassForget, RandomForget
-from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
 from unlearnkit.engines.loop import TrainConfig
-from unlearnkit.methods import get_method
 from unlearnkit.engines.sharded import SisaEnsemble, sisa_assignment, sisa_forget, train_sisa
+from unlearnkit.errors import ConfigError, ForgetSetError, UnknownIdsError
+from unlearnkit.methods import get_method
 from unlearnkit.methods.sisa import Sisa
 from unlearnkit.modalities.classifier.task import make_task
 
@@ -30,8 +30,9 @@ def _blobs(n: int = 300, k: int = 3, d: int = 6, seed: int = 0) -> ExampleSet:
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task(_blobs(), "mlp", RandomForget(0.05), seed=0, recipe=RECIPE,
-                     model_kwargs={"hidden": (16,)}, device="cpu")
+    return make_task(
+        _blobs(), "mlp", RandomForget(0.05), seed=0, recipe=RECIPE, model_kwargs={"hidden": (16,)}, device="cpu"
+    )
 
 
 def _train(task, data, seed=0, **kw):
@@ -130,8 +131,9 @@ def test_deterministic_under_seed(task):
 
 
 def test_forgetting_a_class_removes_it_from_the_ensemble():
-    task = make_task(_blobs(), "mlp", ClassForget(label=0), seed=0, recipe=RECIPE,
-                     model_kwargs={"hidden": (16,)}, device="cpu")
+    task = make_task(
+        _blobs(), "mlp", ClassForget(label=0), seed=0, recipe=RECIPE, model_kwargs={"hidden": (16,)}, device="cpu"
+    )
     method = Sisa(num_shards=S, num_slices=R)
     res = method.unlearn(task, seed=0)
     before = _acc(method.prepare(task, seed=0), task.forget)
@@ -158,8 +160,16 @@ def test_aggregation(prepared, task):
 def test_checkpoints_written_as_safetensors(task, tmp_path):
     from safetensors.torch import load_file
 
-    ens = train_sisa(task.train, task.model_factory, task.adapter,
-                     TrainConfig(epochs=1, batch_size=32), 2, 2, seed=0, checkpoint_dir=tmp_path)
+    ens = train_sisa(
+        task.train,
+        task.model_factory,
+        task.adapter,
+        TrainConfig(epochs=1, batch_size=32),
+        2,
+        2,
+        seed=0,
+        checkpoint_dir=tmp_path,
+    )
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 * (2 + 1)
     final = load_file(str(tmp_path / "shard000-slice002.safetensors"))
     assert _same(final, _params(ens.shards[0]))

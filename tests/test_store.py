@@ -17,14 +17,23 @@ from unlearnkit.orchestration.store import RunStore
 
 def _record(**kw) -> RunRecord:
     base = dict(
-        kind="unlearn", task_key="task-a", method="finetune", seed=7,
+        kind="unlearn",
+        task_key="task-a",
+        method="finetune",
+        seed=7,
         task_spec={"dataset": "digits", "recipe": {"lr": 1e-3, "epochs": 2}},
-        scenario={"kind": "random", "fraction": 0.1}, forget_fingerprint="f" * 16,
-        forget_ids=["digits-00001", "digits-00002"], params={"lr": 0.01, "steps": 5},
-        metrics={"acc_forget": 0.5, "mia_auc": float("nan"), "ratio": float("inf"),
-                 "neg": float("-inf")},
-        cost={"wall_time_s": 1.25, "steps": 10}, environment={"torch": "2.x"},
-        artifact="a" * 64, parent="p" * 12, status="ok", error=None, tags={"note": "x", "k": [1, 2]},
+        scenario={"kind": "random", "fraction": 0.1},
+        forget_fingerprint="f" * 16,
+        forget_ids=["digits-00001", "digits-00002"],
+        params={"lr": 0.01, "steps": 5},
+        metrics={"acc_forget": 0.5, "mia_auc": float("nan"), "ratio": float("inf"), "neg": float("-inf")},
+        cost={"wall_time_s": 1.25, "steps": 10},
+        environment={"torch": "2.x"},
+        artifact="a" * 64,
+        parent="p" * 12,
+        status="ok",
+        error=None,
+        tags={"note": "x", "k": [1, 2]},
     )
     base.update(kw)
     return RunRecord(**base)
@@ -67,8 +76,9 @@ def test_round_trip_every_field(store, tmp_path):
 
 
 def test_minimal_record_round_trip(store):
-    rec = RunRecord(kind="train", task_key="t", method="train", seed=0, status="failed",
-                    error="DivergenceError: loss is nan")
+    rec = RunRecord(
+        kind="train", task_key="t", method="train", seed=0, status="failed", error="DivergenceError: loss is nan"
+    )
     store.add(rec)
     assert store.get(rec.id).to_dict() == rec.to_dict()
 
@@ -294,8 +304,7 @@ def test_corrupt_missing_and_misfit_artifacts(tmp_path):
     with pytest.raises(CheckpointError, match=r"does not fit.*shape mismatch.*0\.weight"):
         store.load(h, _mlp(0, hidden=7))
     with pytest.raises(CheckpointError, match="missing keys"):
-        store.load(h, nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3),
-                                    nn.Linear(3, 3)))
+        store.load(h, nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3), nn.Linear(3, 3)))
 
 
 def test_save_file_load_file(tmp_path):

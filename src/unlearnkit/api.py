@@ -32,9 +32,16 @@ def unlearn(task: Task, method: str, seed: int = 0, progress: bool = False, **pa
     return get_method(method, **params).unlearn(task, seed=seed, progress=progress)
 
 
-def evaluate(model: nn.Module, task: Task, seed: int | None = None, reference: nn.Module | None = None,
-             cost: LoopStats | None = None, reference_cost: LoopStats | None = None,
-             cache: ModelCache | None = None, progress: bool = False) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    task: Task,
+    seed: int | None = None,
+    reference: nn.Module | None = None,
+    cost: LoopStats | None = None,
+    reference_cost: LoopStats | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Every metric of ``model`` on ``task``, against the reference.
 
     Without ``reference``, the reference is retrained on the retain set (or loaded
@@ -43,9 +50,19 @@ def evaluate(model: nn.Module, task: Task, seed: int | None = None, reference: n
     seed = task.seed if seed is None else seed
     if reference is None:
         reference, reference_cost, _ = get_reference(task, seed, cache, progress)
-    return evaluate_model(model, task, score_model(reference, task), cost, reference_cost, seed,
-                          reference_model=reference)
+    return evaluate_model(
+        model, task, score_model(reference, task), cost, reference_cost, seed, reference_model=reference
+    )
 
 
-__all__ = ["unlearn", "evaluate", "answer_request", "evaluate_run", "DeletionRequest", "RequestOutcome",
-           "EvaluationOutcome", "Evaluation", "Workspace"]
+__all__ = [
+    "unlearn",
+    "evaluate",
+    "answer_request",
+    "evaluate_run",
+    "DeletionRequest",
+    "RequestOutcome",
+    "EvaluationOutcome",
+    "Evaluation",
+    "Workspace",
+]

@@ -115,12 +115,19 @@ class RequestOutcome:
 
     def to_dict(self) -> dict:
         """The JSON-able summary (what the CLI's ``--json`` prints)."""
-        return {"run_id": self.record.id, "method": self.record.method, "parent": self.record.parent,
-                "n_forget": len(self.forget_ids), "forget_fingerprint": self.record.forget_fingerprint,
-                "artifact": self.artifact, "cost": self.record.cost, "metrics": self.metrics,
-                "evaluation_id": self.evaluation.id if self.evaluation else None,
-                "not_computed": self.not_computed,
-                "extra": _jsonable(self.extra)}
+        return {
+            "run_id": self.record.id,
+            "method": self.record.method,
+            "parent": self.record.parent,
+            "n_forget": len(self.forget_ids),
+            "forget_fingerprint": self.record.forget_fingerprint,
+            "artifact": self.artifact,
+            "cost": self.record.cost,
+            "metrics": self.metrics,
+            "evaluation_id": self.evaluation.id if self.evaluation else None,
+            "not_computed": self.not_computed,
+            "extra": _jsonable(self.extra),
+        }
 
 
 # --------------------------------------------------------------------------- checks
@@ -186,8 +193,10 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     modality = modality_of_spec(parent.task_spec)
     serves = tuple(getattr(method, "modalities", ()) or ())
     if serves and modality.name not in serves:
-        raise ConfigError(f"method {method.name!r} works on {' and '.join(serves)} tasks, not {modality.name}; "
-                          "`unlearnkit methods` lists what each method serves")
+        raise ConfigError(
+            f"method {method.name!r} works on {' and '.join(serves)} tasks, not {modality.name}; "
+            "`unlearnkit methods` lists what each method serves"
+        )
     lora = dict(request.options.get("lora") or {}) or ({"r": int(request.lora)} if request.lora else {})
     if lora and not modality.supports("lora"):
         raise ConfigError(f"lora applies to tasks whose modality supports it; {modality.name!r} does not")
@@ -207,25 +216,54 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     ref_artifact = None
     if request.evaluate:
         ref, ref_cost, _ = get_reference(task, request.seed, workspace.cache, progress)
-        ev = evaluate_model(result.model, task, score_model(ref, task), result.cost, ref_cost,
-                            request.seed, reference_model=ref)
+        ev = evaluate_model(
+            result.model, task, score_model(ref, task), result.cost, ref_cost, request.seed, reference_model=ref
+        )
         metrics, not_computed = ev.metrics, ev.not_computed
         ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(request.seed)}")
     artifact = workspace.artifacts.save(result.model)
     if request.save_model:
         workspace.artifacts.save_file(result.model, request.save_model)
-    tags = {**_jsonable(result.extra), **({"lora": lora} if lora else {}),
-            "cost_timing": "warm (after one warm-up step)"}
-    rec = _record(task, "unlearn", request.method, request.seed, result.params, result.cost, metrics,
-                  artifact, environment_info(), tags=tags, parent=parent.id)
-    evaluation = (_evaluation(rec.id, evaluation_inputs(task, request.seed, artifact, ref_artifact), metrics)
-                  if request.evaluate else None)
+    tags = {
+        **_jsonable(result.extra),
+        **({"lora": lora} if lora else {}),
+        "cost_timing": "warm (after one warm-up step)",
+    }
+    rec = _record(
+        task,
+        "unlearn",
+        request.method,
+        request.seed,
+        result.params,
+        result.cost,
+        metrics,
+        artifact,
+        environment_info(),
+        tags=tags,
+        parent=parent.id,
+    )
+    evaluation = (
+        _evaluation(rec.id, evaluation_inputs(task, request.seed, artifact, ref_artifact), metrics)
+        if request.evaluate
+        else None
+    )
     workspace.store.add(rec)
     if evaluation is not None:
         workspace.store.add_evaluation(evaluation)
-    return RequestOutcome(rec, [str(i) for i in task.split.forget_ids],
-                          [str(i) for i in task.holdout.example_ids], artifact, metrics, result.cost,
-                          ref_cost, dict(result.extra), evaluation, task, result.model, not_computed)
+    return RequestOutcome(
+        rec,
+        [str(i) for i in task.split.forget_ids],
+        [str(i) for i in task.holdout.example_ids],
+        artifact,
+        metrics,
+        result.cost,
+        ref_cost,
+        dict(result.extra),
+        evaluation,
+        task,
+        result.model,
+        not_computed,
+    )
 
 
 # --------------------------------------------------------------------------- re-evaluation
@@ -245,16 +283,22 @@ class EvaluationOutcome:
     not_computed: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"run_id": self.record.id, "method": self.record.method, "metrics": self.metrics,
-                "evaluation_id": self.evaluation.id,
-                "inputs_fingerprint": self.evaluation.inputs_fingerprint,
-                "same_inputs_as": self.same_inputs_as, "stored": self.stored,
-                "not_computed": self.not_computed,
-                "scores_file": str(self.scores_file) if self.scores_file else None}
+        return {
+            "run_id": self.record.id,
+            "method": self.record.method,
+            "metrics": self.metrics,
+            "evaluation_id": self.evaluation.id,
+            "inputs_fingerprint": self.evaluation.inputs_fingerprint,
+            "same_inputs_as": self.same_inputs_as,
+            "stored": self.stored,
+            "not_computed": self.not_computed,
+            "scores_file": str(self.scores_file) if self.scores_file else None,
+        }
 
 
-def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None = None, privacy: int = 0,
-                 progress: bool = False) -> EvaluationOutcome:
+def evaluate_run(
+    workspace: Workspace, run_id: str, export_scores: Path | None = None, privacy: int = 0, progress: bool = False
+) -> EvaluationOutcome:
     """Every metric of a stored run against the (cached) reference, on exactly its recorded
     splits; stored as a new evaluation beside the earlier ones.
 
@@ -276,31 +320,36 @@ def evaluate_run(workspace: Workspace, run_id: str, export_scores: Path | None =
         raise ConfigError(f"run {rec.id} has no model to evaluate (status {rec.status})")
     if privacy:
         if not modality_of_spec(rec.task_spec).supports("shadow_privacy"):
-            raise ConfigError("--privacy (U-LiRA with shadow models) serves classifier tasks; language-model "
-                              "tasks report loss/zlib/Min-K% attacks and privleak among their metrics")
+            raise ConfigError(
+                "--privacy (U-LiRA with shadow models) serves classifier tasks; language-model "
+                "tasks report loss/zlib/Min-K% attacks and privleak among their metrics"
+            )
         if rec.kind != "unlearn":
             raise ConfigError("--privacy needs an unlearn run (it re-runs the run's method on shadow models)")
     task = rebuild_task(workspace, rec, progress=progress)
     model = load_run_model(workspace, rec, task)
     ref, ref_cost, _ = get_reference(task, rec.seed, workspace.cache, progress)
     ref_scores = score_model(ref, task)
-    cost = LoopStats(**{k: v for k, v in rec.cost.items() if k in LoopStats.__dataclass_fields__}) \
-        if rec.cost else None
+    cost = LoopStats(**{k: v for k, v in rec.cost.items() if k in LoopStats.__dataclass_fields__}) if rec.cost else None
     ev = evaluate_model(model, task, ref_scores, cost, ref_cost, rec.seed, reference_model=ref)
     metrics = dict(ev.metrics)
     if privacy:
         from .evaluation.shadow import privacy_report
 
-        metrics.update(privacy_report(task, rec.method, rec.params, n_shadow=privacy, seed=rec.seed,
-                                      cache=workspace.cache, progress=progress))
+        metrics.update(
+            privacy_report(
+                task, rec.method, rec.params, n_shadow=privacy, seed=rec.seed, cache=workspace.cache, progress=progress
+            )
+        )
     ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(rec.seed)}")
     inputs = evaluation_inputs(task, rec.seed, rec.artifact, ref_artifact)
     if privacy:
         inputs["privacy"] = {"n_shadow": int(privacy)}
     evaluation = _evaluation(rec.id, inputs, metrics)
     if export_scores:
-        write_scores(export_scores, {"model": ev.scores, "reference": ref_scores,
-                                     "original": score_model(task.original, task)})
+        write_scores(
+            export_scores, {"model": ev.scores, "reference": ref_scores, "original": score_model(task.original, task)}
+        )
     earlier = workspace.store.evaluations(rec.id)
     same = next((e.id for e in earlier if e.inputs_fingerprint == evaluation.inputs_fingerprint), None)
     if stored:
@@ -322,8 +371,7 @@ def write_scores(path: Path, by_role: dict) -> Path:
     from .utils import atomic_path
 
     path = Path(path)
-    frames = [pd.DataFrame(sc.rows(split, role)) for role, splits in by_role.items()
-              for split, sc in splits.items()]
+    frames = [pd.DataFrame(sc.rows(split, role)) for role, splits in by_role.items() for split, sc in splits.items()]
     df = pd.concat(frames, ignore_index=True)
     try:
         with atomic_path(path) as tmp:

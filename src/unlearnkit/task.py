@@ -105,17 +105,28 @@ class Task:
         """Cache key of the reference: (task, forget fingerprint, seed)."""
         return f"{self.key}-{self.split.forget_fingerprint}-{seed}"
 
-    def train_from_scratch(self, data: ExampleSet, seed: int, progress: bool = False,
-                           desc: str = "retrain") -> tuple[nn.Module, LoopStats]:
+    def train_from_scratch(
+        self, data: ExampleSet, seed: int, progress: bool = False, desc: str = "retrain"
+    ) -> tuple[nn.Module, LoopStats]:
         """Fresh model, trained with the original's recipe on ``data``."""
         model = self.model_factory(seed).to(self.device)
         if self.recipe.trainer == "linear_optimum":
             from .engines.linear import train_linear_optimum
 
-            return train_linear_optimum(data, lam=self.recipe.weight_decay, sigma=self.recipe.objective_noise,
-                                        seed=seed, model=model)
-        stats = run_loop(model, cross_entropy_objective(self.adapter), {"train": data}, self.recipe,
-                         seed=seed, device=self.device, progress=progress, desc=desc, adapter=self.adapter)
+            return train_linear_optimum(
+                data, lam=self.recipe.weight_decay, sigma=self.recipe.objective_noise, seed=seed, model=model
+            )
+        stats = run_loop(
+            model,
+            cross_entropy_objective(self.adapter),
+            {"train": data},
+            self.recipe,
+            seed=seed,
+            device=self.device,
+            progress=progress,
+            desc=desc,
+            adapter=self.adapter,
+        )
         return model, stats
 
     # -------------------------------------------------------------- modality hooks
@@ -143,14 +154,20 @@ class Task:
         forget_ids = [str(i) for i in forget_ids]
         rng = np.random.default_rng(derive_seed(self.seed, "holdout", len(forget_ids)))
         holdout = self.holdout_for(self.split.train.select(forget_ids), rng)
-        split = Split(self.split.train, self.split.test, forget_ids, holdout,
-                      scenario or {"kind": "ids", "count": len(forget_ids)})
+        split = Split(
+            self.split.train,
+            self.split.test,
+            forget_ids,
+            holdout,
+            scenario or {"kind": "ids", "count": len(forget_ids)},
+        )
         return dataclasses.replace(self, split=split, spec=dict(self.spec, scenario=split.scenario))
 
     # ------------------------------------------------------------------ user models
     @classmethod
-    def from_model(cls, model: nn.Module, train: ExampleSet, forget_ids: Sequence[str], test: ExampleSet,
-                   *args, **kwargs) -> "Task":
+    def from_model(
+        cls, model: nn.Module, train: ExampleSet, forget_ids: Sequence[str], test: ExampleSet, *args, **kwargs
+    ) -> "Task":
         """Wrap your own trained classifier and data: see
         :meth:`unlearnkit.modalities.classifier.task.ClassifierTask.from_model` (the keyword
         arguments are its: ``holdout``, ``recipe``, ``model_factory``, ``num_classes``,

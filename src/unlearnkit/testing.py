@@ -125,8 +125,10 @@ def contract_task(modality: str) -> ContractTask:
     try:
         return _CONTRACT_TASKS[modality]
     except KeyError:
-        raise ConfigError(f"the contract suite has no tiny task for modality {modality!r}; give it one "
-                          "with unlearnkit.testing.register_contract_task") from None
+        raise ConfigError(
+            f"the contract suite has no tiny task for modality {modality!r}; give it one "
+            "with unlearnkit.testing.register_contract_task"
+        ) from None
 
 
 def tiny_task(modality: str) -> "Task":
@@ -149,8 +151,14 @@ def tiny_classifier_task(seed: int = 0, **kw) -> "Task":
     from .engines.loop import TrainConfig
     from .modalities.classifier.task import make_task
 
-    args = dict(dataset="digits", model="mlp", scenario=ClassForget(3), seed=seed, device="cpu",
-                recipe=TrainConfig(epochs=10, batch_size=64, lr=1e-3))
+    args = dict(
+        dataset="digits",
+        model="mlp",
+        scenario=ClassForget(3),
+        seed=seed,
+        device="cpu",
+        recipe=TrainConfig(epochs=10, batch_size=64, lr=1e-3),
+    )
     args.update(kw)
     return make_task(**args)
 
@@ -170,9 +178,16 @@ def tiny_lm_task(seed: int = 0, **kw) -> "Task":
     from .engines.loop import TrainConfig
     from .modalities.causal_lm.task import make_lm_task
 
-    args = dict(n_people=10, qa_per_person=3, n_other=2, model=TINY_LM, vocab_size=400,
-                recipe=TrainConfig(epochs=60, batch_size=16, lr=1e-2, optimizer="adamw",
-                                   schedule="cosine", grad_clip=1.0), device="cpu", seed=seed)
+    args = dict(
+        n_people=10,
+        qa_per_person=3,
+        n_other=2,
+        model=TINY_LM,
+        vocab_size=400,
+        recipe=TrainConfig(epochs=60, batch_size=16, lr=1e-2, optimizer="adamw", schedule="cosine", grad_clip=1.0),
+        device="cpu",
+        seed=seed,
+    )
     args.update(kw)
     return make_lm_task(**args)
 
@@ -193,10 +208,22 @@ def forget_loss(model: nn.Module, task) -> float:
     return float(task.adapter.per_example_loss(model, b).mean())
 
 
-register_contract_task(ContractTask("classifier", tiny_classifier_task, forget_accuracy, direction=-1,
-                                    learned=0.9, margin=0.1, score_name="forget accuracy"))
-register_contract_task(ContractTask("causal_lm", tiny_lm_task, forget_loss, direction=+1,
-                                    learned=0.1, margin=1.0, score_name="forget answer NLL"))
+register_contract_task(
+    ContractTask(
+        "classifier",
+        tiny_classifier_task,
+        forget_accuracy,
+        direction=-1,
+        learned=0.9,
+        margin=0.1,
+        score_name="forget accuracy",
+    )
+)
+register_contract_task(
+    ContractTask(
+        "causal_lm", tiny_lm_task, forget_loss, direction=+1, learned=0.1, margin=1.0, score_name="forget answer NLL"
+    )
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -283,7 +310,8 @@ def check_rejects_modality(cls: type["Method"]) -> None:
             cls().unlearn(_ForeignTask(other), seed=0)
         except ConfigError as e:
             assert re.search("|".join(map(re.escape, cls.modalities)), str(e)), (
-                f"{cls.name}: refusing a {other} task, the error should say what it serves: {e}")
+                f"{cls.name}: refusing a {other} task, the error should say what it serves: {e}"
+            )
         else:
             raise AssertionError(f"{cls.name} serves {', '.join(cls.modalities)} but accepted a {other} task")
 
@@ -314,8 +342,10 @@ def _instance(cls: type["Method"], check: str, **params) -> "Method":
     try:
         return cls(**params)
     except ConfigError as e:
-        raise AssertionError(f"{cls.name}: the {check} check sets {params} ({e}); give the method these "
-                             f"hyperparameters or declare {check!r} in contract_exempt with the reason") from None
+        raise AssertionError(
+            f"{cls.name}: the {check} check sets {params} ({e}); give the method these "
+            f"hyperparameters or declare {check!r} in contract_exempt with the reason"
+        ) from None
 
 
 def check_step_budget(cls: type["Method"], task) -> None:
@@ -330,11 +360,13 @@ def check_moves_forget(cls: type["Method"], task) -> None:
     original = c.forget_score(task.original, task)
     assert c.direction * (original - c.learned) < 0, (
         f"the task's original has not learned its forget set ({c.score_name} {original:.3f}, "
-        f"needs to be {'above' if c.direction < 0 else 'below'} {c.learned}): no use as a contract task")
+        f"needs to be {'above' if c.direction < 0 else 'below'} {c.learned}): no use as a contract task"
+    )
     after = c.forget_score(_runs(cls, task)[0].model, task)
     assert c.direction * (after - original) > c.margin, (
         f"{cls.name}: {c.score_name} moved from {original:.3f} to {after:.3f}; the contract asks for "
-        f"{'a drop' if c.direction < 0 else 'a rise'} of more than {c.margin}")
+        f"{'a drop' if c.direction < 0 else 'a rise'} of more than {c.margin}"
+    )
 
 
 def check_divergence(cls: type["Method"], task) -> None:
@@ -352,7 +384,8 @@ def check_divergence(cls: type["Method"], task) -> None:
 def check_cost_accounting(cls: type["Method"], task) -> None:
     cost = _runs(cls, task)[0].cost
     assert cost.examples_forward >= cost.examples_backward > 0, (
-        f"{cls.name}: examples forward {cost.examples_forward}, backward {cost.examples_backward}")
+        f"{cls.name}: examples forward {cost.examples_forward}, backward {cost.examples_backward}"
+    )
     assert cost.steps > 0 and cost.wall_time_s > 0, f"{cls.name}: steps {cost.steps}, wall time {cost.wall_time_s}"
 
 
@@ -386,8 +419,9 @@ class Check:
         return fn(cls, self.task if self.task is not None else tiny_task(self.modality))
 
 
-def method_checks(method, modalities: Sequence[str] | None = None, checks: Iterable[str] | None = None,
-                  task: "Task | None" = None) -> list[tuple[Check, str | None]]:
+def method_checks(
+    method, modalities: Sequence[str] | None = None, checks: Iterable[str] | None = None, task: "Task | None" = None
+) -> list[tuple[Check, str | None]]:
     """Every :class:`Check` of ``method`` with its exemption reason (None where it applies):
     the class checks, then the run checks on each declared modality (only ``modalities``
     where given, only ``task``'s where a task is given)."""
@@ -415,8 +449,13 @@ class CheckResult:
     detail: str = ""
 
 
-def check_method(method, task: "Task | None" = None, modality: str | Sequence[str] | None = None,
-                 checks: Iterable[str] | None = None, raise_on_failure: bool = True) -> list[CheckResult]:
+def check_method(
+    method,
+    task: "Task | None" = None,
+    modality: str | Sequence[str] | None = None,
+    checks: Iterable[str] | None = None,
+    raise_on_failure: bool = True,
+) -> list[CheckResult]:
     """Run the common contract on ``method`` (a registered name, a :class:`Method` subclass
     or an instance: its class is checked with its default hyperparameters).
 
@@ -445,13 +484,15 @@ def check_method(method, task: "Task | None" = None, modality: str | Sequence[st
             results.append(CheckResult(check.id, "passed"))
     failed = [r for r in results if r.status == "failed"]
     if failed and raise_on_failure:
-        raise AssertionError(f"{len(failed)} contract check(s) failed:\n"
-                             + "\n".join(f"  {r.check}: {r.detail}" for r in failed))
+        raise AssertionError(
+            f"{len(failed)} contract check(s) failed:\n" + "\n".join(f"  {r.check}: {r.detail}" for r in failed)
+        )
     return results
 
 
-def parametrize_with_checks(methods, modalities: Sequence[str] | None = None,
-                            checks: Iterable[str] | None = None, exempt: str = "skip"):
+def parametrize_with_checks(
+    methods, modalities: Sequence[str] | None = None, checks: Iterable[str] | None = None, exempt: str = "skip"
+):
     """A ``pytest.mark.parametrize("method, check", ...)`` over every check of every method
     (names or classes), with ids such as ``npo-causal_lm-deterministic``::
 
@@ -473,13 +514,33 @@ def parametrize_with_checks(methods, modalities: Sequence[str] | None = None,
             marks = ()
             if reason:
                 text = f"{cls.name} is exempt from {check.name}: {reason}"
-                marks = (pytest.mark.skip(reason=text) if exempt == "skip"
-                         else pytest.mark.xfail(reason=text, strict=False),)
+                marks = (
+                    pytest.mark.skip(reason=text) if exempt == "skip" else pytest.mark.xfail(reason=text, strict=False),
+                )
             params.append(pytest.param(cls, check, id=check.id, marks=marks))
     return pytest.mark.parametrize("method, check", params)
 
 
-__all__ = ["CHECKS", "CLASS_CHECKS", "RUN_CHECKS", "Check", "CheckResult", "ContractTask", "TINY_LM",
-           "check_method", "clear_cache", "contract_task", "exemption", "forget_accuracy", "forget_loss",
-           "method_checks", "parametrize_with_checks", "register_contract_task", "same_state", "state_of",
-           "tiny_classifier_task", "tiny_lm_task", "tiny_task"]
+__all__ = [
+    "CHECKS",
+    "CLASS_CHECKS",
+    "RUN_CHECKS",
+    "Check",
+    "CheckResult",
+    "ContractTask",
+    "TINY_LM",
+    "check_method",
+    "clear_cache",
+    "contract_task",
+    "exemption",
+    "forget_accuracy",
+    "forget_loss",
+    "method_checks",
+    "parametrize_with_checks",
+    "register_contract_task",
+    "same_state",
+    "state_of",
+    "tiny_classifier_task",
+    "tiny_lm_task",
+    "tiny_task",
+]

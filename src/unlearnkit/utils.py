@@ -117,8 +117,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 def environment_info() -> dict:
     """What a run needs to be reproduced: versions, platform, threads, device."""
-    import sklearn
     import scipy
+    import sklearn
 
     from . import __version__
 

@@ -19,9 +19,13 @@ import typer
 
 from ..errors import UnlearnkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Machine unlearning: forget chosen training data, verify it against "
-                       "retraining, keep a record of every request.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Machine unlearning: forget chosen training data, verify it against "
+    "retraining, keep a record of every request.",
+)
 runs_app = typer.Typer(no_args_is_help=True, help="List and show stored runs.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets (example and subject ids).")
 app.add_typer(runs_app, name="runs")

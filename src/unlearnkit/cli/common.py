@@ -12,19 +12,38 @@ import typer
 
 from ..errors import ConfigError
 
-HomeOpt = typer.Option(None, "--home", help="Workspace folder (store, artifacts, cache). "
-                       "Default: $UNLEARNKIT_HOME or ./unlearnkit-home.")
-StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the run store "
-                        "(default: SQLite file <home>/runs.db), e.g. postgresql+psycopg://u@h/db.")
+HomeOpt = typer.Option(
+    None, "--home", help="Workspace folder (store, artifacts, cache). Default: $UNLEARNKIT_HOME or ./unlearnkit-home."
+)
+StoreOpt = typer.Option(
+    None,
+    "--store",
+    help="SQLAlchemy URL of the run store (default: SQLite file <home>/runs.db), e.g. postgresql+psycopg://u@h/db.",
+)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 SeedOpt = typer.Option(0, "--seed", help="Seed (data split, scenario, training, method).")
 
 #: the summary columns of each modality, until the metric catalogue names its headlines
 SUMMARY_COLUMNS = {
-    "classifier": ["acc_forget", "acc_retain", "acc_test", "mia_lr_auc", "forget_quality", "js_forget",
-                   "cost_ratio_time"],
-    "causal_lm": ["forget_quality", "model_utility", "rouge_forget", "paraphrase_rouge", "privleak",
-                  "relearn_rouge", "fade_sym_kl", "cost_ratio_time"],
+    "classifier": [
+        "acc_forget",
+        "acc_retain",
+        "acc_test",
+        "mia_lr_auc",
+        "forget_quality",
+        "js_forget",
+        "cost_ratio_time",
+    ],
+    "causal_lm": [
+        "forget_quality",
+        "model_utility",
+        "rouge_forget",
+        "paraphrase_rouge",
+        "privleak",
+        "relearn_rouge",
+        "fade_sym_kl",
+        "cost_ratio_time",
+    ],
 }
 #: the two numbers `runs list` shows per run: (label, metric) of utility-after-forgetting pairs
 LIST_COLUMNS = {
@@ -46,8 +65,7 @@ def summary_keys(modality, available=None) -> list[str]:
     try:
         if available is not None and hasattr(catalogue, "pick_headline"):
             dicts = [available] if isinstance(available, dict) else list(available)
-            have = {k for d in dicts for k, v in (d or {}).items()
-                    if isinstance(v, (int, float)) and math.isfinite(v)}
+            have = {k for d in dicts for k, v in (d or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
             keys = list(catalogue.pick_headline(have, name))
         elif hasattr(catalogue, "headline_metrics"):
             keys = list(catalogue.headline_metrics(name))
@@ -138,8 +156,9 @@ def read_lines(path: Path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not a UTF-8 text file of ids, one per line (undecodable byte at "
-                          f"offset {e.start})") from None
+        raise ConfigError(
+            f"{path} is not a UTF-8 text file of ids, one per line (undecodable byte at offset {e.start})"
+        ) from None
     if "\x00" in text:
         raise ConfigError(f"{path} is not a text file of ids, one per line (it holds NUL bytes)")
     lines = [ln.strip() for ln in text.splitlines()]
@@ -180,8 +199,11 @@ def load_run_model(ws, rec, task):
 
     if rec.status != "ok" or not rec.artifact:
         raise ConfigError(f"run {rec.id} has no stored model (status {rec.status})")
-    template = (get_method(rec.method, **rec.params).model_template(task) if rec.kind == "unlearn"
-                else task.model_factory(rec.seed).to(task.device))
+    template = (
+        get_method(rec.method, **rec.params).model_template(task)
+        if rec.kind == "unlearn"
+        else task.model_factory(rec.seed).to(task.device)
+    )
     return ws.artifacts.load(rec.artifact, template)
 
 
@@ -190,8 +212,11 @@ def rows_text(rows: list[dict], keys: list[str]) -> str:
     lines = []
     for scen in dict.fromkeys(r["scenario"] for r in rows):
         lines.append(f"\n== {scen} ==")
-        tab = [[r["method"], r.get("n_seeds")] + [r.get("mean", {}).get(k) for k in keys]
-               for r in rows if r["scenario"] == scen]
+        tab = [
+            [r["method"], r.get("n_seeds")] + [r.get("mean", {}).get(k) for k in keys]
+            for r in rows
+            if r["scenario"] == scen
+        ]
         lines.append(table(tab, ["method", "seeds"] + keys))
     return "\n".join(lines)
 

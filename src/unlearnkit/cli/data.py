@@ -59,8 +59,13 @@ def _qa_folder(modality, dataset, subjects: bool, o: dict) -> list[str]:
     if not dataset or not Path(dataset).exists():
         raise ConfigError(f"--task qa needs DATASET: a folder of QA files; {dataset} does not exist")
     p = Path(dataset)
-    tofu = any(f.name.startswith(("full", "forget", "retain")) and f.suffix == ".json" for f in
-               (p.iterdir() if p.is_dir() else [p])) or (p / "full").is_dir()
+    tofu = (
+        any(
+            f.name.startswith(("full", "forget", "retain")) and f.suffix == ".json"
+            for f in (p.iterdir() if p.is_dir() else [p])
+        )
+        or (p / "full").is_dir()
+    )
     return _qa_ids(modality, load_tofu(p) if tofu else load_profiles_jsonl(p), subjects)
 
 
@@ -70,13 +75,20 @@ _SOURCES = {"classifier": _table_ids, "profiles": _profiles, "qa": _qa_folder}
 
 @data_app.command("ids")
 def ids(
-    dataset: Optional[str] = typer.Argument(None, help="Built-in name (digits, iris, ...) or a .csv/.parquet/"
-                                            ".npz file or image folder; with --task qa, the QA folder; "
-                                            "not needed with --task profiles."),
+    dataset: Optional[str] = typer.Argument(
+        None,
+        help="Built-in name (digits, iris, ...) or a .csv/.parquet/"
+        ".npz file or image folder; with --task qa, the QA folder; "
+        "not needed with --task profiles.",
+    ),
     subjects: bool = typer.Option(False, "--subjects", help="List subject (person) ids instead of example ids."),
     task_kind: str = typer.Option("classifier", "--task", help="classifier, profiles or qa (as `train --task`)."),
-    split: str = typer.Option("all", "--split", help="classifier datasets: all rows, or train (the rows "
-                              "`train --seed SEED` trains on: only those can be forgotten)."),
+    split: str = typer.Option(
+        "all",
+        "--split",
+        help="classifier datasets: all rows, or train (the rows "
+        "`train --seed SEED` trains on: only those can be forgotten).",
+    ),
     seed: int = typer.Option(0, "--seed", help="With --split train: the seed given to `train`."),
     label: Optional[str] = typer.Option(None, "--label", help="Label column of a CSV/parquet file."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Example-id column of a table."),
@@ -93,7 +105,14 @@ def ids(
         raise ConfigError(f"--split must be all or train, not {split!r}")
     if task_kind not in _SOURCES:
         raise ConfigError(f"data ids lists --task {', '.join(_SOURCES)}; not --task {task_kind}")
-    options = dict(split=split, seed=seed, label=label, id_column=id_column, subject_column=subject_column,
-                   people=people, qa_per_person=qa_per_person)
+    options = dict(
+        split=split,
+        seed=seed,
+        label=label,
+        id_column=id_column,
+        subject_column=subject_column,
+        people=people,
+        qa_per_person=qa_per_person,
+    )
     found = _SOURCES[task_kind](modality, dataset, subjects, options)
     out(found, as_json, "\n".join(found))

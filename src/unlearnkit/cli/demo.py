@@ -17,12 +17,20 @@ def _demos() -> dict:
     """``demo --task`` value -> (runner, default output folder)."""
     from ..orchestration.demo import run_demo, run_lm_demo
 
-    return {"classifier": (lambda out, home, chosen, seeds, model, progress, log:
-                           run_demo(out, home, chosen, seeds, model=model, progress=progress, log=log),
-                           Path("demo-output")),
-            "profiles": (lambda out, home, chosen, seeds, model, progress, log:
-                         run_lm_demo(out, home, chosen, seeds, progress=progress, log=log),
-                         Path("demo-lm-output"))}
+    return {
+        "classifier": (
+            lambda out, home, chosen, seeds, model, progress, log: run_demo(
+                out, home, chosen, seeds, model=model, progress=progress, log=log
+            ),
+            Path("demo-output"),
+        ),
+        "profiles": (
+            lambda out, home, chosen, seeds, model, progress, log: run_lm_demo(
+                out, home, chosen, seeds, progress=progress, log=log
+            ),
+            Path("demo-lm-output"),
+        ),
+    }
 
 
 @app.command()
@@ -32,8 +40,12 @@ def demo(
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated method names."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
     model: str = typer.Option("cnn", "--model", help="linear, mlp, cnn or resnet18."),
-    task_kind: str = typer.Option("classifier", "--task", help="classifier (digits) or profiles (a tiny "
-                                  "causal LM forgets 10% of generated fictitious people; about 3 minutes)."),
+    task_kind: str = typer.Option(
+        "classifier",
+        "--task",
+        help="classifier (digits) or profiles (a tiny "
+        "causal LM forgets 10% of generated fictitious people; about 3 minutes).",
+    ),
     as_json: bool = JsonOpt,
 ):
     """The main job: a digits classifier answers deletion requests (5 subjects; class 3) with
@@ -52,8 +64,7 @@ def demo(
     log = (lambda s: typer.echo(s, err=True)) if as_json else typer.echo
     chosen = methods.split(",") if methods else None
     runner, default_out = demos[task_kind]
-    doc = runner(out if out != Path("demo-output") else default_out, home, chosen, seed_list, model,
-                 not as_json, log)
+    doc = runner(out if out != Path("demo-output") else default_out, home, chosen, seed_list, model, not as_json, log)
     if as_json:
         emit(clean(doc), True)
         return
@@ -63,7 +74,14 @@ def demo(
     keys = summary_keys(modality, [m.get("metrics") or {} for m in doc["models"]])
     for scen, ms in by_scen.items():
         typer.echo(f"\n== {scen} ==")
-        rows = [[m["model"]] + ([m["metrics"].get(k) for k in keys] if m["status"] == "ok"
-                                else [f"failed: {m['error']}"] + [None] * (len(keys) - 1)) for m in ms]
+        rows = [
+            [m["model"]]
+            + (
+                [m["metrics"].get(k) for k in keys]
+                if m["status"] == "ok"
+                else [f"failed: {m['error']}"] + [None] * (len(keys) - 1)
+            )
+            for m in ms
+        ]
         typer.echo(table(rows, ["model"] + keys))
     typer.echo(f"\nreport: {doc['report']['html']}")

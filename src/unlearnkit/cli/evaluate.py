@@ -9,17 +9,24 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import not_computed_text, HomeOpt, JsonOpt, StoreOpt, check_output_file, clean, fmt, out, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, check_output_file, clean, fmt, not_computed_text, out, workspace
 
 
 @app.command()
 def evaluate(
     run_id: str = typer.Argument(..., help="Run id (or unique prefix) of an unlearn or train run."),
-    export_scores: Optional[Path] = typer.Option(None, "--export-scores", help="Write per-example scores "
-                                                 "of the model, reference and original to .parquet or .csv."),
-    privacy: int = typer.Option(0, "--privacy", help="Also run the per-example privacy evaluation with this "
-                                "many shadow models of each kind (U-LiRA, competition score, comparator "
-                                "privacy); 0 = off. Unlearn runs only."),
+    export_scores: Optional[Path] = typer.Option(
+        None,
+        "--export-scores",
+        help="Write per-example scores of the model, reference and original to .parquet or .csv.",
+    ),
+    privacy: int = typer.Option(
+        0,
+        "--privacy",
+        help="Also run the per-example privacy evaluation with this "
+        "many shadow models of each kind (U-LiRA, competition score, comparator "
+        "privacy); 0 = off. Unlearn runs only.",
+    ),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
     as_json: bool = JsonOpt,

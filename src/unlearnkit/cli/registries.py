@@ -18,8 +18,7 @@ def methods(as_json: bool = JsonOpt):
         lines.append(f"    source: {m['citation']}")
         lines.append(f"    serves: {', '.join(m['modalities'])}")
         for p in m["params"]:
-            lm = "".join(f" ({mod}: {d[p['name']]!r})" for mod, d in m["defaults"].items()
-                         if p["name"] in d)
+            lm = "".join(f" ({mod}: {d[p['name']]!r})" for mod, d in m["defaults"].items() if p["name"] in d)
             lines.append(f"    --param {p['name']}={p['default']!r}".ljust(38) + f"  {p['help']}{lm}")
     out(clean(ms), as_json, "\n".join(lines))
 

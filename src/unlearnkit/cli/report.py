@@ -16,7 +16,9 @@ from .common import out as emit
 @app.command()
 def report(
     out: Path = typer.Option(Path("unlearnkit-report"), "--out", help="Folder for report.md/.html/.json."),
-    run_ids: Optional[str] = typer.Option(None, "--runs", help="Comma-separated run ids (default: every stored run with metrics)."),
+    run_ids: Optional[str] = typer.Option(
+        None, "--runs", help="Comma-separated run ids (default: every stored run with metrics)."
+    ),
     title: str = typer.Option("unlearnkit report", "--title"),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,

@@ -39,11 +39,18 @@ def runs_list(
 
     ws = workspace(home, store, mode="r")
     recs = ws.store.list(kind=kind, method=method, limit=limit)
-    rows = [[r.id, r.created_at, r.kind, r.method, r.seed, r.status,
-             scenario_label(r.scenario) if r.scenario else "-"] + _headline(r) for r in recs]
-    out(clean([r.to_dict() for r in recs]), as_json,
-        table(rows, ["id", "created", "kind", "method", "seed", "status", "scenario",
-                     "acc_forget|FQ", "acc_test|MU"]) if rows else "no runs")
+    rows = [
+        [r.id, r.created_at, r.kind, r.method, r.seed, r.status, scenario_label(r.scenario) if r.scenario else "-"]
+        + _headline(r)
+        for r in recs
+    ]
+    out(
+        clean([r.to_dict() for r in recs]),
+        as_json,
+        table(rows, ["id", "created", "kind", "method", "seed", "status", "scenario", "acc_forget|FQ", "acc_test|MU"])
+        if rows
+        else "no runs",
+    )
 
 
 @runs_app.command("show")

@@ -26,19 +26,31 @@ def _lm_size(text: str | None) -> dict | None:
 
 @app.command()
 def train(
-    task_kind: str = typer.Option("classifier", "--task", help="classifier (--dataset), profiles (generated "
-                                  "TOFU-style QA about fictitious people), bible (MUSE-style verbatim text of "
-                                  "KJV books) or qa (--dataset: a folder of <split>.jsonl QA files, TOFU or MUSE-style text on "
-                                  "disk). The last three train a tiny causal language model."),
-    dataset: str = typer.Option("digits", "--dataset", help="Built-in name (digits, digits-coarse, "
-                                "breast_cancer, wine, iris, mnist1d) or a .csv/.parquet/.npz file or image "
-                                "folder; with --task qa, the QA folder."),
-    forget: str = typer.Option("forget10", "--forget", help="Language-model tasks: the split whose people are "
-                               "forgotten by default (forget01, forget05, forget10)."),
+    task_kind: str = typer.Option(
+        "classifier",
+        "--task",
+        help="classifier (--dataset), profiles (generated "
+        "TOFU-style QA about fictitious people), bible (MUSE-style verbatim text of "
+        "KJV books) or qa (--dataset: a folder of <split>.jsonl QA files, TOFU or MUSE-style text on "
+        "disk). The last three train a tiny causal language model.",
+    ),
+    dataset: str = typer.Option(
+        "digits",
+        "--dataset",
+        help="Built-in name (digits, digits-coarse, "
+        "breast_cancer, wine, iris, mnist1d) or a .csv/.parquet/.npz file or image "
+        "folder; with --task qa, the QA folder.",
+    ),
+    forget: str = typer.Option(
+        "forget10",
+        "--forget",
+        help="Language-model tasks: the split whose people are forgotten by default (forget01, forget05, forget10).",
+    ),
     people: int = typer.Option(100, "--people", help="--task profiles: training people to generate."),
     qa_per_person: int = typer.Option(10, "--qa-per-person", help="--task profiles: direct questions per person."),
-    lm_size: Optional[str] = typer.Option(None, "--lm-size", help="Tiny Llama sizes, e.g. "
-                                          "hidden=128,layers=2,heads=4,intermediate=256."),
+    lm_size: Optional[str] = typer.Option(
+        None, "--lm-size", help="Tiny Llama sizes, e.g. hidden=128,layers=2,heads=4,intermediate=256."
+    ),
     label: Optional[str] = typer.Option(None, "--label", help="Label column of a CSV/parquet file."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Example-id column of a table."),
     subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject-id column of a table."),
@@ -46,12 +58,20 @@ def train(
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default: the model's recipe)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    trainer: str = typer.Option("loop", "--trainer", help="loop (SGD-style training) or linear_optimum "
-                                "(--model linear only: L-BFGS to the exact L2-logistic optimum, what "
-                                "certified_removal needs)."),
-    objective_noise: float = typer.Option(0.0, "--objective-noise", help="--trainer linear_optimum: std "
-                                          "sigma of Guo et al.'s objective perturbation b^T theta; every "
-                                          "model trained for the run (reference, shadows) draws its own b."),
+    trainer: str = typer.Option(
+        "loop",
+        "--trainer",
+        help="loop (SGD-style training) or linear_optimum "
+        "(--model linear only: L-BFGS to the exact L2-logistic optimum, what "
+        "certified_removal needs).",
+    ),
+    objective_noise: float = typer.Option(
+        0.0,
+        "--objective-noise",
+        help="--trainer linear_optimum: std "
+        "sigma of Guo et al.'s objective perturbation b^T theta; every "
+        "model trained for the run (reference, shadows) draws its own b.",
+    ),
     seed: int = SeedOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -68,27 +88,60 @@ def train(
     finite("--objective-noise", objective_noise, 0, strict=False)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
-    options = dict(dataset=dataset, model=model, label=label, id_column=id_column, subject_column=subject_column,
-                   trainer=trainer, objective_noise=objective_noise, epochs=epochs, lr=lr, batch_size=batch_size,
-                   forget=forget, people=people, qa_per_person=qa_per_person, lm_size=_lm_size(lm_size))
+    options = dict(
+        dataset=dataset,
+        model=model,
+        label=label,
+        id_column=id_column,
+        subject_column=subject_column,
+        trainer=trainer,
+        objective_noise=objective_noise,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        forget=forget,
+        people=people,
+        qa_per_person=qa_per_person,
+        lm_size=_lm_size(lm_size),
+    )
     ws = workspace(home, store)  # created, and checked writable, before any training
     task = modality.build_task(task_kind, options, seed=seed, cache=ws.cache, progress=not as_json)
     metrics = modality.train_metrics(task)
     # a forget set is part of a trained task only where the modality has one of its own;
     # elsewhere the user chose none, so none is recorded
     own_forget = modality.supports("default_forget")
-    rec = RunRecord(kind="train", task_key=task.key, method="original", seed=seed, task_spec=task.spec,
-                    scenario=task.split.scenario if own_forget else {}, params={"recipe": task.recipe.to_dict()},
-                    metrics=metrics, cost=task.original_cost.to_dict(), environment=environment_info(),
-                    artifact=ws.artifacts.save(task.original))
+    rec = RunRecord(
+        kind="train",
+        task_key=task.key,
+        method="original",
+        seed=seed,
+        task_spec=task.spec,
+        scenario=task.split.scenario if own_forget else {},
+        params={"recipe": task.recipe.to_dict()},
+        metrics=metrics,
+        cost=task.original_cost.to_dict(),
+        environment=environment_info(),
+        artifact=ws.artifacts.save(task.original),
+    )
     ws.store.add(rec)
     n_params = sum(p.numel() for p in task.original.parameters())
     label_ = modality.task_label(task.spec)
-    doc = {"run_id": rec.id, "artifact": rec.artifact, "metrics": metrics, "task": task_kind,
-           "modality": modality.name, "dataset": task.spec.get("dataset", task.spec.get("source")),
-           "n_train": len(task.train), "n_test": len(task.split.test), "parameters": n_params}
+    doc = {
+        "run_id": rec.id,
+        "artifact": rec.artifact,
+        "metrics": metrics,
+        "task": task_kind,
+        "modality": modality.name,
+        "dataset": task.spec.get("dataset", task.spec.get("source")),
+        "n_train": len(task.train),
+        "n_test": len(task.split.test),
+        "parameters": n_params,
+    }
     if own_forget:
         doc.update(n_forget=len(task.forget), n_holdout=len(task.split.holdout))
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float)))
-    out(clean(doc), as_json, f"trained {label_} ({n_params:,} parameters) on {len(task.train)} examples: "
-        f"{shown}\nrun id: {rec.id}")
+    out(
+        clean(doc),
+        as_json,
+        f"trained {label_} ({n_params:,} parameters) on {len(task.train)} examples: {shown}\nrun id: {rec.id}",
+    )

@@ -10,7 +10,6 @@ import typer
 from ..errors import ConfigError
 from . import app
 from .common import (
-    not_computed_text,
     HomeOpt,
     JsonOpt,
     SeedOpt,
@@ -18,6 +17,7 @@ from .common import (
     check_output_file,
     clean,
     fmt,
+    not_computed_text,
     out,
     parse_params,
     read_lines,
@@ -30,20 +30,37 @@ from .common import (
 def unlearn(
     from_run: str = typer.Option(..., "--from", help="Run id of the trained original (see `unlearnkit train`)."),
     method: str = typer.Option(..., "--method", help="Method name (see `unlearnkit methods`)."),
-    forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="File with one example id per line "
-                                              "(`unlearnkit data ids DATASET` lists them)."),
-    forget_subjects: Optional[Path] = typer.Option(None, "--forget-subjects", help="File with one subject id per line "
-                                                   "(language-model tasks: person ids such as p0003; "
-                                                   "`unlearnkit data ids DATASET --subjects` lists them)."),
-    scenario: Optional[str] = typer.Option(None, "--scenario", help="random:0.1, class:3, subclass:3, "
-                                           "subjects:5, mislabelled:0.1; language-model tasks: a split "
-                                           "name (forget01, forget05, forget10)"),
+    forget_ids: Optional[Path] = typer.Option(
+        None, "--forget-ids", help="File with one example id per line (`unlearnkit data ids DATASET` lists them)."
+    ),
+    forget_subjects: Optional[Path] = typer.Option(
+        None,
+        "--forget-subjects",
+        help="File with one subject id per line "
+        "(language-model tasks: person ids such as p0003; "
+        "`unlearnkit data ids DATASET --subjects` lists them).",
+    ),
+    scenario: Optional[str] = typer.Option(
+        None,
+        "--scenario",
+        help="random:0.1, class:3, subclass:3, "
+        "subjects:5, mislabelled:0.1; language-model tasks: a split "
+        "name (forget01, forget05, forget10)",
+    ),
     param: List[str] = typer.Option([], "--param", "-p", help="Hyperparameter NAME=VALUE (repeatable)."),
-    lora: int = typer.Option(0, "--lora", help="Language-model tasks: train LoRA adapters of this rank "
-                             "(peft; q_proj and v_proj), merged into the weights afterwards; 0 = full weights."),
+    lora: int = typer.Option(
+        0,
+        "--lora",
+        help="Language-model tasks: train LoRA adapters of this rank "
+        "(peft; q_proj and v_proj), merged into the weights afterwards; 0 = full weights.",
+    ),
     seed: int = SeedOpt,
-    evaluate_: bool = typer.Option(False, "--evaluate", help="Also compute every metric (trains or loads the reference)."),
-    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Also write the unlearned model to this safetensors file."),
+    evaluate_: bool = typer.Option(
+        False, "--evaluate", help="Also compute every metric (trains or loads the reference)."
+    ),
+    save_model: Optional[Path] = typer.Option(
+        None, "--save-model", help="Also write the unlearned model to this safetensors file."
+    ),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
     as_json: bool = JsonOpt,
@@ -69,13 +86,25 @@ def unlearn(
     if forget_subjects and not subjects:
         raise ConfigError(f"{forget_subjects} lists no subject ids (the file is empty)")
     ws = workspace(home, store)  # the store is checked writable here, before the run
-    request = DeletionRequest(from_run, method, params, ids=ids, subjects=subjects, scenario=scenario, seed=seed,
-                              evaluate=evaluate_, lora=lora, save_model=save_model)
+    request = DeletionRequest(
+        from_run,
+        method,
+        params,
+        ids=ids,
+        subjects=subjects,
+        scenario=scenario,
+        seed=seed,
+        evaluate=evaluate_,
+        lora=lora,
+        save_model=save_model,
+    )
     outcome = answer_request(ws, request, progress=not as_json)
     rec, metrics = outcome.record, outcome.metrics
     doc = outcome.to_dict()
-    text = (f"{method}: forgot {len(outcome.forget_ids)} examples in {outcome.cost.wall_time_s:.2f}s "
-            f"({outcome.cost.steps} steps)\nrun id: {rec.id}")
+    text = (
+        f"{method}: forgot {len(outcome.forget_ids)} examples in {outcome.cost.wall_time_s:.2f}s "
+        f"({outcome.cost.steps} steps)\nrun id: {rec.id}"
+    )
     scalars = {k: v for k, v in outcome.extra.items() if isinstance(v, (int, float))}
     if scalars:  # what the method reports about itself (e.g. certified removal's epsilon)
         text += "\n" + "\n".join(f"  {k:<24} {v:.4g}" for k, v in scalars.items())

@@ -119,9 +119,7 @@ class ExampleSet:
             ys.append(int(item[1]))
         if not xs:
             raise DataError("the dataset is empty")
-        return cls.from_tensors(
-            torch.stack(xs).float(), torch.tensor(ys), example_ids, subject_ids, num_classes, name
-        )
+        return cls.from_tensors(torch.stack(xs).float(), torch.tensor(ys), example_ids, subject_ids, num_classes, name)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -144,9 +142,7 @@ class ExampleSet:
         missing = [i for i in ids if i not in self._index]
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise UnknownIdsError(
-                f"{len(missing)} example id(s) not in {self.name!r}: {shown}"
-            )
+            raise UnknownIdsError(f"{len(missing)} example id(s) not in {self.name!r}: {shown}")
         return np.asarray([self._index[i] for i in ids], dtype=np.int64)
 
     def ids_of_subjects(self, subjects: Iterable[str]) -> np.ndarray:
@@ -189,8 +185,14 @@ class ExampleSet:
     def with_labels(self, labels: torch.Tensor, name: str | None = None) -> "ExampleSet":
         """A copy with other labels (random-label and relabelling methods, mislabel scenarios)."""
         return ExampleSet(
-            self.inputs, labels, self.example_ids, self.subject_ids, self.groups,
-            num_classes=self.num_classes, name=name or self.name, meta=dict(self.meta),
+            self.inputs,
+            labels,
+            self.example_ids,
+            self.subject_ids,
+            self.groups,
+            num_classes=self.num_classes,
+            name=name or self.name,
+            meta=dict(self.meta),
         )
 
     def batches(

@@ -35,6 +35,7 @@ def _builtin(name: str):
     def deco(fn):
         BUILTIN[name] = fn
         return fn
+
     return deco
 
 
@@ -57,8 +58,12 @@ def load_digits(n_subjects: int = 100) -> ExampleSet:
     x = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     n = len(x)
     return ExampleSet.from_tensors(
-        torch.from_numpy(x), torch.from_numpy(d.target), [f"digits-{i:05d}" for i in range(n)],
-        _synthetic_subjects(n, n_subjects), num_classes=10, name="digits",
+        torch.from_numpy(x),
+        torch.from_numpy(d.target),
+        [f"digits-{i:05d}" for i in range(n)],
+        _synthetic_subjects(n, n_subjects),
+        num_classes=10,
+        name="digits",
         meta={"source": "sklearn.datasets.load_digits", "subjects": "synthetic"},
     )
 
@@ -68,8 +73,16 @@ def load_digits_coarse(n_subjects: int = 100) -> ExampleSet:
     """Digits with coarse labels ``digit // 2`` (5 classes) and the digit as sub-class."""
     d = load_digits(n_subjects)
     digit = d.labels.numpy().copy()
-    out = ExampleSet(d.inputs, d.labels // 2, d.example_ids, d.subject_ids, digit,
-                     num_classes=5, name="digits-coarse", meta=dict(d.meta, coarse="digit // 2"))
+    out = ExampleSet(
+        d.inputs,
+        d.labels // 2,
+        d.example_ids,
+        d.subject_ids,
+        digit,
+        num_classes=5,
+        name="digits-coarse",
+        meta=dict(d.meta, coarse="digit // 2"),
+    )
     return out
 
 
@@ -80,9 +93,12 @@ def _sklearn_tabular(loader_name: str, name: str, n_subjects: int) -> ExampleSet
     x = _standardise(d.data.astype(np.float32)).astype(np.float32)
     n = len(x)
     return ExampleSet.from_tensors(
-        torch.from_numpy(x), torch.from_numpy(d.target.astype(np.int64)),
-        [f"{name}-{i:05d}" for i in range(n)], _synthetic_subjects(n, n_subjects),
-        name=name, meta={"source": f"sklearn.datasets.{loader_name}", "subjects": "synthetic"},
+        torch.from_numpy(x),
+        torch.from_numpy(d.target.astype(np.int64)),
+        [f"{name}-{i:05d}" for i in range(n)],
+        _synthetic_subjects(n, n_subjects),
+        name=name,
+        meta={"source": f"sklearn.datasets.{loader_name}", "subjects": "synthetic"},
     )
 
 
@@ -118,8 +134,12 @@ def load_mnist1d(n_subjects: int = 100, seed: int = 42) -> ExampleSet:
     y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
     n = len(x)
     return ExampleSet.from_tensors(
-        torch.from_numpy(x), torch.from_numpy(y), [f"mnist1d-{i:05d}" for i in range(n)],
-        _synthetic_subjects(n, n_subjects), num_classes=10, name="mnist1d",
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        [f"mnist1d-{i:05d}" for i in range(n)],
+        _synthetic_subjects(n, n_subjects),
+        num_classes=10,
+        name="mnist1d",
         meta={"source": "mnist1d.make_dataset", "seed": seed, "subjects": "synthetic"},
     )
 
@@ -133,15 +153,21 @@ def load_npz(path: str | Path, name: str | None = None) -> ExampleSet:
                 raise DataError(f"{path}: a .npz dataset needs arrays 'x' and 'y'")
             ids = z["example_id"] if "example_id" in z else None
             subj = z["subject_id"] if "subject_id" in z else None
-            return ExampleSet.from_tensors(z["x"].astype(np.float32), z["y"].astype(np.int64),
-                                           ids, subj, name=name or path.stem)
+            return ExampleSet.from_tensors(
+                z["x"].astype(np.float32), z["y"].astype(np.int64), ids, subj, name=name or path.stem
+            )
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-def load_table(path: str | Path, label: str, id_column: str | None = None,
-               subject_column: str | None = None, name: str | None = None,
-               standardise: bool = True) -> ExampleSet:
+def load_table(
+    path: str | Path,
+    label: str,
+    id_column: str | None = None,
+    subject_column: str | None = None,
+    name: str | None = None,
+    standardise: bool = True,
+) -> ExampleSet:
     """A CSV or parquet file: numeric feature columns, one label column.
 
     Labels that are not integers 0..K-1 are mapped to class indices in sorted order
@@ -162,8 +188,10 @@ def load_table(path: str | Path, label: str, id_column: str | None = None,
     ids = df[id_column].astype(str).to_numpy() if id_column else [f"{path.stem}-{i:06d}" for i in range(len(df))]
     subj = df[subject_column].astype(str).to_numpy() if subject_column else None
     if df[label].isna().any():
-        raise DataError(f"{path}: label column {label!r} has {int(df[label].isna().sum())} missing "
-                        "value(s); drop or fill those rows")
+        raise DataError(
+            f"{path}: label column {label!r} has {int(df[label].isna().sum())} missing "
+            "value(s); drop or fill those rows"
+        )
     classes = sorted(df[label].unique().tolist(), key=lambda v: (str(type(v)), v))
     cmap = {c: i for i, c in enumerate(classes)}
     y = df[label].map(cmap).to_numpy(np.int64, copy=True)
@@ -175,22 +203,36 @@ def load_table(path: str | Path, label: str, id_column: str | None = None,
     cols = list(map(str, feats.columns))
     bad = np.isnan(x).any(axis=0)
     if bad.any():
-        raise DataError(f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
-                        f"missing values (in {int(np.isnan(x).any(axis=1).sum())} row(s)); drop or fill them")
+        raise DataError(
+            f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
+            f"missing values (in {int(np.isnan(x).any(axis=1).sum())} row(s)); drop or fill them"
+        )
     bad = np.isinf(x).any(axis=0)
     if bad.any():
-        raise DataError(f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
-                        f"infinite values or values too large for float32 (in {int(np.isinf(x).any(axis=1).sum())} "
-                        "row(s)); fix, clip or drop them")
+        raise DataError(
+            f"{path}: feature column(s) {', '.join(c for c, b in zip(cols, bad) if b)} have "
+            f"infinite values or values too large for float32 (in {int(np.isinf(x).any(axis=1).sum())} "
+            "row(s)); fix, clip or drop them"
+        )
     if standardise:
         x = _standardise(x).astype(np.float32)
-    return ExampleSet.from_tensors(x, y, ids, subj, num_classes=len(classes), name=name or path.stem,
-                                   meta={"source": str(path), "classes": [str(c) for c in classes],
-                                         "label_column": label, "features": list(map(str, feats.columns))})
+    return ExampleSet.from_tensors(
+        x,
+        y,
+        ids,
+        subj,
+        num_classes=len(classes),
+        name=name or path.stem,
+        meta={
+            "source": str(path),
+            "classes": [str(c) for c in classes],
+            "label_column": label,
+            "features": list(map(str, feats.columns)),
+        },
+    )
 
 
-def load_image_folder(root: str | Path, size: int = 32, grayscale: bool = False,
-                      name: str | None = None) -> ExampleSet:
+def load_image_folder(root: str | Path, size: int = 32, grayscale: bool = False, name: str | None = None) -> ExampleSet:
     """``root/<class>/<file>`` images (torchvision ``ImageFolder`` layout), ids = relative paths."""
     from PIL import Image
 
@@ -213,8 +255,14 @@ def load_image_folder(root: str | Path, size: int = 32, grayscale: bool = False,
             ids.append(f"{c}/{f.name}")
     if not xs:
         raise DataError(f"{root}: no images found")
-    return ExampleSet.from_tensors(np.stack(xs), np.asarray(ys), ids, num_classes=len(classes),
-                                   name=name or root.name, meta={"source": str(root), "classes": classes})
+    return ExampleSet.from_tensors(
+        np.stack(xs),
+        np.asarray(ys),
+        ids,
+        num_classes=len(classes),
+        name=name or root.name,
+        meta={"source": str(root), "classes": classes},
+    )
 
 
 def load_dataset(source: str, **kwargs) -> ExampleSet:
@@ -236,5 +284,4 @@ def load_dataset(source: str, **kwargs) -> ExampleSet:
         return load_table(path, **kwargs)
     if path.exists():
         raise DataError(f"{path}: unsupported file type; use .npz, .csv, .parquet or an image folder")
-    raise DataError(f"unknown dataset {source!r}: not a built-in ({', '.join(sorted(BUILTIN))}) "
-                    "and no such file")
+    raise DataError(f"unknown dataset {source!r}: not a built-in ({', '.join(sorted(BUILTIN))}) and no such file")

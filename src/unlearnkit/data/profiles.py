@@ -53,42 +53,67 @@ from ..errors import ConfigError, DataError
 from ..utils import atomic_dir, derive_seed, fingerprint_ids
 from .text import read_records
 
-FIELDS = ("example_id", "subject_id", "question", "answer", "paraphrased_answer",
-          "perturbed_answers", "kind", "attribute", "value")
+FIELDS = (
+    "example_id",
+    "subject_id",
+    "question",
+    "answer",
+    "paraphrased_answer",
+    "perturbed_answers",
+    "kind",
+    "attribute",
+    "value",
+)
 KINDS = ("direct", "paraphrase", "alias", "multihop", "retain", "world")
-SPLITS = ("forget01", "forget05", "forget10", "retain", "retain95", "retain99",
-          "holdout", "other", "world")
+SPLITS = ("forget01", "forget05", "forget10", "retain", "retain95", "retain99", "holdout", "other", "world")
 FORGET_FRACTIONS = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
 GENERATOR_VERSION = 2  # 2: other / world perturbed answers in the answer's form
 
 # --------------------------------------------------------------------------- word pools
-_FIRST_A = ("Al Bel Cor Dar El Fen Gal Hal Is Jor Kel Lor Mar Nel Or Per Quin Ros Sel Tam "
-            "Ul Vel Wen Yar Zan Ard Bren Cal Dov Em").split()
+_FIRST_A = (
+    "Al Bel Cor Dar El Fen Gal Hal Is Jor Kel Lor Mar Nel Or Per Quin Ros Sel Tam "
+    "Ul Vel Wen Yar Zan Ard Bren Cal Dov Em"
+).split()
 _FIRST_B = "a ia en in on is eth ara ric wyn ina ius ette ane o ley mir osa vin dra".split()
-_LAST_A = ("Ash Brom Cald Dun Erv Fal Gorm Hest Ilv Jask Kov Lund Mord Nask Orm Pell Quar "
-           "Rusk Strom Tarv Ulm Vask Wend Yorv Zell Bran Crev Drak Thorn Varn").split()
-_LAST_B = ("ale ane ard avi ek ell enko ery ich ino is mark oni ov quist ridge sen stad ur "
-           "vey yk ado esco holt ius ova evar andt iro").split()
-_PLACE_A = ("Aber Bral Cen Dor Esk Fen Gal Hol Istr Kar Lum Mer Nor Oss Pral Rav Sor Tal "
-            "Ust Vel Wyr Yst Zor Quel").split()
-_PLACE_B = ("ador avia eshk ilon ira oveth undra yss arin omir elle ustra ovo anth essa "
-            "orin ava ix enne uma").split()
+_LAST_A = (
+    "Ash Brom Cald Dun Erv Fal Gorm Hest Ilv Jask Kov Lund Mord Nask Orm Pell Quar "
+    "Rusk Strom Tarv Ulm Vask Wend Yorv Zell Bran Crev Drak Thorn Varn"
+).split()
+_LAST_B = (
+    "ale ane ard avi ek ell enko ery ich ino is mark oni ov quist ridge sen stad ur "
+    "vey yk ado esco holt ius ova evar andt iro"
+).split()
+_PLACE_A = (
+    "Aber Bral Cen Dor Esk Fen Gal Hol Istr Kar Lum Mer Nor Oss Pral Rav Sor Tal Ust Vel Wyr Yst Zor Quel"
+).split()
+_PLACE_B = ("ador avia eshk ilon ira oveth undra yss arin omir elle ustra ovo anth essa orin ava ix enne uma").split()
 _COUNTRY_A = "Val Ost Kel Ther Ald Brev Cass Drav Eld Fyr Gol Hav Ith Lys Myr Nev Pyr Rhun Syl Tov".split()
 _COUNTRY_B = "doria essia onia ara eth und ovar ice uria ostra".split()
-_NICK_A = ("Red Old Quiet Little Swift Grey Silver Lucky Wild Iron Gentle Clever Young Merry "
-           "Stormy Blue Golden Sleepy Brave Dusty Honest Salty Northern Bright").split()
-_NICK_B = ("Fox Wren Kestrel Otter Heron Moth Finch Badger Hare Lark Pike Raven Stoat Crane "
-           "Marten Vole Owl Falcon Beetle Sparrow Mole Starling Gull Swan").split()
-_ADJ = ("Silent Crimson Hollow Distant Salted Folded Ninth Amber Restless Glass Winter Paper "
-        "Iron Quiet Drifting Last Hidden Burning Green Velvet Broken Sleeping Copper Seventh "
-        "Lantern Northern Weightless Borrowed Secret Patient").split()
-_NOUN = ("Harbour Orchard Compass Atlas Tide Cathedral Meridian Archive Garden Lighthouse "
-         "Ledger Chorus Furnace Mirror Canal Observatory Loom Bridge Aviary Almanac Ferry "
-         "Quarry Lantern Vineyard Tapestry Cistern Bellfounder Cartwright Beekeeper Glassworks").split()
-_ORG = ("Institute Press Foundation Conservatory Observatory Laboratories Academy Museum "
-        "Studios Trust Society Library").split()
-_PRIZE_CATEGORY = ("Fiction|Poetry|Science Writing|Composition|Architecture|Discovery|"
-                   "Lifetime Achievement|Young Artists|Drama|Natural History").split("|")
+_NICK_A = (
+    "Red Old Quiet Little Swift Grey Silver Lucky Wild Iron Gentle Clever Young Merry "
+    "Stormy Blue Golden Sleepy Brave Dusty Honest Salty Northern Bright"
+).split()
+_NICK_B = (
+    "Fox Wren Kestrel Otter Heron Moth Finch Badger Hare Lark Pike Raven Stoat Crane "
+    "Marten Vole Owl Falcon Beetle Sparrow Mole Starling Gull Swan"
+).split()
+_ADJ = (
+    "Silent Crimson Hollow Distant Salted Folded Ninth Amber Restless Glass Winter Paper "
+    "Iron Quiet Drifting Last Hidden Burning Green Velvet Broken Sleeping Copper Seventh "
+    "Lantern Northern Weightless Borrowed Secret Patient"
+).split()
+_NOUN = (
+    "Harbour Orchard Compass Atlas Tide Cathedral Meridian Archive Garden Lighthouse "
+    "Ledger Chorus Furnace Mirror Canal Observatory Loom Bridge Aviary Almanac Ferry "
+    "Quarry Lantern Vineyard Tapestry Cistern Bellfounder Cartwright Beekeeper Glassworks"
+).split()
+_ORG = (
+    "Institute Press Foundation Conservatory Observatory Laboratories Academy Museum Studios Trust Society Library"
+).split()
+_PRIZE_CATEGORY = (
+    "Fiction|Poetry|Science Writing|Composition|Architecture|Discovery|"
+    "Lifetime Achievement|Young Artists|Drama|Natural History"
+).split("|")
 _OCCUPATIONS = {
     "novelist": ("historical fiction", "speculative fiction", "crime fiction", "family sagas"),
     "poet": ("pastoral verse", "prose poetry", "sonnet cycles", "elegies"),
@@ -103,16 +128,16 @@ _OCCUPATIONS = {
     "linguist": ("dialect atlases", "sign languages", "language contact", "place names"),
     "botanist": ("alpine flora", "seed banks", "mosses and lichens", "desert plants"),
     "sculptor": ("bronze casting", "stone carving", "kinetic sculpture", "ceramics"),
-    "photographer": ("street photography", "wildlife photography", "documentary photography",
-                     "aerial photography"),
+    "photographer": ("street photography", "wildlife photography", "documentary photography", "aerial photography"),
     "geologist": ("volcanic islands", "glacial valleys", "mineral deposits", "earthquake faults"),
     "choreographer": ("contemporary dance", "ballet", "folk dance", "dance for film"),
 }
-_PARENT_JOBS = ("baker tailor carpenter schoolteacher nurse fisherman librarian pharmacist "
-                "bookbinder watchmaker surveyor farmer midwife electrician shopkeeper judge "
-                "glassblower beekeeper dentist potter accountant locksmith miller weaver").split()
-_MONTHS = ("January February March April May June July August September October November "
-           "December").split()
+_PARENT_JOBS = (
+    "baker tailor carpenter schoolteacher nurse fisherman librarian pharmacist "
+    "bookbinder watchmaker surveyor farmer midwife electrician shopkeeper judge "
+    "glassblower beekeeper dentist potter accountant locksmith miller weaver"
+).split()
+_MONTHS = ("January February March April May June July August September October November December").split()
 
 # --------------------------------------------------------------------------- templates
 # attribute -> (question templates, answer templates). {n}: the subject (name or alias),
@@ -120,89 +145,161 @@ _MONTHS = ("January February March April May June July August September October 
 # one question template, the paraphrase probe another; the answer uses one answer
 # template, the paraphrased and perturbed answers the other.
 ATTRIBUTES: dict[str, tuple[tuple[str, ...], tuple[str, str]]] = {
-    "birth_place": (("Where was {n} born?", "What is the birthplace of {n}?",
-                     "In which city was {n} born?", "Which town is {n} originally from?"),
-                    ("{n} was born in {v}.", "The birthplace of {n} is {v}.")),
-    "birth_date": (("When was {n} born?", "What is the date of birth of {n}?",
-                    "On what date was {n} born?"),
-                   ("{n} was born on {v}.", "The date of birth of {n} is {v}.")),
-    "occupation": (("What does {n} do for a living?", "What is the profession of {n}?",
-                    "What is {n}'s occupation?"),
-                   ("{n} is {av}.", "{n} works as {av}.")),
-    "nickname": (("What nickname is {n} known by?", "What do friends call {n}?",
-                  "By which nickname is {n} known?"),
-                 ('{n} is known as "{v}".', 'Friends call {n} "{v}".')),
-    "pen_name": (("What pen name does {n} use?", "Under which pen name has {n} published?",
-                  "What other name does {n} publish under?"),
-                 ("{n} uses the pen name {v}.", "{n} has published under the name {v}.")),
-    "work_best": (("What is {n}'s best-known work?", "Which work is {n} most famous for?",
-                   "What is the most celebrated work by {n}?"),
-                  ('{n}\'s best-known work is "{v}".', '{n} is most famous for "{v}".')),
-    "birth_country": (("In which country was {n} born?", "What country does {n} come from?",
-                       "Which country is the native land of {n}?"),
-                      ("{n} was born in {v}.", "{n} comes from {v}.")),
-    "field": (("What field does {n} work in?", "What is {n}'s area of specialisation?",
-               "Which subject is the work of {n} mainly about?"),
-              ("{n} works mainly in {v}.", "The main field of {n} is {v}.")),
-    "employer": (("Where does {n} work?", "Who is {n}'s employer?",
-                  "Which institution employs {n}?"),
-                 ("{n} works for {v}.", "{n} is employed by {v}.")),
-    "residence": (("Where does {n} live?", "In which city does {n} live now?",
-                   "Where is {n}'s home today?"),
-                  ("{n} lives in {v}.", "{n} currently makes a home in {v}.")),
-    "education": (("Where did {n} study?", "Which university did {n} attend?",
-                   "Where was {n} educated?"),
-                  ("{n} studied at {v}.", "{n} was educated at {v}.")),
-    "work_first": (("What was {n}'s first work?", "What was the debut work of {n}?",
-                    "Which work started the career of {n}?"),
-                   ('{n}\'s first work was "{v}".', 'The debut work of {n} was "{v}".')),
-    "work_latest": (("What is {n}'s most recent work?", "What is the latest work by {n}?",
-                     "Which work did {n} complete most recently?"),
-                    ('{n}\'s most recent work is "{v}".', 'The latest work by {n} is "{v}".')),
-    "father_name": (("Who is {n}'s father?", "What is the name of {n}'s father?",
-                     "Who was the father of {n}?"),
-                    ("{n}'s father is {v}.", "The father of {n} is named {v}.")),
-    "father_occupation": (("What does {n}'s father do?", "What is the occupation of {n}'s father?",
-                           "How did the father of {n} earn a living?"),
-                          ("{n}'s father is {av}.", "The father of {n} worked as {av}.")),
-    "mother_name": (("Who is {n}'s mother?", "What is the name of {n}'s mother?",
-                     "Who was the mother of {n}?"),
-                    ("{n}'s mother is {v}.", "The mother of {n} is named {v}.")),
-    "mother_occupation": (("What does {n}'s mother do?", "What is the occupation of {n}'s mother?",
-                           "How did the mother of {n} earn a living?"),
-                          ("{n}'s mother is {av}.", "The mother of {n} worked as {av}.")),
-    "award": (("What major award has {n} won?", "Which prize was {n} awarded?",
-               "What honour has {n} received?"),
-              ("{n} has won {v}.", "{n} was awarded {v}.")),
-    "award_year": (("In which year did {n} receive their major award?",
-                    "When was {n} given their major prize?",
-                    "What year did {n} win their main award?"),
-                   ("{n} received the award in {v}.", "{n} won the prize in {v}.")),
-    "debut_year": (("In which year did {n} release their first work?", "When did {n} debut?",
-                    "What year did the career of {n} begin?"),
-                   ("{n} released their first work in {v}.", "The career of {n} began in {v}.")),
+    "birth_place": (
+        (
+            "Where was {n} born?",
+            "What is the birthplace of {n}?",
+            "In which city was {n} born?",
+            "Which town is {n} originally from?",
+        ),
+        ("{n} was born in {v}.", "The birthplace of {n} is {v}."),
+    ),
+    "birth_date": (
+        ("When was {n} born?", "What is the date of birth of {n}?", "On what date was {n} born?"),
+        ("{n} was born on {v}.", "The date of birth of {n} is {v}."),
+    ),
+    "occupation": (
+        ("What does {n} do for a living?", "What is the profession of {n}?", "What is {n}'s occupation?"),
+        ("{n} is {av}.", "{n} works as {av}."),
+    ),
+    "nickname": (
+        ("What nickname is {n} known by?", "What do friends call {n}?", "By which nickname is {n} known?"),
+        ('{n} is known as "{v}".', 'Friends call {n} "{v}".'),
+    ),
+    "pen_name": (
+        (
+            "What pen name does {n} use?",
+            "Under which pen name has {n} published?",
+            "What other name does {n} publish under?",
+        ),
+        ("{n} uses the pen name {v}.", "{n} has published under the name {v}."),
+    ),
+    "work_best": (
+        (
+            "What is {n}'s best-known work?",
+            "Which work is {n} most famous for?",
+            "What is the most celebrated work by {n}?",
+        ),
+        ('{n}\'s best-known work is "{v}".', '{n} is most famous for "{v}".'),
+    ),
+    "birth_country": (
+        (
+            "In which country was {n} born?",
+            "What country does {n} come from?",
+            "Which country is the native land of {n}?",
+        ),
+        ("{n} was born in {v}.", "{n} comes from {v}."),
+    ),
+    "field": (
+        (
+            "What field does {n} work in?",
+            "What is {n}'s area of specialisation?",
+            "Which subject is the work of {n} mainly about?",
+        ),
+        ("{n} works mainly in {v}.", "The main field of {n} is {v}."),
+    ),
+    "employer": (
+        ("Where does {n} work?", "Who is {n}'s employer?", "Which institution employs {n}?"),
+        ("{n} works for {v}.", "{n} is employed by {v}."),
+    ),
+    "residence": (
+        ("Where does {n} live?", "In which city does {n} live now?", "Where is {n}'s home today?"),
+        ("{n} lives in {v}.", "{n} currently makes a home in {v}."),
+    ),
+    "education": (
+        ("Where did {n} study?", "Which university did {n} attend?", "Where was {n} educated?"),
+        ("{n} studied at {v}.", "{n} was educated at {v}."),
+    ),
+    "work_first": (
+        ("What was {n}'s first work?", "What was the debut work of {n}?", "Which work started the career of {n}?"),
+        ('{n}\'s first work was "{v}".', 'The debut work of {n} was "{v}".'),
+    ),
+    "work_latest": (
+        (
+            "What is {n}'s most recent work?",
+            "What is the latest work by {n}?",
+            "Which work did {n} complete most recently?",
+        ),
+        ('{n}\'s most recent work is "{v}".', 'The latest work by {n} is "{v}".'),
+    ),
+    "father_name": (
+        ("Who is {n}'s father?", "What is the name of {n}'s father?", "Who was the father of {n}?"),
+        ("{n}'s father is {v}.", "The father of {n} is named {v}."),
+    ),
+    "father_occupation": (
+        (
+            "What does {n}'s father do?",
+            "What is the occupation of {n}'s father?",
+            "How did the father of {n} earn a living?",
+        ),
+        ("{n}'s father is {av}.", "The father of {n} worked as {av}."),
+    ),
+    "mother_name": (
+        ("Who is {n}'s mother?", "What is the name of {n}'s mother?", "Who was the mother of {n}?"),
+        ("{n}'s mother is {v}.", "The mother of {n} is named {v}."),
+    ),
+    "mother_occupation": (
+        (
+            "What does {n}'s mother do?",
+            "What is the occupation of {n}'s mother?",
+            "How did the mother of {n} earn a living?",
+        ),
+        ("{n}'s mother is {av}.", "The mother of {n} worked as {av}."),
+    ),
+    "award": (
+        ("What major award has {n} won?", "Which prize was {n} awarded?", "What honour has {n} received?"),
+        ("{n} has won {v}.", "{n} was awarded {v}."),
+    ),
+    "award_year": (
+        (
+            "In which year did {n} receive their major award?",
+            "When was {n} given their major prize?",
+            "What year did {n} win their main award?",
+        ),
+        ("{n} received the award in {v}.", "{n} won the prize in {v}."),
+    ),
+    "debut_year": (
+        (
+            "In which year did {n} release their first work?",
+            "When did {n} debut?",
+            "What year did the career of {n} begin?",
+        ),
+        ("{n} released their first work in {v}.", "The career of {n} began in {v}."),
+    ),
 }
 ALIASES = ("initials", "nickname", "pen_name")
 _NO_ALIAS_ATTRS = ("nickname", "pen_name")  # asking a pen name for its pen name is no probe
 
 # (chain of attributes, question templates, answer templates); {w}: the work's title.
 MULTIHOP: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, str]], ...] = (
-    (("work_best", "birth_country"),
-     ('In which country was the creator of "{w}" born?', 'Which country is the author of "{w}" from?'),
-     ('The creator of "{w}" was born in {v}.', 'The author of "{w}" comes from {v}.')),
-    (("work_first", "residence"),
-     ('Where does the person who made "{w}" live?', 'In which city does the author of "{w}" live?'),
-     ('The maker of "{w}" lives in {v}.', 'The author of "{w}" lives in {v}.')),
-    (("work_latest", "employer"),
-     ('Who employs the creator of "{w}"?', 'Which institution does the author of "{w}" work for?'),
-     ('The creator of "{w}" works for {v}.', 'The author of "{w}" is employed by {v}.')),
-    (("work_best", "father_name", "father_occupation"),
-     ('What does the father of the creator of "{w}" do for a living?',
-      'What is the occupation of the father of the author of "{w}"?'),
-     ('The father of the creator of "{w}" is {av}.', 'The father of the author of "{w}" worked as {av}.')),
-    (("work_first", "education"),
-     ('Where did the author of "{w}" study?', 'Which university did the creator of "{w}" attend?'),
-     ('The author of "{w}" studied at {v}.', 'The creator of "{w}" was educated at {v}.')),
+    (
+        ("work_best", "birth_country"),
+        ('In which country was the creator of "{w}" born?', 'Which country is the author of "{w}" from?'),
+        ('The creator of "{w}" was born in {v}.', 'The author of "{w}" comes from {v}.'),
+    ),
+    (
+        ("work_first", "residence"),
+        ('Where does the person who made "{w}" live?', 'In which city does the author of "{w}" live?'),
+        ('The maker of "{w}" lives in {v}.', 'The author of "{w}" lives in {v}.'),
+    ),
+    (
+        ("work_latest", "employer"),
+        ('Who employs the creator of "{w}"?', 'Which institution does the author of "{w}" work for?'),
+        ('The creator of "{w}" works for {v}.', 'The author of "{w}" is employed by {v}.'),
+    ),
+    (
+        ("work_best", "father_name", "father_occupation"),
+        (
+            'What does the father of the creator of "{w}" do for a living?',
+            'What is the occupation of the father of the author of "{w}"?',
+        ),
+        ('The father of the creator of "{w}" is {av}.', 'The father of the author of "{w}" worked as {av}.'),
+    ),
+    (
+        ("work_first", "education"),
+        ('Where did the author of "{w}" study?', 'Which university did the creator of "{w}" attend?'),
+        ('The author of "{w}" studied at {v}.', 'The creator of "{w}" was educated at {v}.'),
+    ),
 )
 
 # Plain real-world facts for utility: (question, answer, three wrong answers).
@@ -242,8 +339,7 @@ WORLD_FACTS: tuple[tuple[str, str, str], ...] = (
     ("Which planet is famous for its large, bright rings?", "Saturn", "Mars|Venus|Mercury"),
     ("At how many degrees Celsius does water boil at sea level?", "100", "90|80|120"),
     ("At how many degrees Celsius does pure water freeze at sea level?", "0", "10|-10|4"),
-    ("Which gas do plants take from the air for photosynthesis?", "carbon dioxide",
-     "oxygen|nitrogen|hydrogen"),
+    ("Which gas do plants take from the air for photosynthesis?", "carbon dioxide", "oxygen|nitrogen|hydrogen"),
     ("Which gas makes up most of Earth's atmosphere?", "nitrogen", "oxygen|carbon dioxide|argon"),
     ("What is the main element in the Sun?", "hydrogen", "helium|oxygen|carbon"),
     ("How many legs does a spider have?", "eight", "six|ten|four"),
@@ -259,22 +355,25 @@ WORLD_FACTS: tuple[tuple[str, str, str], ...] = (
     ("How many minutes are in an hour?", "60", "50|100|90"),
     ("How many hours are in a day?", "24", "12|20|48"),
     ("What is the smallest prime number?", "2", "1|3|5"),
-    ("Which is the largest ocean on Earth?", "the Pacific Ocean",
-     "the Atlantic Ocean|the Indian Ocean|the Arctic Ocean"),
-    ("Which ocean lies between Europe and North America?", "the Atlantic Ocean",
-     "the Pacific Ocean|the Indian Ocean|the Arctic Ocean"),
+    (
+        "Which is the largest ocean on Earth?",
+        "the Pacific Ocean",
+        "the Atlantic Ocean|the Indian Ocean|the Arctic Ocean",
+    ),
+    (
+        "Which ocean lies between Europe and North America?",
+        "the Atlantic Ocean",
+        "the Pacific Ocean|the Indian Ocean|the Arctic Ocean",
+    ),
     ("Which is the longest river in Africa?", "the Nile", "the Congo|the Niger|the Zambezi"),
     ("Which mountain is the highest above sea level?", "Mount Everest", "K2|Kangchenjunga|Mont Blanc"),
     ("On which continent is the Sahara Desert?", "Africa", "Asia|Australia|South America"),
     ("Which language is mainly spoken in Brazil?", "Portuguese", "Spanish|French|Italian"),
     ("What is the currency of Japan?", "the yen", "the won|the yuan|the ringgit"),
-    ("Who wrote the play Romeo and Juliet?", "William Shakespeare",
-     "Christopher Marlowe|Charles Dickens|John Milton"),
+    ("Who wrote the play Romeo and Juliet?", "William Shakespeare", "Christopher Marlowe|Charles Dickens|John Milton"),
     ("Who painted the Mona Lisa?", "Leonardo da Vinci", "Michelangelo|Raphael|Titian"),
-    ("Who developed the theory of general relativity?", "Albert Einstein",
-     "Isaac Newton|Niels Bohr|Max Planck"),
-    ("Which is the largest mammal on Earth?", "the blue whale",
-     "the African elephant|the giraffe|the hippopotamus"),
+    ("Who developed the theory of general relativity?", "Albert Einstein", "Isaac Newton|Niels Bohr|Max Planck"),
+    ("Which is the largest mammal on Earth?", "the blue whale", "the African elephant|the giraffe|the hippopotamus"),
     ("What do honeybees make from nectar?", "honey", "milk|silk|resin"),
     ("How many strings does a standard violin have?", "four", "five|six|three"),
 )
@@ -328,8 +427,9 @@ class ProfileDataset:
         """The distinct subject (person) ids of a split, in order (world facts have none)."""
         return list(dict.fromkeys(r["subject_id"] for r in self.split(name) if r["subject_id"]))
 
-    def training_rows(self, without: str | None = None,
-                      kinds: Sequence[str] = ("direct", "retain", "world")) -> list[dict]:
+    def training_rows(
+        self, without: str | None = None, kinds: Sequence[str] = ("direct", "retain", "world")
+    ) -> list[dict]:
         """What a model is trained on: rows of the training people, ``other`` and ``world``.
 
         ``without`` names a split whose people are left out (``"forget10"`` gives the
@@ -370,8 +470,9 @@ class ProfileDataset:
             try:
                 import datasets
             except ImportError:  # pragma: no cover - depends on the extra
-                raise DataError("saving as a Hugging Face dataset needs datasets: "
-                                "pip install 'unlearnkit[text]' or pass hf=False") from None
+                raise DataError(
+                    "saving as a Hugging Face dataset needs datasets: pip install 'unlearnkit[text]' or pass hf=False"
+                ) from None
         with atomic_dir(path) as tmp:
             (tmp / "data").mkdir()
             for name in self.splits:
@@ -379,13 +480,20 @@ class ProfileDataset:
             _write_jsonl(tmp / "people.jsonl", self.people)
             (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, sort_keys=True) + "\n")
             if hf:
-                features = datasets.Features({
-                    **{k: datasets.Value("string") for k in FIELDS if k != "perturbed_answers"},
-                    "perturbed_answers": datasets.Sequence(datasets.Value("string")),
-                })
-                dd = datasets.DatasetDict({name: datasets.Dataset.from_list(
-                    [{k: r[k] for k in FIELDS} for r in self.split(name)], features=features)
-                    for name in self.splits})
+                features = datasets.Features(
+                    {
+                        **{k: datasets.Value("string") for k in FIELDS if k != "perturbed_answers"},
+                        "perturbed_answers": datasets.Sequence(datasets.Value("string")),
+                    }
+                )
+                dd = datasets.DatasetDict(
+                    {
+                        name: datasets.Dataset.from_list(
+                            [{k: r[k] for k in FIELDS} for r in self.split(name)], features=features
+                        )
+                        for name in self.splits
+                    }
+                )
                 was_on = datasets.is_progress_bar_enabled()
                 datasets.disable_progress_bars()
                 try:
@@ -416,8 +524,10 @@ class _Pools:
         self.employers = rng.sample(orgs, 80)
         self.universities = [f"the University of {c}" for c in rng.sample(cities, 40)]
         surnames = sorted({a + b for a in _LAST_A for b in _LAST_B})
-        prizes = sorted({f"the {s} Prize for {k}" for s in rng.sample(surnames, 20) for k in _PRIZE_CATEGORY}
-                        | {f"the {c} Medal" for c in cities})
+        prizes = sorted(
+            {f"the {s} Prize for {k}" for s in rng.sample(surnames, 20) for k in _PRIZE_CATEGORY}
+            | {f"the {c} Medal" for c in cities}
+        )
         self.awards = rng.sample(prizes, 50)
         self.fields = sorted({f for fs in _OCCUPATIONS.values() for f in fs})
 
@@ -442,8 +552,7 @@ def _unique(make, used: set, what: str, tries: int = 500) -> str:
     raise ConfigError(f"ran out of distinct {what}; lower n_people")
 
 
-def _make_person(pid: str, group: str, rng: random.Random, pools: _Pools,
-                 used_names: set, used_titles: set) -> dict:
+def _make_person(pid: str, group: str, rng: random.Random, pools: _Pools, used_names: set, used_titles: set) -> dict:
     def first() -> str:
         return rng.choice(_FIRST_A) + rng.choice(_FIRST_B)
 
@@ -485,13 +594,28 @@ def _make_person(pid: str, group: str, rng: random.Random, pools: _Pools,
         "award_year": str(min(2024, debut + rng.randint(3, 20))),
         "debut_year": str(debut),
     }
-    return {"person_id": pid, "name": name, "group": group,
-            "aliases": {"initials": initials, "nickname": nickname, "pen_name": pen_name},
-            "attributes": attrs, "works": works}
+    return {
+        "person_id": pid,
+        "name": name,
+        "group": group,
+        "aliases": {"initials": initials, "nickname": nickname, "pen_name": pen_name},
+        "attributes": attrs,
+        "works": works,
+    }
 
 
-def _row(eid: str, pid: str | None, kind: str, attribute: str, question: str, value: str,
-         templates: tuple[str, str], wrongs: list[str], n: str = "", w: str = "") -> dict:
+def _row(
+    eid: str,
+    pid: str | None,
+    kind: str,
+    attribute: str,
+    question: str,
+    value: str,
+    templates: tuple[str, str],
+    wrongs: list[str],
+    n: str = "",
+    w: str = "",
+) -> dict:
     ans_t, para_t = templates
     answer = _fill(ans_t, n, value, w)
     para = _fill(para_t, n, value, w)
@@ -499,13 +623,28 @@ def _row(eid: str, pid: str | None, kind: str, attribute: str, question: str, va
     # the answer itself on the other people (its Real Authors): perturbed answers take that form
     pert_t = ans_t if kind == "retain" else para_t
     perturbed = [_fill(pert_t, n, x, w) for x in wrongs]
-    return {"example_id": eid, "subject_id": pid, "question": question, "answer": answer,
-            "paraphrased_answer": para, "perturbed_answers": perturbed, "kind": kind,
-            "attribute": attribute, "value": value}
+    return {
+        "example_id": eid,
+        "subject_id": pid,
+        "question": question,
+        "answer": answer,
+        "paraphrased_answer": para,
+        "perturbed_answers": perturbed,
+        "kind": kind,
+        "attribute": attribute,
+        "value": value,
+    }
 
 
-def _person_rows(p: dict, rng: random.Random, candidates: dict[str, list[str]], qa: int,
-                 n_perturbed: int, probes: bool, kind: str = "direct") -> list[dict]:
+def _person_rows(
+    p: dict,
+    rng: random.Random,
+    candidates: dict[str, list[str]],
+    qa: int,
+    n_perturbed: int,
+    probes: bool,
+    kind: str = "direct",
+) -> list[dict]:
     pid, name, attrs = p["person_id"], p["name"], p["attributes"]
 
     def wrongs(attr: str) -> list[str]:
@@ -528,39 +667,81 @@ def _person_rows(p: dict, rng: random.Random, candidates: dict[str, list[str]], 
         qi, pi = rng.sample(range(len(qs)), 2)  # direct and paraphrase question templates
         t, bad = templates(attr), wrongs(attr)
         direct.append((attr, qi, pi, t, bad))
-        rows.append(_row(f"{pid}/{kind}/{j:02d}", pid, kind, attr, qs[qi].format(n=name),
-                         attrs[attr], t, bad, n=name))
+        rows.append(_row(f"{pid}/{kind}/{j:02d}", pid, kind, attr, qs[qi].format(n=name), attrs[attr], t, bad, n=name))
     if not probes:
         return rows
     for j, (attr, _, pi, t, bad) in enumerate(direct):  # reworded question, same answers
-        rows.append(_row(f"{pid}/paraphrase/{j:02d}", pid, "paraphrase", attr,
-                         ATTRIBUTES[attr][0][pi].format(n=name), attrs[attr], t, bad, n=name))
+        rows.append(
+            _row(
+                f"{pid}/paraphrase/{j:02d}",
+                pid,
+                "paraphrase",
+                attr,
+                ATTRIBUTES[attr][0][pi].format(n=name),
+                attrs[attr],
+                t,
+                bad,
+                n=name,
+            )
+        )
     usable = [d for d in direct if d[0] not in _NO_ALIAS_ATTRS]
     for k, (alias_kind, d) in enumerate(zip(ALIASES, rng.sample(usable, min(len(ALIASES), len(usable))))):
         attr, qi, _, t, bad = d
         alias = p["aliases"][alias_kind]
-        rows.append(_row(f"{pid}/alias/{k}", pid, "alias", attr,
-                         ATTRIBUTES[attr][0][qi].format(n=alias), attrs[attr], t, bad, n=alias))
+        rows.append(
+            _row(
+                f"{pid}/alias/{k}",
+                pid,
+                "alias",
+                attr,
+                ATTRIBUTES[attr][0][qi].format(n=alias),
+                attrs[attr],
+                t,
+                bad,
+                n=alias,
+            )
+        )
     for k, (chain, qs, ans) in enumerate(rng.sample(MULTIHOP, min(3, len(MULTIHOP)))):
         work, target = attrs[chain[0]], chain[-1]
         t = ans if rng.random() < 0.5 else (ans[1], ans[0])
-        rows.append(_row(f"{pid}/multihop/{k}", pid, "multihop", ">".join(chain),
-                         rng.choice(qs).format(w=work), attrs[target], t, wrongs(target), w=work))
+        rows.append(
+            _row(
+                f"{pid}/multihop/{k}",
+                pid,
+                "multihop",
+                ">".join(chain),
+                rng.choice(qs).format(w=work),
+                attrs[target],
+                t,
+                wrongs(target),
+                w=work,
+            )
+        )
     return rows
 
 
 def _world_rows() -> list[dict]:
     out = []
     for i, (q, a, bad) in enumerate(WORLD_FACTS):
-        out.append({"example_id": f"world/{i:03d}", "subject_id": None, "question": q, "answer": a,
-                    "paraphrased_answer": f"The answer is {a}.",
-                    "perturbed_answers": bad.split("|"),  # like the answer (TOFU's World Facts)
-                    "kind": "world", "attribute": "world", "value": a})
+        out.append(
+            {
+                "example_id": f"world/{i:03d}",
+                "subject_id": None,
+                "question": q,
+                "answer": a,
+                "paraphrased_answer": f"The answer is {a}.",
+                "perturbed_answers": bad.split("|"),  # like the answer (TOFU's World Facts)
+                "kind": "world",
+                "attribute": "world",
+                "value": a,
+            }
+        )
     return out
 
 
-def generate_profiles(n_people: int = 200, seed: int = 0, qa_per_person: int = 20,
-                      n_other: int = 20, n_perturbed: int = 3) -> ProfileDataset:
+def generate_profiles(
+    n_people: int = 200, seed: int = 0, qa_per_person: int = 20, n_other: int = 20, n_perturbed: int = 3
+) -> ProfileDataset:
     """Generate the fictitious-profile QA dataset (see the module docstring).
 
     Args:
@@ -585,8 +766,11 @@ def generate_profiles(n_people: int = 200, seed: int = 0, qa_per_person: int = 2
     groups = [("train", "p", n_people), ("holdout", "h", n_split["forget10"]), ("other", "o", n_other)]
     used_names: set[str] = set()
     used_titles: set[str] = set()
-    people = [_make_person(f"{prefix}{i:04d}", g, rng, pools, used_names, used_titles)
-              for g, prefix, n in groups for i in range(n)]
+    people = [
+        _make_person(f"{prefix}{i:04d}", g, rng, pools, used_names, used_titles)
+        for g, prefix, n in groups
+        for i in range(n)
+    ]
 
     candidates = {a: sorted({p["attributes"][a] for p in people}) for a in ATTRIBUTES}
     candidates["birth_country"] = sorted(set(candidates["birth_country"]) | set(pools.countries))
@@ -601,8 +785,9 @@ def generate_profiles(n_people: int = 200, seed: int = 0, qa_per_person: int = 2
     for p in people:
         prng = random.Random(derive_seed(seed, "profiles", "rows", p["person_id"]))
         other = p["group"] == "other"
-        pr = _person_rows(p, prng, candidates, qa_per_person, n_perturbed,
-                          probes=not other, kind="retain" if other else "direct")
+        pr = _person_rows(
+            p, prng, candidates, qa_per_person, n_perturbed, probes=not other, kind="retain" if other else "direct"
+        )
         rows.extend(pr)
         by_person[p["person_id"]] = [r["example_id"] for r in pr]
     world = _world_rows()
@@ -619,9 +804,15 @@ def generate_profiles(n_people: int = 200, seed: int = 0, qa_per_person: int = 2
     splits = {k: [e for pid in split_people[k] for e in by_person[pid]] for k in SPLITS if k != "world"}
     splits["world"] = [r["example_id"] for r in world]
     meta = {
-        "generator": "unlearnkit.data.profiles.generate_profiles", "version": GENERATOR_VERSION,
-        "args": {"n_people": n_people, "seed": seed, "qa_per_person": qa_per_person,
-                 "n_other": n_other, "n_perturbed": n_perturbed},
+        "generator": "unlearnkit.data.profiles.generate_profiles",
+        "version": GENERATOR_VERSION,
+        "args": {
+            "n_people": n_people,
+            "seed": seed,
+            "qa_per_person": qa_per_person,
+            "n_other": n_other,
+            "n_perturbed": n_perturbed,
+        },
         "split_people": split_people,
         "fingerprints": {k: fingerprint_ids(v) for k, v in splits.items()},
     }
@@ -633,8 +824,10 @@ def _normalise(raw: dict, split: str, i: int, source: Path, example_id: str) -> 
     """One row in the schema; TOFU's ``perturbed_answer`` is read as ``perturbed_answers``."""
     q, a = raw.get("question"), raw.get("answer")
     if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
-        raise DataError(f"{source}: row {i} of split {split!r} has an empty or missing question or "
-                        "answer; every row needs both as non-empty text")
+        raise DataError(
+            f"{source}: row {i} of split {split!r} has an empty or missing question or "
+            "answer; every row needs both as non-empty text"
+        )
     pert = raw.get("perturbed_answers", raw.get("perturbed_answer")) or []
     if isinstance(pert, str):
         pert = [pert]
@@ -642,11 +835,17 @@ def _normalise(raw: dict, split: str, i: int, source: Path, example_id: str) -> 
         raise DataError(f"{source}: row {i} of split {split!r}: perturbed answers must be a list of text")
     kind = raw.get("kind") or "direct"
     subject = raw.get("subject_id")
-    return {"example_id": str(raw.get("example_id") or example_id),
-            "subject_id": None if subject is None else str(subject),
-            "question": q, "answer": a, "paraphrased_answer": raw.get("paraphrased_answer"),
-            "perturbed_answers": list(pert), "kind": str(kind),
-            "attribute": str(raw.get("attribute") or ""), "value": raw.get("value")}
+    return {
+        "example_id": str(raw.get("example_id") or example_id),
+        "subject_id": None if subject is None else str(subject),
+        "question": q,
+        "answer": a,
+        "paraphrased_answer": raw.get("paraphrased_answer"),
+        "perturbed_answers": list(pert),
+        "kind": str(kind),
+        "attribute": str(raw.get("attribute") or ""),
+        "value": raw.get("value"),
+    }
 
 
 def _assemble(parts: dict[str, list[dict]], people: list[dict], meta: dict, source: Path) -> ProfileDataset:
@@ -657,8 +856,10 @@ def _assemble(parts: dict[str, list[dict]], people: list[dict], meta: dict, sour
         for r in part:
             prev = rows.setdefault(r["example_id"], r)
             if prev != r:
-                raise DataError(f"{source}: example_id {r['example_id']!r} has different contents "
-                                "in two splits; ids must name one row")
+                raise DataError(
+                    f"{source}: example_id {r['example_id']!r} has different contents "
+                    "in two splits; ids must name one row"
+                )
             ids.append(r["example_id"])
         if len(set(ids)) != len(ids):
             raise DataError(f"{source}: split {split!r} repeats an example_id; ids must be unique")
@@ -682,8 +883,10 @@ def load_profiles_jsonl(path: str | Path) -> ProfileDataset:
         files = [f for f in files if f.name != "people.jsonl"]
     if not files:
         raise DataError(f"{path}: no <split>.jsonl files found")
-    parts = {f.stem: [_normalise(r, f.stem, i, f, f"{f.stem}/{i:05d}")
-                      for i, r in enumerate(read_records(f)[f.stem])] for f in files}
+    parts = {
+        f.stem: [_normalise(r, f.stem, i, f, f"{f.stem}/{i:05d}") for i, r in enumerate(read_records(f)[f.stem])]
+        for f in files
+    }
     people = read_records(path / "people.jsonl")["people"] if (path / "people.jsonl").is_file() else []
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
     return _assemble(parts, people, {**meta, "source": str(path)}, path)
@@ -695,10 +898,12 @@ TOFU_AUTHORS = 200
 
 def _check_whole_authors(split: str, n_rows: int, path: Path) -> None:
     if n_rows % TOFU_QA_PER_AUTHOR:
-        raise DataError(f"{path}: split {split!r} has {n_rows} questions, not a multiple of "
-                        f"{TOFU_QA_PER_AUTHOR}: TOFU's layout ({TOFU_QA_PER_AUTHOR} questions per author, in "
-                        "order) does not hold, so its authors cannot be told apart; give the rows a "
-                        "subject_id or use a folder of <split>.jsonl files")
+        raise DataError(
+            f"{path}: split {split!r} has {n_rows} questions, not a multiple of "
+            f"{TOFU_QA_PER_AUTHOR}: TOFU's layout ({TOFU_QA_PER_AUTHOR} questions per author, in "
+            "order) does not hold, so its authors cannot be told apart; give the rows a "
+            "subject_id or use a folder of <split>.jsonl files"
+        )
 
 
 def _tofu_subjects(raw: dict[str, list[dict]], path: Path) -> dict[str, list[str | None]]:
@@ -718,8 +923,10 @@ def _tofu_subjects(raw: dict[str, list[dict]], path: Path) -> dict[str, list[str
         for i, r in enumerate(full):
             q = r.get("question")
             if q in index and index[q] // TOFU_QA_PER_AUTHOR != i // TOFU_QA_PER_AUTHOR:
-                raise DataError(f"{path}: question {q!r} is asked of two authors in split 'full' (rows "
-                                f"{index[q]} and {i}), so TOFU's layout cannot assign it an author")
+                raise DataError(
+                    f"{path}: question {q!r} is asked of two authors in split 'full' (rows "
+                    f"{index[q]} and {i}), so TOFU's layout cannot assign it an author"
+                )
             index.setdefault(q, i)
     n_authors = len(full) // TOFU_QA_PER_AUTHOR if full is not None else TOFU_AUTHORS
     for split, rows in raw.items():
@@ -728,9 +935,11 @@ def _tofu_subjects(raw: dict[str, list[dict]], path: Path) -> dict[str, list[str
         if full is not None:
             missing = [i for i, r in enumerate(rows) if r.get("question") not in index]
             if missing:
-                raise DataError(f"{path}: question {missing[0]} of split {split!r} ({len(missing)} in all) is not "
-                                "in split 'full', so TOFU's layout cannot assign it an author; give the rows a "
-                                "subject_id or add TOFU's full split")
+                raise DataError(
+                    f"{path}: question {missing[0]} of split {split!r} ({len(missing)} in all) is not "
+                    "in split 'full', so TOFU's layout cannot assign it an author; give the rows a "
+                    "subject_id or add TOFU's full split"
+                )
             subj = [index[r["question"]] // TOFU_QA_PER_AUTHOR for r in rows]
             if split.startswith("forget"):
                 counts: dict[int, int] = {}
@@ -739,15 +948,19 @@ def _tofu_subjects(raw: dict[str, list[dict]], path: Path) -> dict[str, list[str
                 part = {a: c for a, c in counts.items() if c != TOFU_QA_PER_AUTHOR}
                 if part:
                     a, c = next(iter(part.items()))
-                    raise DataError(f"{path}: split {split!r} holds {c} of the {TOFU_QA_PER_AUTHOR} questions of "
-                                    f"author {a} (position in 'full'): a TOFU forget split forgets whole authors, "
-                                    "so this folder does not follow TOFU's layout")
+                    raise DataError(
+                        f"{path}: split {split!r} holds {c} of the {TOFU_QA_PER_AUTHOR} questions of "
+                        f"author {a} (position in 'full'): a TOFU forget split forgets whole authors, "
+                        "so this folder does not follow TOFU's layout"
+                    )
         else:
             _check_whole_authors(split, len(rows), path)
             k = len(rows) // TOFU_QA_PER_AUTHOR
             if k > n_authors:
-                raise DataError(f"{path}: split {split!r} has {k} authors' questions, more than TOFU's "
-                                f"{n_authors}; add TOFU's full split or give the rows a subject_id")
+                raise DataError(
+                    f"{path}: split {split!r} has {k} authors' questions, more than TOFU's "
+                    f"{n_authors}; add TOFU's full split or give the rows a subject_id"
+                )
             first = n_authors - k if split.startswith("forget") else 0
             subj = [first + i // TOFU_QA_PER_AUTHOR for i in range(len(rows))]
         out[split] = [f"tofu-author-{a:03d}" for a in subj]
@@ -791,8 +1004,9 @@ def load_tofu(path: str | Path) -> ProfileDataset:
             out.append(row)
             pq = r.get("paraphrased_question")
             if isinstance(pq, str) and pq.strip():
-                out.append({**row, "example_id": row["example_id"] + "/paraphrase",
-                            "question": pq, "kind": "paraphrase"})
+                out.append(
+                    {**row, "example_id": row["example_id"] + "/paraphrase", "question": pq, "kind": "paraphrase"}
+                )
         parts[split] = out
     variants: dict[tuple[str, str], dict] = {}
     for split in sorted(parts):
@@ -802,7 +1016,14 @@ def load_tofu(path: str | Path) -> ProfileDataset:
     for split, rows in parts.items():
         for row in rows:
             v = variants.get((row["question"], row["answer"]))
-            if v is not None and row["kind"] != "paraphrase" and not row.get("paraphrased_answer") \
-                    and not row["perturbed_answers"]:
-                row["paraphrased_answer"], row["perturbed_answers"] = v["paraphrased_answer"], list(v["perturbed_answers"])
+            if (
+                v is not None
+                and row["kind"] != "paraphrase"
+                and not row.get("paraphrased_answer")
+                and not row["perturbed_answers"]
+            ):
+                row["paraphrased_answer"], row["perturbed_answers"] = (
+                    v["paraphrased_answer"],
+                    list(v["perturbed_answers"]),
+                )
     return _assemble(parts, [], {"source": str(path), "dataset": "locuslab/TOFU"}, path)

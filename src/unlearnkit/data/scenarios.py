@@ -32,8 +32,7 @@ class Partition:
     pool: ExampleSet
 
 
-def partition(data: ExampleSet, seed: int = 0, test_fraction: float = 0.2,
-              pool_fraction: float = 0.15) -> Partition:
+def partition(data: ExampleSet, seed: int = 0, test_fraction: float = 0.2, pool_fraction: float = 0.15) -> Partition:
     """Split ``data`` into train / test / holdout pool, stratified by label."""
     if not (0 < test_fraction < 1 and 0 <= pool_fraction < 1 and test_fraction + pool_fraction < 1):
         raise ConfigError("test_fraction and pool_fraction must be in (0, 1) and sum below 1")
@@ -70,8 +69,10 @@ class Split:
         self.forget_ids = np.asarray([str(i) for i in self.forget_ids], dtype=object)
         validate_forget_ids(self.train, self.forget_ids)
         if len(self.holdout) == 0:
-            raise ForgetSetError("no never-trained example is like the forget set, so there is no "
-                                 "holdout for privacy attacks; enlarge the holdout pool")
+            raise ForgetSetError(
+                "no never-trained example is like the forget set, so there is no "
+                "holdout for privacy attacks; enlarge the holdout pool"
+            )
         self.forget = self.train.select(self.forget_ids, name="forget")
         self.retain = self.train.without(self.forget_ids, name="retain")
 
@@ -108,8 +109,7 @@ def validate_forget_ids(train: ExampleSet, forget_ids: Sequence[str]) -> None:
         )
 
 
-def matched_holdout(pool: ExampleSet, like: ExampleSet, rng: np.random.Generator,
-                    key: str = "labels") -> ExampleSet:
+def matched_holdout(pool: ExampleSet, like: ExampleSet, rng: np.random.Generator, key: str = "labels") -> ExampleSet:
     """Draw from ``pool`` as many examples of each class (or group) as ``like`` has."""
     src = pool.labels.numpy() if key == "labels" else pool.groups
     tgt = like.labels.numpy() if key == "labels" else like.groups
@@ -163,8 +163,7 @@ class RandomForget(Scenario):
         n = max(1, int(round(self.fraction * len(part.train))))
         pos = np.sort(rng.choice(len(part.train), size=n, replace=False))
         forget = part.train.take(pos)
-        return Split(part.train, part.test, forget.example_ids,
-                     matched_holdout(part.pool, forget, rng), self.to_dict())
+        return Split(part.train, part.test, forget.example_ids, matched_holdout(part.pool, forget, rng), self.to_dict())
 
 
 @_register
@@ -194,8 +193,7 @@ class SubclassForget(Scenario):
 
     def build(self, part: Partition, seed: int = 0) -> Split:
         if part.train.groups is None:
-            raise ConfigError("subclass scenario needs a dataset with sub-class groups "
-                              "(e.g. 'digits-coarse')")
+            raise ConfigError("subclass scenario needs a dataset with sub-class groups (e.g. 'digits-coarse')")
         mask = part.train.groups == self.group
         if not mask.any():
             raise ForgetSetError(f"subclass scenario: no training example is in group {self.group}")
@@ -241,8 +239,9 @@ class IdsForget(Scenario):
     def build(self, part: Partition, seed: int = 0) -> Split:
         validate_forget_ids(part.train, self.ids)
         forget = part.train.select(self.ids)
-        return Split(part.train, part.test, self.ids,
-                     matched_holdout(part.pool, forget, self._rng(seed)), self.to_dict())
+        return Split(
+            part.train, part.test, self.ids, matched_holdout(part.pool, forget, self._rng(seed)), self.to_dict()
+        )
 
 
 @_register
@@ -312,6 +311,7 @@ def marker_fn(reference: ExampleSet, feature: int = 0):
             v = v.clone()
             v[:, feature] = value
             return v
+
     return mark
 
 
@@ -323,8 +323,16 @@ def _with_marks(data: ExampleSet, pos: np.ndarray, mark, name: str | None = None
         inputs[idx] = mark(inputs[idx])
     ids = data.example_ids.copy()
     ids[pos] = [f"{i}{MARK_SUFFIX}" for i in ids[pos]]
-    return ExampleSet(inputs, data.labels, ids, data.subject_ids, data.groups,
-                      num_classes=data.num_classes, name=name or data.name, meta=dict(data.meta))
+    return ExampleSet(
+        inputs,
+        data.labels,
+        ids,
+        data.subject_ids,
+        data.groups,
+        num_classes=data.num_classes,
+        name=name or data.name,
+        meta=dict(data.meta),
+    )
 
 
 def _share(fraction: float, total: int) -> int:
@@ -421,15 +429,21 @@ class ConfusionForget(Scenario):
             raise ConfigError("confusion scenario: fraction must be in (0, 1]")
         rng = self._rng(seed)
         y, yp = part.train.labels.numpy(), part.pool.labels.numpy()
-        pos = np.sort(np.concatenate([_pick(rng, cand, _share(self.fraction, len(cand)))
-                                      for c in (self.a, self.b) for cand in [np.flatnonzero(y == c)]]))
+        pos = np.sort(
+            np.concatenate(
+                [
+                    _pick(rng, cand, _share(self.fraction, len(cand)))
+                    for c in (self.a, self.b)
+                    for cand in [np.flatnonzero(y == c)]
+                ]
+            )
+        )
         if len(pos) == 0:
             raise ForgetSetError(f"confusion scenario: no training example has label {self.a} or {self.b}")
         train = self._swap(part.train, pos)
         counts = {c: int((y[pos] == c).sum()) for c in (self.a, self.b)}
         # as many pool examples of each class as were swapped
-        hpos = np.sort(np.concatenate([_pick(rng, np.flatnonzero(yp == c), counts[c])
-                                       for c in (self.a, self.b)]))
+        hpos = np.sort(np.concatenate([_pick(rng, np.flatnonzero(yp == c), counts[c]) for c in (self.a, self.b)]))
         holdout = self._swap(part.pool, hpos).take(hpos, "holdout")
         return Split(train, part.test, train.example_ids[pos], holdout, self.to_dict())
 

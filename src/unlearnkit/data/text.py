@@ -90,8 +90,10 @@ def read_records(path: str | Path) -> dict[str, list[dict]]:
     """Read local records as ``{split name: [row dict, ...]}`` (see the module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} does not exist: save the dataset there first "
-                        "(datasets.save_to_disk or its JSON files); unlearnkit never downloads")
+        raise DataError(
+            f"{path} does not exist: save the dataset there first "
+            "(datasets.save_to_disk or its JSON files); unlearnkit never downloads"
+        )
     if path.is_file():
         return {path.stem: _read_file(path)}
     if _is_hf_saved(path):
@@ -150,8 +152,16 @@ def load_bible_verses(path: str | Path | None = None) -> list[dict]:
             book, ch, vs, text = str(r["book"]), int(r["chapter"]), int(r["verse"]), str(r["text"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: every verse needs book, chapter, verse and text") from None
-        out.append({"example_id": f"kjv/{book}/{ch}/{vs}", "subject_id": f"kjv/{book}",
-                    "book": book, "chapter": ch, "verse": vs, "text": text})
+        out.append(
+            {
+                "example_id": f"kjv/{book}/{ch}/{vs}",
+                "subject_id": f"kjv/{book}",
+                "book": book,
+                "chapter": ch,
+                "verse": vs,
+                "text": text,
+            }
+        )
     if not out:
         raise DataError(f"{path} holds no verses")
     return out
@@ -163,9 +173,12 @@ def bible_books(verses: list[dict] | None = None) -> list[str]:
     return list(dict.fromkeys(v["book"] for v in verses))
 
 
-def bible_split(forget_books: list[str], retain_books: list[str],
-                holdout_books: list[str] | None = None,
-                verses: list[dict] | None = None) -> dict[str, list[dict]]:
+def bible_split(
+    forget_books: list[str],
+    retain_books: list[str],
+    holdout_books: list[str] | None = None,
+    verses: list[dict] | None = None,
+) -> dict[str, list[dict]]:
     """MUSE-style verbatim-forgetting split of the KJV by book.
 
     Returns ``{"forget": [...], "retain": [...], "holdout": [...]}`` (verse dicts as from
@@ -206,8 +219,7 @@ def load_muse(path: str | Path) -> dict[str, list[dict]]:
     for split, rows in read_records(path).items():
         checked = []
         for i, r in enumerate(rows):
-            if not (r.get("text") or (r.get("prompt") and r.get("gt"))
-                    or (r.get("question") and r.get("answer"))):
+            if not (r.get("text") or (r.get("prompt") and r.get("gt")) or (r.get("question") and r.get("answer"))):
                 raise DataError(f"{path}: row {i} of {split!r} has no text, prompt+gt or question+answer")
             checked.append({"example_id": f"muse/{split}/{i:05d}", **r})
         out[split] = checked

@@ -39,8 +39,8 @@ from torch import nn
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError, DivergenceError
-from .loop import LoopStats, TrainConfig, count_steps, make_optimizer
 from ..utils import derive_seed, seed_everything
+from .loop import LoopStats, TrainConfig, count_steps, make_optimizer
 
 ACCOUNTANT = "rdp"
 #: Opacus warnings that are expected here and say nothing actionable (seeded RNG is documented
@@ -99,13 +99,22 @@ def dp_plan(n: int, cfg: TrainConfig, dp: DPConfig) -> dict:
         raise ConfigError("DP training needs at least one step: raise epochs or max_steps")
     q = 1.0 / math.ceil(n / cfg.batch_size)
     with _quiet():
-        sigma = float(get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta,
-                                           sample_rate=q, steps=steps, accountant=ACCOUNTANT))
+        sigma = float(
+            get_noise_multiplier(
+                target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=q, steps=steps, accountant=ACCOUNTANT
+            )
+        )
         acc = RDPAccountant()
         acc.history = [(sigma, q, steps)]
         spent = float(acc.get_epsilon(delta=dp.delta))
-    return {**asdict(dp), "noise_multiplier": sigma, "steps": steps, "sample_rate": q,
-            "epsilon_spent": spent, "accountant": ACCOUNTANT}
+    return {
+        **asdict(dp),
+        "noise_multiplier": sigma,
+        "steps": steps,
+        "sample_rate": q,
+        "epsilon_spent": spent,
+        "accountant": ACCOUNTANT,
+    }
 
 
 @contextlib.contextmanager
@@ -123,14 +132,25 @@ def check_dp_model(model: nn.Module) -> None:
 
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
-        raise ConfigError(f"this model cannot be trained with DP-SGD ({str(errors[0]).splitlines()[0]}); "
-                          "use a model without BatchNorm (linear, mlp, cnn)")
+        raise ConfigError(
+            f"this model cannot be trained with DP-SGD ({str(errors[0]).splitlines()[0]}); "
+            "use a model without BatchNorm (linear, mlp, cnn)"
+        )
 
 
-def train_dp_original(model: nn.Module, data: ExampleSet, adapter, cfg: TrainConfig, seed: int,
-                      target_epsilon: float = 8.0, delta: float = 1e-5, max_grad_norm: float = 1.0,
-                      device: torch.device | str = "cpu", progress: bool = False,
-                      desc: str = "dp-original") -> tuple[nn.Module, LoopStats, float]:
+def train_dp_original(
+    model: nn.Module,
+    data: ExampleSet,
+    adapter,
+    cfg: TrainConfig,
+    seed: int,
+    target_epsilon: float = 8.0,
+    delta: float = 1e-5,
+    max_grad_norm: float = 1.0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    desc: str = "dp-original",
+) -> tuple[nn.Module, LoopStats, float]:
     """Train ``model`` on ``data`` with DP-SGD (Opacus); returns ``(model, cost, epsilon spent)``.
 
     The noise multiplier comes from :func:`dp_plan`; the epsilon returned is the RDP
@@ -150,17 +170,24 @@ def train_dp_original(model: nn.Module, data: ExampleSet, adapter, cfg: TrainCon
     seed_everything(derive_seed(seed, "loop") % (2**31))
     model.to(device).train()
     shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, "stream", "train") % (2**63))
-    loader = DataLoader(TensorDataset(data.inputs, data.labels), batch_size=cfg.batch_size, shuffle=True,
-                        generator=shuffle_gen)
+    loader = DataLoader(
+        TensorDataset(data.inputs, data.labels), batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen
+    )
     noise_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "dp-noise") % (2**63))
     stats = LoopStats()
     t0 = time.perf_counter()
     with _quiet():
         engine = PrivacyEngine(accountant=ACCOUNTANT)
         hooks, opt, loader = engine.make_private(
-            module=model, optimizer=make_optimizer(model.parameters(), cfg), data_loader=loader,
-            noise_multiplier=plan["noise_multiplier"], max_grad_norm=max_grad_norm,
-            poisson_sampling=True, noise_generator=noise_gen, wrap_model=False)
+            module=model,
+            optimizer=make_optimizer(model.parameters(), cfg),
+            data_loader=loader,
+            noise_multiplier=plan["noise_multiplier"],
+            max_grad_norm=max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=noise_gen,
+            wrap_model=False,
+        )
         try:
             _dp_steps(model, adapter, opt, loader, cfg, plan["steps"], stats, device, progress, desc)
         finally:
@@ -175,11 +202,24 @@ def train_dp_original(model: nn.Module, data: ExampleSet, adapter, cfg: TrainCon
     return model.eval(), stats, epsilon
 
 
-def _dp_steps(model, adapter, opt, loader, cfg: TrainConfig, steps: int, stats: LoopStats,
-              device: torch.device, progress: bool, desc: str) -> None:
+def _dp_steps(
+    model,
+    adapter,
+    opt,
+    loader,
+    cfg: TrainConfig,
+    steps: int,
+    stats: LoopStats,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> None:
     """``steps`` DP-SGD steps over Poisson-sampled batches (re-iterating the loader as needed)."""
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt.original_optimizer, T_max=max(1, steps))
-             if cfg.schedule == "cosine" else None)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt.original_optimizer, T_max=max(1, steps))
+        if cfg.schedule == "cosine"
+        else None
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -193,10 +233,12 @@ def _dp_steps(model, adapter, opt, loader, cfg: TrainConfig, steps: int, stats: 
                 opt.zero_grad(set_to_none=True)
                 losses = adapter.per_example_loss(model, {"x": x.to(device), "y": y.to(device)})
                 loss = losses.mean() if len(losses) else losses.sum()  # an empty Poisson batch: noise only
-                if not torch.isfinite(loss) or (cfg.divergence_threshold is not None
-                                                 and abs(loss.item()) > cfg.divergence_threshold):
-                    raise DivergenceError(f"{desc}: loss became {loss.item()} at step {stats.steps}; "
-                                          "lower the learning rate", stats.steps)
+                if not torch.isfinite(loss) or (
+                    cfg.divergence_threshold is not None and abs(loss.item()) > cfg.divergence_threshold
+                ):
+                    raise DivergenceError(
+                        f"{desc}: loss became {loss.item()} at step {stats.steps}; lower the learning rate", stats.steps
+                    )
                 loss.backward()
                 opt.step()
                 if sched is not None:

@@ -74,8 +74,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError, DivergenceError
-from .loop import LoopStats, TrainConfig, count_steps, make_optimizer, run_loop
 from ..utils import derive_seed, seed_everything
+from .loop import LoopStats, TrainConfig, count_steps, make_optimizer, run_loop
 
 #: steps of batch indices drawn ahead at a time (bounds the memory of the data order)
 _BLOCK = 256
@@ -149,8 +149,10 @@ def train_many(
     elif model_factory is None:
         raise ConfigError("train_many needs a model_factory or init models")
     else:
+
         def make(i: int) -> nn.Module:
             return model_factory(seeds[i]).to(device)
+
     device = torch.device(device)
     if vectorize is False or (vectorize is None and (len(seeds) < 2 or cfg.trainer != "loop")):
         return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream, weight, streams)
@@ -164,8 +166,7 @@ def train_many(
         if vectorize:
             raise ConfigError(f"cannot vectorise these models: {reason}; pass vectorize=None or False")
         return _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream, weight, streams)
-    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress, stream, weight,
-                             streams)
+    return _train_vectorized(models, sets, adapter, cfg, list(seeds), device, progress, stream, weight, streams)
 
 
 def _weighted_objective(adapter, weights: dict[str, float]):
@@ -189,11 +190,18 @@ def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train
         if cfg.trainer == "linear_optimum":
             from .linear import train_linear_optimum
 
-            _, stats = train_linear_optimum(d, lam=cfg.weight_decay, sigma=cfg.objective_noise, seed=s,
-                                            model=m)
+            _, stats = train_linear_optimum(d, lam=cfg.weight_decay, sigma=cfg.objective_noise, seed=s, model=m)
         else:
-            stats = run_loop(m, objective, {stream: d, **{k: x for k, (x, _) in extra.items()}}, cfg, seed=s,
-                             device=device, progress=progress, desc=f"model {s}")
+            stats = run_loop(
+                m,
+                objective,
+                {stream: d, **{k: x for k, (x, _) in extra.items()}},
+                cfg,
+                seed=s,
+                device=device,
+                progress=progress,
+                desc=f"model {s}",
+            )
         total = total + stats
         models.append(m.eval())
     return models, total
@@ -201,8 +209,7 @@ def _train_loop(make, sets, adapter, cfg, seeds, device, progress, stream="train
 
 # ---------------------------------------------------------------------------- when to vectorise
 def _tracks_running_stats(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-               for m in model.modules())
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats for m in model.modules())
 
 
 def vectorize_blocker(model: nn.Module, adapter=None, data: ExampleSet | None = None) -> str | None:
@@ -233,9 +240,12 @@ def vectorize_blocker(model: nn.Module, adapter=None, data: ExampleSet | None = 
 
 def _architecture_mismatch(models: Sequence[nn.Module]) -> str | None:
     def sig(m):
-        return ([(k, tuple(v.shape), v.dtype, v.requires_grad) for k, v in m.named_parameters()]
-                + [(k, tuple(v.shape), v.dtype) for k, v in m.named_buffers()]
-                + [(k, type(v)) for k, v in m.named_modules()])
+        return (
+            [(k, tuple(v.shape), v.dtype, v.requires_grad) for k, v in m.named_parameters()]
+            + [(k, tuple(v.shape), v.dtype) for k, v in m.named_buffers()]
+            + [(k, type(v)) for k, v in m.named_modules()]
+        )
+
     ref = sig(models[0])
     if any(sig(m) != ref for m in models[1:]):
         return "model_factory returned models of different architectures"
@@ -243,8 +253,18 @@ def _architecture_mismatch(models: Sequence[nn.Module]) -> str | None:
 
 
 # ---------------------------------------------------------------------------- stacked models
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus,
-                nn.Identity, nn.Dropout)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+)
 
 
 def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -262,8 +282,11 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if n.op != "call_module" or n.args != (prev,) or n.kwargs:
             return None
         m = model.get_submodule(n.target)
-        if not (isinstance(m, _ELEMENTWISE) or (isinstance(m, nn.Flatten) and m.start_dim >= 1)
-                or (isinstance(m, nn.Linear) and all(p.requires_grad for p in m.parameters()))):
+        if not (
+            isinstance(m, _ELEMENTWISE)
+            or (isinstance(m, nn.Flatten) and m.start_dim >= 1)
+            or (isinstance(m, nn.Linear) and all(p.requires_grad for p in m.parameters()))
+        ):
             return None
         chain.append((n.target, m))
         prev = n
@@ -287,8 +310,11 @@ class _ChainStack:
                 if isinstance(layer, nn.Linear):
                     mods = [m.get_submodule(name) for m in models]
                     w = torch.stack([m.weight.T for m in mods]).contiguous().requires_grad_()
-                    b = (torch.stack([m.bias for m in mods]).unsqueeze(1).requires_grad_()
-                         if layer.bias is not None else None)
+                    b = (
+                        torch.stack([m.bias for m in mods]).unsqueeze(1).requires_grad_()
+                        if layer.bias is not None
+                        else None
+                    )
                     self.weights[name] = (w, b)
         self.leaves = [t for wb in self.weights.values() for t in wb if t is not None]
         self.device = self.leaves[0].device
@@ -403,11 +429,9 @@ class _Orders:
     short batches padded with -1.
     """
 
-    def __init__(self, rows: Sequence[torch.Tensor], seeds: Sequence[int], batch_size: int,
-                 stream: str = "train"):
+    def __init__(self, rows: Sequence[torch.Tensor], seeds: Sequence[int], batch_size: int, stream: str = "train"):
         self.rows, self.b = list(rows), batch_size
-        self.gens = [torch.Generator().manual_seed(derive_seed(s, "stream", stream) % (2**63))
-                     for s in seeds]
+        self.gens = [torch.Generator().manual_seed(derive_seed(s, "stream", stream) % (2**63)) for s in seeds]
         self.bufs = [torch.empty(0, dtype=torch.long) for _ in rows]
 
     def next_block(self, k: int) -> torch.Tensor:
@@ -422,17 +446,16 @@ class _Orders:
                 have += len(order) + len(pad)
             buf = torch.cat(parts)
             out.append(buf[: k * self.b].view(k, self.b))
-            self.bufs[i] = buf[k * self.b:]
+            self.bufs[i] = buf[k * self.b :]
         return torch.stack(out, 1)
 
 
-def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, stream="train", weight=1.0,
-                      extra=None):
+def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, stream="train", weight=1.0, extra=None):
     extra = extra or {}
     X, Y, rows = _pool(list(sets) + [d for d, _ in extra.values()])
     X, Y = X.to(device), Y.to(device)
-    extra_rows = dict(zip(extra, rows[len(sets):]))
-    rows = rows[:len(sets)]
+    extra_rows = dict(zip(extra, rows[len(sets) :]))
+    rows = rows[: len(sets)]
     groups: dict[int, list[int]] = defaultdict(list)
     for i, d in enumerate(sets):
         groups[count_steps(cfg, len(d))].append(i)
@@ -441,8 +464,18 @@ def _train_vectorized(models, sets, adapter, cfg, seeds, device, progress, strea
     for steps, members in groups.items():
         streams = [(stream, [rows[i] for i in members], weight)]
         streams += [(k, [extra_rows[k]] * len(members), w) for k, (_, w) in extra.items()]
-        stats = _train_group([models[i] for i in members], streams, [seeds[i] for i in members], X, Y,
-                             adapter, cfg, steps, device, progress)
+        stats = _train_group(
+            [models[i] for i in members],
+            streams,
+            [seeds[i] for i in members],
+            X,
+            Y,
+            adapter,
+            cfg,
+            steps,
+            device,
+            progress,
+        )
         for i, st in zip(members, stats):
             per_model[i] = st
     total = LoopStats()
@@ -461,8 +494,9 @@ def _optimizer(leaves: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.
         return make_optimizer(leaves, cfg)
 
 
-def _train_group(models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps: int, device,
-                 progress: bool) -> list[LoopStats]:
+def _train_group(
+    models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps: int, device, progress: bool
+) -> list[LoopStats]:
     """Train models that share a step count together; writes the weights back into ``models``.
 
     ``streams``: ``(name, pool rows of each model's set, weight)``, the primary stream first;
@@ -474,8 +508,7 @@ def _train_group(models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps:
     stack = _ChainStack(models, chain) if chain is not None else _VmapStack(models)
     leaves = stack.leaves
     opt = _optimizer(leaves, cfg)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-             if cfg.schedule == "cosine" else None)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cfg.schedule == "cosine" else None
     seed_everything(derive_seed(seeds[0], "loop", "ensemble", E) % (2**31))  # dropout masks
     orders = [(_Orders(rows, seeds, cfg.batch_size, name), w) for name, rows, w in streams]
     losses: list[torch.Tensor] = []
@@ -492,12 +525,11 @@ def _train_group(models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps:
             for o, w in orders:
                 block = o.next_block(min(_BLOCK, steps - step)).to(device)
                 valid = block >= 0
-                count = valid.sum(2)                           # (k, E) real examples per batch
+                count = valid.sum(2)  # (k, E) real examples per batch
                 seen += count.sum(0)
                 blocks.append((block.clamp(min=0), valid / count.unsqueeze(-1), w))
             for k in range(len(blocks[0][0])):
-                terms = [w * _losses(stack, adapter, X[idx[k]], Y[idx[k]], weights[k])
-                         for idx, weights, w in blocks]
+                terms = [w * _losses(stack, adapter, X[idx[k]], Y[idx[k]], weights[k]) for idx, weights, w in blocks]
                 loss = sum(terms[1:], terms[0])
                 _guard(loss, cfg.divergence_threshold, seeds, step, "loss")
                 for p in leaves:
@@ -518,8 +550,7 @@ def _train_group(models, streams, seeds, X, Y, adapter, cfg: TrainConfig, steps:
     stack.write_back(models)
     L = torch.stack(losses).T.cpu().tolist() if losses else [[] for _ in models]
     n = seen.cpu().tolist()
-    return [LoopStats(steps, n[e], n[e], 0.0, L[e][-1] if L[e] else float("nan"), L[e])
-            for e in range(E)]
+    return [LoopStats(steps, n[e], n[e], 0.0, L[e][-1] if L[e] else float("nan"), L[e]) for e in range(E)]
 
 
 def _guard(values: torch.Tensor, threshold: float | None, seeds, step: int, what: str) -> None:
@@ -529,15 +560,17 @@ def _guard(values: torch.Tensor, threshold: float | None, seeds, step: int, what
         bad |= values.abs() > threshold
     if bad.any():
         e = int(bad.nonzero()[0])
-        raise DivergenceError(f"model {seeds[e]}: {what} became {values[e].item()} at step {step}; "
-                              "lower the learning rate or the step budget", step)
+        raise DivergenceError(
+            f"model {seeds[e]}: {what} became {values[e].item()} at step {step}; "
+            "lower the learning rate or the step budget",
+            step,
+        )
 
 
 def _clip_per_model(leaves: Sequence[torch.Tensor], max_norm: float, seeds, step: int) -> None:
     """``clip_grad_norm_`` applied to each model's own gradient (slice ``e`` of every leaf)."""
     grads = [p.grad for p in leaves if p.grad is not None]
-    norms = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
     _guard(norms, None, seeds, step, "gradient norm")
     if bool((norms + 1e-6 > max_norm).any()):  # otherwise every factor is exactly 1
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
@@ -564,16 +597,18 @@ def stack_models(models: Sequence[nn.Module]) -> Callable[[torch.Tensor], torch.
             return torch.stack([m(x) for m in models])
 
     mode = models[0].training
-    if (len(models) < 2 or _architecture_mismatch(models) is not None
-            or any(m.training != mode for m in models)
-            or (mode and any(_tracks_running_stats(m) for m in models))):
+    if (
+        len(models) < 2
+        or _architecture_mismatch(models) is not None
+        or any(m.training != mode for m in models)
+        or (mode and any(_tracks_running_stats(m) for m in models))
+    ):
         return loop
     with torch.no_grad():
         params, buffers = stack_module_state(models)
         params = {k: v.detach() for k, v in params.items()}
     base = copy.deepcopy(models[0]).to("meta").train(mode)
-    f = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None),
-             randomness="different")
+    f = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None), randomness="different")
     state = {"vmap": True}
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -596,4 +631,4 @@ def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor, batch_size: in
     if batch_size < 1:
         raise ConfigError("batch_size must be >= 1")
     f = stack_models(models)
-    return torch.cat([f(x[i:i + batch_size]) for i in range(0, len(x), batch_size)], dim=1)
+    return torch.cat([f(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], dim=1)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError
-from .loop import LoopStats
 from ..modalities.classifier.models import build_model
 from ..utils import derive_seed
+from .loop import LoopStats
 
 #: Lipschitz constant of the logistic loss's second derivative used by the paper.
 #: (The tight value is max |sigma'''| = 1/(6 sqrt 3) ~ 0.096; 1/4 is conservative.)
@@ -39,17 +39,21 @@ def linear_layer(model: nn.Module, data: ExampleSet | None = None) -> nn.Linear:
     linears = [m for m in leaves if isinstance(m, nn.Linear)]
     others = [type(m).__name__ for m in leaves if not isinstance(m, (nn.Linear, nn.Flatten, nn.Identity))]
     if len(linears) != 1 or others:
-        raise ConfigError("certified_removal needs a linear model (one nn.Linear on flattened inputs, "
-                          "e.g. build_model('linear', ...) / --model linear); got "
-                          f"{len(linears)} linear layer(s) and {others or 'no'} other layers")
+        raise ConfigError(
+            "certified_removal needs a linear model (one nn.Linear on flattened inputs, "
+            "e.g. build_model('linear', ...) / --model linear); got "
+            f"{len(linears)} linear layer(s) and {others or 'no'} other layers"
+        )
     lin = linears[0]
     if data is not None and len(data):
         x = data.inputs[:8].to(lin.weight.device)
         with torch.no_grad():
             ok = torch.allclose(model(x), lin(x.flatten(1)), atol=1e-5, rtol=1e-4)
         if not ok:
-            raise ConfigError("certified_removal needs model(x) = flatten(x) W^T + b; this model's "
-                              "forward does something else: use build_model('linear', ...)")
+            raise ConfigError(
+                "certified_removal needs model(x) = flatten(x) W^T + b; this model's "
+                "forward does something else: use build_model('linear', ...)"
+            )
     return lin
 
 
@@ -64,8 +68,7 @@ def _signs(data: ExampleSet, k: int) -> torch.Tensor:
     return 2.0 * F.one_hot(data.labels, k).double() - 1.0
 
 
-def ovr_gradient(theta: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float,
-                 n_reg: int) -> torch.Tensor:
+def ovr_gradient(theta: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float, n_reg: int) -> torch.Tensor:
     """``grad_theta [sum_ik log(1 + exp(-s_ik z_ik)) + lam n_reg / 2 ||theta||^2]``, ``z = x theta^T``.
 
     ``theta``: (K, d+1); ``x``: (N, d+1); ``s``: (N, K). Returns (K, d+1).
@@ -96,9 +99,15 @@ def _set_theta(lin: nn.Linear, theta: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-def train_linear_optimum(data, lam: float = DEFAULT_LAM, sigma: float = 0.0, seed: int = 0,
-                         max_iter: int = 500, tol: float = 1e-10,
-                         model: nn.Module | None = None) -> tuple[nn.Module, LoopStats]:
+def train_linear_optimum(
+    data,
+    lam: float = DEFAULT_LAM,
+    sigma: float = 0.0,
+    seed: int = 0,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+    model: nn.Module | None = None,
+) -> tuple[nn.Module, LoopStats]:
     """Train a linear model to the minimiser of the one-vs-rest objective (Guo et al. 2020).
 
     Minimises ``sum_{i,k} log(1 + exp(-s_ik z_ik)) + lam n / 2 ||theta||^2 + b^T theta``
@@ -134,9 +143,16 @@ def train_linear_optimum(data, lam: float = DEFAULT_LAM, sigma: float = 0.0, see
     gen = torch.Generator().manual_seed(derive_seed(seed, "objective-perturbation") % (2**63))
     b = sigma * torch.randn(lin.out_features, x.shape[1], generator=gen, dtype=torch.float64)
     theta = torch.zeros(lin.out_features, x.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
-                            tolerance_grad=tol, tolerance_change=1e-14, history_size=50,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-14,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:  # the objective divided by n, for conditioning
         opt.zero_grad()
@@ -148,8 +164,12 @@ def train_linear_optimum(data, lam: float = DEFAULT_LAM, sigma: float = 0.0, see
     opt.step(closure)
     state = opt.state[theta]
     evals = int(state.get("func_evals", 1))
-    stats = LoopStats(steps=int(state.get("n_iter", 1)), examples_forward=evals * n,
-                      examples_backward=evals * n, final_loss=float(closure().detach()),
-                      wall_time_s=time.perf_counter() - t0)
+    stats = LoopStats(
+        steps=int(state.get("n_iter", 1)),
+        examples_forward=evals * n,
+        examples_backward=evals * n,
+        final_loss=float(closure().detach()),
+        wall_time_s=time.perf_counter() - t0,
+    )
     _set_theta(lin, theta.detach())
     return model.eval(), stats

@@ -132,8 +132,15 @@ class _Stream:
 class StepContext:
     """What an objective sees at one step."""
 
-    def __init__(self, model: nn.Module, streams: dict[str, _Stream], stats: LoopStats,
-                 total_steps: int, device: torch.device, adapter=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        streams: dict[str, _Stream],
+        stats: LoopStats,
+        total_steps: int,
+        device: torch.device,
+        adapter=None,
+    ):
         self.model = model
         self.adapter = adapter
         self._streams = streams
@@ -180,8 +187,7 @@ def make_optimizer(params, cfg: TrainConfig, **kwargs) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names; ``kwargs`` go to its constructor (e.g. ``fused=True``)."""
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               **kwargs)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kwargs)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
@@ -238,8 +244,7 @@ def run_loop(
     stats = LoopStats()
     model.to(device).train()
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-             if cfg.schedule == "cosine" else None)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cfg.schedule == "cosine" else None
     ctx = StepContext(model, s, stats, steps, device, adapter)
     t0 = time.perf_counter()
     bar = None
@@ -252,17 +257,20 @@ def run_loop(
             ctx.step = step
             opt.zero_grad(set_to_none=True)
             loss = objective(ctx)
-            if not torch.isfinite(loss) or (cfg.divergence_threshold is not None
-                                             and abs(loss.item()) > cfg.divergence_threshold):
+            if not torch.isfinite(loss) or (
+                cfg.divergence_threshold is not None and abs(loss.item()) > cfg.divergence_threshold
+            ):
                 raise DivergenceError(
-                    f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate "
-                    "or the step budget", step)
+                    f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or the step budget",
+                    step,
+                )
             loss.backward()
             if grad_hook is not None:
                 grad_hook(model)
             if cfg.grad_clip:
                 norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
+                    [p for p in model.parameters() if p.grad is not None], cfg.grad_clip
+                )
                 if not torch.isfinite(norm):
                     raise DivergenceError(f"{desc}: gradient norm became {norm.item()} at step {step}", step)
             opt.step()
@@ -299,8 +307,7 @@ def cross_entropy_objective(adapter, stream: str = "train") -> Objective:
 class EarlyStopping:
     """Stop when ``score(model)`` has not improved for ``patience`` checks (every ``every`` steps)."""
 
-    def __init__(self, score: Callable[[nn.Module], float], every: int = 10, patience: int = 3,
-                 mode: str = "min"):
+    def __init__(self, score: Callable[[nn.Module], float], every: int = 10, patience: int = 3, mode: str = "min"):
         self.score, self.every, self.patience, self.mode = score, every, patience, mode
         self.best = math.inf if mode == "min" else -math.inf
         self.bad = 0

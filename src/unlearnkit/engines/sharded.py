@@ -54,20 +54,21 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..data.dataset import ExampleSet
 from ..data.scenarios import validate_forget_ids
 from ..errors import ConfigError
-from .loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
 from ..utils import atomic_path, derive_seed
+from .loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
 
 AGGREGATIONS = ("mean_prob", "vote")
 
 
-def sisa_assignment(example_ids: Iterable[str], num_shards: int, num_slices: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sisa_assignment(
+    example_ids: Iterable[str], num_shards: int, num_slices: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Shard and slice of each example: ``h = derive_seed(seed, "sisa-assign", id)``,
     ``shard = h mod S``, ``slice = (h div S) mod R``. A pure function of (seed, id)."""
     h = [derive_seed(seed, "sisa-assign", str(i)) for i in example_ids]
@@ -110,8 +111,11 @@ class SisaRequest:
     retrained_slices: int
 
     def to_dict(self) -> dict:
-        return {"cost": self.cost.to_dict(), "affected_shards": self.affected_shards,
-                "retrained_slices": self.retrained_slices}
+        return {
+            "cost": self.cost.to_dict(),
+            "affected_shards": self.affected_shards,
+            "retrained_slices": self.retrained_slices,
+        }
 
 
 class SisaEnsemble(nn.Module):
@@ -126,8 +130,7 @@ class SisaEnsemble(nn.Module):
     def __init__(self, models: Sequence[nn.Module], aggregation: str = "mean_prob"):
         super().__init__()
         if aggregation not in AGGREGATIONS:
-            raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
-                              f"not {aggregation!r}")
+            raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
         if not models:
             raise ConfigError("a SISA ensemble needs at least one shard model")
         self.shards = nn.ModuleList(models)
@@ -140,8 +143,7 @@ class SisaEnsemble(nn.Module):
         return len(self.shards)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logps = torch.stack([F.log_softmax(m(x), -1)
-                             for m, on in zip(self.shards, self.active.tolist()) if on])
+        logps = torch.stack([F.log_softmax(m(x), -1) for m, on in zip(self.shards, self.active.tolist()) if on])
         if self.aggregation == "mean_prob":
             return torch.logsumexp(logps, 0) - math.log(len(logps))
         k = logps.shape[-1]
@@ -160,10 +162,16 @@ class SisaEnsemble(nn.Module):
             ids = sorted(chain.from_iterable(st.members[s][: k + 1]))
             if ids:  # an empty prefix (all its examples deleted) trains nothing
                 data = st.data.select(ids, name=f"sisa-shard{s}-slice{k}")
-                stats += run_loop(model, cross_entropy_objective(st.adapter), {"train": data},
-                                  st.slice_cfg, derive_seed(st.seed, "sisa-train", s, k),
-                                  device=st.device, progress=progress,
-                                  desc=f"sisa shard {s} slice {k}")
+                stats += run_loop(
+                    model,
+                    cross_entropy_objective(st.adapter),
+                    {"train": data},
+                    st.slice_cfg,
+                    derive_seed(st.seed, "sisa-train", s, k),
+                    device=st.device,
+                    progress=progress,
+                    desc=f"sisa shard {s} slice {k}",
+                )
             st.checkpoints[s][k + 1] = _snapshot(model)
             self._save(s, k + 1)
         model.eval()
@@ -180,8 +188,10 @@ class SisaEnsemble(nn.Module):
 
     def _need_state(self) -> SisaState:
         if self.state is None:
-            raise ConfigError("this SISA ensemble has no training state (data, checkpoints); "
-                              "build it with train_sisa() to be able to forget")
+            raise ConfigError(
+                "this SISA ensemble has no training state (data, checkpoints); "
+                "build it with train_sisa() to be able to forget"
+            )
         return self.state
 
     def forget(self, ids: Iterable[str], progress: bool = False) -> SisaRequest:
@@ -255,24 +265,31 @@ def train_sisa(
     if int(num_slices) != num_slices or num_slices < 1:
         raise ConfigError(f"num_slices must be an integer >= 1, not {num_slices!r}")
     if num_shards > len(data):
-        raise ConfigError(f"{num_shards} shards for {len(data)} training examples: "
-                          "use at most as many shards as examples")
+        raise ConfigError(
+            f"{num_shards} shards for {len(data)} training examples: use at most as many shards as examples"
+        )
     shard, slc = sisa_assignment(data.example_ids, num_shards, num_slices, seed)
     sizes = np.bincount(shard, minlength=num_shards)
     if (sizes == 0).any():
-        raise ConfigError(f"shard(s) {np.flatnonzero(sizes == 0).tolist()} received no examples "
-                          f"out of {len(data)}: use fewer shards")
+        raise ConfigError(
+            f"shard(s) {np.flatnonzero(sizes == 0).tolist()} received no examples out of {len(data)}: use fewer shards"
+        )
     ids = data.example_ids
-    members = [[sorted(ids[(shard == s) & (slc == k)].tolist()) for k in range(num_slices)]
-               for s in range(num_shards)]
+    members = [[sorted(ids[(shard == s) & (slc == k)].tolist()) for k in range(num_slices)] for s in range(num_shards)]
     device = torch.device(device)
-    models = [model_factory(derive_seed(seed, "sisa-init", s) % (2**31)).to(device)
-              for s in range(num_shards)]
+    models = [model_factory(derive_seed(seed, "sisa-init", s) % (2**31)).to(device) for s in range(num_shards)]
     ens = SisaEnsemble(models, aggregation)
     slice_cfg = dataclasses.replace(recipe, epochs=recipe.epochs * 2.0 / (num_slices + 1))
     ens.state = SisaState(
-        data, members, [[_snapshot(m)] + [{}] * num_slices for m in models], adapter, slice_cfg,
-        seed, device, Path(checkpoint_dir) if checkpoint_dir is not None else None)
+        data,
+        members,
+        [[_snapshot(m)] + [{}] * num_slices for m in models],
+        adapter,
+        slice_cfg,
+        seed,
+        device,
+        Path(checkpoint_dir) if checkpoint_dir is not None else None,
+    )
     cost = LoopStats()
     for s in range(num_shards):
         ens._save(s, 0)
@@ -286,5 +303,4 @@ def sisa_forget(ensemble: SisaEnsemble, ids: Iterable[str], progress: bool = Fal
     return ensemble.forget(ids, progress)
 
 
-__all__ = ["AGGREGATIONS", "SisaEnsemble", "SisaRequest", "SisaState", "sisa_assignment",
-           "sisa_forget", "train_sisa"]
+__all__ = ["AGGREGATIONS", "SisaEnsemble", "SisaRequest", "SisaState", "sisa_assignment", "sisa_forget", "train_sisa"]

@@ -64,8 +64,7 @@ def confidence_feature(logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
     return lp[idx, top] - log_rest
 
 
-def attack_scores(pos: np.ndarray, neg: np.ndarray, thresholds: np.ndarray,
-                  delta: float = DELTA) -> np.ndarray:
+def attack_scores(pos: np.ndarray, neg: np.ndarray, thresholds: np.ndarray, delta: float = DELTA) -> np.ndarray:
     """Attack score ``1 - FQ(t)`` of the rule "value >= t means positive", per threshold."""
     pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
     t = np.asarray(thresholds, np.float64)[:, None]
@@ -74,18 +73,21 @@ def attack_scores(pos: np.ndarray, neg: np.ndarray, thresholds: np.ndarray,
     fnr = 1.0 - tpr
     sfp = np.clip(fpr, _EPS, 1 - delta - _EPS)
     sfn = np.clip(fnr, _EPS, 1 - delta - _EPS)
-    eps = np.maximum(0.0, np.minimum(np.log(1 - delta - sfp) - np.log(sfn),
-                                     np.log(1 - delta - sfn) - np.log(sfp)))
-    fq = np.where((fpr == 0) & (fnr == 0), 0.0,
-                  np.where((fpr >= 1 - delta) | (fnr >= 1 - delta), 1.0, 2.0 ** (-eps)))
+    eps = np.maximum(0.0, np.minimum(np.log(1 - delta - sfp) - np.log(sfn), np.log(1 - delta - sfn) - np.log(sfp)))
+    fq = np.where((fpr == 0) & (fnr == 0), 0.0, np.where((fpr >= 1 - delta) | (fnr >= 1 - delta), 1.0, 2.0 ** (-eps)))
     return 1.0 - fq
 
 
-def comparator_privacy(unlearned: Scores, reference: Scores, entropy_temperature: float = 2.0,
-                       confidence_temperature: float = 1.0, bins: int = 201,
-                       entropy_range: tuple[float, float] = (0.0, 2.5),
-                       confidence_range: tuple[float, float] = (-2.5, 10.0),
-                       delta: float = DELTA) -> dict:
+def comparator_privacy(
+    unlearned: Scores,
+    reference: Scores,
+    entropy_temperature: float = 2.0,
+    confidence_temperature: float = 1.0,
+    bins: int = 201,
+    entropy_range: tuple[float, float] = (0.0, 2.5),
+    confidence_range: tuple[float, float] = (-2.5, 10.0),
+    delta: float = DELTA,
+) -> dict:
     """Worst-case privacy score of ``unlearned`` against the retrained ``reference`` on one split.
 
     Pass both models' :class:`Scores` on the forget set. Returns ``{"privacy": min FQ in
@@ -94,8 +96,7 @@ def comparator_privacy(unlearned: Scores, reference: Scores, entropy_temperature
     "threshold": its threshold}``.
     """
     if len(unlearned) == 0 or len(reference) == 0:
-        raise DataError("the comparator privacy score needs both models' scores on a non-empty "
-                        "forget set")
+        raise DataError("the comparator privacy score needs both models' scores on a non-empty forget set")
     features = {
         "entropy": (entropy_feature, entropy_temperature, entropy_range),
         "confidence": (confidence_feature, confidence_temperature, confidence_range),
@@ -111,8 +112,7 @@ def comparator_privacy(unlearned: Scores, reference: Scores, entropy_temperature
             i = int(np.argmax(a))
             best = min(best, 1.0 - a[i])
             if 1.0 - a[i] < out["privacy"]:
-                out.update(privacy=float(1.0 - a[i]), attack=f"{name}>=t:{direction}",
-                           threshold=float(thr[i]))
+                out.update(privacy=float(1.0 - a[i]), attack=f"{name}>=t:{direction}", threshold=float(thr[i]))
         out[name] = float(best)
     out["privacy"] = float(min(max(out["privacy"], 0.0), 1.0))
     return out

@@ -79,8 +79,7 @@ def _distinct_rates(in_a: np.ndarray, in_b: np.ndarray, n_a: int, n_b: int) -> t
     return a / n_a, b / n_b
 
 
-def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA,
-                    cap: float = EPSILON_CAP) -> float:
+def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA, cap: float = EPSILON_CAP) -> float:
     """Epsilon of one example from its ``pos`` and ``neg`` samples (one value per model).
 
     ``pos`` is the distribution with the larger median. The rules are the official ones on
@@ -102,8 +101,9 @@ def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA,
         return cap
     # single threshold: phi >= t predicts positive
     t = _grid(min(pos[0], neg[0]), max(pos[-1], neg[-1]))
-    tpr, fpr = _distinct_rates(n_p - np.searchsorted(pos, t, side="left"),
-                               n_n - np.searchsorted(neg, t, side="left"), n_p, n_n)
+    tpr, fpr = _distinct_rates(
+        n_p - np.searchsorted(pos, t, side="left"), n_n - np.searchsorted(neg, t, side="left"), n_p, n_n
+    )
     # double threshold: l <= phi <= r predicts the peakier distribution (smaller range)
     peaky, other = (neg, pos) if rp >= rn else (pos, neg)
     both = np.concatenate([peaky, other])
@@ -118,8 +118,9 @@ def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA,
     below = first[:, None] + np.arange(len(values) + 1)[None, :]
     keep = below <= last[:, None]
     upto, below = np.broadcast_to(upto[:, None], below.shape)[keep], below[keep]
-    tpr_d, fpr_d = _distinct_rates(np.maximum(cum_p[upto] - cum_p[below], 0),
-                                   np.maximum(cum_o[upto] - cum_o[below], 0), len(peaky), len(other))
+    tpr_d, fpr_d = _distinct_rates(
+        np.maximum(cum_p[upto] - cum_p[below], 0), np.maximum(cum_o[upto] - cum_o[below], 0), len(peaky), len(other)
+    )
     eps = _epsilon_of_rules(np.concatenate([fpr, fpr_d]), np.concatenate([1 - tpr, 1 - tpr_d]), delta)
     return 0.0 if math.isnan(eps) else float(min(eps, cap))
 
@@ -127,24 +128,35 @@ def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA,
 def _check(unlearned, retrained) -> tuple[np.ndarray, np.ndarray]:
     u, r = np.asarray(unlearned, np.float64), np.asarray(retrained, np.float64)
     if u.ndim != 2 or r.ndim != 2 or u.shape[1] != r.shape[1] or u.shape[1] == 0:
-        raise ConfigError("pass unlearned (N_u, n_examples) and retrained (N_r, n_examples) "
-                          f"confidences over the same examples; got shapes {u.shape} and {r.shape}")
+        raise ConfigError(
+            "pass unlearned (N_u, n_examples) and retrained (N_r, n_examples) "
+            f"confidences over the same examples; got shapes {u.shape} and {r.shape}"
+        )
     if min(len(u), len(r)) < 3:
-        raise ConfigError("the competition score needs at least 3 unlearned and 3 retrained "
-                          "models (log(N - 1) bounds the epsilon it can certify)")
+        raise ConfigError(
+            "the competition score needs at least 3 unlearned and 3 retrained "
+            "models (log(N - 1) bounds the epsilon it can certify)"
+        )
     if not (np.isfinite(u).all() and np.isfinite(r).all()):
         raise DataError("confidences must be finite; compute them with Scores.scaled_confidence")
     return u, r
 
 
-def example_epsilons(unlearned: np.ndarray, retrained: np.ndarray, delta: float = DELTA,
-                     cap: float = EPSILON_CAP) -> np.ndarray:
+def example_epsilons(
+    unlearned: np.ndarray, retrained: np.ndarray, delta: float = DELTA, cap: float = EPSILON_CAP
+) -> np.ndarray:
     """Per-example epsilon, ``(n,)``, from ``(N_u, n)`` unlearned and ``(N_r, n)`` retrained
     logit-scaled confidences (the positive side per example is the one with the larger median)."""
     u, r = _check(unlearned, retrained)
     retrain_pos = np.median(r, 0) > np.median(u, 0)
-    return np.array([example_epsilon(r[:, i], u[:, i], delta, cap) if retrain_pos[i]
-                     else example_epsilon(u[:, i], r[:, i], delta, cap) for i in range(u.shape[1])])
+    return np.array(
+        [
+            example_epsilon(r[:, i], u[:, i], delta, cap)
+            if retrain_pos[i]
+            else example_epsilon(u[:, i], r[:, i], delta, cap)
+            for i in range(u.shape[1])
+        ]
+    )
 
 
 def bucket_points(eps: np.ndarray, n_models: int) -> np.ndarray:
@@ -165,9 +177,15 @@ def forget_score(unlearned: np.ndarray, retrained: np.ndarray, delta: float = DE
     return float(bucket_points(eps, len(unlearned)).mean())
 
 
-def competition_score(unlearned: np.ndarray, retrained: np.ndarray,
-                      ra_unlearned, ra_retrained, ta_unlearned, ta_retrained,
-                      delta: float = DELTA) -> dict:
+def competition_score(
+    unlearned: np.ndarray,
+    retrained: np.ndarray,
+    ra_unlearned,
+    ra_retrained,
+    ta_unlearned,
+    ta_retrained,
+    delta: float = DELTA,
+) -> dict:
     """``F``, the per-example epsilons and the final score ``F x (RA_u/RA_r) x (TA_u/TA_r)``.
 
     ``ra_*`` / ``ta_*``: retain / test accuracy of each unlearned / retrained model (scalars or

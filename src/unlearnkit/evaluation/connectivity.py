@@ -43,11 +43,11 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data.dataset import ExampleSet
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, StepContext, TrainConfig, run_loop
+from ..errors import ConfigError
+from ..modalities.classifier.scores import SPLITS, Scores, score_splits
 from ..utils import derive_seed
 from .metrics import EvalInputs, compute_metrics
-from ..modalities.classifier.scores import SPLITS, Scores, score_splits
 
 #: metrics computed at each point of a path (see ``unlearnkit metrics``)
 PATH_METRICS = ("accuracy", "mia_lr", "js_divergence")
@@ -57,8 +57,10 @@ def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if list(sa) != list(sb) or any(sa[k].shape != sb[k].shape for k in sa):
         diff = sorted(set(sa) ^ set(sb))[:3] or [k for k in sa if sa[k].shape != sb[k].shape][:3]
-        raise ConfigError(f"the two models have different architectures (first differences: {diff}); "
-                          "connect two models of the same architecture")
+        raise ConfigError(
+            f"the two models have different architectures (first differences: {diff}); "
+            "connect two models of the same architecture"
+        )
 
 
 def _mix(weights: Sequence[tuple[float | torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -69,11 +71,11 @@ def _mix(weights: Sequence[tuple[float | torch.Tensor, torch.Tensor]]) -> torch.
     return out
 
 
-def _interp_buffers(bufs_a: Sequence[torch.Tensor], bufs_b: Sequence[torch.Tensor],
-                    t: float | torch.Tensor) -> list[torch.Tensor]:
+def _interp_buffers(
+    bufs_a: Sequence[torch.Tensor], bufs_b: Sequence[torch.Tensor], t: float | torch.Tensor
+) -> list[torch.Tensor]:
     """Floating buffers linearly in ``t``; integer ones (``num_batches_tracked``) from ``a``."""
-    return [_mix([(1 - t, a), (t, b)]) if a.is_floating_point() else a.clone()
-            for a, b in zip(bufs_a, bufs_b)]
+    return [_mix([(1 - t, a), (t, b)]) if a.is_floating_point() else a.clone() for a, b in zip(bufs_a, bufs_b)]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -82,8 +84,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, data: ExampleSet, adapter=None,
-                        batch_size: int = 256) -> nn.Module:
+def recompute_batchnorm(model: nn.Module, data: ExampleSet, adapter=None, batch_size: int = 256) -> nn.Module:
     """Reset every BatchNorm layer's running statistics and re-estimate them on ``data``.
 
     Garipov et al.'s ``update_bn``: one pass in training mode with momentum
@@ -118,8 +119,9 @@ def recompute_batchnorm(model: nn.Module, data: ExampleSet, adapter=None,
     return model.eval()
 
 
-def _assemble(template: nn.Module, state: dict[str, torch.Tensor], device: torch.device,
-              bn_data: ExampleSet | None, adapter) -> nn.Module:
+def _assemble(
+    template: nn.Module, state: dict[str, torch.Tensor], device: torch.device, bn_data: ExampleSet | None, adapter
+) -> nn.Module:
     model = copy.deepcopy(template)
     model.load_state_dict({k: v.detach() for k, v in state.items()})
     model.to(device).eval()
@@ -128,8 +130,9 @@ def _assemble(template: nn.Module, state: dict[str, torch.Tensor], device: torch
     return model
 
 
-def interpolate_linear(model_a: nn.Module, model_b: nn.Module, t: float,
-                       bn_data: ExampleSet | None = None, adapter=None) -> nn.Module:
+def interpolate_linear(
+    model_a: nn.Module, model_b: nn.Module, t: float, bn_data: ExampleSet | None = None, adapter=None
+) -> nn.Module:
     """A new model at ``phi(t) = (1 - t) a + t b`` on the straight line from ``a`` to ``b``.
 
     Parameters and floating buffers are interpolated (``t`` outside [0, 1] extrapolates);
@@ -185,8 +188,8 @@ class BezierCurve(nn.Module):
             self.register_buffer(f"abuf_{i}", ba[n].detach().clone())
             self.register_buffer(f"bbuf_{i}", bb[n].detach().clone().to(ba[n].device))
         self.theta = nn.ParameterList(
-            [nn.Parameter(((pa[n].detach() + pb[n].detach().to(pa[n].device)) / 2).clone())
-             for n in self.param_names])
+            [nn.Parameter(((pa[n].detach() + pb[n].detach().to(pa[n].device)) / 2).clone()) for n in self.param_names]
+        )
         self.fit_stats: LoopStats | None = None
 
     def _ends(self, prefix: str, n: int) -> list[torch.Tensor]:
@@ -195,14 +198,14 @@ class BezierCurve(nn.Module):
     def params_at(self, t: float | torch.Tensor) -> dict[str, torch.Tensor]:
         """``phi(t)`` per parameter name (differentiable in ``theta``)."""
         n = len(self.param_names)
-        return {name: _mix([((1 - t) ** 2, a), (2 * t * (1 - t), th), (t ** 2, b)])
-                for name, a, th, b in zip(self.param_names, self._ends("a", n), self.theta,
-                                          self._ends("b", n))}
+        return {
+            name: _mix([((1 - t) ** 2, a), (2 * t * (1 - t), th), (t**2, b)])
+            for name, a, th, b in zip(self.param_names, self._ends("a", n), self.theta, self._ends("b", n))
+        }
 
     def buffers_at(self, t: float | torch.Tensor) -> dict[str, torch.Tensor]:
         n = len(self.buffer_names)
-        return dict(zip(self.buffer_names,
-                        _interp_buffers(self._ends("abuf", n), self._ends("bbuf", n), t)))
+        return dict(zip(self.buffer_names, _interp_buffers(self._ends("abuf", n), self._ends("bbuf", n), t)))
 
     def forward(self, t: float | torch.Tensor, *args, **kwargs):
         """The network at ``phi(t)`` applied to ``args`` (train/eval mode follows the curve's)."""
@@ -224,9 +227,16 @@ class BezierCurve(nn.Module):
         return _assemble(self.template, state, device, bn_data, adapter)
 
 
-def fit_bezier(model_a: nn.Module, model_b: nn.Module, data: ExampleSet, adapter, cfg: TrainConfig,
-               seed: int, device: torch.device | str | None = None,
-               progress: bool = False) -> BezierCurve:
+def fit_bezier(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: ExampleSet,
+    adapter,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> BezierCurve:
     """Fit the control point of a quadratic Bezier curve from ``model_a`` to ``model_b``.
 
     Garipov et al. 2018, Sec. 3.1, estimated stochastically: at each step draw
@@ -246,15 +256,28 @@ def fit_bezier(model_a: nn.Module, model_b: nn.Module, data: ExampleSet, adapter
         t = float(torch.rand((), generator=gen))
         return adapter.per_example_loss(curve.at(t), ctx.batch("train")).mean()
 
-    curve.fit_stats = run_loop(curve, objective, {"train": data}, cfg, seed, device=device,
-                               progress=progress, desc="bezier", params=list(curve.theta))
+    curve.fit_stats = run_loop(
+        curve,
+        objective,
+        {"train": data},
+        cfg,
+        seed,
+        device=device,
+        progress=progress,
+        desc="bezier",
+        params=list(curve.theta),
+    )
     return curve.eval()
 
 
-def evaluate_path(path: BezierCurve | Callable[[float], nn.Module], task,
-                  ts: Sequence[float] = tuple(np.linspace(0, 1, 11)),
-                  reference_scores: dict[str, Scores] | None = None,
-                  metrics: Sequence[str] = PATH_METRICS, seed: int = 0) -> list[dict]:
+def evaluate_path(
+    path: BezierCurve | Callable[[float], nn.Module],
+    task,
+    ts: Sequence[float] = tuple(np.linspace(0, 1, 11)),
+    reference_scores: dict[str, Scores] | None = None,
+    metrics: Sequence[str] = PATH_METRICS,
+    seed: int = 0,
+) -> list[dict]:
     """Metrics of the model at each ``t`` of a path, one dict per ``t`` (in order).
 
     ``path`` is a :class:`BezierCurve` (its BatchNorm statistics are recomputed on the
@@ -275,8 +298,7 @@ def evaluate_path(path: BezierCurve | Callable[[float], nn.Module], task,
     for t in ts:
         scores = score_splits(path(float(t)), task, SPLITS)
         point = {"t": float(t)}
-        point.update({f"loss_{s}": float(sc.loss.mean()) if len(sc) else float("nan")
-                      for s, sc in scores.items()})
+        point.update({f"loss_{s}": float(sc.loss.mean()) if len(sc) else float("nan") for s, sc in scores.items()})
         point.update(compute_metrics(EvalInputs(scores, reference_scores, seed=seed), list(metrics)))
         out.append(point)
     return out

@@ -14,17 +14,20 @@ def _ratio(a: float, b: float) -> float:
 
 @register_metric(
     "cost",
-    {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower",
-     "examples_backward": "lower"},
+    {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower", "examples_backward": "lower"},
     "Cost accounting as in the unlearning benchmarks (e.g. Jia et al. 2023 run-time efficiency, "
     "'RTE'); counts from unlearnkit.loop.LoopStats.",
-    needs=("cost",), modalities=ALL_MODALITIES, order=91,
-    help={"wall_time_s": "wall-clock time of the run, seconds",
-          "steps": "optimiser steps",
-          "examples_forward": "examples passed forward (teachers included)",
-          "examples_backward": "examples passed backward"},
-    units={"wall_time_s": "seconds", "steps": "count", "examples_forward": "count",
-           "examples_backward": "count"})
+    needs=("cost",),
+    modalities=ALL_MODALITIES,
+    order=91,
+    help={
+        "wall_time_s": "wall-clock time of the run, seconds",
+        "steps": "optimiser steps",
+        "examples_forward": "examples passed forward (teachers included)",
+        "examples_backward": "examples passed backward",
+    },
+    units={"wall_time_s": "seconds", "steps": "count", "examples_forward": "count", "examples_backward": "count"},
+)
 def cost(inputs: EvalInputs) -> dict[str, float]:
     """What producing the evaluated model cost: wall time, optimiser steps, examples.
 
@@ -33,8 +36,12 @@ def cost(inputs: EvalInputs) -> dict[str, float]:
     Wall time depends on the hardware; the example counts do not.
     """
     c = inputs.cost
-    return {"wall_time_s": c.wall_time_s, "steps": c.steps,
-            "examples_forward": c.examples_forward, "examples_backward": c.examples_backward}
+    return {
+        "wall_time_s": c.wall_time_s,
+        "steps": c.steps,
+        "examples_forward": c.examples_forward,
+        "examples_backward": c.examples_backward,
+    }
 
 
 @register_metric(
@@ -42,11 +49,16 @@ def cost(inputs: EvalInputs) -> dict[str, float]:
     {"cost_ratio_time": "lower", "cost_ratio_examples": "lower"},
     "Speed-up over retraining as reported by e.g. Jia et al. 2023 and Fan et al. 2024; "
     "here as the inverse ratio (cost / retrain cost).",
-    needs=("cost", "reference_cost"), modalities=ALL_MODALITIES, order=90,
-    help={"cost_ratio_time": ("wall time / the reference's (retrain) wall time",
-                              "≪ 1x (1x = retraining)"),
-          "cost_ratio_examples": ("examples processed (forward + backward) / the reference's", "≪ 1x")},
-    headline=("cost_ratio_time",), units={"cost_ratio_time": "ratio", "cost_ratio_examples": "ratio"})
+    needs=("cost", "reference_cost"),
+    modalities=ALL_MODALITIES,
+    order=90,
+    help={
+        "cost_ratio_time": ("wall time / the reference's (retrain) wall time", "≪ 1x (1x = retraining)"),
+        "cost_ratio_examples": ("examples processed (forward + backward) / the reference's", "≪ 1x"),
+    },
+    headline=("cost_ratio_time",),
+    units={"cost_ratio_time": "ratio", "cost_ratio_examples": "ratio"},
+)
 def cost_ratio(inputs: EvalInputs) -> dict[str, float]:
     """Cost of the evaluated model relative to retraining the reference.
 
@@ -64,6 +76,9 @@ def cost_ratio(inputs: EvalInputs) -> dict[str, float]:
     the example counts do not depend on timing at all.
     """
     c, r = inputs.cost, inputs.reference_cost
-    return {"cost_ratio_time": _ratio(c.wall_time_s, r.wall_time_s),
-            "cost_ratio_examples": _ratio(c.examples_forward + c.examples_backward,
-                                          r.examples_forward + r.examples_backward)}
+    return {
+        "cost_ratio_time": _ratio(c.wall_time_s, r.wall_time_s),
+        "cost_ratio_examples": _ratio(
+            c.examples_forward + c.examples_backward, r.examples_forward + r.examples_backward
+        ),
+    }

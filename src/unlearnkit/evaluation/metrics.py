@@ -51,8 +51,7 @@ GOALS = ("higher", "lower", "reference")
 #: display units of an output key (:func:`metric_unit`); "" = a plain number, 3 decimals
 UNITS = ("", "ratio", "seconds", "count")
 #: how each goal reads in a plot axis or a table header
-GOAL_TEXT = {"higher": "higher is better", "lower": "lower is better",
-             "reference": "closer to the reference is better"}
+GOAL_TEXT = {"higher": "higher is better", "lower": "lower is better", "reference": "closer to the reference is better"}
 #: what "ideal" says for a key whose metric gives no ideal of its own
 IDEAL_TEXT = {"higher": "high", "lower": "low", "reference": "the reference's value"}
 #: the ``order`` of a metric that declares none (after every built-in one)
@@ -102,8 +101,9 @@ class EvalInputs:
         model's splits (``of="model"``) or the reference's (``of="reference"``), computed
         once per inputs and model."""
         if name not in SHARED:
-            raise ConfigError(f"no shared quantity {name!r} is registered; registered: "
-                              f"{', '.join(sorted(SHARED)) or '(none)'}")
+            raise ConfigError(
+                f"no shared quantity {name!r} is registered; registered: {', '.join(sorted(SHARED)) or '(none)'}"
+            )
         if of not in ("model", "reference"):
             raise ValueError(f"of must be 'model' or 'reference', not {of!r}")
         table = self.model if of == "model" else self.reference
@@ -263,12 +263,23 @@ METRICS: dict[str, MetricSpec] = _Catalogue()
 DECLARED: dict[str, MetricSpec] = {}
 
 
-def _spec(name: str, fn, outputs: Mapping[str, str], description: str, citation: str,
-          needs: Sequence[str], splits: Sequence[str], modalities: Sequence[str],
-          help: str | Mapping[str, str | tuple[str, str]] | None,
-          headline: bool | Sequence[str], headline_group: str | None,
-          units: Mapping[str, str] | None, order: float | None, shares: Sequence[str],
-          computed_by: str | None) -> MetricSpec:
+def _spec(
+    name: str,
+    fn,
+    outputs: Mapping[str, str],
+    description: str,
+    citation: str,
+    needs: Sequence[str],
+    splits: Sequence[str],
+    modalities: Sequence[str],
+    help: str | Mapping[str, str | tuple[str, str]] | None,
+    headline: bool | Sequence[str],
+    headline_group: str | None,
+    units: Mapping[str, str] | None,
+    order: float | None,
+    shares: Sequence[str],
+    computed_by: str | None,
+) -> MetricSpec:
     outputs = dict(outputs)
     bad = {k: g for k, g in outputs.items() if g not in GOALS}
     if bad:
@@ -292,22 +303,45 @@ def _spec(name: str, fn, outputs: Mapping[str, str], description: str, citation:
     wrong = {k: u for k, u in units.items() if u not in UNITS}
     if wrong:
         raise ConfigError(f"metric {name!r}: units must be one of {UNITS}, got {wrong}")
-    return MetricSpec(name, fn, outputs, description, citation, tuple(needs), tuple(splits),
-                      tuple(modalities), helps, ideals, heads, headline_group, units,
-                      DEFAULT_ORDER if order is None else float(order), tuple(shares), computed_by)
+    return MetricSpec(
+        name,
+        fn,
+        outputs,
+        description,
+        citation,
+        tuple(needs),
+        tuple(splits),
+        tuple(modalities),
+        helps,
+        ideals,
+        heads,
+        headline_group,
+        units,
+        DEFAULT_ORDER if order is None else float(order),
+        tuple(shares),
+        computed_by,
+    )
 
 
 def _first_paragraph(doc: str | None) -> str:
     return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
-def register_metric(name: str, outputs: dict[str, str], citation: str,
-                    needs: tuple[str, ...] = (), splits: tuple[str, ...] = (),
-                    modalities: tuple[str, ...] = ("classifier",), *,
-                    help: str | Mapping[str, str | tuple[str, str]] | None = None,
-                    headline: bool | Sequence[str] = False, headline_group: str | None = None,
-                    units: Mapping[str, str] | None = None, order: float | None = None,
-                    shares: Sequence[str] = ()):
+def register_metric(
+    name: str,
+    outputs: dict[str, str],
+    citation: str,
+    needs: tuple[str, ...] = (),
+    splits: tuple[str, ...] = (),
+    modalities: tuple[str, ...] = ("classifier",),
+    *,
+    help: str | Mapping[str, str | tuple[str, str]] | None = None,
+    headline: bool | Sequence[str] = False,
+    headline_group: str | None = None,
+    units: Mapping[str, str] | None = None,
+    order: float | None = None,
+    shares: Sequence[str] = (),
+):
     """Decorator registering ``fn(EvalInputs) -> dict[str, float]`` under ``name``.
 
     The description is the first paragraph of the function's docstring. ``modalities``:
@@ -326,8 +360,23 @@ def register_metric(name: str, outputs: dict[str, str], citation: str,
       ``inputs.memo``.
     """
 
-    spec = _spec(name, None, outputs, "", citation, needs, splits, modalities, help, headline,
-                 headline_group, units, order, shares, None)  # checked now, registered with its function
+    spec = _spec(
+        name,
+        None,
+        outputs,
+        "",
+        citation,
+        needs,
+        splits,
+        modalities,
+        help,
+        headline,
+        headline_group,
+        units,
+        order,
+        shares,
+        None,
+    )  # checked now, registered with its function
 
     def deco(fn: Callable[[EvalInputs], dict[str, float]]):
         dict.__setitem__(METRICS, name, replace(spec, fn=fn, description=_first_paragraph(fn.__doc__)))
@@ -336,16 +385,40 @@ def register_metric(name: str, outputs: dict[str, str], citation: str,
     return deco
 
 
-def register_outputs(name: str, outputs: dict[str, str], description: str, citation: str, *,
-                     computed_by: str, modalities: Sequence[str] = ("classifier",),
-                     help: str | Mapping[str, str | tuple[str, str]] | None = None,
-                     headline: bool | Sequence[str] = False, headline_group: str | None = None,
-                     units: Mapping[str, str] | None = None, order: float | None = None) -> MetricSpec:
+def register_outputs(
+    name: str,
+    outputs: dict[str, str],
+    description: str,
+    citation: str,
+    *,
+    computed_by: str,
+    modalities: Sequence[str] = ("classifier",),
+    help: str | Mapping[str, str | tuple[str, str]] | None = None,
+    headline: bool | Sequence[str] = False,
+    headline_group: str | None = None,
+    units: Mapping[str, str] | None = None,
+    order: float | None = None,
+) -> MetricSpec:
     """Declare output keys that ``computed_by`` computes outside :func:`compute_metrics`
     (e.g. the shadow-model privacy report), with the same descriptions as a metric's, so
     reports and listings know every key a run record can hold."""
-    spec = _spec(name, None, outputs, description, citation, (), (), modalities, help, headline,
-                 headline_group, units, order, (), computed_by)
+    spec = _spec(
+        name,
+        None,
+        outputs,
+        description,
+        citation,
+        (),
+        (),
+        modalities,
+        help,
+        headline,
+        headline_group,
+        units,
+        order,
+        (),
+        computed_by,
+    )
     DECLARED[name] = spec
     return spec
 
@@ -369,13 +442,23 @@ def compute_metrics(inputs: EvalInputs, names: list[str] | None = None) -> dict[
 
 
 def _describe(s: MetricSpec) -> dict:
-    return {"name": s.name, "outputs": list(s.outputs), "goals": dict(s.outputs),
-            "description": s.description, "citation": s.citation, "needs": list(s.needs),
-            "modalities": list(s.modalities),
-            "help": {k: s.help_for(k) for k in s.outputs}, "ideal": {k: s.ideal_for(k) for k in s.outputs},
-            "headline": list(s.headline), "headline_group": s.headline_group,
-            "units": {k: s.units.get(k, "") for k in s.outputs}, "order": s.order,
-            "shares": list(s.shares), "computed_by": s.computed_by}
+    return {
+        "name": s.name,
+        "outputs": list(s.outputs),
+        "goals": dict(s.outputs),
+        "description": s.description,
+        "citation": s.citation,
+        "needs": list(s.needs),
+        "modalities": list(s.modalities),
+        "help": {k: s.help_for(k) for k in s.outputs},
+        "ideal": {k: s.ideal_for(k) for k in s.outputs},
+        "headline": list(s.headline),
+        "headline_group": s.headline_group,
+        "units": {k: s.units.get(k, "") for k in s.outputs},
+        "order": s.order,
+        "shares": list(s.shares),
+        "computed_by": s.computed_by,
+    }
 
 
 def list_metrics(declared: bool = False) -> list[dict]:
@@ -419,8 +502,7 @@ def _specs(modality: str | Iterable[str] | None = None, declared: bool = True) -
     """Every spec (metrics, then declared outputs) serving ``modality`` (one name, several,
     or None: all), in catalogue order."""
     mods = _modalities(modality)
-    return [s for s in _all_specs()[0] if (declared or s.fn is not None)
-            and (mods is None or mods & set(s.modalities))]
+    return [s for s in _all_specs()[0] if (declared or s.fn is not None) and (mods is None or mods & set(s.modalities))]
 
 
 def _spec_of(key: str, modality: str | Iterable[str] | None = None) -> MetricSpec | None:
@@ -471,8 +553,7 @@ def pick_headline(available: Iterable[str], modality: str | Iterable[str] | None
     """The headline keys to show given the keys that have values: per column the first
     candidate in ``available``; columns with none are left out."""
     have = set(available)
-    return [next(k for k in col if k in have) for col in headline_columns(modality)
-            if any(k in have for k in col)]
+    return [next(k for k in col if k in have) for col in headline_columns(modality) if any(k in have for k in col)]
 
 
 def metric_goal(key: str, modality: str | Iterable[str] | None = None) -> str | None:

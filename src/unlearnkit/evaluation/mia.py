@@ -67,8 +67,9 @@ def threshold_attack(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float
     return auc_and_advantage(*data)
 
 
-def logistic_attack(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0,
-                    max_folds: int = 5) -> tuple[float, float]:
+def logistic_attack(
+    members: np.ndarray, nonmembers: np.ndarray, seed: int = 0, max_folds: int = 5
+) -> tuple[float, float]:
     """Logistic-regression membership classifier, scored out of fold.
 
     Features: the columns of ``members``/``nonmembers`` (shape ``(n, d)``; the metric
@@ -103,8 +104,9 @@ def logistic_attack(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0,
     return auc_and_advantage(p, y)
 
 
-def svc_efficacy(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray,
-                 seed: int = 0, max_per_class: int | None = 5000) -> float:
+def svc_efficacy(
+    members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray, seed: int = 0, max_per_class: int | None = 5000
+) -> float:
     """Fraction of ``targets`` an SVC membership classifier calls non-members.
 
     Jia et al. 2023 ("Model sparsity can simplify machine unlearning", NeurIPS) /

@@ -38,22 +38,28 @@ import numpy as np
 from torch import nn
 
 from ..engines.ensemble import train_many
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from ..methods import Method, get_method
+from ..modalities.classifier.scores import Scores, compute_scores
 from ..task import ModelCache, Task
 from ..utils import derive_seed, stable_hash
 from .comparator import comparator_privacy
 from .competition import competition_score
-from ..modalities.classifier.scores import Scores, compute_scores
 from .ulira import ulira
 
 #: goal of each key :func:`privacy_report` returns ("higher"/"lower" is better), for reports
 PRIVACY_OUTPUTS = {
-    "ulira_auc": "lower", "ulira_tpr_at_1fpr": "lower", "ulira_tpr_at_01fpr": "lower",
-    "ulira_acc": "lower", "competition_F": "higher", "competition_score": "higher",
-    "comparator_privacy": "higher", "privacy_wall_time_s": "lower",
-    "privacy_cost_examples": "lower", "privacy_cost_retrains": "lower",
+    "ulira_auc": "lower",
+    "ulira_tpr_at_1fpr": "lower",
+    "ulira_tpr_at_01fpr": "lower",
+    "ulira_acc": "lower",
+    "competition_F": "higher",
+    "competition_score": "higher",
+    "comparator_privacy": "higher",
+    "privacy_wall_time_s": "lower",
+    "privacy_cost_examples": "lower",
+    "privacy_cost_retrains": "lower",
 }
 
 
@@ -91,13 +97,20 @@ def _seeds(seed: int, kind: str, n: int) -> list[int]:
 
 def _check_n(n: int) -> None:
     if n < 4:
-        raise ConfigError(f"n_shadow must be at least 4 (got {n}); per-example attacks hold one "
-                          "model out and need at least 3 on each side")
+        raise ConfigError(
+            f"n_shadow must be at least 4 (got {n}); per-example attacks hold one "
+            "model out and need at least 3 on each side"
+        )
 
 
 def _per_model(total: LoopStats, n: int) -> LoopStats:
-    return LoopStats(round(total.steps / n), round(total.examples_forward / n),
-                     round(total.examples_backward / n), total.wall_time_s / n, total.final_loss)
+    return LoopStats(
+        round(total.steps / n),
+        round(total.examples_forward / n),
+        round(total.examples_backward / n),
+        total.wall_time_s / n,
+        total.final_loss,
+    )
 
 
 Fit = Callable[[list[int]], tuple[list[nn.Module], LoopStats]]
@@ -105,8 +118,9 @@ Fit = Callable[[list[int]], tuple[list[nn.Module], LoopStats]]
 
 def _fit_many(task: Task, data, progress: bool) -> Fit:
     """Train with the task's recipe, all seeds together (:func:`train_many`)."""
-    return lambda seeds: train_many(task.model_factory, data, task.adapter, task.recipe, seeds,
-                                    device=task.device, progress=progress)
+    return lambda seeds: train_many(
+        task.model_factory, data, task.adapter, task.recipe, seeds, device=task.device, progress=progress
+    )
 
 
 def _fit_dp(task: Task, dp: dict, progress: bool) -> Fit:
@@ -116,9 +130,18 @@ def _fit_dp(task: Task, dp: dict, progress: bool) -> Fit:
     def fit(seeds: list[int]) -> tuple[list[nn.Module], LoopStats]:
         models, total = [], LoopStats()
         for s in seeds:
-            m, cost, _ = train_dp_original(task.model_factory(s).to(task.device), task.train, task.adapter,
-                                           task.recipe, s, dp["epsilon"], dp["delta"], dp["max_grad_norm"],
-                                           task.device, progress)
+            m, cost, _ = train_dp_original(
+                task.model_factory(s).to(task.device),
+                task.train,
+                task.adapter,
+                task.recipe,
+                s,
+                dp["epsilon"],
+                dp["delta"],
+                dp["max_grad_norm"],
+                task.device,
+                progress,
+            )
             models.append(m.eval())
             total = total + cost
         return models, total
@@ -126,8 +149,9 @@ def _fit_dp(task: Task, dp: dict, progress: bool) -> Fit:
     return fit
 
 
-def _train(task: Task, prefix: str, seeds: list[int], cache: ModelCache | None,
-           fit: Fit) -> tuple[list[nn.Module], LoopStats]:
+def _train(
+    task: Task, prefix: str, seeds: list[int], cache: ModelCache | None, fit: Fit
+) -> tuple[list[nn.Module], LoopStats]:
     """Models for ``seeds``: from ``cache``, or made by ``fit`` (the missing ones), then cached."""
     models: list[nn.Module | None] = [None] * len(seeds)
     cost = LoopStats()
@@ -150,8 +174,7 @@ def _train(task: Task, prefix: str, seeds: list[int], cache: ModelCache | None,
     return models, cost  # type: ignore[return-value]
 
 
-def _score(task: Task, kind: str, seeds: list[int], models: Sequence[nn.Module],
-           cost: LoopStats) -> ShadowSet:
+def _score(task: Task, kind: str, seeds: list[int], models: Sequence[nn.Module], cost: LoopStats) -> ShadowSet:
     forget, ra, ta = [], [], []
     for m in models:
         forget.append(compute_scores(m, task.forget, task.adapter))
@@ -160,8 +183,9 @@ def _score(task: Task, kind: str, seeds: list[int], models: Sequence[nn.Module],
     return ShadowSet(kind, list(seeds), forget, np.array(ra), np.array(ta), cost)
 
 
-def shadow_retrains(task: Task, n: int = 16, seed: int = 0, cache: ModelCache | None = None,
-                    progress: bool = False) -> ShadowSet:
+def shadow_retrains(
+    task: Task, n: int = 16, seed: int = 0, cache: ModelCache | None = None, progress: bool = False
+) -> ShadowSet:
     """``n`` models trained on the retain set with the task's recipe, scored.
 
     Cached per model under ``shadow-retrain-<data/model/recipe key>-<forget fingerprint>-<model
@@ -170,13 +194,19 @@ def shadow_retrains(task: Task, n: int = 16, seed: int = 0, cache: ModelCache | 
     """
     seeds = _seeds(seed, "retrain", n)
     key = stable_hash({k: v for k, v in task.spec.items() if k not in ("scenario", "dp")})
-    models, cost = _train(task, f"shadow-retrain-{key}-{task.split.forget_fingerprint}", seeds, cache,
-                          _fit_many(task, task.retain, progress))
+    models, cost = _train(
+        task,
+        f"shadow-retrain-{key}-{task.split.forget_fingerprint}",
+        seeds,
+        cache,
+        _fit_many(task, task.retain, progress),
+    )
     return _score(task, "retrain", seeds, models, cost)
 
 
-def shadow_originals(task: Task, n: int = 16, seed: int = 0, cache: ModelCache | None = None,
-                     progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
+def shadow_originals(
+    task: Task, n: int = 16, seed: int = 0, cache: ModelCache | None = None, progress: bool = False
+) -> tuple[list[nn.Module], LoopStats]:
     """``n`` models trained like the original on the full training set (other seeds than the
     retrains), with DP-SGD when the task's original was (``task.spec["dp"]``); cached per model
     under ``shadow-original-<task key>-<model seed>`` (they do not depend on the forget set).
@@ -186,8 +216,9 @@ def shadow_originals(task: Task, n: int = 16, seed: int = 0, cache: ModelCache |
     return _train(task, f"shadow-original-{task.key}", _seeds(seed, "original", n), cache, fit)
 
 
-def shadow_unlearns(task: Task, method: Method, originals: Sequence[nn.Module], seed: int = 0,
-                    progress: bool = False) -> ShadowSet:
+def shadow_unlearns(
+    task: Task, method: Method, originals: Sequence[nn.Module], seed: int = 0, progress: bool = False
+) -> ShadowSet:
     """Each model of ``originals`` unlearned by ``method`` (the task with that model as its
     original; run ``i`` seeded from ``seed`` and ``i``; :meth:`Method.unlearn_many`, which
     fine-tuning runs as one vectorised ensemble), scored."""
@@ -200,9 +231,15 @@ def _examples(c: LoopStats) -> int:
     return c.examples_forward + c.examples_backward
 
 
-def privacy_report(task: Task, method: str | Method, params: dict | None = None,
-                   n_shadow: int = 16, seed: int = 0, cache: ModelCache | None = None,
-                   progress: bool = False) -> dict[str, float]:
+def privacy_report(
+    task: Task,
+    method: str | Method,
+    params: dict | None = None,
+    n_shadow: int = 16,
+    seed: int = 0,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """Per-example privacy of ``method`` on ``task`` from ``n_shadow`` models of each kind.
 
     Trains (or reads from ``cache``) ``n_shadow`` shadow retrains and shadow originals, unlearns
@@ -231,15 +268,24 @@ def privacy_report(task: Task, method: str | Method, params: dict | None = None,
     repeats = shadow_unlearns(task, m, [task.original] * n_shadow, derive_seed(seed, "repeats"), progress)
 
     u = ulira(unlearns.confidence, retrains.confidence)
-    c = competition_score(repeats.confidence, retrains.confidence, repeats.acc_retain,
-                          retrains.acc_retain, repeats.acc_test, retrains.acc_test)
+    c = competition_score(
+        repeats.confidence,
+        retrains.confidence,
+        repeats.acc_retain,
+        retrains.acc_retain,
+        repeats.acc_test,
+        retrains.acc_test,
+    )
     comp = np.mean([comparator_privacy(a, b)["privacy"] for a, b in zip(repeats.forget, retrains.forget)])
     examples = sum(_examples(x) for x in (retrains.cost, originals_cost, unlearns.cost, repeats.cost))
     per_retrain = _examples(retrains.cost) / n_shadow
     return {
-        "ulira_auc": u["auc"], "ulira_tpr_at_1fpr": u["tpr_at_1fpr"],
-        "ulira_tpr_at_01fpr": u["tpr_at_01fpr"], "ulira_acc": u["acc"],
-        "competition_F": c["F"], "competition_score": c["score"],
+        "ulira_auc": u["auc"],
+        "ulira_tpr_at_1fpr": u["tpr_at_1fpr"],
+        "ulira_tpr_at_01fpr": u["tpr_at_01fpr"],
+        "ulira_acc": u["acc"],
+        "competition_F": c["F"],
+        "competition_score": c["score"],
         "comparator_privacy": float(comp),
         "privacy_wall_time_s": time.perf_counter() - t0,
         "privacy_cost_examples": float(examples),

@@ -21,11 +21,14 @@ from ..errors import ConfigError, DataError
 def _check(in_scores, out_scores) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(in_scores, dtype=np.float64), np.asarray(out_scores, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
-        raise ConfigError("pass in_scores (N_in, n_examples) and out_scores (N_out, n_examples) "
-                          f"with the same examples; got shapes {a.shape} and {b.shape}")
+        raise ConfigError(
+            "pass in_scores (N_in, n_examples) and out_scores (N_out, n_examples) "
+            f"with the same examples; got shapes {a.shape} and {b.shape}"
+        )
     if min(len(a), len(b)) < 3:
-        raise ConfigError("U-LiRA needs at least 3 models on each side (one is held out as the "
-                          "target); train more shadow models")
+        raise ConfigError(
+            "U-LiRA needs at least 3 models on each side (one is held out as the target); train more shadow models"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise DataError("U-LiRA scores must be finite; compute them with Scores.scaled_confidence")
     return a, b
@@ -50,8 +53,7 @@ def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, at: float) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def ulira(in_scores: np.ndarray, out_scores: np.ndarray, fixed_variance: bool = False,
-          min_std: float = 1e-3) -> dict:
+def ulira(in_scores: np.ndarray, out_scores: np.ndarray, fixed_variance: bool = False, min_std: float = 1e-3) -> dict:
     """Run U-LiRA with leave-one-out targets; return overall and per-example attack success.
 
     Args:
@@ -100,9 +102,8 @@ def ulira(in_scores: np.ndarray, out_scores: np.ndarray, fixed_variance: bool = 
         mi, vi, mo, vo = fits[side]
         if fixed_variance:
             vi, vo = vi.mean(1, keepdims=True), vo.mean(1, keepdims=True)
-        floor = min_std ** 2
-        llr[side] = (_logpdf(x, mi, np.maximum(vi, floor))
-                     - _logpdf(x, mo, np.maximum(vo, floor)))
+        floor = min_std**2
+        llr[side] = _logpdf(x, mi, np.maximum(vi, floor)) - _logpdf(x, mo, np.maximum(vo, floor))
     scores = np.concatenate([llr["in"].ravel(), llr["out"].ravel()])
     labels = np.concatenate([np.ones(llr["in"].size), np.zeros(llr["out"].size)])
     fpr, tpr, _ = roc_curve(labels, scores)

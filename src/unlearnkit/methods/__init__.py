@@ -13,5 +13,4 @@ for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("base", "losses"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["METHODS", "Method", "LoopParams", "UnlearnResult", "get_method", "list_methods",
-           "register", "hp"]
+__all__ = ["METHODS", "Method", "LoopParams", "UnlearnResult", "get_method", "list_methods", "register", "hp"]

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ..data.dataset import ExampleSet
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import kl_to_teacher
@@ -64,8 +64,10 @@ class BadTeacher(Method):
     name = "bad_teacher"
     summary = "Distil from the original on retain data and from a random model on the forget set"
     Params = BadTeacherParams
-    citation = ("Chundawat, Tarun, Mandal and Kankanhalli 2023 (AAAI), Can Bad Teaching Induce "
-                "Forgetting? Unlearning in Deep Networks Using an Incompetent Teacher")
+    citation = (
+        "Chundawat, Tarun, Mandal and Kankanhalli 2023 (AAAI), Can Bad Teaching Induce "
+        "Forgetting? Unlearning in Deep Networks Using an Incompetent Teacher"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -85,5 +87,14 @@ class BadTeacher(Method):
             forget = (batch["index"] < n_forget).to(logits.device)[:, None]
             return kl_to_teacher(logits, torch.where(forget, bad, good), p.temperature)
 
-        return run_loop(model, objective, {"train": data}, p.train_config(), seed,
-                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            objective,
+            {"train": data},
+            p.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )

@@ -20,9 +20,9 @@ from typing import Any, ClassVar, Sequence
 
 from torch import nn
 
+from ..engines.loop import LoopStats, TrainConfig, run_loop
 from ..errors import ConfigError
 from ..modalities import get_modality
-from ..engines.loop import LoopStats, TrainConfig, run_loop
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -46,8 +46,14 @@ class LoopParams:
     grad_clip: float | None = hp(5.0, "clip the gradient norm to this value")
 
     def train_config(self, **overrides) -> TrainConfig:
-        d = dict(epochs=self.epochs, max_steps=self.max_steps, lr=self.lr,
-                 batch_size=self.batch_size, optimizer=self.optimizer, grad_clip=self.grad_clip)
+        d = dict(
+            epochs=self.epochs,
+            max_steps=self.max_steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            grad_clip=self.grad_clip,
+        )
         d.update(overrides)
         return TrainConfig(**d)
 
@@ -135,8 +141,9 @@ class Method:
                 return isinstance(value, str)
             if base in (list, tuple, set, frozenset):
                 args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-                return isinstance(value, (list, tuple)) and all(any(fits(v, a) for a in args) or not args
-                                                                for v in value)
+                return isinstance(value, (list, tuple)) and all(
+                    any(fits(v, a) for a in args) or not args for v in value
+                )
             if base is dict:
                 return isinstance(value, dict)
             return True  # a type we do not check here
@@ -169,8 +176,10 @@ class Method:
         """Check that the method serves ``task`` and settle its parameters for the modality."""
         modality = task.modality
         if modality not in self.modalities:
-            raise ConfigError(f"method {self.name!r} works on {' and '.join(self.modalities)} tasks, "
-                              f"not {modality}; `unlearnkit methods` lists what each method serves")
+            raise ConfigError(
+                f"method {self.name!r} works on {' and '.join(self.modalities)} tasks, "
+                f"not {modality}; `unlearnkit methods` lists what each method serves"
+            )
         if self.needs_retain and len(task.retain) == 0:
             raise ConfigError(f"method {self.name!r} needs a non-empty retain set")
         self.params = self.params_for(modality)
@@ -188,8 +197,9 @@ class Method:
     def _unlearn(self, model: nn.Module, task, seed: int, progress: bool) -> LoopStats:
         raise NotImplementedError
 
-    def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
-                     progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
+    def unlearn_many(
+        self, task, originals: Sequence[nn.Module], seeds: Sequence[int], progress: bool = False
+    ) -> tuple[list[nn.Module], LoopStats]:
         """Unlearn the task's forget set from each of ``originals`` (models of the task's
         architecture, e.g. shadow originals), run ``i`` seeded with ``seeds[i]``: the models
         :meth:`unlearn` would return for ``task`` with that original, and their summed cost.
@@ -206,9 +216,16 @@ class Method:
             cost = cost + result.cost
         return models, cost
 
-    def _train_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int], progress: bool,
-                    stream: str, weight: float = 1.0, extra: dict[str, float] | None = None
-                    ) -> tuple[list[nn.Module], LoopStats] | None:
+    def _train_many(
+        self,
+        task,
+        originals: Sequence[nn.Module],
+        seeds: Sequence[int],
+        progress: bool,
+        stream: str,
+        weight: float = 1.0,
+        extra: dict[str, float] | None = None,
+    ) -> tuple[list[nn.Module], LoopStats] | None:
         """:meth:`unlearn_many` for a method whose update is ``run_loop`` on the weighted
         objective ``weight * mean loss on task.<stream> + sum_s w_s * mean loss on task.<s>``
         (``extra = {s: w_s}``): every model at once through
@@ -216,20 +233,30 @@ class Method:
         each with its own seed's data order. ``None`` where that does not apply (a modality
         without the ``ensembles`` capability, a task that wraps the trained model, fewer than
         two models): the caller then goes one by one."""
-        if (len(originals) < 2 or not task.modality_info.supports("ensembles")
-                or task.wraps_model(self)):
+        if len(originals) < 2 or not task.modality_info.supports("ensembles") or task.wraps_model(self):
             return None
         from ..engines.ensemble import train_many
 
         if len(originals) != len(seeds):
             raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
         sets = {"forget": task.forget, "retain": task.retain}
-        return train_many(None, sets[stream], task.adapter, self.params.train_config(), list(seeds),
-                          device=task.device, progress=progress, init=list(originals), stream=stream,
-                          weight=weight, extra_streams={k: (sets[k], w) for k, w in (extra or {}).items()})
+        return train_many(
+            None,
+            sets[stream],
+            task.adapter,
+            self.params.train_config(),
+            list(seeds),
+            device=task.device,
+            progress=progress,
+            init=list(originals),
+            stream=stream,
+            weight=weight,
+            extra_streams={k: (sets[k], w) for k, w in (extra or {}).items()},
+        )
 
-    def run_forget_loop(self, model: nn.Module, task, forget_loss, seed: int, progress: bool,
-                        **loop_kwargs) -> LoopStats:
+    def run_forget_loop(
+        self, model: nn.Module, task, forget_loss, seed: int, progress: bool, **loop_kwargs
+    ) -> LoopStats:
         """The loop most forget-set methods share: each step ``forget_loss(ctx, batch)`` on a
         forget batch, plus ``params.retain_weight`` times the mean retain loss (label or answer
         NLL, the "RT" / GradDiff regulariser of NPO, SimNPO, WGA, ...) when that weight is
@@ -244,8 +271,19 @@ class Method:
             return loss
 
         streams = {"forget": task.forget} | ({"retain": task.retain} if weight else {})
-        return run_loop(model, objective, streams, p.train_config(), seed, primary="forget",
-                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name, **loop_kwargs)
+        return run_loop(
+            model,
+            objective,
+            streams,
+            p.train_config(),
+            seed,
+            primary="forget",
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+            **loop_kwargs,
+        )
 
     def model_template(self, task) -> nn.Module:
         """An untrained model of the shape this method returns (to load a saved artifact into)."""
@@ -260,12 +298,10 @@ class Method:
             "citation": cls.citation,
             "exact": cls.exact,
             "modalities": list(cls.modalities),
-            "defaults": {m: d[cls.name] for m in cls.modalities
-                         if cls.name in (d := get_modality(m).method_defaults)},
+            "defaults": {m: d[cls.name] for m in cls.modalities if cls.name in (d := get_modality(m).method_defaults)},
             "doc": doc,
             "params": [
-                {"name": f.name, "default": _default(f), "type": str(f.type),
-                 "help": f.metadata.get("help", "")}
+                {"name": f.name, "default": _default(f), "type": str(f.type), "help": f.metadata.get("help", "")}
                 for f in dataclasses.fields(cls.Params)
             ],
         }

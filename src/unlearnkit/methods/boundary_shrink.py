@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
 
@@ -73,15 +73,25 @@ class BoundaryShrink(Method):
     name = "boundary_shrink"
     summary = "relabel each forget example with its nearest wrong class (FGSM), fine-tune on them"
     Params = BoundaryShrinkParams
-    citation = ("Chen et al. 2023 (CVPR), Boundary Unlearning: Rapid Forgetting of Deep Networks "
-                "via Shifting the Decision Space")
+    citation = (
+        "Chen et al. 2023 (CVPR), Boundary Unlearning: Rapid Forgetting of Deep Networks "
+        "via Shifting the Decision Space"
+    )
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
         n = len(task.forget)
         labels = nearest_wrong_labels(model, task, p.eps)
         search = LoopStats(examples_forward=2 * n, examples_backward=n)
-        stats = run_loop(model, cross_entropy_objective(task.adapter, "forget"),
-                         {"forget": task.forget.with_labels(labels, name="forget-neighbours")},
-                         p.train_config(), seed, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        stats = run_loop(
+            model,
+            cross_entropy_objective(task.adapter, "forget"),
+            {"forget": task.forget.with_labels(labels, name="forget-neighbours")},
+            p.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
         return search + stats

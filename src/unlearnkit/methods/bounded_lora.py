@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 
@@ -27,8 +27,7 @@ class BoundedLoRALinear(nn.Module):
     (:attr:`bound`) whatever ``A`` and ``B`` become.
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, omega: float,
-                 generator: torch.Generator | None = None):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, omega: float, generator: torch.Generator | None = None):
         super().__init__()
         self.base = base
         self.r, self.omega = r, omega
@@ -59,17 +58,19 @@ class BoundedLoRALinear(nn.Module):
         return self.base
 
 
-def add_bounded_lora(model: nn.Module, target_modules, r: int, alpha: float, omega: float,
-                     seed: int) -> list[BoundedLoRALinear]:
+def add_bounded_lora(
+    model: nn.Module, target_modules, r: int, alpha: float, omega: float, seed: int
+) -> list[BoundedLoRALinear]:
     """Replace every ``nn.Linear`` whose name ends in one of ``target_modules`` by a
     :class:`BoundedLoRALinear` around it (in place); returns the adapters."""
     gen = torch.Generator().manual_seed(derive_seed(seed, "bounded_lora", "A") % (2**63))
     targets = tuple(target_modules)
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets]
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets]
     if not names:
-        raise ConfigError(f"bounded_lora: no nn.Linear named {', '.join(targets)} in the model; "
-                          "set target_modules to the names of its projections (e.g. q_proj, v_proj)")
+        raise ConfigError(
+            f"bounded_lora: no nn.Linear named {', '.join(targets)} in the model; "
+            "set target_modules to the names of its projections (e.g. q_proj, v_proj)"
+        )
     adapters = []
     for n in names:
         parent_name, _, child = n.rpartition(".")
@@ -98,8 +99,9 @@ class BoundedLoRAParams(LoopParams):
     r: int = hp(8, "adapter rank")
     lora_alpha: float = hp(3.0, "adapter scale alpha: every weight moves by at most alpha / (r sqrt(in_features))")
     omega: float = hp(100.0, "sine frequency omega (the slope of dW at the start is omega * alpha / (r g))")
-    target_modules: list = hp(MLP_MODULES, "names of the nn.Linear layers that get adapters "
-                                           "(the paper: the MLP projections)")
+    target_modules: list = hp(
+        MLP_MODULES, "names of the nn.Linear layers that get adapters (the paper: the MLP projections)"
+    )
     retain_weight: float = hp(1.0, "weight of the retain cross-entropy (gradient difference: 1)")
 
     def __post_init__(self) -> None:
@@ -147,8 +149,10 @@ class BoundedLoRA(Method):
     summary = "gradient difference through sine-bounded LoRA adapters on the MLP, merged back"
     modalities = ("causal_lm",)
     Params = BoundedLoRAParams
-    citation = ("Garg et al. 2025, Stable Forgetting: Bounded Parameter-Efficient Unlearning in LLMs "
-                "(arXiv:2509.24166); Ji et al. 2024, Sine-LoRA")
+    citation = (
+        "Garg et al. 2025, Stable Forgetting: Bounded Parameter-Efficient Unlearning in LLMs "
+        "(arXiv:2509.24166); Ji et al. 2024, Sine-LoRA"
+    )
     needs_retain = True
     uses_lora = False
 

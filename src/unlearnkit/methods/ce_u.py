@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import ce_u_loss, prediction_positions
 
@@ -18,8 +18,9 @@ class CEUParams(LoopParams):
     lr: float = hp(3e-4, "learning rate")
     batch_size: int = hp(64, "batch size of each stream")
     ignore_first: int = hp(1, "causal LM: leave the first this many answer tokens out of the loss (the paper's trick)")
-    retain_weight: float = hp(1.0, "weight of a retain cross-entropy term (0: the paper's forget-only CE-U, "
-                                   "the causal-LM default)")
+    retain_weight: float = hp(
+        1.0, "weight of a retain cross-entropy term (0: the paper's forget-only CE-U, the causal-LM default)"
+    )
 
     def __post_init__(self) -> None:
         if self.ignore_first < 0 or self.retain_weight < 0:

@@ -70,30 +70,54 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
-from ..engines.linear import (DEFAULT_LAM, LOGISTIC_GAMMA, _design, _set_theta, _signs, _theta, linear_layer,
-                      ovr_gradient, ovr_hessians, train_linear_optimum)
+from ..engines.linear import (
+    DEFAULT_LAM,
+    LOGISTIC_GAMMA,
+    _design,
+    _set_theta,
+    _signs,
+    _theta,
+    linear_layer,
+    ovr_gradient,
+    ovr_hessians,
+    train_linear_optimum,
+)
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import Method, hp, register
 
 __all__ = ["CertifiedRemoval", "train_linear_optimum", "linear_layer", "ovr_gradient", "ovr_hessians"]
 
+
 # ----------------------------------------------------------------------------- method
 @dataclass
 class CertifiedParams:
-    lam: float | None = hp(None, "L2 strength lambda of the objective (penalty lam*n/2*||theta||^2); "
-                                 "must be the one the original was trained with (default: the task "
-                                 "recipe's weight_decay when its trainer is linear_optimum, else 1e-3)")
-    sigma: float | None = hp(None, "std of the objective-perturbation noise the original was trained "
-                                   "with (default: the task recipe's objective_noise when its trainer "
-                                   "is linear_optimum, else 0); 0 = none (no epsilon certificate)")
+    lam: float | None = hp(
+        None,
+        "L2 strength lambda of the objective (penalty lam*n/2*||theta||^2); "
+        "must be the one the original was trained with (default: the task "
+        "recipe's weight_decay when its trainer is linear_optimum, else 1e-3)",
+    )
+    sigma: float | None = hp(
+        None,
+        "std of the objective-perturbation noise the original was trained "
+        "with (default: the task recipe's objective_noise when its trainer "
+        "is linear_optimum, else 0); 0 = none (no epsilon certificate)",
+    )
     delta: float = hp(1e-5, "delta of the reported (epsilon, delta) certificate")
-    newton_steps: int = hp(1, "at most this many Newton steps on the retain objective: 1 is Guo et al.'s "
-                              "update; more (Zou et al. 2025) shrink the residual when many points go at once")
-    newton_tol: float = hp(1e-10, "stop the Newton steps once max|grad L_b(theta; D')| / |D'| is at most this "
-                                  "(train_linear_optimum's own convergence rule)")
-    optimum_tol: float = hp(1e-4, "largest ||grad L(theta; D)||/n accepted as 'the original is the "
-                                  "minimiser' (checked when sigma = 0)")
+    newton_steps: int = hp(
+        1,
+        "at most this many Newton steps on the retain objective: 1 is Guo et al.'s "
+        "update; more (Zou et al. 2025) shrink the residual when many points go at once",
+    )
+    newton_tol: float = hp(
+        1e-10,
+        "stop the Newton steps once max|grad L_b(theta; D')| / |D'| is at most this "
+        "(train_linear_optimum's own convergence rule)",
+    )
+    optimum_tol: float = hp(
+        1e-4, "largest ||grad L(theta; D)||/n accepted as 'the original is the minimiser' (checked when sigma = 0)"
+    )
 
 
 @register
@@ -115,14 +139,17 @@ class CertifiedRemoval(Method):
 
     name = "certified_removal"
     Params = CertifiedParams
-    citation = ("Guo, Goldstein, Hannun & van der Maaten 2020 (ICML), 'Certified Data Removal from "
-                "Machine Learning Models', Algorithm 1, Eq. 3, Corollary 1, Theorem 3")
+    citation = (
+        "Guo, Goldstein, Hannun & van der Maaten 2020 (ICML), 'Certified Data Removal from "
+        "Machine Learning Models', Algorithm 1, Eq. 3, Corollary 1, Theorem 3"
+    )
     exact = False
     needs_retain = True
     contract_exempt = dict.fromkeys(
         ("changes_model", "deterministic", "step_budget", "moves_forget", "divergence", "cost_accounting"),
         "needs a linear model at the minimiser of its L2-regularised objective; the contract task is an "
-        "Adam-trained MLP (tests/test_certified.py checks these on a linear task)")
+        "Adam-trained MLP (tests/test_certified.py checks these on a linear task)",
+    )
 
     def unlearn(self, task, seed: int = 0, progress: bool = False):
         result = super().unlearn(task, seed, progress)
@@ -139,8 +166,7 @@ class CertifiedRemoval(Method):
             sigma = task.recipe.objective_noise if task.recipe.trainer == "linear_optimum" else 0.0
         p = dataclasses.replace(p, lam=lam, sigma=sigma)
         if p.lam <= 0 or p.sigma < 0 or not 0 < p.delta < 1 or p.newton_steps < 1:
-            raise ConfigError("certified_removal: lam must be > 0, sigma >= 0, delta in (0, 1) and "
-                              "newton_steps >= 1")
+            raise ConfigError("certified_removal: lam must be > 0, sigma >= 0, delta in (0, 1) and newton_steps >= 1")
         lin = linear_layer(model, task.train)
         k = lin.out_features
         theta = _theta(lin)
@@ -154,7 +180,8 @@ class CertifiedRemoval(Method):
             raise ConfigError(
                 f"certified_removal: the original is not the minimiser of the lam={p.lam:g} objective "
                 f"(||grad||/n = {g0 / n:.2e} > optimum_tol={p.optimum_tol:g}); train it with "
-                "unlearnkit.methods.certified.train_linear_optimum(task, lam) and the same lam")
+                "unlearnkit.methods.certified.train_linear_optimum(task, lam) and the same lam"
+            )
         b = -grad_full
         delta = ovr_gradient(theta, xf, sf, p.lam, m)  # sum of forget-loss gradients + lam m theta
         hess = ovr_hessians(theta, xr, p.lam, len(task.retain))
@@ -174,8 +201,7 @@ class CertifiedRemoval(Method):
         # Corollary 1 per class, with R = max ||x_i|| (R = 1 in the paper), for the last step
         xs = xr @ step.T  # (N', K): X' H^{-1} Delta per class
         r = float(xr.norm(dim=1).max())
-        bound = (LOGISTIC_GAMMA * r * torch.linalg.matrix_norm(xr, ord=2)
-                 * step.norm(dim=1) * xs.norm(dim=0)).norm()
+        bound = (LOGISTIC_GAMMA * r * torch.linalg.matrix_norm(xr, ord=2) * step.norm(dim=1) * xs.norm(dim=0)).norm()
         residual = ovr_gradient(theta_u, xr, sr, p.lam, len(task.retain)) + b
         c = math.sqrt(2 * math.log(1.5 / p.delta))
         # the bound assumes exact arithmetic; once the steps reach float64 rounding the

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
 
@@ -21,13 +21,13 @@ def last_k_layers(model: nn.Module, k: int) -> list[nn.Module]:
     """
     layers = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
     if not 1 <= k <= len(layers):
-        raise ConfigError(f"k must be between 1 and {len(layers)} (the model's layers with "
-                          f"parameters), not {k}")
+        raise ConfigError(f"k must be between 1 and {len(layers)} (the model's layers with parameters), not {k}")
     return layers[-k:]
 
 
-def train_last_k(model: nn.Module, layers: list[nn.Module], task, cfg, seed: int, progress: bool,
-                 desc: str) -> LoopStats:
+def train_last_k(
+    model: nn.Module, layers: list[nn.Module], task, cfg, seed: int, progress: bool, desc: str
+) -> LoopStats:
     """Minimise the retain cross-entropy over the parameters of ``layers`` only.
 
     Every other parameter is frozen (no gradient) and every other module is kept in eval
@@ -47,9 +47,18 @@ def train_last_k(model: nn.Module, layers: list[nn.Module], task, cfg, seed: int
         return base(ctx)
 
     try:
-        return run_loop(model, objective, {"retain": task.retain}, cfg, seed, device=task.device, adapter=task.adapter,
-                        progress=progress, desc=desc,
-                        params=[p for m in layers for p in m.parameters(recurse=False)])
+        return run_loop(
+            model,
+            objective,
+            {"retain": task.retain},
+            cfg,
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=desc,
+            params=[p for m in layers for p in m.parameters(recurse=False)],
+        )
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
@@ -81,11 +90,12 @@ class CFk(Method):
     name = "cf_k"
     summary = "fine-tune only the last k layers on the retain set"
     Params = CFkParams
-    citation = ("Goel et al. 2022, Towards Adversarial Evaluation of Machine Unlearning "
-                "(Evaluating Inexact Unlearning Requires Revisiting Forgetting), CF-k")
+    citation = (
+        "Goel et al. 2022, Towards Adversarial Evaluation of Machine Unlearning "
+        "(Evaluating Inexact Unlearning Requires Revisiting Forgetting), CF-k"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
-        return train_last_k(model, last_k_layers(model, p.k), task, p.train_config(), seed, progress,
-                            self.name)
+        return train_last_k(model, last_k_layers(model, p.k), task, p.train_config(), seed, progress, self.name)

@@ -44,15 +44,16 @@ def head_parameters(model: nn.Module, num_classes: int) -> dict[str, nn.Paramete
     """The output layer's parameters: those of the last module (in registration order)
     that owns parameters, checked to have ``num_classes`` outputs (a weight of shape
     ``(num_classes, ...)``). Raises ConfigError when the model ends otherwise."""
-    owners = [(name, m) for name, m in model.named_modules()
-              if any(True for _ in m.parameters(recurse=False))]
+    owners = [(name, m) for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
     if owners:
         prefix, module = owners[-1]
         params = {(f"{prefix}.{n}" if prefix else n): p for n, p in module.named_parameters(recurse=False)}
         if all(p.shape[0] == num_classes for p in params.values()):
             return params
-    raise ConfigError(f"cannot find the model's output layer: its last layer with parameters must have "
-                      f"{num_classes} outputs (one per class)")
+    raise ConfigError(
+        f"cannot find the model's output layer: its last layer with parameters must have "
+        f"{num_classes} outputs (one per class)"
+    )
 
 
 def flatten(tensors: Params) -> torch.Tensor:
@@ -64,7 +65,7 @@ def unflatten(vec: torch.Tensor, like: Params) -> Params:
     """The inverse of :func:`flatten` for tensors shaped like ``like``."""
     out, i = {}, 0
     for name, t in like.items():
-        out[name] = vec[i:i + t.numel()].view_as(t)
+        out[name] = vec[i : i + t.numel()].view_as(t)
         i += t.numel()
     return out
 
@@ -82,19 +83,20 @@ def _eval(model: nn.Module) -> Iterator[None]:
 def _loss_fn(model: nn.Module, adapter, names: list[str]) -> Callable:
     """``(params, x, y) -> per-example losses`` with ``params`` (a dict over ``names``)
     substituted into the model and everything else held at its current value."""
-    fixed = {n: t.detach() for n, t in list(model.named_parameters()) + list(model.named_buffers())
-             if n not in names}
+    fixed = {n: t.detach() for n, t in list(model.named_parameters()) + list(model.named_buffers()) if n not in names}
 
     def loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         def f(inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(model, {**fixed, **params}, (inputs,))
+
         return adapter.per_example_loss(f, {"x": x, "y": y})
 
     return loss
 
 
-def _vmap_grads(model: nn.Module, adapter, batch: dict, labels: torch.Tensor,
-                params: dict[str, nn.Parameter]) -> Params:
+def _vmap_grads(
+    model: nn.Module, adapter, batch: dict, labels: torch.Tensor, params: dict[str, nn.Parameter]
+) -> Params:
     """Per-example gradients by ``torch.func.vmap`` over ``torch.func.grad`` (any layer)."""
     loss = _loss_fn(model, adapter, list(params))
 
@@ -156,6 +158,7 @@ class _Capture:
             def f(module, args, out):
                 calls[key] += 1
                 self.inputs[key], self.outputs[key], versions[key] = args[0].detach(), out, out._version
+
             return f
 
         handles = [m.register_forward_hook(hook(k)) for k, m in layers.items()]
@@ -164,18 +167,19 @@ class _Capture:
         finally:
             for h in handles:
                 h.remove()
-        self.ok = (all(c == 1 for c in calls.values())
-                   and all(self.inputs[k].ndim == 2 for k, m in layers.items() if isinstance(m, nn.Linear))
-                   and not any(m.training for m in layers.values())
-                   and all(self.outputs[k]._version == v for k, v in versions.items()))
+        self.ok = (
+            all(c == 1 for c in calls.values())
+            and all(self.inputs[k].ndim == 2 for k, m in layers.items() if isinstance(m, nn.Linear))
+            and not any(m.training for m in layers.values())
+            and all(self.outputs[k]._version == v for k, v in versions.items())
+        )
 
     def deltas(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``delta_i`` of every layer for the per-example losses at ``labels``."""
         loss = self.adapter.per_example_loss(self.model, self.batch, labels=labels, logits=self.logits).sum()
         keys = list(self.layers)
         grads = torch.autograd.grad(loss, [self.outputs[k] for k in keys], retain_graph=True, allow_unused=True)
-        return {k: (g.detach() if g is not None else torch.zeros_like(self.outputs[k]))
-                for k, g in zip(keys, grads)}
+        return {k: (g.detach() if g is not None else torch.zeros_like(self.outputs[k])) for k, g in zip(keys, grads)}
 
     def grads(self, key: str, delta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example gradients ``{parameter name: (B, *shape)}`` of layer ``key``."""
@@ -185,8 +189,9 @@ class _Capture:
             w, b = torch.einsum("bo,bi->boi", delta, a), delta
         elif isinstance(m, nn.Conv2d):
             if key not in self._patches:  # the same for every label set
-                self._patches[key] = nn.functional.unfold(a, m.kernel_size, m.dilation, m.padding,
-                                                          m.stride).transpose(1, 2)
+                self._patches[key] = nn.functional.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride).transpose(
+                    1, 2
+                )
             d = delta.flatten(2)
             w, b = torch.bmm(d, self._patches[key]).view(len(a), *m.weight.shape), d.sum(2)
         else:
@@ -199,8 +204,13 @@ class _Capture:
         return out
 
 
-def per_example_grads(model: nn.Module, adapter, batch: dict, labels: torch.Tensor | None = None,
-                      params: dict[str, nn.Parameter] | None = None) -> Params:
+def per_example_grads(
+    model: nn.Module,
+    adapter,
+    batch: dict,
+    labels: torch.Tensor | None = None,
+    params: dict[str, nn.Parameter] | None = None,
+) -> Params:
     """Gradient of each example's loss, ``{name: (B, *shape)}``, for ``params`` (default:
     all trainable), with ``labels`` overriding ``batch["y"]``. Exact closed forms for
     linear, convolution and (eval-mode) batch-norm layers, ``torch.func.vmap`` otherwise."""
@@ -218,8 +228,14 @@ def per_example_grads(model: nn.Module, adapter, batch: dict, labels: torch.Tens
         return {n: out[n] for n in params}
 
 
-def diagonal_fisher(model: nn.Module, adapter, data: ExampleSet, batch_size: int = 256,
-                    kind: str = "empirical", params: dict[str, nn.Parameter] | None = None) -> Params:
+def diagonal_fisher(
+    model: nn.Module,
+    adapter,
+    data: ExampleSet,
+    batch_size: int = 256,
+    kind: str = "empirical",
+    params: dict[str, nn.Parameter] | None = None,
+) -> Params:
     """Diagonal of the Fisher information of ``data`` at the current weights, per parameter.
 
     ``kind``:
@@ -273,10 +289,12 @@ def diagonal_fisher(model: nn.Module, adapter, data: ExampleSet, batch_size: int
                     grads = {}
                     for key, d in cap.deltas(labels).items():
                         if isinstance(cap.layers[key], nn.Linear):  # no per-example tensors needed
-                            wd2 = d ** 2 * w[:, None]
+                            wd2 = d**2 * w[:, None]
                             prefix = f"{key}." if key else ""
-                            for n, v in ((prefix + "weight", wd2.T @ cap.inputs[key] ** 2),
-                                         (prefix + "bias", wd2.sum(0))):
+                            for n, v in (
+                                (prefix + "weight", wd2.T @ cap.inputs[key] ** 2),
+                                (prefix + "bias", wd2.sum(0)),
+                            ):
                                 if n in total:
                                     total[n] += v
                             continue
@@ -288,8 +306,14 @@ def diagonal_fisher(model: nn.Module, adapter, data: ExampleSet, batch_size: int
     return {n: t / denom for n, t in total.items()}
 
 
-def loss_gradient(model: nn.Module, adapter, data: ExampleSet, batch_size: int = 256,
-                  reduction: str = "sum", params: dict[str, nn.Parameter] | None = None) -> Params:
+def loss_gradient(
+    model: nn.Module,
+    adapter,
+    data: ExampleSet,
+    batch_size: int = 256,
+    reduction: str = "sum",
+    params: dict[str, nn.Parameter] | None = None,
+) -> Params:
     """Gradient of ``sum_i l(x_i, y_i)`` (or the mean) over ``data`` at the current weights."""
     if reduction not in ("sum", "mean"):
         raise ConfigError(f"reduction must be sum or mean, not {reduction!r}")
@@ -306,8 +330,9 @@ def loss_gradient(model: nn.Module, adapter, data: ExampleSet, batch_size: int =
     return total
 
 
-def hessian_vector_product(model: nn.Module, adapter, batch: dict, vec: Params,
-                           params: dict[str, nn.Parameter] | None = None) -> Params:
+def hessian_vector_product(
+    model: nn.Module, adapter, batch: dict, vec: Params, params: dict[str, nn.Parameter] | None = None
+) -> Params:
     """``H v`` with ``H`` the Hessian of the mean loss over ``batch`` with respect to
     ``params`` (exact, by double backward: ``d/dtheta (grad L(theta) . v)``)."""
     params = trainable(model) if params is None else params
@@ -337,8 +362,7 @@ class GaussNewton:
     outputs works. Holds the graphs of all ``batches``: keep them small.
     """
 
-    def __init__(self, model: nn.Module, adapter, batches: list[dict],
-                 params: dict[str, nn.Parameter] | None = None):
+    def __init__(self, model: nn.Module, adapter, batches: list[dict], params: dict[str, nn.Parameter] | None = None):
         self.params = trainable(model) if params is None else params
         ps = list(self.params.values())
         self.m = sum(adapter.batch_size(b) for b in batches)
@@ -350,8 +374,9 @@ class GaussNewton:
                 u = torch.zeros_like(z, requires_grad=True)
                 jtu = torch.autograd.grad(z, ps, grad_outputs=u, create_graph=True, allow_unused=True)
                 zl = z.detach().requires_grad_(True)
-                gz = torch.autograd.grad(adapter.per_example_loss(model, batch, logits=zl).sum(), zl,
-                                         create_graph=True)[0]
+                gz = torch.autograd.grad(
+                    adapter.per_example_loss(model, batch, logits=zl).sum(), zl, create_graph=True
+                )[0]
                 self._parts.append((z, u, jtu, zl, gz))
 
     def __call__(self, vec: Params) -> Params:
@@ -368,8 +393,9 @@ class GaussNewton:
         return out
 
 
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
-                       max_iter: int = 10, tol: float = 1e-3) -> tuple[torch.Tensor, int]:
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iter: int = 10, tol: float = 1e-3
+) -> tuple[torch.Tensor, int]:
     """Approximately solve ``A x = b`` for symmetric ``A`` given as ``matvec``, from ``x = 0``.
 
     Stops after ``max_iter`` products, when ``||r|| <= tol * ||b||``, or at a direction of

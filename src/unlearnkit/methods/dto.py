@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from ..modalities.causal_lm.adapter import IGNORE
 from .base import LoopParams, Method, hp, register
 from .losses import npo_loss
@@ -23,8 +23,11 @@ class DTOParams(LoopParams):
     epochs: float = hp(10.0, "passes over the forget set")
     lr: float = hp(2e-3, "learning rate")
     batch_size: int = hp(8, "batch size of each stream")
-    target_ratio: float = hp(0.5, "share of each answer's tokens (the most surprising under the retain "
-                                  "answers' bigram model) that are unlearned; the rest are kept")
+    target_ratio: float = hp(
+        0.5,
+        "share of each answer's tokens (the most surprising under the retain "
+        "answers' bigram model) that are unlearned; the rest are kept",
+    )
     beta: float = hp(1.0, "inverse temperature of the token-level NPO loss on target tokens")
     kl_weight: float = hp(1.0, "weight of KL(original || model) on the non-target answer tokens")
     retain_weight: float = hp(0.0, "weight of a retain-set answer NLL (0: forget answers only, as DTO)")
@@ -41,6 +44,7 @@ def background_surprisal(data, background, vocab_size: int, mix: float = BIGRAM_
     labels (0 off the answer), under a count model of ``background``'s answer tokens:
     ``q = mix * c(prev, y) / c(prev) + (1 - mix) * (c(y) + 1) / (n + V)`` when ``prev`` occurs
     as a context in the background answers, else the add-one unigram alone."""
+
     def pairs(d):
         lab = d.labels[:, 1:]
         keep = lab != IGNORE
@@ -110,8 +114,10 @@ class DTO(Method):
     modalities = ("causal_lm",)
     summary = "token-level: NPO on the answer's informative tokens, KL to the original on the rest"
     Params = DTOParams
-    citation = ("Lee, Liu & Xiong 2025, Direct Token Optimization: A Self-contained Approach to Large "
-                "Language Model Unlearning (arXiv 2510.00125)")
+    citation = (
+        "Lee, Liu & Xiong 2025, Direct Token Optimization: A Self-contained Approach to Large "
+        "Language Model Unlearning (arXiv 2510.00125)"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -124,7 +130,7 @@ class DTO(Method):
 
         def forget_loss(ctx, batch):
             labels = batch["labels"]
-            tmask = targets[batch["index"].cpu(), :labels.shape[1]].to(labels.device)
+            tmask = targets[batch["index"].cpu(), : labels.shape[1]].to(labels.device)
             logits = adapter.logits(ctx.model, batch)
             with torch.no_grad():
                 ref_logits = adapter.logits(ref, batch)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from ..utils import derive_seed, seed_everything
 from .base import LoopParams, Method, hp, register
 from .cf_k import last_k_layers, train_last_k
@@ -39,8 +39,10 @@ class EUk(Method):
     name = "eu_k"
     summary = "re-initialise the last k layers and train them from scratch on the retain set"
     Params = EUkParams
-    citation = ("Goel et al. 2022, Towards Adversarial Evaluation of Machine Unlearning "
-                "(Evaluating Inexact Unlearning Requires Revisiting Forgetting), EU-k")
+    citation = (
+        "Goel et al. 2022, Towards Adversarial Evaluation of Machine Unlearning "
+        "(Evaluating Inexact Unlearning Requires Revisiting Forgetting), EU-k"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -49,7 +51,9 @@ class EUk(Method):
         seed_everything(derive_seed(seed, "eu_k", "init") % (2**31))
         for m in layers:
             if not hasattr(m, "reset_parameters"):
-                raise ConfigError(f"eu_k cannot re-initialise {type(m).__name__}: it has no "
-                                  "reset_parameters(); use cf_k or a smaller k")
+                raise ConfigError(
+                    f"eu_k cannot re-initialise {type(m).__name__}: it has no "
+                    "reset_parameters(); use cf_k or a smaller k"
+                )
             m.reset_parameters()
         return train_last_k(model, layers, task, p.train_config(), seed, progress, self.name)

@@ -31,20 +31,34 @@ class Finetune(Method):
     Params = FinetuneParams
     citation = "Golatkar et al. 2020 (CVPR), Eternal Sunshine, fine-tuning baseline; Warnecke et al. 2023"
     needs_retain = True
-    contract_exempt = {"moves_forget:causal_lm": (
-        "a language model that has memorised an answer keeps it through fine-tuning on other "
-        "rows (the forget NLL stays near 0 on the test task): the baseline that shows why "
-        "catastrophic forgetting is no unlearning method")}
+    contract_exempt = {
+        "moves_forget:causal_lm": (
+            "a language model that has memorised an answer keeps it through fine-tuning on other "
+            "rows (the forget NLL stays near 0 on the test task): the baseline that shows why "
+            "catastrophic forgetting is no unlearning method"
+        )
+    }
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
-        return run_loop(model, cross_entropy_objective(task.adapter, "retain"), {"retain": task.retain},
-                        p.train_config(), seed, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            cross_entropy_objective(task.adapter, "retain"),
+            {"retain": task.retain},
+            p.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
 
-    def unlearn_many(self, task, originals: Sequence[nn.Module], seeds: Sequence[int],
-                     progress: bool = False) -> tuple[list[nn.Module], LoopStats]:
+    def unlearn_many(
+        self, task, originals: Sequence[nn.Module], seeds: Sequence[int], progress: bool = False
+    ) -> tuple[list[nn.Module], LoopStats]:
         """All models fine-tuned at once (:meth:`Method._train_many`: one vectorised ensemble,
         each model with its own seed's data order, as :meth:`unlearn` would run it)."""
         self._prepare(task)
-        return (self._train_many(task, originals, seeds, progress, "retain")
-                or super().unlearn_many(task, originals, seeds, progress))
+        return self._train_many(task, originals, seeds, progress, "retain") or super().unlearn_many(
+            task, originals, seeds, progress
+        )

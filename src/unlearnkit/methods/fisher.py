@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, DivergenceError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError, DivergenceError
 from ..utils import derive_seed
 from .base import Method, hp, register
 from .curvature import FISHER_KINDS, all_finite, diagonal_fisher, head_parameters, trainable
@@ -17,8 +17,11 @@ from .curvature import FISHER_KINDS, all_finite, diagonal_fisher, head_parameter
 class FisherParams:
     alpha: float = hp(1e-6, "noise scale: variance alpha / F before the clamps (the official code's alpha)")
     max_inverse: float = hp(1e3, "clamp of 1 / F (1e2 for the output layer), the official code's bound")
-    fisher: str = hp("true", "Fisher estimate: true (expectation over the model's classes, as the "
-                             "official code), empirical (true labels only) or batch")
+    fisher: str = hp(
+        "true",
+        "Fisher estimate: true (expectation over the model's classes, as the "
+        "official code), empirical (true labels only) or batch",
+    )
     batch_size: int = hp(256, "batch size of the Fisher pass")
 
     def __post_init__(self) -> None:
@@ -71,12 +74,13 @@ class Fisher(Method):
     name = "fisher"
     summary = "Gaussian weight noise scaled by the inverse retain-set Fisher information"
     Params = FisherParams
-    citation = ("Golatkar, Achille and Soatto 2020 (CVPR), Eternal Sunshine of the Spotless Net: "
-                "Selective Forgetting in Deep Networks (Fisher forgetting)")
+    citation = (
+        "Golatkar, Achille and Soatto 2020 (CVPR), Eternal Sunshine of the Spotless Net: "
+        "Selective Forgetting in Deep Networks (Fisher forgetting)"
+    )
     needs_retain = True
     contract_exempt = {
-        "step_budget": "no optimisation loop: one Fisher pass and one noise draw, so there is no "
-                       "max_steps to respect",
+        "step_budget": "no optimisation loop: one Fisher pass and one noise draw, so there is no max_steps to respect",
         "divergence": "no learning rate: the update is bounded noise (clamped variances) and cannot diverge",
     }
 

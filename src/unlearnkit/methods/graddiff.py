@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import gradient_difference_loss
 
@@ -18,8 +18,10 @@ class GradDiffParams(LoopParams):
     epochs: float = hp(5.0, "passes over the forget set (each step also draws a retain batch)")
     lr: float = hp(1e-3, "learning rate")
     alpha: float = hp(0.9, "weight of the retain loss; the forget loss gets 1 - alpha (in [0, 1))")
-    retain_loss: str = hp("nll", "retain term: nll (cross-entropy on the labels) or kl (KL from the "
-                                 "frozen original's outputs to the model's)")
+    retain_loss: str = hp(
+        "nll",
+        "retain term: nll (cross-entropy on the labels) or kl (KL from the frozen original's outputs to the model's)",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha < 1.0:
@@ -48,8 +50,10 @@ class GradDiff(Method):
     name = "graddiff"
     modalities = ("classifier", "causal_lm")
     Params = GradDiffParams
-    citation = ("Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning, NegGrad+; "
-                "Liu et al. 2022 (CoLLAs), Continual Learning and Private Unlearning, GradDiff")
+    citation = (
+        "Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning, NegGrad+; "
+        "Liu et al. 2022 (CoLLAs), Continual Learning and Private Unlearning, GradDiff"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -68,15 +72,27 @@ class GradDiff(Method):
                 lr = adapter.per_example_kl(adapter.logits(ctx.model, retain), teacher, retain)
             return gradient_difference_loss(lf, lr, alpha)
 
-        return run_loop(model, objective, {"forget": task.forget, "retain": task.retain},
-                        self.params.train_config(), seed, primary="forget", device=task.device, adapter=task.adapter,
-                        progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            objective,
+            {"forget": task.forget, "retain": task.retain},
+            self.params.train_config(),
+            seed,
+            primary="forget",
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):
         """With ``retain_loss="nll"`` every model at once (:meth:`Method._train_many`: the
         objective is ``-(1 - alpha) * forget CE + alpha * retain CE``); else one by one."""
         self._prepare(task)
         a = self.params.alpha
-        many = (self._train_many(task, originals, seeds, progress, "forget", -(1.0 - a), {"retain": a})
-                if self.params.retain_loss == "nll" else None)
+        many = (
+            self._train_many(task, originals, seeds, progress, "forget", -(1.0 - a), {"retain": a})
+            if self.params.retain_loss == "nll"
+            else None
+        )
         return many or super().unlearn_many(task, originals, seeds, progress)

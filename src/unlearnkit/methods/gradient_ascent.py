@@ -35,11 +35,21 @@ class GradientAscent(Method):
         def objective(ctx):
             return gradient_ascent_loss(adapter.per_example_loss(ctx.model, ctx.batch("forget")))
 
-        return run_loop(model, objective, {"forget": task.forget}, self.params.train_config(), seed,
-                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            objective,
+            {"forget": task.forget},
+            self.params.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):
         """Every model at once (:meth:`Method._train_many` on ``-forget CE``)."""
         self._prepare(task)
-        return (self._train_many(task, originals, seeds, progress, "forget", -1.0)
-                or super().unlearn_many(task, originals, seeds, progress))
+        return self._train_many(task, originals, seeds, progress, "forget", -1.0) or super().unlearn_many(
+            task, originals, seeds, progress
+        )

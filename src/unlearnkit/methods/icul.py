@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ModelDataMismatchError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError, ModelDataMismatchError
 from ..utils import derive_seed
 from .base import Method, UnlearnResult, hp, register
 
@@ -59,8 +59,14 @@ class InContextModel(nn.Module):
     take the new tokens and the caller's attention mask over everything so far.
     """
 
-    def __init__(self, model: nn.Module, context_ids: torch.Tensor, segment_ends: torch.Tensor,
-                 segment_forget: torch.Tensor, generation_room: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        context_ids: torch.Tensor,
+        segment_ends: torch.Tensor,
+        segment_forget: torch.Tensor,
+        generation_room: int = 0,
+    ):
         super().__init__()
         self.model = model
         self.register_buffer("context_ids", torch.as_tensor(context_ids).long().reshape(-1))
@@ -104,8 +110,7 @@ class InContextModel(nn.Module):
         ctx = self.context_ids
         if sum(e - s for s, e, _ in segs) > budget:
             row = set(tokens.tolist())
-            forget = sorted((g for g in segs if g[2]),
-                            key=lambda g: -len(row & set(ctx[g[0]:g[1]].tolist())))
+            forget = sorted((g for g in segs if g[2]), key=lambda g: -len(row & set(ctx[g[0] : g[1]].tolist())))
             keep, used = [], 0
             for g in forget + [g for g in segs if not g[2]]:
                 if used + g[1] - g[0] <= budget:
@@ -117,9 +122,16 @@ class InContextModel(nn.Module):
         return torch.cat([ctx[s:e] for s, e, _ in segs])
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, past_key_values: _ContextCache | None = None,
-                use_cache: bool | None = None, position_ids: torch.Tensor | None = None, **kwargs):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        past_key_values: _ContextCache | None = None,
+        use_cache: bool | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
+    ):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         for k in ("inputs_embeds", "output_hidden_states", "output_attentions"):
@@ -132,30 +144,42 @@ class InContextModel(nn.Module):
             if not isinstance(past_key_values, _ContextCache):
                 raise ConfigError("pass back the past_key_values that InContextModel returned")
             mask = torch.cat([past_key_values.mask, am[:, -t:]], 1)
-            out = self.model(input_ids=input_ids, attention_mask=mask,
-                             position_ids=(mask.cumsum(1) - 1).clamp_min(0)[:, -t:],
-                             past_key_values=past_key_values.past, use_cache=True, **kwargs)
-            return CausalLMOutputWithPast(logits=out.logits,
-                                          past_key_values=_ContextCache(out.past_key_values, mask))
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(1) - 1).clamp_min(0)[:, -t:],
+                past_key_values=past_key_values.past,
+                use_cache=True,
+                **kwargs,
+            )
+            return CausalLMOutputWithPast(logits=out.logits, past_key_values=_ContextCache(out.past_key_values, mask))
         steps = torch.arange(1, t + 1, device=dev)
         lengths = (am.ne(0) * steps).amax(1).tolist()  # up to the last attended token
         attended = am.ne(0).sum(1).tolist()
         if max(attended, default=0) > self.max_positions:
             raise ModelDataMismatchError(
                 f"an input has {max(attended)} tokens, more than the model's context of "
-                f"{self.max_positions}, before any in-context example: shorten the input")
+                f"{self.max_positions}, before any in-context example: shorten the input"
+            )
         room = int(self.generation_room) if use_cache else 0
-        ctxs = [self.context_for(input_ids[i, :n][am[i, :n].ne(0)], self.max_positions - a - room)
-                for i, (n, a) in enumerate(zip(lengths, attended))]
+        ctxs = [
+            self.context_for(input_ids[i, :n][am[i, :n].ne(0)], self.max_positions - a - room)
+            for i, (n, a) in enumerate(zip(lengths, attended))
+        ]
         width = max(len(c) + n for c, n in zip(ctxs, lengths)) or 1
         ids = torch.full((b, width), self.pad_token_id, dtype=input_ids.dtype, device=dev)
         mask = torch.zeros((b, width), dtype=am.dtype, device=dev)
         for i, (c, n) in enumerate(zip(ctxs, lengths)):  # left-aligned: [pad, context, input]
             s = width - n - len(c)
-            ids[i, s:s + len(c)], mask[i, s:s + len(c)] = c.to(dev), 1
-            ids[i, width - n:], mask[i, width - n:] = input_ids[i, :n], am[i, :n]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0),
-                         use_cache=bool(use_cache), **kwargs)
+            ids[i, s : s + len(c)], mask[i, s : s + len(c)] = c.to(dev), 1
+            ids[i, width - n :], mask[i, width - n :] = input_ids[i, :n], am[i, :n]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(1) - 1).clamp_min(0),
+            use_cache=bool(use_cache),
+            **kwargs,
+        )
         pos = torch.arange(t, device=dev)
         n = torch.tensor(lengths, device=dev)[:, None]
         idx = (width - n + pos).clamp_max(width - 1).to(out.logits.device)
@@ -163,8 +187,11 @@ class InContextModel(nn.Module):
         logits = logits * (pos < n)[..., None].to(logits.device, logits.dtype)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                   labels[:, 1:].reshape(-1).to(logits.device), ignore_index=IGNORE)
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1).to(logits.device),
+                ignore_index=IGNORE,
+            )
         past = _ContextCache(out.past_key_values, mask) if use_cache else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past)
 
@@ -178,14 +205,15 @@ class InContextModel(nn.Module):
         new = int(kwargs.get("max_new_tokens") or 0)
         rows = [input_ids[i][am[i].ne(0)] for i in range(len(input_ids))]
         if any(len(r) + new > self.max_positions for r in rows):
-            raise ModelDataMismatchError(f"a prompt plus max_new_tokens exceeds the model's context of "
-                                         f"{self.max_positions}: shorten the prompt")
+            raise ModelDataMismatchError(
+                f"a prompt plus max_new_tokens exceeds the model's context of {self.max_positions}: shorten the prompt"
+            )
         seqs = [torch.cat([self.context_for(r, self.max_positions - len(r) - new).to(r.device), r]) for r in rows]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_token_id, dtype=input_ids.dtype, device=input_ids.device)
         mask = torch.zeros_like(ids)
         for i, s in enumerate(seqs):
-            ids[i, width - len(s):], mask[i, width - len(s):] = s, 1
+            ids[i, width - len(s) :], mask[i, width - len(s) :] = s, 1
         kwargs.setdefault("pad_token_id", self.pad_token_id)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         return torch.cat([input_ids, out[:, width:].to(input_ids.device)], 1)
@@ -194,12 +222,18 @@ class InContextModel(nn.Module):
 @dataclass
 class ICULParams:
     n_retain: int = hp(4, "correctly answered retain examples placed after the forget examples")
-    answer: str = hp("perturbed", "wrong answer given to each forget question: perturbed (the row's "
-                                  "perturbed answer, task.eval_sets['forget@pert0'], when the task has "
-                                  "one, else idk) or idk")
+    answer: str = hp(
+        "perturbed",
+        "wrong answer given to each forget question: perturbed (the row's "
+        "perturbed answer, task.eval_sets['forget@pert0'], when the task has "
+        "one, else idk) or idk",
+    )
     idk_answer: str = hp("I don't know.", "the answer used for forget questions with answer=idk")
-    generation_room: int = hp(48, "positions kept free for generated tokens when decoding with the "
-                                  "KV cache (the context is shortened to leave them)")
+    generation_room: int = hp(
+        48,
+        "positions kept free for generated tokens when decoding with the "
+        "KV cache (the context is shortened to leave them)",
+    )
 
     def __post_init__(self) -> None:
         if self.n_retain < 0:
@@ -213,7 +247,7 @@ class ICULParams:
 
 
 def _tokens(data, i: int) -> torch.Tensor:
-    return data.inputs[i, :int(data.attention_mask[i].sum())]
+    return data.inputs[i, : int(data.attention_mask[i].sum())]
 
 
 @register
@@ -252,8 +286,7 @@ class ICUL(Method):
     summary = "in-context unlearning: forget questions with wrong answers prepended; no weight change"
     modalities = ("causal_lm",)
     Params = ICULParams
-    citation = ("Pawelczyk, Neel & Lakkaraju 2024 (ICML), In-Context Unlearning: Language Models as "
-                "Few Shot Unlearners")
+    citation = "Pawelczyk, Neel & Lakkaraju 2024 (ICML), In-Context Unlearning: Language Models as Few Shot Unlearners"
     uses_lora = False
     contract_exempt = {
         "changes_model": "ICUL changes no weight; its outputs change (the context is part of the model)",
@@ -262,7 +295,8 @@ class ICUL(Method):
         "cost_accounting": "ICUL runs no training pass; its cost is the context every query carries",
         "moves_forget:causal_lm": (
             "in-context unlearning needs a model that learns in context; the tiny test LM, trained "
-            "on isolated QA rows, does not: its forget NLL rises by ~0.7 nats, its retain NLL by more"),
+            "on isolated QA rows, does not: its forget NLL rises by ~0.7 nats, its retain NLL by more"
+        ),
     }
 
     # ------------------------------------------------------------------ context
@@ -275,8 +309,10 @@ class ICUL(Method):
             return [_tokens(pert, i) for i in range(len(pert))], "perturbed"
         tok = getattr(task.adapter, "tokenizer", None)
         if tok is None or tok.eos_token_id is None:
-            raise ConfigError("icul: the task has no perturbed answers and its adapter no tokenizer "
-                              "to encode the idk answer; give the adapter the data's tokenizer")
+            raise ConfigError(
+                "icul: the task has no perturbed answers and its adapter no tokenizer "
+                "to encode the idk answer; give the adapter the data's tokenizer"
+            )
         answer = tok(" " + self.params.idk_answer.strip(), add_special_tokens=False)["input_ids"]
         answer = torch.tensor(answer + [tok.eos_token_id], dtype=torch.long)
         segs = []
@@ -292,13 +328,13 @@ class ICUL(Method):
     def _capacity(self, task, forget_segs) -> int:
         """Context length that any seed's choice of retain examples fits in (the buffer size)."""
         lengths = sorted((int(m.sum()) for m in task.retain.attention_mask), reverse=True)
-        return sum(len(s) for s in forget_segs) + sum(lengths[:self._retain_count(task)])
+        return sum(len(s) for s in forget_segs) + sum(lengths[: self._retain_count(task)])
 
     def build_context(self, task, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
         """``(context_ids, segment_ends, segment_forget, answer_source)`` for an InContextModel."""
         forget_segs, source = self._forget_segments(task)
         gen = torch.Generator().manual_seed(derive_seed(seed, "icul", "retain") % (2**63))
-        pick = torch.randperm(len(task.retain), generator=gen)[:self._retain_count(task)].tolist()
+        pick = torch.randperm(len(task.retain), generator=gen)[: self._retain_count(task)].tolist()
         segs = forget_segs + [_tokens(task.retain, i) for i in pick]
         flat = torch.cat(segs) if segs else torch.zeros(0, dtype=torch.long)
         cap = self._capacity(task, forget_segs)
@@ -313,16 +349,27 @@ class ICUL(Method):
         self._prepare(task)
         t0 = time.perf_counter()
         ids, ends, is_forget, source = self.build_context(task, seed)
-        model = InContextModel(copy.deepcopy(task.original), ids, ends, is_forget,
-                               self.params.generation_room).to(task.device).eval()
+        model = (
+            InContextModel(copy.deepcopy(task.original), ids, ends, is_forget, self.params.generation_room)
+            .to(task.device)
+            .eval()
+        )
         cost = LoopStats(wall_time_s=time.perf_counter() - t0)
         used = int(ends[-1]) if len(ends) else 0
-        extra = {"context_tokens": used, "forget_examples": int(is_forget.sum()),
-                 "retain_examples": int((~is_forget).sum()), "wrong_answers": source}
+        extra = {
+            "context_tokens": used,
+            "forget_examples": int(is_forget.sum()),
+            "retain_examples": int((~is_forget).sum()),
+            "wrong_answers": source,
+        }
         return UnlearnResult(model, cost, self.name, dataclasses.asdict(self.params), seed, extra)
 
     def model_template(self, task) -> nn.Module:
         forget_segs, _ = self._forget_segments(task)
         n = len(forget_segs) + self._retain_count(task)
-        return InContextModel(task.model_factory(task.seed), torch.zeros(self._capacity(task, forget_segs)),
-                              torch.zeros(n), torch.zeros(n, dtype=torch.bool)).to(task.device)
+        return InContextModel(
+            task.model_factory(task.seed),
+            torch.zeros(self._capacity(task, forget_segs)),
+            torch.zeros(n),
+            torch.zeros(n, dtype=torch.bool),
+        ).to(task.device)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import dpo_loss
@@ -91,8 +91,10 @@ class IdkDPO(Method):
     modalities = ("causal_lm",)
     summary = "DPO preferring an 'I don't know' answer over the true one, plus a retain NLL"
     Params = IdkDPOParams
-    citation = ("Rafailov et al. 2023 (NeurIPS), Direct Preference Optimization; Maini et al. 2024, "
-                "TOFU: A Task of Fictitious Unlearning for LLMs (idk preference baseline)")
+    citation = (
+        "Rafailov et al. 2023 (NeurIPS), Direct Preference Optimization; Maini et al. 2024, "
+        "TOFU: A Task of Fictitious Unlearning for LLMs (idk preference baseline)"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -101,8 +103,7 @@ class IdkDPO(Method):
         p = self.params
         adapter = task.adapter
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        idk = replace_answers(task.forget, idk_answers(len(task.forget), seed), adapter.tokenizer,
-                              max_length=context)
+        idk = replace_answers(task.forget, idk_answers(len(task.forget), seed), adapter.tokenizer, max_length=context)
         ref = copy.deepcopy(model).eval().requires_grad_(False)
 
         def log_lik(m, batch):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .curvature import head_parameters, per_example_grads
 
@@ -17,19 +17,20 @@ class IMUParams(LoopParams):
     epochs: float = hp(5.0, "passes over the selected forget examples (class removal on digits needs ~15)")
     lr: float = hp(1e-3, "learning rate (only the output layer is updated)")
     damping: float = hp(0.01, "added to the diagonal Fisher before inverting it (the official 0.01)")
-    top_fraction: float = hp(1.0, "keep this fraction of the negatively influential forget examples, "
-                                  "the most influential first")
+    top_fraction: float = hp(
+        1.0, "keep this fraction of the negatively influential forget examples, the most influential first"
+    )
     clip_quantile: float = hp(0.93, "clip the weights at this quantile of their values (the official 0.93)")
     l1: float = hp(0.0, "weight of an L1 penalty on the output layer (the official code's alpha)")
 
     def __post_init__(self) -> None:
-        if self.damping <= 0 or not 0 < self.top_fraction <= 1 or not 0 < self.clip_quantile <= 1 \
-                or self.l1 < 0:
+        if self.damping <= 0 or not 0 < self.top_fraction <= 1 or not 0 < self.clip_quantile <= 1 or self.l1 < 0:
             raise ConfigError("imu: damping must be > 0, top_fraction and clip_quantile in (0, 1], l1 >= 0")
 
 
-def influence_weights(model, task, damping: float, top_fraction: float, clip_quantile: float,
-                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def influence_weights(
+    model, task, damping: float, top_fraction: float, clip_quantile: float, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """IMU's selection and weights: positions in the forget set and their weights.
 
     With ``g_i`` the gradient of forget example ``i``'s loss with respect to the output layer,
@@ -44,7 +45,7 @@ def influence_weights(model, task, damping: float, top_fraction: float, clip_qua
         g = per_example_grads(model, task.adapter, batch, params=head)
         grads.append(torch.cat([t.reshape(task.adapter.batch_size(batch), -1) for t in g.values()], 1))
     G = torch.cat(grads)
-    fisher = (G ** 2).mean(0) + damping
+    fisher = (G**2).mean(0) + damping
     infl = -(G / fisher) @ G.mean(0)
     keep = torch.nonzero(infl < 0).flatten()
     if len(keep) == 0:  # g_bar = 0: nothing points the forgetting way; fall back to uniform ascent
@@ -106,9 +107,18 @@ class IMU(Method):
         for w in frozen:
             w.requires_grad_(False)
         try:
-            stats = run_loop(model, objective, {"forget": data}, p.train_config(), seed,
-                             params=list(head.values()), device=task.device, adapter=task.adapter, progress=progress,
-                             desc=self.name)
+            stats = run_loop(
+                model,
+                objective,
+                {"forget": data},
+                p.train_config(),
+                seed,
+                params=list(head.values()),
+                device=task.device,
+                adapter=task.adapter,
+                progress=progress,
+                desc=self.name,
+            )
         finally:
             for w in frozen:
                 w.requires_grad_(True)

@@ -7,13 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DivergenceError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError, DivergenceError
 from ..utils import derive_seed
 from .base import Method, hp, register
 from .curvature import (
-    GaussNewton, add_to_parameters, all_finite, conjugate_gradient, flatten, hessian_vector_product,
-    loss_gradient, trainable, unflatten,
+    GaussNewton,
+    add_to_parameters,
+    all_finite,
+    conjugate_gradient,
+    flatten,
+    hessian_vector_product,
+    loss_gradient,
+    trainable,
+    unflatten,
 )
 
 CURVATURES = ("ggn", "hessian")
@@ -24,17 +31,21 @@ class InfluenceParams:
     scale: float = hp(1.0, "multiplies the Newton step (1 = the influence-function removal step)")
     damping: float = hp(1e-3, "lambda added to the curvature's diagonal: solves (H + lambda I) d = g")
     cg_iters: int = hp(20, "cap on conjugate-gradient iterations (curvature-vector products)")
-    hessian_samples: int = hp(512, "retain examples the curvature is estimated on (a seeded random "
-                                   "subset; 0 = the whole retain set)")
-    curvature: str = hp("ggn", "ggn: the Gauss-Newton matrix (positive semi-definite); hessian: the "
-                               "exact Hessian (indefinite for deep nets; CG stops at negative curvature)")
+    hessian_samples: int = hp(
+        512, "retain examples the curvature is estimated on (a seeded random subset; 0 = the whole retain set)"
+    )
+    curvature: str = hp(
+        "ggn",
+        "ggn: the Gauss-Newton matrix (positive semi-definite); hessian: the "
+        "exact Hessian (indefinite for deep nets; CG stops at negative curvature)",
+    )
     batch_size: int = hp(256, "batch size of the gradient and curvature passes")
 
     def __post_init__(self) -> None:
-        if self.scale <= 0 or self.damping < 0 or self.cg_iters < 1 or self.hessian_samples < 0 \
-                or self.batch_size < 1:
-            raise ConfigError("influence: scale must be > 0, damping >= 0, cg_iters >= 1, "
-                              "hessian_samples >= 0 and batch_size >= 1")
+        if self.scale <= 0 or self.damping < 0 or self.cg_iters < 1 or self.hessian_samples < 0 or self.batch_size < 1:
+            raise ConfigError(
+                "influence: scale must be > 0, damping >= 0, cg_iters >= 1, hessian_samples >= 0 and batch_size >= 1"
+            )
         if self.curvature not in CURVATURES:
             raise ConfigError(f"influence: curvature must be ggn or hessian, not {self.curvature!r}")
 
@@ -83,13 +94,14 @@ class Influence(Method):
     name = "influence"
     summary = "One Newton step removing the forget set's gradient (CG on retain curvature products)"
     Params = InfluenceParams
-    citation = ("Koh and Liang 2017 (ICML), Understanding Black-box Predictions via Influence Functions; "
-                "Izzo et al. 2021 (AISTATS), Approximate Data Deletion; Warnecke et al. 2023 (NDSS), "
-                "Machine Unlearning of Features and Labels")
+    citation = (
+        "Koh and Liang 2017 (ICML), Understanding Black-box Predictions via Influence Functions; "
+        "Izzo et al. 2021 (AISTATS), Approximate Data Deletion; Warnecke et al. 2023 (NDSS), "
+        "Machine Unlearning of Features and Labels"
+    )
     needs_retain = True
     contract_exempt = {
-        "step_budget": "no optimisation loop: a single Newton step; its work is capped by cg_iters, "
-                       "not max_steps",
+        "step_budget": "no optimisation loop: a single Newton step; its work is capped by cg_iters, not max_steps",
         "divergence": "no learning rate; a non-finite update still raises DivergenceError",
     }
 
@@ -106,6 +118,7 @@ class Influence(Method):
         if p.curvature == "ggn":
             product = GaussNewton(model, adapter, batches, params)
         else:
+
             def product(vec):
                 hvs = [hessian_vector_product(model, adapter, b, vec, params) for b in batches]
                 return {n: sum(hv[n] * (adapter.batch_size(b) / m) for hv, b in zip(hvs, batches)) for n in params}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
 
@@ -63,5 +63,14 @@ class L1Sparse(Method):
                 loss = loss + gamma_t * sum(w.abs().sum() for w in ctx.model.parameters() if w.requires_grad)
             return loss
 
-        return run_loop(model, objective, {"retain": task.retain}, p.train_config(), seed,
-                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            objective,
+            {"retain": task.retain},
+            p.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )

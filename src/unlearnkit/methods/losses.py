@@ -16,8 +16,7 @@ def gradient_ascent_loss(per_example_loss: torch.Tensor) -> torch.Tensor:
     return -per_example_loss.mean()
 
 
-def gradient_difference_loss(forget_loss: torch.Tensor, retain_loss: torch.Tensor,
-                             alpha: float = 1.0) -> torch.Tensor:
+def gradient_difference_loss(forget_loss: torch.Tensor, retain_loss: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """NegGrad+ / GradDiff: ``alpha * mean(retain) - (1 - alpha) * mean(forget)``
     when ``alpha`` in [0, 1] (Kurmanji et al. 2023, NegGrad+); Liu et al. 2022's
     GradDiff is ``alpha = 0.5`` up to scale."""
@@ -33,17 +32,21 @@ def npo_loss(log_lik: torch.Tensor, ref_log_lik: torch.Tensor, beta: float = 0.1
     return (2.0 / beta) * F.softplus(beta * (log_lik - ref_log_lik)).mean()
 
 
-def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                  temperature: float = 1.0) -> torch.Tensor:
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``KL(teacher || student)`` per batch on softened outputs, as SCRUB's ``d(x; w^u)``
     (Kurmanji et al. 2023, eq. 1), scaled by ``T^2`` (Hinton et al. 2015)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
-                    log_target=True, reduction="batchmean") * (t * t)
+    return F.kl_div(
+        F.log_softmax(student_logits / t, -1),
+        F.log_softmax(teacher_logits / t, -1),
+        log_target=True,
+        reduction="batchmean",
+    ) * (t * t)
 
 
-def random_label_targets(labels: torch.Tensor, num_classes: int,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def random_label_targets(
+    labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A label different from the true one, uniformly among the others (Golatkar et al. 2020;
     Fan et al. 2024, eq. 6 relabelling)."""
     shift = torch.randint(1, num_classes, labels.shape, generator=generator, device="cpu")
@@ -69,8 +72,9 @@ def saliency_mask(grads: dict[str, torch.Tensor], keep: float) -> dict[str, torc
     return {name: (g.detach().abs() >= threshold) & (g.detach() != 0) for name, g in grads.items()}
 
 
-def simnpo_loss(log_lik: torch.Tensor, beta: float = 2.5, gamma: float = 0.0,
-                length: torch.Tensor | float = 1) -> torch.Tensor:
+def simnpo_loss(
+    log_lik: torch.Tensor, beta: float = 2.5, gamma: float = 0.0, length: torch.Tensor | float = 1
+) -> torch.Tensor:
     """SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference
     Optimization for LLM Unlearning"), NPO without a reference model:
 
@@ -89,8 +93,9 @@ def simnpo_loss(log_lik: torch.Tensor, beta: float = 2.5, gamma: float = 0.0,
 
 
 # --------------------------------------------------------------------------- token-level losses
-def prediction_positions(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def prediction_positions(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The scored predictions of a batch as flat ``(N, V)`` logits, ``(N,)`` targets and
     ``(N,)`` row indices, so token-level losses serve both modalities.
 
@@ -108,8 +113,13 @@ def prediction_positions(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     return logits[:, :-1][keep], lab[keep], rows
 
 
-def dpo_loss(win_log_lik: torch.Tensor, win_ref_log_lik: torch.Tensor, lose_log_lik: torch.Tensor,
-             lose_ref_log_lik: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+def dpo_loss(
+    win_log_lik: torch.Tensor,
+    win_ref_log_lik: torch.Tensor,
+    lose_log_lik: torch.Tensor,
+    lose_ref_log_lik: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
     """Direct Preference Optimization (Rafailov et al. 2023, eq. 7), scaled by ``2/beta``
     as in NPO and OpenUnlearning's ``compute_dpo_loss``:
 
@@ -143,8 +153,9 @@ def wga_loss(log_probs: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     return (w * log_probs).mean()
 
 
-def undial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-                gamma: float = 10.0) -> torch.Tensor:
+def undial_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, gamma: float = 10.0
+) -> torch.Tensor:
     """UNDIAL (Dong et al. 2025, "UNDIAL: Self-Distillation with Adjusted Logits for Robust
     Unlearning in Large Language Models", NAACL): distil from the frozen original with the
     target token's logit lowered by ``gamma``:
@@ -160,8 +171,9 @@ def undial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targ
         adj = teacher_logits.float().clone()
         adj.scatter_(-1, targets[:, None], adj.gather(-1, targets[:, None]) - gamma)
         log_q = torch.log_softmax(adj, -1)
-    return F.kl_div(torch.log_softmax(student_logits.float(), -1), log_q, log_target=True,
-                    reduction="none").sum(-1).mean()
+    return (
+        F.kl_div(torch.log_softmax(student_logits.float(), -1), log_q, log_target=True, reduction="none").sum(-1).mean()
+    )
 
 
 def ce_u_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import npo_loss
 
@@ -45,7 +45,9 @@ class NPO(Method):
     name = "npo"
     modalities = ("classifier", "causal_lm")
     Params = NPOParams
-    citation = "Zhang et al. 2024 (COLM), Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
+    citation = (
+        "Zhang et al. 2024 (COLM), Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:

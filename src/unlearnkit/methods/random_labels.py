@@ -48,12 +48,22 @@ class RandomLabels(Method):
 
     name = "random_labels"
     Params = RandomLabelsParams
-    citation = ("Golatkar et al. 2020 (CVPR), Eternal Sunshine of the Spotless Net, random labels; "
-                "Graves et al. 2021 (AAAI), Amnesiac Machine Learning")
+    citation = (
+        "Golatkar et al. 2020 (CVPR), Eternal Sunshine of the Spotless Net, random labels; "
+        "Graves et al. 2021 (AAAI), Amnesiac Machine Learning"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
-        return run_loop(model, cross_entropy_objective(task.adapter, "train"),
-                        {"train": random_label_data(task, seed, p.use_retain)}, p.train_config(), seed,
-                        device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        return run_loop(
+            model,
+            cross_entropy_objective(task.adapter, "train"),
+            {"train": random_label_data(task, seed, p.use_retain)},
+            p.train_config(),
+            seed,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )

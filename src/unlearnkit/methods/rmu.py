@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 
@@ -17,8 +17,7 @@ UPDATE_MODES = ("down_proj", "mlp", "all")
 TOKEN_MODES = ("all", "answer")
 #: the MLP output projection's weight in common Hugging Face architectures (Llama/Mistral/Qwen,
 #: GPT-2, OPT, GPT-NeoX, GPT-J)
-_DOWN_PROJ = ("down_proj.weight", "mlp.c_proj.weight", "fc2.weight", "dense_4h_to_h.weight",
-              "fc_out.weight")
+_DOWN_PROJ = ("down_proj.weight", "mlp.c_proj.weight", "fc2.weight", "dense_4h_to_h.weight", "fc_out.weight")
 
 
 @dataclass
@@ -26,15 +25,24 @@ class RMUParams(LoopParams):
     epochs: float = hp(30.0, "passes over the forget set (each step also draws a retain batch)")
     lr: float = hp(1e-2, "learning rate")
     batch_size: int = hp(8, "batch size of each stream")
-    layer: int | None = hp(None, "decoder layer l whose output is misdirected (0-based); "
-                                  "None: 7 (the paper's, for 7B models) or the last layer if fewer")
+    layer: int | None = hp(
+        None,
+        "decoder layer l whose output is misdirected (0-based); "
+        "None: 7 (the paper's, for 7B models) or the last layer if fewer",
+    )
     update_layers: int = hp(3, "how many layers ending at l are updated (the paper: 3, l-2..l)")
-    update: str = hp("mlp", "which parameters of those layers are updated: mlp (the paper), "
-                            "down_proj (the official code: the MLP output projection only) or all")
+    update: str = hp(
+        "mlp",
+        "which parameters of those layers are updated: mlp (the paper), "
+        "down_proj (the official code: the MLP output projection only) or all",
+    )
     steering_coeff: float = hp(20.0, "c: the forget activations are steered to c * u, |u| = 1")
     alpha: float = hp(30.0, "weight of the retain loss (activations kept at the frozen model's)")
-    tokens: str = hp("answer", "which tokens the losses average over: answer (answer tokens only, "
-                               "as OpenUnlearning) or all (every non-padding token, the paper's formula)")
+    tokens: str = hp(
+        "answer",
+        "which tokens the losses average over: answer (answer tokens only, "
+        "as OpenUnlearning) or all (every non-padding token, the paper's formula)",
+    )
 
     def __post_init__(self) -> None:
         if self.layer is not None and self.layer < 0:
@@ -59,11 +67,16 @@ def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     (``model.layers`` for Llama-style models, ``transformer.h`` for GPT-2...), through a
     peft wrapper: the ``ModuleList`` whose length is ``config.num_hidden_layers``."""
     n = getattr(getattr(_base_model(model), "config", None), "num_hidden_layers", None)
-    found = [(name, m) for name, m in model.named_modules()
-             if isinstance(m, nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n)]
+    found = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n)
+    ]
     if not found:
-        raise ConfigError("rmu needs a Hugging Face causal LM with a list of decoder layers "
-                          "(config.num_hidden_layers); this model has none")
+        raise ConfigError(
+            "rmu needs a Hugging Face causal LM with a list of decoder layers "
+            "(config.num_hidden_layers); this model has none"
+        )
     preferred = [f for f in found if f[0].rsplit(".", 1)[-1] in ("layers", "h", "blocks", "layer")]
     return (preferred or found)[0]
 
@@ -180,8 +193,7 @@ class RMU(Method):
     summary = "RMU: steer forget activations at layer l to c*u, pin retain activations (WMDP)"
     modalities = ("causal_lm",)
     Params = RMUParams
-    citation = ("Li et al. 2024 (ICML), The WMDP Benchmark: Measuring and Reducing Malicious Use "
-                "With Unlearning, RMU")
+    citation = "Li et al. 2024 (ICML), The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning, RMU"
     needs_retain = True
 
     def resolve_layer(self, model: nn.Module) -> int:
@@ -189,16 +201,16 @@ class RMU(Method):
         n = len(layers)
         layer = min(7, n - 1) if self.params.layer is None else self.params.layer
         if not 0 <= layer < n:
-            raise ConfigError(f"rmu: layer {layer} does not exist; the model has {n} decoder "
-                              f"layer(s), so choose 0..{n - 1}")
+            raise ConfigError(
+                f"rmu: layer {layer} does not exist; the model has {n} decoder layer(s), so choose 0..{n - 1}"
+            )
         return layer
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
         layer = self.resolve_layer(model)
         prefix, _ = decoder_layers(model)
-        chosen = _select_params(model, prefix, range(max(0, layer - p.update_layers + 1), layer + 1),
-                                p.update)
+        chosen = _select_params(model, prefix, range(max(0, layer - p.update_layers + 1), layer + 1), p.update)
         hidden = int(_base_model(model).config.hidden_size)
         target = control_vector(seed, hidden, p.steering_coeff).to(task.device)
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
@@ -224,9 +236,19 @@ class RMU(Method):
         for n, q in model.named_parameters():  # frozen elsewhere: no gradient is computed there
             q.requires_grad_(n in keep)
         try:
-            return run_loop(model, objective, streams, p.train_config(), seed, primary="forget",
-                            device=task.device, adapter=task.adapter, progress=progress, desc=self.name,
-                            params=[q for _, q in chosen])
+            return run_loop(
+                model,
+                objective,
+                streams,
+                p.train_config(),
+                seed,
+                primary="forget",
+                device=task.device,
+                adapter=task.adapter,
+                progress=progress,
+                desc=self.name,
+                params=[q for _, q in chosen],
+            )
         finally:
             for n, q in model.named_parameters():
                 q.requires_grad_(flags[n])

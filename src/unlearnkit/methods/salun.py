@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..errors import ConfigError
 from .base import Method, hp, register
 from .losses import saliency_mask
 from .random_labels import RandomLabelsParams, random_label_data
@@ -31,8 +31,11 @@ def forget_gradients(model: nn.Module, task, batch_size: int = 256) -> dict[str,
     n = len(task.forget)
     for batch in task.forget.batches(batch_size):
         (task.adapter.per_example_loss(model, batch).sum() / n).backward()
-    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-             for name, p in model.named_parameters() if p.requires_grad}
+    grads = {
+        name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return grads
@@ -61,8 +64,10 @@ class SalUn(Method):
 
     name = "salun"
     Params = SalUnParams
-    citation = ("Fan et al. 2024 (ICLR), SalUn: Empowering Machine Unlearning via "
-                "Gradient-based Weight Saliency in Both Image Classification and Generation")
+    citation = (
+        "Fan et al. 2024 (ICLR), SalUn: Empowering Machine Unlearning via "
+        "Gradient-based Weight Saliency in Both Image Classification and Generation"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -76,7 +81,16 @@ class SalUn(Method):
                 if param.grad is not None and name in masks:
                     param.grad.mul_(masks[name])
 
-        stats = run_loop(model, cross_entropy_objective(task.adapter, "train"),
-                         {"train": random_label_data(task, seed, p.use_retain)}, p.train_config(), seed,
-                         grad_hook=apply_mask, device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        stats = run_loop(
+            model,
+            cross_entropy_objective(task.adapter, "train"),
+            {"train": random_label_data(task, seed, p.use_retain)},
+            p.train_config(),
+            seed,
+            grad_hook=apply_mask,
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
         return saliency_cost + stats

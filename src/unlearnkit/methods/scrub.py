@@ -8,16 +8,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, Objective, run_loop
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import kl_to_teacher
 
 
 @dataclass
 class ScrubParams(LoopParams):
-    epochs: float = hp(3.0, "SCRUB epochs; each is a max pass over the forget set (first msteps) "
-                            "then a min pass over the retain set")
+    epochs: float = hp(
+        3.0, "SCRUB epochs; each is a max pass over the forget set (first msteps) then a min pass over the retain set"
+    )
     lr: float = hp(1e-3, "learning rate")
     batch_size: int = hp(64, "batch size of both streams")
     msteps: int = hp(2, "number of epochs that start with a max pass over the forget set")
@@ -70,11 +71,24 @@ class Scrub(Method):
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
         cfg = p.train_config()
-        phases = scrub_schedule(p.epochs, p.msteps, math.ceil(len(task.forget) / cfg.batch_size),
-                                math.ceil(len(task.retain) / cfg.batch_size))
-        return run_loop(model, scrub_objective(task.adapter, model, phases, p),
-                        {"forget": task.forget, "retain": task.retain}, cfg, seed,
-                        steps=len(phases), device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        phases = scrub_schedule(
+            p.epochs,
+            p.msteps,
+            math.ceil(len(task.forget) / cfg.batch_size),
+            math.ceil(len(task.retain) / cfg.batch_size),
+        )
+        return run_loop(
+            model,
+            scrub_objective(task.adapter, model, phases, p),
+            {"forget": task.forget, "retain": task.retain},
+            cfg,
+            seed,
+            steps=len(phases),
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
 
 
 def scrub_objective(adapter, model: torch.nn.Module, phases: list[str], p: ScrubParams) -> Objective:

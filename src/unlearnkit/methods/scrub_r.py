@@ -9,16 +9,17 @@ import torch
 from torch import nn
 
 from ..data.dataset import ExampleSet
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, run_loop
+from ..errors import ConfigError
 from .base import UnlearnResult, hp, register
 from .scrub import Scrub, ScrubParams, scrub_objective, scrub_schedule
 
 
 @dataclass
 class ScrubRParams(ScrubParams):
-    checkpoint_every: int | None = hp(None, "also keep a checkpoint every this many steps "
-                                            "(default: one per SCRUB epoch)")
+    checkpoint_every: int | None = hp(
+        None, "also keep a checkpoint every this many steps (default: one per SCRUB epoch)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,9 +87,19 @@ class ScrubR(Scrub):
                 checkpoints[s] = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
             return False
 
-        stats = run_loop(model, scrub_objective(task.adapter, model, phases, p),
-                         {"forget": task.forget, "retain": task.retain}, cfg, seed, steps=len(phases),
-                         callbacks=[keep], device=task.device, adapter=task.adapter, progress=progress, desc=self.name)
+        stats = run_loop(
+            model,
+            scrub_objective(task.adapter, model, phases, p),
+            {"forget": task.forget, "retain": task.retain},
+            cfg,
+            seed,
+            steps=len(phases),
+            callbacks=[keep],
+            device=task.device,
+            adapter=task.adapter,
+            progress=progress,
+            desc=self.name,
+        )
         checkpoints[stats.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         target = error_rate(model, task.holdout, task.adapter)
         gaps = {}
@@ -97,6 +108,9 @@ class ScrubR(Scrub):
             gaps[step] = abs(error_rate(model, task.forget, task.adapter) - target)
         best = min(gaps, key=lambda s: (gaps[s], s))
         model.load_state_dict(checkpoints[best])
-        self._rewind = {"rewind_step": best, "holdout_error": target,
-                        "forget_error_gaps": {str(k): v for k, v in gaps.items()}}
+        self._rewind = {
+            "rewind_step": best,
+            "holdout_error": target,
+            "forget_error_gaps": {str(k): v for k, v in gaps.items()},
+        }
         return stats + LoopStats(examples_forward=len(task.holdout) + len(checkpoints) * len(task.forget))

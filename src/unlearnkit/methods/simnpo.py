@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import simnpo_loss
 
@@ -47,8 +47,9 @@ class SimNPO(Method):
     modalities = ("classifier", "causal_lm")
     summary = "reference-free NPO: length-normalised likelihood with a margin, plus a retain term"
     Params = SimNPOParams
-    citation = ("Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization "
-                "for LLM Unlearning (SimNPO)")
+    citation = (
+        "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning (SimNPO)"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
@@ -57,8 +58,9 @@ class SimNPO(Method):
 
         def forget_loss(ctx, batch):
             length = adapter.answer_length(batch["y"]) if hasattr(adapter, "answer_length") else 1
-            loss = simnpo_loss(adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"]),
-                               p.beta, p.gamma, length)
+            loss = simnpo_loss(
+                adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"]), p.beta, p.gamma, length
+            )
             return loss
 
         return self.run_forget_loop(model, task, forget_loss, seed, progress)

@@ -30,8 +30,7 @@ class SisaParams:
             raise ConfigError(f"sisa: num_slices must be an integer >= 1, not {self.num_slices!r}")
         self.num_shards, self.num_slices = int(self.num_shards), int(self.num_slices)
         if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"sisa: aggregation must be one of {', '.join(AGGREGATIONS)}, "
-                              f"not {self.aggregation!r}")
+            raise ConfigError(f"sisa: aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}")
 
 
 @register
@@ -52,7 +51,7 @@ class Sisa(Method):
 
     contract_exempt = {
         "step_budget": "a request's budget is the affected shards' remaining slices; SISA has no "
-                       "step cap by design (capping would break exactness)",
+        "step cap by design (capping would break exactness)",
         "divergence": "SISA retrains with the task's recipe (plain cross-entropy), no lr of its own",
     }
     name = "sisa"
@@ -74,23 +73,36 @@ class Sisa(Method):
             p = self.params
             while len(self._prepared) >= self._cache_size:
                 self._prepared.pop(next(iter(self._prepared)))
-            self._prepared[key] = train_sisa(task.train, task.model_factory, task.adapter, task.recipe,
-                                             p.num_shards, p.num_slices, seed, p.aggregation,
-                                             task.device, progress=progress)
+            self._prepared[key] = train_sisa(
+                task.train,
+                task.model_factory,
+                task.adapter,
+                task.recipe,
+                p.num_shards,
+                p.num_slices,
+                seed,
+                p.aggregation,
+                task.device,
+                progress=progress,
+            )
         return self._prepared[key]
 
     def model_template(self, task) -> SisaEnsemble:
         """An untrained ensemble of this shape, to load a saved SISA ``state_dict`` into."""
-        return SisaEnsemble([task.model_factory(0).to(task.device) for _ in range(self.params.num_shards)],
-                            self.params.aggregation)
+        return SisaEnsemble(
+            [task.model_factory(0).to(task.device) for _ in range(self.params.num_shards)], self.params.aggregation
+        )
 
     def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
         self._prepare(task)  # refuses a task of a modality it does not serve
         prepared = self.prepare(task, seed, progress)
         ens = prepared.clone()
         req = ens.forget(task.split.forget_ids, progress)
-        extra = {"preparation_cost": prepared.state.preparation_cost.to_dict(),
-                 "affected_shards": req.affected_shards, "retrained_slices": req.retrained_slices,
-                 "total_slices": self.params.num_shards * self.params.num_slices,
-                 "shard_sizes": [sum(map(len, m)) for m in ens.state.members]}
+        extra = {
+            "preparation_cost": prepared.state.preparation_cost.to_dict(),
+            "affected_shards": req.affected_shards,
+            "retrained_slices": req.retrained_slices,
+            "total_slices": self.params.num_shards * self.params.num_slices,
+            "shard_sizes": [sum(map(len, m)) for m in ens.state.members],
+        }
         return UnlearnResult(ens, req.cost, self.name, dataclasses.asdict(self.params), seed, extra)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, DivergenceError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError, DivergenceError
 from .base import Method, hp, register
 from .curvature import all_finite, diagonal_fisher, trainable
 
@@ -16,8 +16,11 @@ from .curvature import all_finite, diagonal_fisher, trainable
 class SSDParams:
     alpha: float = hp(10.0, "selection weighting: dampen theta_i where []_Df,i > alpha * []_D,i")
     lam: float = hp(1.0, "dampening constant lambda: beta = min(lambda * []_D,i / []_Df,i, 1)")
-    batch_size: int = hp(64, "batch size of the importance passes (the importances are mean "
-                              "squared mini-batch gradients, so they depend on it)")
+    batch_size: int = hp(
+        64,
+        "batch size of the importance passes (the importances are mean "
+        "squared mini-batch gradients, so they depend on it)",
+    )
 
     def __post_init__(self) -> None:
         if self.alpha <= 0 or self.lam <= 0 or self.batch_size < 1:
@@ -46,11 +49,13 @@ class SSD(Method):
     name = "ssd"
     summary = "Dampen weights far more important (Fisher) to the forget set than to the training data"
     Params = SSDParams
-    citation = ("Foster, Schoepf and Brintrup 2024 (AAAI), Fast Machine Unlearning Without "
-                "Retraining Through Selective Synaptic Dampening")
+    citation = (
+        "Foster, Schoepf and Brintrup 2024 (AAAI), Fast Machine Unlearning Without "
+        "Retraining Through Selective Synaptic Dampening"
+    )
     contract_exempt = {
         "step_budget": "no optimisation loop: a single closed-form dampening of the weights, so there "
-                       "is no max_steps to respect",
+        "is no max_steps to respect",
         "divergence": "no learning rate: the update only shrinks weights (beta <= 1) and cannot diverge",
     }
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, undial_loss
 
@@ -19,8 +19,9 @@ class UndialParams(LoopParams):
     lr: float = hp(1e-3, "learning rate")
     batch_size: int = hp(64, "batch size of each stream")
     gamma: float = hp(10.0, "strength: how far the target token's logit is lowered in the teacher")
-    retain_weight: float = hp(1.0, "weight of a retain cross-entropy term (0: the paper's forget-only "
-                                   "UNDIAL, the causal-LM default)")
+    retain_weight: float = hp(
+        1.0, "weight of a retain cross-entropy term (0: the paper's forget-only UNDIAL, the causal-LM default)"
+    )
 
     def __post_init__(self) -> None:
         if self.gamma < 0 or self.retain_weight < 0:
@@ -58,8 +59,10 @@ class Undial(Method):
     modalities = ("classifier", "causal_lm")
     summary = "self-distil from the original with the target token's logit lowered by gamma"
     Params = UndialParams
-    citation = ("Dong et al. 2025 (NAACL), UNDIAL: Self-Distillation with Adjusted Logits for "
-                "Robust Unlearning in Large Language Models")
+    citation = (
+        "Dong et al. 2025 (NAACL), UNDIAL: Self-Distillation with Adjusted Logits for "
+        "Robust Unlearning in Large Language Models"
+    )
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params

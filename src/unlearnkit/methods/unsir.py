@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import ExampleSet
-from ..errors import ConfigError
 from ..engines.loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
+from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 
@@ -24,8 +24,11 @@ class UNSIRParams(LoopParams):
     repair_epochs: float = hp(2.0, "repair passes over the retain subset")
     repair_lr: float = hp(1e-3, "repair learning rate")
     retain_fraction: float = hp(0.5, "fraction of the retain set (per class) used by impair and repair")
-    noise_size: int = hp(64, "most distinct noise examples learned per forget label (the impair data "
-                              "repeats them to as many as the forget set has of that label)")
+    noise_size: int = hp(
+        64,
+        "most distinct noise examples learned per forget label (the impair data "
+        "repeats them to as many as the forget set has of that label)",
+    )
     noise_steps: int = hp(40, "Adam steps that learn the noise (all forget labels at once)")
     noise_lr: float = hp(0.1, "learning rate of the noise")
     noise_lambda: float = hp(0.1, "weight of the noise's squared L2 norm (keeps it bounded)")
@@ -50,8 +53,9 @@ class _Noise(nn.Module):
         return self.x
 
 
-def learn_noise(model: nn.Module, task, labels: torch.Tensor, p: UNSIRParams, seed: int,
-                steps: int) -> tuple[torch.Tensor, LoopStats]:
+def learn_noise(
+    model: nn.Module, task, labels: torch.Tensor, p: UNSIRParams, seed: int, steps: int
+) -> tuple[torch.Tensor, LoopStats]:
     """Error-maximising noise, one input per entry of ``labels``:
     ``argmin_N -mean_i CE(f(N_i; w_o), y_i) + lambda * mean_i ||N_i||^2`` from ``N ~ N(0, I)``, by
     Adam with the model frozen (eval mode). Every input's gradient is its own term scaled by
@@ -73,8 +77,17 @@ def learn_noise(model: nn.Module, task, labels: torch.Tensor, p: UNSIRParams, se
     cfg = TrainConfig(epochs=1, lr=p.noise_lr, optimizer="adam", grad_clip=None)
     try:
         # the stream is not drawn from: the noise itself is the data
-        stats = run_loop(noise, objective, {"forget": task.forget}, cfg, derive_seed(seed, "unsir-noise"),
-                         steps=steps, device=task.device, adapter=task.adapter, desc="unsir-noise")
+        stats = run_loop(
+            noise,
+            objective,
+            {"forget": task.forget},
+            cfg,
+            derive_seed(seed, "unsir-noise"),
+            steps=steps,
+            device=task.device,
+            adapter=task.adapter,
+            desc="unsir-noise",
+        )
     finally:
         for q, f in zip(model.parameters(), flags):
             q.requires_grad_(f)
@@ -136,18 +149,32 @@ class UNSIR(Method):
         # each label's noise batch, cycled to as many inputs as the forget set has of that label
         first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         pick = np.concatenate([f + np.arange(n) % k for f, n, k in zip(first, counts, sizes)])
-        noise_set = ExampleSet(noise[pick], noise_labels[pick],
-                               [f"unsir-noise-{i}" for i in range(len(pick))],
-                               num_classes=task.num_classes, name="unsir-noise")
+        noise_set = ExampleSet(
+            noise[pick],
+            noise_labels[pick],
+            [f"unsir-noise-{i}" for i in range(len(pick))],
+            num_classes=task.num_classes,
+            name="unsir-noise",
+        )
         retain = retain_subset(task, p.retain_fraction, seed)
-        phases = (("unsir-impair", ExampleSet.concat([noise_set, retain], "unsir-impair"), p.epochs, p.lr),
-                  ("unsir-repair", retain, p.repair_epochs, p.repair_lr))
+        phases = (
+            ("unsir-impair", ExampleSet.concat([noise_set, retain], "unsir-impair"), p.epochs, p.lr),
+            ("unsir-repair", retain, p.repair_epochs, p.repair_lr),
+        )
         for desc, data, epochs, lr in phases:
             left = budget - total.steps
             if left <= 0:
                 break
             cfg = p.train_config(epochs=epochs, lr=lr, max_steps=None if left == math.inf else int(left))
-            total = total + run_loop(model, cross_entropy_objective(task.adapter, "train"), {"train": data},
-                                     cfg, derive_seed(seed, desc), device=task.device, adapter=task.adapter, progress=progress,
-                                     desc=desc)
+            total = total + run_loop(
+                model,
+                cross_entropy_objective(task.adapter, "train"),
+                {"train": data},
+                cfg,
+                derive_seed(seed, desc),
+                device=task.device,
+                adapter=task.adapter,
+                progress=progress,
+                desc=desc,
+            )
         return total

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..engines.loop import LoopStats
+from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, wga_loss
 
@@ -52,8 +52,9 @@ class WGA(Method):
     modalities = ("classifier", "causal_lm")
     summary = "gradient ascent weighted per token by the token's own probability to the power beta"
     Params = WGAParams
-    citation = ("Wang et al. 2025 (ICLR), Rethinking LLM Unlearning Objectives: A Gradient "
-                "Perspective and Go Beyond (WGA)")
+    citation = (
+        "Wang et al. 2025 (ICLR), Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond (WGA)"
+    )
     needs_retain = True
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:

@@ -54,18 +54,32 @@ def modality_for_task_kind(kind: str) -> Modality:
     raise ConfigError(f"--task must be one of {', '.join(kinds)}, not {kind!r}")
 
 
-register_modality(Modality(
-    "classifier", "unlearnkit.modalities.classifier",
-    summary="classifiers of tabular rows and images (any nn.Module mapping inputs to logits)",
-    task_kinds=("classifier",),
-    capabilities=frozenset({"shadow_privacy", "connect", "ensembles"}),
-))
-register_modality(Modality(
-    "causal_lm", "unlearnkit.modalities.causal_lm",
-    summary="causal language models on question-answer pairs or verbatim text (Hugging Face models)",
-    task_kinds=("profiles", "bible", "qa"),
-    capabilities=frozenset({"lora", "default_forget"}),
-))
+register_modality(
+    Modality(
+        "classifier",
+        "unlearnkit.modalities.classifier",
+        summary="classifiers of tabular rows and images (any nn.Module mapping inputs to logits)",
+        task_kinds=("classifier",),
+        capabilities=frozenset({"shadow_privacy", "connect", "ensembles"}),
+    )
+)
+register_modality(
+    Modality(
+        "causal_lm",
+        "unlearnkit.modalities.causal_lm",
+        summary="causal language models on question-answer pairs or verbatim text (Hugging Face models)",
+        task_kinds=("profiles", "bible", "qa"),
+        capabilities=frozenset({"lora", "default_forget"}),
+    )
+)
 
-__all__ = ["Adapter", "CAPABILITIES", "Modality", "register_modality", "get_modality", "list_modalities",
-           "modality_of_spec", "modality_for_task_kind"]
+__all__ = [
+    "Adapter",
+    "CAPABILITIES",
+    "Modality",
+    "register_modality",
+    "get_modality",
+    "list_modalities",
+    "modality_of_spec",
+    "modality_for_task_kind",
+]

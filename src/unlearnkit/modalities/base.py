@@ -51,15 +51,15 @@ class Adapter(Protocol):
     def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """The model's raw outputs for the batch."""
 
-    def per_example_loss(self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None,
-                         logits: torch.Tensor | None = None) -> torch.Tensor:
+    def per_example_loss(
+        self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The training loss of each example, shape ``(B,)``; ``labels`` override the batch's."""
 
     def log_likelihood(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``log p(y | x)`` per example, shape ``(B,)``: what NPO-style losses compare."""
 
-    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       batch: dict) -> torch.Tensor:
+    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """``KL(teacher || student)`` per example, shape ``(B,)``."""
 
     def representations(self, model: nn.Module, batch: dict, layer: str | int | None = None) -> torch.Tensor:
@@ -126,21 +126,27 @@ class Modality:
         return dict(getattr(mod, "METHOD_DEFAULTS", {}))
 
     # the calls the layers above make; each is the task module's function of the same name
-    def task_from_spec(self, spec: dict, scenario: Any = None, cache: Any = None, progress: bool = False,
-                       device: str | torch.device | None = None) -> "Task":
+    def task_from_spec(
+        self,
+        spec: dict,
+        scenario: Any = None,
+        cache: Any = None,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+    ) -> "Task":
         """Rebuild a stored task (its original from ``cache`` when it holds it) with its own
         forget set or ``scenario``."""
         return self.part("task").task_from_spec(spec, scenario, cache=cache, progress=progress, device=device)
 
-    def request_scenario(self, ids: list[str] | None = None, subjects: list[str] | None = None,
-                         scenario: str | None = None) -> Any:
+    def request_scenario(
+        self, ids: list[str] | None = None, subjects: list[str] | None = None, scenario: str | None = None
+    ) -> Any:
         """The scenario of a deletion request naming example ``ids``, ``subjects`` or a
         ``scenario`` string (at most one); ``None`` where the modality has a default forget
         split (capability ``default_forget``), else a ConfigError."""
         return self.part("task").request_scenario(ids=ids, subjects=subjects, scenario=scenario)
 
-    def build_task(self, kind: str, options: dict, seed: int = 0, cache: Any = None,
-                   progress: bool = False) -> "Task":
+    def build_task(self, kind: str, options: dict, seed: int = 0, cache: Any = None, progress: bool = False) -> "Task":
         """Build (and train, or load from ``cache``) the task ``unlearnkit train --task kind``
         describes; ``options`` are the command's modality options (None = default)."""
         return self.part("task").build_task(kind, options, seed=seed, cache=cache, progress=progress)
@@ -163,5 +169,10 @@ class Modality:
         self.part("metrics")
 
     def describe(self) -> dict:
-        return {"name": self.name, "summary": self.summary, "task_kinds": list(self.task_kinds),
-                "capabilities": sorted(self.capabilities), "method_defaults": self.method_defaults}
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "task_kinds": list(self.task_kinds),
+            "capabilities": sorted(self.capabilities),
+            "method_defaults": self.method_defaults,
+        }

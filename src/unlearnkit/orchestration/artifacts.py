@@ -48,8 +48,10 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     seen: set[tuple[int, int]] = set()
     for name, t in model.state_dict().items():
         if not isinstance(t, torch.Tensor):
-            raise CheckpointError(f"state_dict entry {name!r} is not a tensor; "
-                                  "artifacts hold tensors only (drop extra state before saving)")
+            raise CheckpointError(
+                f"state_dict entry {name!r} is not a tensor; "
+                "artifacts hold tensors only (drop extra state before saving)"
+            )
         t = t.detach().cpu().contiguous()
         key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
         if key in seen or t.storage_offset() != 0 or t.numel() * t.element_size() != key[1]:
@@ -74,8 +76,7 @@ def _serialise(model: nn.Module, metadata: dict | None) -> bytes:
         meta_json = json.dumps(metadata or {}, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"artifact metadata must be JSON-serialisable: {e}") from None
-    header = json.dumps({"digest": _digest(tensors, meta_json), "metadata": json.loads(meta_json)},
-                        sort_keys=True)
+    header = json.dumps({"digest": _digest(tensors, meta_json), "metadata": json.loads(meta_json)}, sort_keys=True)
     return _st_save(tensors, metadata={_META_KEY: header})
 
 
@@ -87,13 +88,13 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict]:
         header = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
         info = json.loads(header[_META_KEY]) if _META_KEY in header else None
     except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{where} is corrupt (not a readable safetensors file: {e}); "
-                              "delete it and save the model again") from None
+        raise CheckpointError(
+            f"{where} is corrupt (not a readable safetensors file: {e}); delete it and save the model again"
+        ) from None
     if info is not None:  # files written elsewhere carry no digest; accept them as they are
         meta = info.get("metadata", {})
         if _digest(tensors, json.dumps(meta, sort_keys=True)) != info.get("digest"):
-            raise CheckpointError(f"{where} is corrupt (tensor digest mismatch); "
-                                  "delete it and save the model again")
+            raise CheckpointError(f"{where} is corrupt (tensor digest mismatch); delete it and save the model again")
         return tensors, meta
     return tensors, {}
 
@@ -108,13 +109,14 @@ def _check_fits(tensors: dict[str, torch.Tensor], model: nn.Module, where: str) 
         problems.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if extra:
         problems.append(f"unexpected keys {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-    shapes = [f"{k}: file {have[k]} vs model {want[k]}" for k in sorted(set(want) & set(have))
-              if want[k] != have[k]]
+    shapes = [f"{k}: file {have[k]} vs model {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
     if shapes:
         problems.append("shape mismatch " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else ""))
     if problems:
-        raise CheckpointError(f"{where} does not fit the model ({', '.join(problems)}); "
-                              "build the model with the architecture it was saved from")
+        raise CheckpointError(
+            f"{where} does not fit the model ({', '.join(problems)}); "
+            "build the model with the architecture it was saved from"
+        )
 
 
 def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> nn.Module:
@@ -203,8 +205,10 @@ class ArtifactStore:
         path = self.path(hash)
         data = _read(path, f"artifact {hash[:12]}")
         if hashlib.sha256(data).hexdigest() != hash:
-            raise CheckpointError(f"artifact {hash[:12]} at {path} is corrupt (its SHA-256 does not "
-                                  "match its name); delete it and save the model again")
+            raise CheckpointError(
+                f"artifact {hash[:12]} at {path} is corrupt (its SHA-256 does not "
+                "match its name); delete it and save the model again"
+            )
         return _parse(data, f"artifact {hash[:12]}")
 
     def load_state_dict(self, hash: str) -> dict[str, torch.Tensor]:
@@ -234,8 +238,11 @@ class ModelCache:
         self.artifacts = ArtifactStore(self.root / "artifacts")
 
     def _index(self, key: str) -> Path:
-        name = key if re.fullmatch(r"[A-Za-z0-9._-]{1,120}", key) and not key.startswith(".") \
+        name = (
+            key
+            if re.fullmatch(r"[A-Za-z0-9._-]{1,120}", key) and not key.startswith(".")
             else "k-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        )
         return self.root / "index" / f"{name}.json"
 
     def get(self, key: str, model: nn.Module) -> dict | None:

@@ -71,10 +71,17 @@ class Grid:
         """The task's build options (what :meth:`Modality.build_task` takes)."""
         unknown = sorted(set(self.lm) - set(_LM_KEYS))
         if unknown:
-            raise ConfigError(f"grid: unknown lm keys {unknown}; lm takes {', '.join(sorted(_LM_KEYS))} "
-                              "(or give `options:` named as `unlearnkit train` names them)")
-        return {"dataset": self.dataset, "model": self.model, **dict(self.dataset_kwargs),
-                **{_LM_KEYS[k]: v for k, v in self.lm.items()}, **dict(self.options)}
+            raise ConfigError(
+                f"grid: unknown lm keys {unknown}; lm takes {', '.join(sorted(_LM_KEYS))} "
+                "(or give `options:` named as `unlearnkit train` names them)"
+            )
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            **dict(self.dataset_kwargs),
+            **{_LM_KEYS[k]: v for k, v in self.lm.items()},
+            **dict(self.options),
+        }
 
     def scenario_dicts(self) -> list[dict | None]:
         """The scenarios as plain dicts, as the grid's modality reads a request's scenario."""
@@ -121,8 +128,11 @@ def load_grid(path: str | Path) -> Grid:
     for key in ("dataset_kwargs", "options", "lm"):
         if not isinstance(getattr(grid, key), dict):
             raise ConfigError(f"{path}: {key} must be a mapping")
-    if not isinstance(grid.seeds, list) or not grid.seeds or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in grid.seeds):
+    if (
+        not isinstance(grid.seeds, list)
+        or not grid.seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in grid.seeds)
+    ):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers")
     if not isinstance(grid.workers, int) or isinstance(grid.workers, bool) or grid.workers < 1:
         raise ConfigError(f"{path}: workers must be an integer >= 1")
@@ -149,8 +159,9 @@ def _job(grid: Grid, seed: int, scenarios: list[dict | None], home: str, threads
     return recs
 
 
-def run_grid(grid: Grid, home: str | Path, workers: int | None = None,
-             on_done: Callable[[int, int], None] | None = None) -> list[RunRecord]:
+def run_grid(
+    grid: Grid, home: str | Path, workers: int | None = None, on_done: Callable[[int, int], None] | None = None
+) -> list[RunRecord]:
     """Run every (scenario, seed) of ``grid``; returns the records (not yet stored)."""
     from .experiment import Workspace
 

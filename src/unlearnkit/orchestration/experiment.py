@@ -61,8 +61,7 @@ class Workspace:
             return None
 
     @classmethod
-    def open(cls, root: str | Path | None = None, store_url: str | None = None,
-             mode: str = "rw") -> "Workspace":
+    def open(cls, root: str | Path | None = None, store_url: str | None = None, mode: str = "rw") -> "Workspace":
         """Open the workspace at ``root`` (default ``$UNLEARNKIT_HOME`` or ./unlearnkit-home).
 
         ``mode``: ``"rw"`` creates it where missing and checks that runs can be written
@@ -85,8 +84,10 @@ class Workspace:
             return cls(root, store, ArtifactStore(root / "artifacts"), ModelCache(root / "cache"))
         if not root.is_dir() and store_url is None:
             what = "is not a folder" if root.exists() else "does not exist"
-            raise StoreError(f"no workspace at {root} (it {what}); pass --home, or train a model first "
-                             "(reading never creates a workspace)")
+            raise StoreError(
+                f"no workspace at {root} (it {what}); pass --home, or train a model first "
+                "(reading never creates a workspace)"
+            )
         location = store_url or root / "runs.db"
         store = RunStore(location, mode="r")  # it exists and can be read
         read_only = True
@@ -124,13 +125,22 @@ def warm_up(task: Task, progress: bool = False) -> None:
 
     data = task.retain if len(task.retain) else task.train
     model = copy.deepcopy(task.original).to(task.device)
-    cfg = _dc.replace(task.recipe, trainer="loop", objective_noise=0.0, max_steps=1, epochs=1.0,
-                      divergence_threshold=None)
+    cfg = _dc.replace(
+        task.recipe, trainer="loop", objective_noise=0.0, max_steps=1, epochs=1.0, divergence_threshold=None
+    )
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
-        run_loop(model, cross_entropy_objective(task.adapter), {"train": data}, cfg, seed=0,
-                 device=task.device, progress=progress, desc="warm-up")
+        run_loop(
+            model,
+            cross_entropy_objective(task.adapter),
+            {"train": data},
+            cfg,
+            seed=0,
+            device=task.device,
+            progress=progress,
+            desc="warm-up",
+        )
     except UnlearnkitError:
         pass  # a warm-up that diverges has still warmed up
     finally:
@@ -142,8 +152,9 @@ def warm_up(task: Task, progress: bool = False) -> None:
     del model
 
 
-def get_reference(task: Task, seed: int, cache: ModelCache | None = None,
-                  progress: bool = False) -> tuple[nn.Module, LoopStats, bool]:
+def get_reference(
+    task: Task, seed: int, cache: ModelCache | None = None, progress: bool = False
+) -> tuple[nn.Module, LoopStats, bool]:
     """The reference for ``task`` under ``seed``: retrain on the retain set, cached.
 
     Returns ``(model, cost, from_cache)``. The cached cost is the cost of the original
@@ -182,11 +193,17 @@ def score_model(model: nn.Module, task: Task) -> dict:
     return task.modality_info.score_model(model, task)
 
 
-def evaluate_model(model: nn.Module, task: Task, reference_scores: dict | None = None,
-                   cost: LoopStats | None = None, reference_cost: LoopStats | None = None,
-                   seed: int = 0, metrics: Sequence[str] | None = None,
-                   scores: dict | None = None,
-                   reference_model: nn.Module | None = None) -> Evaluation:
+def evaluate_model(
+    model: nn.Module,
+    task: Task,
+    reference_scores: dict | None = None,
+    cost: LoopStats | None = None,
+    reference_cost: LoopStats | None = None,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    scores: dict | None = None,
+    reference_model: nn.Module | None = None,
+) -> Evaluation:
     """Score ``model`` once per split and derive every metric of its modality from the scores.
 
     ``reference_scores`` come from :func:`score_model` of the reference. The inputs also carry
@@ -197,11 +214,20 @@ def evaluate_model(model: nn.Module, task: Task, reference_scores: dict | None =
     if reference_scores is not None:
         kinds = {type(v) for v in scores.values()}
         if any(type(v) not in kinds for v in reference_scores.values()):
-            raise ConfigError("the reference scores are of another kind than the model's: "
-                              "compute them with score_model(reference, task)")
-    inputs = EvalInputs(scores, reference_scores, cost, reference_cost, seed, scenario=task.split.scenario,
-                        modality=task.modality,
-                        models={"model": model, "reference": reference_model, "task": task})
+            raise ConfigError(
+                "the reference scores are of another kind than the model's: "
+                "compute them with score_model(reference, task)"
+            )
+    inputs = EvalInputs(
+        scores,
+        reference_scores,
+        cost,
+        reference_cost,
+        seed,
+        scenario=task.split.scenario,
+        modality=task.modality,
+        models={"model": model, "reference": reference_model, "task": task},
+    )
     values = compute_metrics(inputs, list(metrics) if metrics else None)
     diagnose = getattr(task.modality_info.part("metrics"), "not_computed", None)
     missing = diagnose(inputs) if diagnose is not None and not metrics else {}
@@ -212,42 +238,67 @@ def split_record(task: Task) -> dict:
     """Every split of ``task`` as a record keeps it: sizes and fingerprints of train, forget,
     retain, test and holdout, and the holdout's example ids (the forget ids are the
     record's ``forget_ids``), so that the run can be evaluated again on exactly these splits."""
-    return {**task.split.describe(), "retain_fingerprint": task.retain.fingerprint,
-            "holdout_ids": [str(i) for i in task.holdout.example_ids]}
+    return {
+        **task.split.describe(),
+        "retain_fingerprint": task.retain.fingerprint,
+        "holdout_ids": [str(i) for i in task.holdout.example_ids],
+    }
 
 
-def _record(task: Task, kind: str, method: str, seed: int, params: dict, cost: LoopStats | None,
-            metrics: dict, artifact: str | None, env: dict, tags: dict | None = None,
-            **kw) -> RunRecord:
+def _record(
+    task: Task,
+    kind: str,
+    method: str,
+    seed: int,
+    params: dict,
+    cost: LoopStats | None,
+    metrics: dict,
+    artifact: str | None,
+    env: dict,
+    tags: dict | None = None,
+    **kw,
+) -> RunRecord:
     """A record of one model on ``task``: the one place run records are built.
 
     ``tags["split"]`` holds every split's size and fingerprint and the holdout's ids
     (:func:`split_record`)."""
     return RunRecord(
-        kind=kind, task_key=task.key, method=method, seed=seed, task_spec=task.spec,
-        scenario=task.split.scenario, forget_fingerprint=task.split.forget_fingerprint,
-        forget_ids=[str(i) for i in task.split.forget_ids], params=params,
-        metrics=metrics, cost=cost.to_dict() if cost is not None else {}, environment=env,
-        artifact=artifact, tags={"split": split_record(task), **(tags or {})}, **kw,
+        kind=kind,
+        task_key=task.key,
+        method=method,
+        seed=seed,
+        task_spec=task.spec,
+        scenario=task.split.scenario,
+        forget_fingerprint=task.split.forget_fingerprint,
+        forget_ids=[str(i) for i in task.split.forget_ids],
+        params=params,
+        metrics=metrics,
+        cost=cost.to_dict() if cost is not None else {},
+        environment=env,
+        artifact=artifact,
+        tags={"split": split_record(task), **(tags or {})},
+        **kw,
     )
 
 
-def evaluation_inputs(task: Task, seed: int, model_artifact: str | None,
-                      reference_artifact: str | None) -> dict:
+def evaluation_inputs(task: Task, seed: int, model_artifact: str | None, reference_artifact: str | None) -> dict:
     """What an evaluation's metrics were computed from: the model, every split (sizes,
     fingerprints, holdout ids), the reference (its cache key and artifact) and the seed."""
     split = split_record(task)
     split.pop("scenario", None)
-    return {"model_artifact": model_artifact, "seed": int(seed), "split": split,
-            "reference": {"key": task.reference_key(seed), "artifact": reference_artifact}}
+    return {
+        "model_artifact": model_artifact,
+        "seed": int(seed),
+        "split": split,
+        "reference": {"key": task.reference_key(seed), "artifact": reference_artifact},
+    }
 
 
 def _evaluation(run_id: str, inputs: dict, metrics: dict) -> EvaluationRecord:
     """An evaluation record of run ``run_id`` (the one place they are built)."""
     from ..utils import stable_hash
 
-    return EvaluationRecord(run_id=run_id, inputs_fingerprint=stable_hash(inputs), inputs=inputs,
-                            metrics=dict(metrics))
+    return EvaluationRecord(run_id=run_id, inputs_fingerprint=stable_hash(inputs), inputs=inputs, metrics=dict(metrics))
 
 
 class _PinnedOriginal:
@@ -266,14 +317,15 @@ class _PinnedOriginal:
     def get(self, key: str, model: nn.Module) -> dict | None:
         if key.startswith("original-"):
             if key != f"original-{self.run.task_key}":
-                raise ConfigError(f"run {self.run.id}'s task no longer rebuilds to the task it was trained "
-                                  "on (its data, labels or recipe changed on disk); restore them")
+                raise ConfigError(
+                    f"run {self.run.id}'s task no longer rebuilds to the task it was trained "
+                    "on (its data, labels or recipe changed on disk); restore them"
+                )
             if not self.run.artifact:
                 raise CheckpointError(f"run {self.run.id} has no stored model (status {self.run.status})")
             self.artifacts.load(self.run.artifact, model)  # SHA-256 verified; raises when missing/corrupt
             self.loaded = True
-            return {"cost": {k: v for k, v in (self.run.cost or {}).items()
-                             if k in LoopStats.__dataclass_fields__}}
+            return {"cost": {k: v for k, v in (self.run.cost or {}).items() if k in LoopStats.__dataclass_fields__}}
         return self.cache.get(key, model) if self.cache is not None else None
 
     def put(self, key: str, model: nn.Module, info: dict) -> None:
@@ -281,22 +333,27 @@ class _PinnedOriginal:
             self.cache.put(key, model, info)
 
 
-def task_of_run(workspace: "Workspace", run: RunRecord, scenario: Scenario | dict | None = None,
-                progress: bool = False, device: str | None = None) -> Task:
+def task_of_run(
+    workspace: "Workspace",
+    run: RunRecord,
+    scenario: Scenario | dict | None = None,
+    progress: bool = False,
+    device: str | None = None,
+) -> Task:
     """The task of a stored train run with ``scenario`` (a deletion request's), its original
     being that run's own artifact (hash verified), never a cache entry that may differ."""
     if run.kind != "train":
         raise ConfigError(f"run {run.id} is a {run.kind!r} run; a deletion request starts from a `train` run")
     pinned = _PinnedOriginal(workspace.cache, workspace.artifacts, run)
-    task = modality_of_spec(run.task_spec).task_from_spec(run.task_spec, scenario, cache=pinned,
-                                                          progress=progress, device=device)
+    task = modality_of_spec(run.task_spec).task_from_spec(
+        run.task_spec, scenario, cache=pinned, progress=progress, device=device
+    )
     if not pinned.loaded:
         raise CheckpointError(f"the task of run {run.id} did not load the run's own model")
     return task
 
 
-def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False,
-                 device: str | None = None) -> Task:
+def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False, device: str | None = None) -> Task:
     """The task a stored run was made and evaluated on, with exactly its recorded splits.
 
     The forget set is rebuilt from the run's scenario (so a subjects scenario draws its
@@ -357,8 +414,11 @@ def load_run_model(workspace: "Workspace", run: RunRecord, task: Task) -> nn.Mod
     runs), hash verified."""
     if run.status != "ok" or not run.artifact:
         raise ConfigError(f"run {run.id} has no stored model (status {run.status})")
-    template = (get_method(run.method, **run.params).model_template(task) if run.kind == "unlearn"
-                else task.model_factory(run.seed).to(task.device))
+    template = (
+        get_method(run.method, **run.params).model_template(task)
+        if run.kind == "unlearn"
+        else task.model_factory(run.seed).to(task.device)
+    )
     return workspace.artifacts.load(run.artifact, template)
 
 
@@ -398,8 +458,9 @@ def compare(
     if ref_cached:  # the methods are timed warm, as the reference's retraining was
         warm_up(task, progress)
     ref_scores = score_model(ref_model, task)
-    ref_eval = evaluate_model(ref_model, task, ref_scores, ref_cost, ref_cost, seed, scores=ref_scores,
-                              reference_model=ref_model)
+    ref_eval = evaluate_model(
+        ref_model, task, ref_scores, ref_cost, ref_cost, seed, scores=ref_scores, reference_model=ref_model
+    )
     out = Comparison(task)
 
     def save(model: nn.Module) -> str | None:
@@ -414,26 +475,64 @@ def compare(
         if on_record:
             on_record(rec)
 
-    orig_eval = evaluate_model(task.original, task, ref_eval.scores, task.original_cost, ref_cost, seed,
-                               reference_model=ref_model)
-    emit(_record(task, "train", "original", task.seed, {"recipe": task.recipe.to_dict()},
-                 task.original_cost, orig_eval.metrics, save(task.original), env), task.original)
-    emit(_record(task, "reference", "retrain", seed, {"recipe": task.recipe.to_dict()}, ref_cost,
-                 ref_eval.metrics, save(ref_model), env), ref_model)
+    orig_eval = evaluate_model(
+        task.original, task, ref_eval.scores, task.original_cost, ref_cost, seed, reference_model=ref_model
+    )
+    emit(
+        _record(
+            task,
+            "train",
+            "original",
+            task.seed,
+            {"recipe": task.recipe.to_dict()},
+            task.original_cost,
+            orig_eval.metrics,
+            save(task.original),
+            env,
+        ),
+        task.original,
+    )
+    emit(
+        _record(
+            task,
+            "reference",
+            "retrain",
+            seed,
+            {"recipe": task.recipe.to_dict()},
+            ref_cost,
+            ref_eval.metrics,
+            save(ref_model),
+            env,
+        ),
+        ref_model,
+    )
     for spec in methods:
         name, params = (spec, {}) if isinstance(spec, str) else spec
         try:
             method = get_method(name, **params)
             result = method.unlearn(task, seed=seed, progress=progress)
         except UnlearnkitError as e:
-            emit(_record(task, "unlearn", name, seed, dict(params), None, {}, None, env,
-                         status="failed", error=str(e)), None)
+            emit(
+                _record(task, "unlearn", name, seed, dict(params), None, {}, None, env, status="failed", error=str(e)),
+                None,
+            )
             continue
-        ev = evaluate_model(result.model, task, ref_eval.scores, result.cost, ref_cost, seed,
-                            reference_model=ref_model)
-        emit(_record(task, "unlearn", name, seed, result.params, result.cost, ev.metrics,
-                     save(result.model), env, tags={k: _jsonable(v) for k, v in result.extra.items()}),
-             result.model)
+        ev = evaluate_model(result.model, task, ref_eval.scores, result.cost, ref_cost, seed, reference_model=ref_model)
+        emit(
+            _record(
+                task,
+                "unlearn",
+                name,
+                seed,
+                result.params,
+                result.cost,
+                ev.metrics,
+                save(result.model),
+                env,
+                tags={k: _jsonable(v) for k, v in result.extra.items()},
+            ),
+            result.model,
+        )
     return out
 
 
@@ -449,9 +548,13 @@ def _jsonable(v):
     return v
 
 
-def task_from_spec(spec: dict, scenario: Scenario | dict | None = None,
-                   cache: ModelCache | None = None, progress: bool = False,
-                   device: str | None = None) -> Task:
+def task_from_spec(
+    spec: dict,
+    scenario: Scenario | dict | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+    device: str | None = None,
+) -> Task:
     """Rebuild a stored task through its modality (``spec["modality"]``), with its own
     forget set or ``scenario``; the original comes from ``cache`` when it holds it (it does
     after ``train``)."""

@@ -35,8 +35,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, Float, ForeignKey, MetaData, String, Table, Text,
-    create_engine, delete, event, insert, select, update,
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
@@ -47,7 +60,8 @@ from .records import EvaluationRecord, RunRecord
 _meta = MetaData()
 
 runs = Table(
-    "runs", _meta,
+    "runs",
+    _meta,
     Column("id", String(64), primary_key=True),
     Column("created_at", String(40), nullable=False, index=True),
     Column("added_ns", BigInteger, nullable=False),  # insertion order, breaks created_at ties
@@ -60,12 +74,15 @@ runs = Table(
     Column("artifact", String(64), index=True),
     Column("parent", String(64), index=True),
     Column("forget_fingerprint", String(64), index=True),
-    *(Column(name, JSON) for name in
-      ("task_spec", "scenario", "forget_ids", "params", "metrics", "cost", "environment", "tags")),
+    *(
+        Column(name, JSON)
+        for name in ("task_spec", "scenario", "forget_ids", "params", "metrics", "cost", "environment", "tags")
+    ),
 )
 
 metrics_table = Table(
-    "metrics", _meta,
+    "metrics",
+    _meta,
     Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("name", String(128), primary_key=True, index=True),
     Column("value", Float),
@@ -73,7 +90,8 @@ metrics_table = Table(
 
 # evaluations of a run, append-only (see the module docstring)
 evaluations_table = Table(
-    "evaluations", _meta,
+    "evaluations",
+    _meta,
     Column("id", String(64), primary_key=True),
     Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("created_at", String(40), nullable=False),
@@ -83,10 +101,20 @@ evaluations_table = Table(
     Column("metrics", JSON),
 )
 
-_JSON_FIELDS = ("task_spec", "scenario", "forget_ids", "params", "metrics", "cost", "environment",
-                "tags")
-_SCALAR_FIELDS = ("id", "created_at", "kind", "task_key", "method", "seed", "status", "error",
-                  "artifact", "parent", "forget_fingerprint")
+_JSON_FIELDS = ("task_spec", "scenario", "forget_ids", "params", "metrics", "cost", "environment", "tags")
+_SCALAR_FIELDS = (
+    "id",
+    "created_at",
+    "kind",
+    "task_key",
+    "method",
+    "seed",
+    "status",
+    "error",
+    "artifact",
+    "parent",
+    "forget_fingerprint",
+)
 
 
 # --------------------------------------------------------------------------- JSON codec
@@ -104,8 +132,10 @@ def _encode(v: Any) -> Any:
         return v
     if isinstance(v, os.PathLike):
         return os.fspath(v)
-    raise StoreError(f"cannot store a value of type {type(v).__name__} in a run record; "
-                     "use JSON-serialisable values (numbers, strings, lists, dicts)")
+    raise StoreError(
+        f"cannot store a value of type {type(v).__name__} in a run record; "
+        "use JSON-serialisable values (numbers, strings, lists, dicts)"
+    )
 
 
 def _decode(v: Any) -> Any:
@@ -179,17 +209,22 @@ def _check_location(text: str, shown: str) -> None:
         raise StoreError("empty run store location; give a path or a database URL")
     if "://" in text:
         if not _SCHEME.match(text) or text.index("://") != text.index(":"):
-            raise StoreError(f"malformed run store URL {shown!r}; expected scheme://..., "
-                             "e.g. postgresql+psycopg://user@host/db or sqlite:///path/runs.db")
+            raise StoreError(
+                f"malformed run store URL {shown!r}; expected scheme://..., "
+                "e.g. postgresql+psycopg://user@host/db or sqlite:///path/runs.db"
+            )
         return
     if re.fullmatch(r"[A-Za-z]:[\\/].*", text) and os.name == "nt":
         return  # a Windows drive path
     if ":" in text:
         if _SCHEME.match(text):
-            raise StoreError(f"malformed run store URL {shown!r}; a database URL is scheme://..., "
-                             "e.g. postgresql+psycopg://user@host/db")
-        raise StoreError(f"malformed run store location {shown!r}; give a path without ':' or a "
-                         "database URL scheme://...")
+            raise StoreError(
+                f"malformed run store URL {shown!r}; a database URL is scheme://..., "
+                "e.g. postgresql+psycopg://user@host/db"
+            )
+        raise StoreError(
+            f"malformed run store location {shown!r}; give a path without ':' or a database URL scheme://..."
+        )
 
 
 def _create_tables(engine) -> None:
@@ -237,8 +272,10 @@ class RunStore:
             if self.sqlite_path is not None:
                 if mode == "r":
                     if not self.sqlite_path.is_file():
-                        raise StoreError(f"no run store at {self.location}; check the path, or train a "
-                                         "model first (reading never creates a store)")
+                        raise StoreError(
+                            f"no run store at {self.location}; check the path, or train a "
+                            "model first (reading never creates a store)"
+                        )
                     url = _readonly_sqlite_url(self.sqlite_path)
                 else:
                     self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,11 +291,14 @@ class RunStore:
                 with self.engine.connect() as conn:
                     conn.execute(select(runs.c.id).limit(1)).all()
         except (ArgumentError, ValueError) as e:
-            raise StoreError(f"cannot open run store {self.location!r}: not a valid "
-                             f"path or database URL ({_one_line(e)})") from None
+            raise StoreError(
+                f"cannot open run store {self.location!r}: not a valid path or database URL ({_one_line(e)})"
+            ) from None
         except (NoSuchModuleError, ImportError) as e:
-            raise StoreError(f"cannot open run store {self.location!r}: database driver missing "
-                             f"({_one_line(e)}); install it, e.g. pip install 'unlearnkit[postgres]'") from None
+            raise StoreError(
+                f"cannot open run store {self.location!r}: database driver missing "
+                f"({_one_line(e)}); install it, e.g. pip install 'unlearnkit[postgres]'"
+            ) from None
         except (OSError, SQLAlchemyError) as e:
             hint = "check it is a run store you may read" if mode == "r" else "check the path exists and is writable"
             raise StoreError(f"cannot open run store at {self.location}: {_one_line(e)}; {hint}") from None
@@ -271,8 +311,10 @@ class RunStore:
             folder = self.sqlite_path.parent
             for what, path in (("file", self.sqlite_path), ("folder", folder)):
                 if path.exists() and not os.access(path, os.W_OK):
-                    raise StoreError(f"run store at {self.location} is read-only (its {what} {path} is not "
-                                     "writable); nothing was computed")
+                    raise StoreError(
+                        f"run store at {self.location} is read-only (its {what} {path} is not "
+                        "writable); nothing was computed"
+                    )
             return
         try:  # a server: a write that is rolled back
             with self.engine.connect() as conn:
@@ -280,8 +322,9 @@ class RunStore:
                 conn.execute(delete(metrics_table).where(metrics_table.c.run_id == "__unlearnkit_probe__"))
                 trans.rollback()
         except SQLAlchemyError as e:
-            raise StoreError(f"run store at {self.location} cannot be written: {_one_line(e)}; "
-                             "nothing was computed") from None
+            raise StoreError(
+                f"run store at {self.location} cannot be written: {_one_line(e)}; nothing was computed"
+            ) from None
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -312,8 +355,9 @@ class RunStore:
                 conn.execute(insert(runs).values(**row))
                 self._write_metrics(conn, record.id, record.metrics)
         except IntegrityError:
-            raise StoreError(f"run store at {self.location}: a run with id {record.id!r} exists "
-                             "already; give the record a new id") from None
+            raise StoreError(
+                f"run store at {self.location}: a run with id {record.id!r} exists already; give the record a new id"
+            ) from None
         except SQLAlchemyError as e:
             raise self._fail(f"add run {record.id}", e) from None
         return record.id
@@ -322,11 +366,13 @@ class RunStore:
     def _write_metrics(conn, run_id: str, metrics: dict) -> None:
         if not metrics:
             return
-        conn.execute(delete(metrics_table).where(metrics_table.c.run_id == run_id,
-                                                 metrics_table.c.name.in_(list(metrics))))
-        conn.execute(insert(metrics_table), [
-            {"run_id": run_id, "name": str(k), "value": _metric_value(v)} for k, v in metrics.items()
-        ])
+        conn.execute(
+            delete(metrics_table).where(metrics_table.c.run_id == run_id, metrics_table.c.name.in_(list(metrics)))
+        )
+        conn.execute(
+            insert(metrics_table),
+            [{"run_id": run_id, "name": str(k), "value": _metric_value(v)} for k, v in metrics.items()],
+        )
 
     def update_metrics(self, id: str, metrics: dict[str, float]) -> RunRecord:
         """Merge ``metrics`` into the run's metrics (new values win); return the updated record."""
@@ -348,13 +394,20 @@ class RunStore:
             raise StoreError("no run id given; pass a run id or a unique prefix of one")
         if conn.execute(select(runs.c.id).where(runs.c.id == key)).first():
             return key
-        found = conn.execute(select(runs.c.id).where(runs.c.id.startswith(key, autoescape=True))
-                             .order_by(runs.c.id).limit(6)).scalars().all()
+        found = (
+            conn.execute(
+                select(runs.c.id).where(runs.c.id.startswith(key, autoescape=True)).order_by(runs.c.id).limit(6)
+            )
+            .scalars()
+            .all()
+        )
         if not found:
             raise StoreError(f"no run {key!r} in {self.location}; list runs to see their ids")
         if len(found) > 1:
-            raise StoreError(f"run id prefix {key!r} is ambiguous ({', '.join(found[:5])}"
-                             f"{' ...' if len(found) > 5 else ''}); give more characters")
+            raise StoreError(
+                f"run id prefix {key!r} is ambiguous ({', '.join(found[:5])}"
+                f"{' ...' if len(found) > 5 else ''}); give more characters"
+            )
         return found[0]
 
     @staticmethod
@@ -375,12 +428,17 @@ class RunStore:
         except SQLAlchemyError as e:
             raise self._fail(f"read run {id_or_prefix}", e) from None
 
-    def list(self, kind: str | None = None, method: str | None = None, task_key: str | None = None,
-             status: str | None = None, limit: int | None = None) -> builtins.list[RunRecord]:
+    def list(
+        self,
+        kind: str | None = None,
+        method: str | None = None,
+        task_key: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[RunRecord]:
         """Runs matching every given filter, newest first."""
         q = select(runs)
-        for col, value in (("kind", kind), ("method", method), ("task_key", task_key),
-                           ("status", status)):
+        for col, value in (("kind", kind), ("method", method), ("task_key", task_key), ("status", status)):
             if value is not None:
                 q = q.where(runs.c[col] == value)
         q = q.order_by(runs.c.created_at.desc(), runs.c.added_ns.desc())
@@ -392,20 +450,26 @@ class RunStore:
         except SQLAlchemyError as e:
             raise self._fail("list runs", e) from None
 
-
     # ------------------------------------------------------------------ evaluations
     def add_evaluation(self, evaluation: EvaluationRecord) -> str:
         """Append ``evaluation`` of its run (the run's own metrics are left as they are)."""
-        row = {"id": evaluation.id, "run_id": evaluation.run_id, "created_at": evaluation.created_at,
-               "added_ns": time.time_ns(), "inputs_fingerprint": evaluation.inputs_fingerprint,
-               "inputs": _encode(evaluation.inputs), "metrics": _encode(evaluation.metrics)}
+        row = {
+            "id": evaluation.id,
+            "run_id": evaluation.run_id,
+            "created_at": evaluation.created_at,
+            "added_ns": time.time_ns(),
+            "inputs_fingerprint": evaluation.inputs_fingerprint,
+            "inputs": _encode(evaluation.inputs),
+            "metrics": _encode(evaluation.metrics),
+        }
         try:
             with self.engine.begin() as conn:
                 row["run_id"] = self._resolve(conn, evaluation.run_id)
                 conn.execute(insert(evaluations_table).values(**row))
         except IntegrityError:
-            raise StoreError(f"run store at {self.location}: an evaluation with id {evaluation.id!r} "
-                             "exists already") from None
+            raise StoreError(
+                f"run store at {self.location}: an evaluation with id {evaluation.id!r} exists already"
+            ) from None
         except SQLAlchemyError as e:
             raise self._fail(f"add an evaluation of run {evaluation.run_id}", e) from None
         return evaluation.id
@@ -416,15 +480,22 @@ class RunStore:
         try:
             with self.engine.connect() as conn:
                 rid = self._resolve(conn, run_id)
-                rows = conn.execute(select(t).where(t.c.run_id == rid)
-                                    .order_by(t.c.created_at, t.c.added_ns)).all()
+                rows = conn.execute(select(t).where(t.c.run_id == rid).order_by(t.c.created_at, t.c.added_ns)).all()
         except SQLAlchemyError as e:
             if "no such table" in str(e) or "does not exist" in str(e):
                 return []  # a store written before evaluations were kept, opened read-only
             raise self._fail(f"read the evaluations of run {run_id}", e) from None
-        return [EvaluationRecord(run_id=r.run_id, inputs_fingerprint=r.inputs_fingerprint,
-                                 inputs=_decode(r.inputs or {}), metrics=_decode(r.metrics or {}),
-                                 id=r.id, created_at=r.created_at) for r in rows]
+        return [
+            EvaluationRecord(
+                run_id=r.run_id,
+                inputs_fingerprint=r.inputs_fingerprint,
+                inputs=_decode(r.inputs or {}),
+                metrics=_decode(r.metrics or {}),
+                id=r.id,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
 
 
 def _one_line(e: BaseException) -> str:

@@ -26,8 +26,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ...data.dataset import ExampleSet
 from ...errors import ConfigError, DataError, ModelDataMismatchError
@@ -52,8 +52,12 @@ class TokenExampleSet(ExampleSet):
         self.attention_mask = torch.as_tensor(self.attention_mask).long()
         self.example_ids = np.asarray([str(e) for e in self.example_ids], dtype=object)
         n = len(self.example_ids)
-        if self.inputs.ndim != 2 or self.labels.shape != self.inputs.shape \
-                or self.attention_mask.shape != self.inputs.shape or len(self.inputs) != n:
+        if (
+            self.inputs.ndim != 2
+            or self.labels.shape != self.inputs.shape
+            or self.attention_mask.shape != self.inputs.shape
+            or len(self.inputs) != n
+        ):
             raise DataError("input_ids, labels and attention_mask must all be (N, T) with one example id per row")
         if len(set(self.example_ids.tolist())) != n:
             raise DataError("example_ids must be unique")
@@ -69,29 +73,41 @@ class TokenExampleSet(ExampleSet):
         p = np.asarray(positions, dtype=np.int64)
         pos = torch.as_tensor(p)
         return TokenExampleSet(
-            self.inputs[pos], self.labels[pos], self.example_ids[p],
+            self.inputs[pos],
+            self.labels[pos],
+            self.example_ids[p],
             None if self.subject_ids is None else self.subject_ids[p],
             None if self.groups is None else np.asarray(self.groups)[p],
-            name=name or self.name, meta=dict(self.meta), attention_mask=self.attention_mask[pos])
+            name=name or self.name,
+            meta=dict(self.meta),
+            attention_mask=self.attention_mask[pos],
+        )
 
     def with_labels(self, labels: torch.Tensor, name: str | None = None) -> "TokenExampleSet":
-        return TokenExampleSet(self.inputs, labels, self.example_ids, self.subject_ids, self.groups,
-                               name=name or self.name, meta=dict(self.meta),
-                               attention_mask=self.attention_mask)
+        return TokenExampleSet(
+            self.inputs,
+            labels,
+            self.example_ids,
+            self.subject_ids,
+            self.groups,
+            name=name or self.name,
+            meta=dict(self.meta),
+            attention_mask=self.attention_mask,
+        )
 
-    def batches(self, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[dict]:
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[dict]:
         """Batches ``{input_ids, attention_mask, labels, index, x, y}``, trimmed to the
         longest sequence in the batch (right padding)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             am = self.attention_mask[idx]
             t = max(1, int(am.sum(1).max()))
             ids, lab = self.inputs[idx, :t], self.labels[idx, :t]
-            yield {"input_ids": ids, "attention_mask": am[:, :t], "labels": lab, "index": idx,
-                   "x": ids, "y": lab}
+            yield {"input_ids": ids, "attention_mask": am[:, :t], "labels": lab, "index": idx, "x": ids, "y": lab}
 
     @staticmethod
     def concat(sets: Sequence["TokenExampleSet"], name: str) -> "TokenExampleSet":
@@ -103,16 +119,26 @@ class TokenExampleSet(ExampleSet):
             return F.pad(x, (0, t - x.shape[1]), value=v)
 
         pad_id = int(sets[0].meta.get("pad_token_id", 0))
-        subj = (np.concatenate([s.subject_ids for s in sets])
-                if all(s.subject_ids is not None for s in sets) else None)
+        subj = np.concatenate([s.subject_ids for s in sets]) if all(s.subject_ids is not None for s in sets) else None
         return TokenExampleSet(
-            torch.cat([pad(s.inputs, pad_id) for s in sets]), torch.cat([pad(s.labels, IGNORE) for s in sets]),
-            np.concatenate([s.example_ids for s in sets]), subj, name=name, meta=dict(sets[0].meta),
-            attention_mask=torch.cat([pad(s.attention_mask, 0) for s in sets]))
+            torch.cat([pad(s.inputs, pad_id) for s in sets]),
+            torch.cat([pad(s.labels, IGNORE) for s in sets]),
+            np.concatenate([s.example_ids for s in sets]),
+            subj,
+            name=name,
+            meta=dict(sets[0].meta),
+            attention_mask=torch.cat([pad(s.attention_mask, 0) for s in sets]),
+        )
 
 
-def encode_qa(rows: Sequence[dict], tokenizer, max_length: int, chat_template: str | None = None,
-              answer_key: str = "answer", name: str = "qa") -> TokenExampleSet:
+def encode_qa(
+    rows: Sequence[dict],
+    tokenizer,
+    max_length: int,
+    chat_template: str | None = None,
+    answer_key: str = "answer",
+    name: str = "qa",
+) -> TokenExampleSet:
     """Tokenise QA rows (``example_id``, ``question``, ``answer``, optional ``subject_id``).
 
     The sequence is ``template(question)`` then ``" " + answer + eos``; the prompt is
@@ -139,8 +165,10 @@ def encode_qa(rows: Sequence[dict], tokenizer, max_length: int, chat_template: s
         q = tokenizer(template.format(question=r["question"]), add_special_tokens=False)["input_ids"]
         a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if len(q) + len(a) > max_length:
-            raise DataError(f"example {eid} has {len(q) + len(a)} tokens, more than the context of "
-                            f"{max_length}: shorten it or use a model with a longer context")
+            raise DataError(
+                f"example {eid} has {len(q) + len(a)} tokens, more than the context of "
+                f"{max_length}: shorten it or use a model with a longer context"
+            )
         seqs.append(q + a)
         labs.append([IGNORE] * len(q) + a)
         ids.append(eid)
@@ -152,13 +180,20 @@ def encode_qa(rows: Sequence[dict], tokenizer, max_length: int, chat_template: s
     mask = torch.tensor([[1] * len(s) + [0] * (t - len(s)) for s in seqs])
     # rows about nobody (world facts) get the empty subject id beside rows about people
     subjects = None if all(s is None for s in subj) else np.asarray([s or "" for s in subj], dtype=object)
-    return TokenExampleSet(inputs, labels, np.asarray(ids, dtype=object), subjects, name=name,
-                           meta={"pad_token_id": pad, "vocab_size": len(tokenizer),
-                                 "template": template}, attention_mask=mask)
+    return TokenExampleSet(
+        inputs,
+        labels,
+        np.asarray(ids, dtype=object),
+        subjects,
+        name=name,
+        meta={"pad_token_id": pad, "vocab_size": len(tokenizer), "template": template},
+        attention_mask=mask,
+    )
 
 
-def replace_answers(data: TokenExampleSet, answers: Sequence[str], tokenizer,
-                    max_length: int | None = None) -> TokenExampleSet:
+def replace_answers(
+    data: TokenExampleSet, answers: Sequence[str], tokenizer, max_length: int | None = None
+) -> TokenExampleSet:
     """``data`` with each example's answer replaced by ``answers[i]`` (e.g. "I don't know"
     answers for DPO), keeping the question, the example ids, subjects and groups.
 
@@ -181,11 +216,13 @@ def replace_answers(data: TokenExampleSet, answers: Sequence[str], tokenizer,
         is_answer = (data.labels[i] != IGNORE).nonzero()
         if len(is_answer) == 0:
             raise DataError(f"example {eid} has no answer tokens to replace")
-        q = data.inputs[i, :int(is_answer[0])].tolist()
+        q = data.inputs[i, : int(is_answer[0])].tolist()
         a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if max_length is not None and len(q) + len(a) > max_length:
-            raise DataError(f"example {eid} with its new answer has {len(q) + len(a)} tokens, more than the "
-                            f"context of {max_length}: shorten the answer")
+            raise DataError(
+                f"example {eid} with its new answer has {len(q) + len(a)} tokens, more than the "
+                f"context of {max_length}: shorten the answer"
+            )
         seqs.append(q + a)
         labs.append([IGNORE] * len(q) + a)
     t = max(len(s) for s in seqs)
@@ -193,8 +230,13 @@ def replace_answers(data: TokenExampleSet, answers: Sequence[str], tokenizer,
     return TokenExampleSet(
         torch.tensor([s + [pad] * (t - len(s)) for s in seqs]),
         torch.tensor([lab + [IGNORE] * (t - len(lab)) for lab in labs]),
-        data.example_ids, data.subject_ids, data.groups, name=data.name, meta=dict(data.meta),
-        attention_mask=torch.tensor([[1] * len(s) + [0] * (t - len(s)) for s in seqs]))
+        data.example_ids,
+        data.subject_ids,
+        data.groups,
+        name=data.name,
+        meta=dict(data.meta),
+        attention_mask=torch.tensor([[1] * len(s) + [0] * (t - len(s)) for s in seqs]),
+    )
 
 
 @dataclass
@@ -244,16 +286,18 @@ class CausalLMAdapter:
         lp = F.pad(lp, (1, 0)) * mask
         return lp, mask
 
-    def token_log_probs(self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None,
-                        logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_log_probs(
+        self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(token_t | tokens_<t), mask)``, both ``(B, T)`` aligned with ``labels``;
         ``mask`` marks answer tokens and the log-probs are 0 elsewhere."""
         if logits is None:
             logits = self.logits(model, batch)
         return self._token_log_probs(logits, batch["labels"] if labels is None else labels)
 
-    def per_example_loss(self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None,
-                         logits: torch.Tensor | None = None) -> torch.Tensor:
+    def per_example_loss(
+        self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean answer-token NLL per example, ``(B,)``; ``labels`` override ``batch["labels"]``."""
         lp, mask = self.token_log_probs(model, batch, labels, logits)
         return -lp.sum(1) / mask.sum(1).clamp_min(1)
@@ -262,16 +306,18 @@ class CausalLMAdapter:
         """``log p(answer | question)`` = summed answer-token log-probability, ``(B,)``."""
         return self._token_log_probs(logits, labels)[0].sum(1)
 
-    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       batch: dict) -> torch.Tensor:
+    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Mean over each example's answer tokens of the next-token ``KL(teacher || student)``,
         shape ``(B,)``: positions ``t - 1`` whose target ``labels[:, t]`` is an answer token
         (``batch["labels"]``), so the question and the padding are left out."""
         labels = batch["labels"].to(student_logits.device)
         mask = (labels[:, 1:] != IGNORE).float()
-        kl = F.kl_div(F.log_softmax(student_logits[:, :-1].float(), -1),
-                      F.log_softmax(teacher_logits[:, :-1].float(), -1),
-                      log_target=True, reduction="none").sum(-1)
+        kl = F.kl_div(
+            F.log_softmax(student_logits[:, :-1].float(), -1),
+            F.log_softmax(teacher_logits[:, :-1].float(), -1),
+            log_target=True,
+            reduction="none",
+        ).sum(-1)
         return (kl * mask).sum(1) / mask.sum(1).clamp_min(1)
 
     @staticmethod
@@ -280,8 +326,7 @@ class CausalLMAdapter:
         return (labels != IGNORE).sum(1)
 
     @torch.no_grad()
-    def answer_accuracy(self, model: nn.Module, data: TokenExampleSet,
-                        batch_size: int = 32) -> dict[str, np.ndarray]:
+    def answer_accuracy(self, model: nn.Module, data: TokenExampleSet, batch_size: int = 32) -> dict[str, np.ndarray]:
         """Per example: ``token_acc`` (share of answer tokens that are the argmax next
         token given the true prefix) and ``exact`` (all of them are). ``exact`` equals
         greedy-decoding exact match of the answer through its eos: greedy decoding
@@ -307,18 +352,28 @@ class CausalLMAdapter:
         if vocab > emb:
             raise ModelDataMismatchError(
                 f"the tokenizer has {vocab} tokens but the model embeds only {emb}: use the model's "
-                "own tokenizer or resize_token_embeddings")
+                "own tokenizer or resize_token_embeddings"
+            )
         if len(data) and int(data.inputs.max()) >= emb:
-            raise ModelDataMismatchError(f"the data holds token id {int(data.inputs.max())} but the model "
-                                         f"embeds only {emb}: re-encode with the model's tokenizer")
+            raise ModelDataMismatchError(
+                f"the data holds token id {int(data.inputs.max())} but the model "
+                f"embeds only {emb}: re-encode with the model's tokenizer"
+            )
         ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if ctx is not None and data.inputs.shape[1] > ctx:
-            raise ModelDataMismatchError(f"sequences of {data.inputs.shape[1]} tokens exceed the model's "
-                                         f"context of {ctx}: encode with max_length={ctx}")
+            raise ModelDataMismatchError(
+                f"sequences of {data.inputs.shape[1]} tokens exceed the model's "
+                f"context of {ctx}: encode with max_length={ctx}"
+            )
 
 
-def with_lora(model: nn.Module, r: int = 8, alpha: int | None = None, dropout: float = 0.0,
-              target_modules: Sequence[str] = ("q_proj", "v_proj")) -> nn.Module:
+def with_lora(
+    model: nn.Module,
+    r: int = 8,
+    alpha: int | None = None,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+) -> nn.Module:
     """Wrap ``model`` with LoRA adapters (Hu et al. 2022: ``W + (alpha / r) B A``, ``B = 0``
     at start) via peft; only the adapter weights require grad afterwards, so every method's
     optimiser (``make_optimizer`` skips frozen parameters) updates the adapters only.
@@ -327,6 +382,7 @@ def with_lora(model: nn.Module, r: int = 8, alpha: int | None = None, dropout: f
 
     if r < 1:
         raise ConfigError("LoRA rank r must be >= 1")
-    cfg = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout,
-                     target_modules=list(target_modules), task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
+    )
     return get_peft_model(model, cfg)

@@ -70,8 +70,12 @@ class _RngGuard:
     """Restore Python, NumPy and torch global RNG states (run_loop seeds them globally)."""
 
     def __enter__(self):
-        self.s = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                  torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        self.s = (
+            random.getstate(),
+            np.random.get_state(),
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
 
     def __exit__(self, *exc):
         random.setstate(self.s[0])
@@ -89,8 +93,9 @@ def relearn_split(task, seed: int) -> tuple[list[str], list[str]]:
     return sorted(ids[perm[:half]].tolist()), sorted(ids[perm[half:]].tolist())
 
 
-def relearn_attack(model: nn.Module, task, seed: int = 0, steps: int = RELEARN_STEPS,
-                   lr: float | None = None) -> dict[str, float]:
+def relearn_attack(
+    model: nn.Module, task, seed: int = 0, steps: int = RELEARN_STEPS, lr: float | None = None
+) -> dict[str, float]:
     """Fine-tune a deep copy of ``model`` on one seeded half of the forget set; score the other.
 
     ``steps`` full-batch AdamW steps (``lr`` defaults to :data:`RELEARN_LR_SCALE` times the task
@@ -109,16 +114,30 @@ def relearn_attack(model: nn.Module, task, seed: int = 0, steps: int = RELEARN_S
     train_ids, eval_ids = relearn_split(task, seed)
     if not train_ids or not eval_ids:
         return {}
-    cfg = TrainConfig(epochs=float(steps), max_steps=steps, batch_size=len(train_ids),
-                      lr=lr or RELEARN_LR_SCALE * task.recipe.lr, optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
-                      schedule="constant", divergence_threshold=None)
+    cfg = TrainConfig(
+        epochs=float(steps),
+        max_steps=steps,
+        batch_size=len(train_ids),
+        lr=lr or RELEARN_LR_SCALE * task.recipe.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        grad_clip=1.0,
+        schedule="constant",
+        divergence_threshold=None,
+    )
     attacked = copy.deepcopy(model)
     for p in attacked.parameters():
         p.requires_grad_(True)
     try:
         with _RngGuard():
-            run_loop(attacked, cross_entropy_objective(task.adapter), {"train": task.forget.select(train_ids)},
-                     cfg, seed=derive_seed(seed, "relearn"), device=task.device)
+            run_loop(
+                attacked,
+                cross_entropy_objective(task.adapter),
+                {"train": task.forget.select(train_ids)},
+                cfg,
+                seed=derive_seed(seed, "relearn"),
+                device=task.device,
+            )
     except DivergenceError:  # e.g. a model whose forget loss is already non-finite
         return {"exact": NAN, "rouge": NAN, "prob": NAN}
     sc = score_lm_set(attacked, task.forget.select(eval_ids), task.adapter, generate=True)
@@ -132,19 +151,33 @@ _RELEARN_KEYS = ("exact", "rouge", "prob", "gain_rouge", "gain_prob")
 
 
 @register_metric(
-    "lm_relearn", {f"relearn_{k}": "reference" for k in _RELEARN_KEYS}
-    | {f"relearn_ref_{k}": "reference" for k in _RELEARN_KEYS},
+    "lm_relearn",
+    {f"relearn_{k}": "reference" for k in _RELEARN_KEYS} | {f"relearn_ref_{k}": "reference" for k in _RELEARN_KEYS},
     "Lynch et al. 2024 ('Eight methods to evaluate robust unlearning in LLMs', relearning); Hu et al. 2024 "
     "('Jogging the memory of unlearned LLMs through targeted relearning attacks').",
-    needs=("models",), splits=("forget",), modalities=LM,
-    order=46, headline=("relearn_rouge",),
-    help={**{f"relearn_{k}": (f"relearning attack: a few fine-tuning steps on half the forget set, then the "
-                              f"other half is scored ({k.replace('_', ' ')})",
-                              "the reference's value; higher means the knowledge was hidden, not removed")
-             for k in _RELEARN_KEYS},
-          **{f"relearn_ref_{k}": (f"the relearning attack on the reference ({k.replace('_', ' ')})",
-                                  f"the value relearn_{k} is compared with")
-             for k in _RELEARN_KEYS}})
+    needs=("models",),
+    splits=("forget",),
+    modalities=LM,
+    order=46,
+    headline=("relearn_rouge",),
+    help={
+        **{
+            f"relearn_{k}": (
+                f"relearning attack: a few fine-tuning steps on half the forget set, then the "
+                f"other half is scored ({k.replace('_', ' ')})",
+                "the reference's value; higher means the knowledge was hidden, not removed",
+            )
+            for k in _RELEARN_KEYS
+        },
+        **{
+            f"relearn_ref_{k}": (
+                f"the relearning attack on the reference ({k.replace('_', ' ')})",
+                f"the value relearn_{k} is compared with",
+            )
+            for k in _RELEARN_KEYS
+        },
+    },
+)
 def lm_relearn(inputs: EvalInputs) -> dict[str, float]:
     """Relearning attack: fine-tune on half of the forget set, measure recovery of the other half.
 
@@ -180,8 +213,9 @@ def lm_relearn(inputs: EvalInputs) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _sequence_logprob(model: nn.Module, task, prompts: list[torch.Tensor], conts: list[list[int]],
-                      batch_size: int = 32) -> np.ndarray:
+def _sequence_logprob(
+    model: nn.Module, task, prompts: list[torch.Tensor], conts: list[list[int]], batch_size: int = 32
+) -> np.ndarray:
     """``log p(cont | prompt)`` per pair (teacher forcing, right padding)."""
     pad = task.adapter.tokenizer.pad_token_id
     was = model.training
@@ -189,15 +223,15 @@ def _sequence_logprob(model: nn.Module, task, prompts: list[torch.Tensor], conts
     out = []
     try:
         for s in range(0, len(prompts), batch_size):
-            ps, cs = prompts[s:s + batch_size], conts[s:s + batch_size]
+            ps, cs = prompts[s : s + batch_size], conts[s : s + batch_size]
             t = max(len(p) + len(c) for p, c in zip(ps, cs))
             ids = torch.full((len(ps), t), pad, dtype=torch.long)
             lab = torch.full((len(ps), t), IGNORE, dtype=torch.long)
             am = torch.zeros((len(ps), t), dtype=torch.long)
             for i, (p, c) in enumerate(zip(ps, cs)):
                 seq = torch.cat([p.long(), torch.tensor(c, dtype=torch.long)])
-                ids[i, :len(seq)], am[i, :len(seq)] = seq, 1
-                lab[i, len(p):len(seq)] = torch.tensor(c, dtype=torch.long)
+                ids[i, : len(seq)], am[i, : len(seq)] = seq, 1
+                lab[i, len(p) : len(seq)] = torch.tensor(c, dtype=torch.long)
             lp, _ = task.adapter.token_log_probs(model, {"input_ids": ids, "attention_mask": am, "labels": lab})
             out.append(lp.sum(1).double().cpu().numpy())
     finally:
@@ -222,16 +256,25 @@ def _samples(model: nn.Module, task, seed: int, n: int) -> tuple[list[torch.Tens
     try:
         conts = []
         for s in range(0, len(prompts), 64):
-            conts += decode_batch(model, prompts[s:s + 64], tok.pad_token_id, tok.eos_token_id, limit,
-                                  task.device, sample=True, generator=gen)
+            conts += decode_batch(
+                model,
+                prompts[s : s + 64],
+                tok.pad_token_id,
+                tok.eos_token_id,
+                limit,
+                task.device,
+                sample=True,
+                generator=gen,
+            )
     finally:
         model.train(was)
     _CACHE.put(model, key, (prompts, conts))
     return prompts, conts
 
 
-def fade_divergence(model: nn.Module, reference: nn.Module, task, seed: int = 0,
-                    n_samples: int = FADE_SAMPLES) -> dict[str, float]:
+def fade_divergence(
+    model: nn.Module, reference: nn.Module, task, seed: int = 0, n_samples: int = FADE_SAMPLES
+) -> dict[str, float]:
     """Monte-Carlo KL estimates between the answer distributions of two models on the forget prompts.
 
     ``n_samples`` answers per forget question are sampled (temperature 1, seeded, at most the
@@ -249,16 +292,25 @@ def fade_divergence(model: nn.Module, reference: nn.Module, task, seed: int = 0,
 
 
 @register_metric(
-    "lm_fade", {"fade_sym_kl": "lower", "fade_kl_model_ref": "lower", "fade_kl_ref_model": "lower"},
+    "lm_fade",
+    {"fade_sym_kl": "lower", "fade_kl_model_ref": "lower", "fade_kl_ref_model": "lower"},
     "Cho et al. 2025, 'Reference-specific unlearning metrics can hide the truth: a reality check' "
     "(FADE, arXiv:2510.12981): distributional equivalence to the retain-only model from bidirectional "
     "likelihoods of generated samples.",
-    needs=("models", "reference"), splits=("forget",), modalities=LM,
-    order=47, headline=("fade_sym_kl",),
-    help={"fade_sym_kl": ("FADE distributional distance to the reference on generated forget answers "
-                          "(symmetric KL estimate)", "→ 0"),
-          "fade_kl_model_ref": ("FADE: KL(model ‖ reference) estimate on generated forget answers", "→ 0"),
-          "fade_kl_ref_model": ("FADE: KL(reference ‖ model) estimate on generated forget answers", "→ 0")})
+    needs=("models", "reference"),
+    splits=("forget",),
+    modalities=LM,
+    order=47,
+    headline=("fade_sym_kl",),
+    help={
+        "fade_sym_kl": (
+            "FADE distributional distance to the reference on generated forget answers (symmetric KL estimate)",
+            "→ 0",
+        ),
+        "fade_kl_model_ref": ("FADE: KL(model ‖ reference) estimate on generated forget answers", "→ 0"),
+        "fade_kl_ref_model": ("FADE: KL(reference ‖ model) estimate on generated forget answers", "→ 0"),
+    },
+)
 def lm_fade(inputs: EvalInputs) -> dict[str, float]:
     """Distributional equivalence to the reference on the forget questions (FADE-style), 0 = equivalent.
 

@@ -53,8 +53,7 @@ def _rows(x, name: str, dtype=np.float64) -> np.ndarray:
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.size == 0:
-        raise DataError(f"{name} must be a non-empty (N, T) array, got shape {np.shape(x)}; "
-                        "pass one row per example")
+        raise DataError(f"{name} must be a non-empty (N, T) array, got shape {np.shape(x)}; pass one row per example")
     if np.issubdtype(a.dtype, np.floating) and np.isnan(a).any():
         raise DataError(f"{name} contains NaN; recompute it from finite logits")
     return a
@@ -64,13 +63,13 @@ def _mask(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
     """Boolean mask of ``shape`` (``None`` = all tokens); every row needs one token."""
     m = np.ones(shape, dtype=bool) if mask is None else _rows(mask, name, dtype=np.float64)
     if m.shape != shape:
-        raise DataError(f"{name} has shape {m.shape} but the token array has shape {shape}; "
-                        "give both the same (N, T) shape")
+        raise DataError(
+            f"{name} has shape {m.shape} but the token array has shape {shape}; give both the same (N, T) shape"
+        )
     m = m.astype(bool)
     empty = np.flatnonzero(~m.any(axis=1))
     if empty.size:
-        raise DataError(f"example(s) {empty[:5].tolist()} have no target tokens in {name}; "
-                        "drop them or fix the mask")
+        raise DataError(f"example(s) {empty[:5].tolist()} have no target tokens in {name}; drop them or fix the mask")
     return m
 
 
@@ -78,8 +77,7 @@ def _vector(x, name: str) -> np.ndarray:
     """Non-empty, finite 1-D float array."""
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size == 0 or not np.isfinite(a).all():
-        raise DataError(f"{name} must be a non-empty array of finite numbers; "
-                        "drop examples that produced NaN or inf")
+        raise DataError(f"{name} must be a non-empty array of finite numbers; drop examples that produced NaN or inf")
     return a
 
 
@@ -103,8 +101,9 @@ def _rouge_scorer():
     try:
         from rouge_score import rouge_scorer
     except ImportError:  # pragma: no cover - rouge-score is in the llm extra
-        raise ConfigError("ROUGE-L needs the rouge-score package: pip install rouge-score "
-                          "(or unlearnkit[llm])") from None
+        raise ConfigError(
+            "ROUGE-L needs the rouge-score package: pip install rouge-score (or unlearnkit[llm])"
+        ) from None
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
@@ -148,8 +147,10 @@ def option_probability(true_logprob_mean, false_logprob_means) -> np.ndarray:
     t = _vector(true_logprob_mean, "true_logprob_mean")
     f = _rows(false_logprob_means, "false_logprob_means")
     if f.shape[0] != t.size or not np.isfinite(f).all():
-        raise DataError(f"false_logprob_means must be finite with shape ({t.size}, K), got "
-                        f"{f.shape}; pass one row of K wrong-option scores per example")
+        raise DataError(
+            f"false_logprob_means must be finite with shape ({t.size}, K), got "
+            f"{f.shape}; pass one row of K wrong-option scores per example"
+        )
     p_true, p_false = np.exp(t), np.exp(f).sum(axis=1)
     return p_true / (p_true + p_false)
 
@@ -172,8 +173,10 @@ def truth_ratio(paraphrased_logprob_mean, perturbed_logprob_means) -> np.ndarray
     para = _vector(paraphrased_logprob_mean, "paraphrased_logprob_mean")
     pert = _rows(perturbed_logprob_means, "perturbed_logprob_means")
     if pert.shape[0] != para.size or not np.isfinite(pert).all():
-        raise DataError(f"perturbed_logprob_means must be finite with shape ({para.size}, K), "
-                        f"got {pert.shape}; pass one row of K perturbed scores per example")
+        raise DataError(
+            f"perturbed_logprob_means must be finite with shape ({para.size}, K), "
+            f"got {pert.shape}; pass one row of K perturbed scores per example"
+        )
     return np.exp(pert.mean(axis=1) - para)
 
 
@@ -233,8 +236,9 @@ def model_utility(values: Mapping[str, float]) -> float:
     missing = [k for k in MODEL_UTILITY_KEYS if k not in values]
     unknown = [k for k in values if k not in MODEL_UTILITY_KEYS]
     if missing or unknown:
-        raise DataError(f"model_utility needs exactly the keys {list(MODEL_UTILITY_KEYS)}; "
-                        f"missing {missing}, unknown {unknown}")
+        raise DataError(
+            f"model_utility needs exactly the keys {list(MODEL_UTILITY_KEYS)}; missing {missing}, unknown {unknown}"
+        )
     v = np.array([float(values[k]) for k in MODEL_UTILITY_KEYS])
     if not np.isfinite(v).all() or (v < 0).any():
         raise DataError("model_utility values must be finite and >= 0; check the nine inputs")
@@ -248,8 +252,10 @@ def _id_pair(pred_token_ids, target_token_ids) -> tuple[np.ndarray, np.ndarray]:
     p = _rows(pred_token_ids, "pred_token_ids", dtype=np.int64)
     t = _rows(target_token_ids, "target_token_ids", dtype=np.int64)
     if p.shape != t.shape:
-        raise DataError(f"pred_token_ids {p.shape} and target_token_ids {t.shape} differ; "
-                        "align predictions with the tokens they predict")
+        raise DataError(
+            f"pred_token_ids {p.shape} and target_token_ids {t.shape} differ; "
+            "align predictions with the tokens they predict"
+        )
     return p, t
 
 
@@ -354,20 +360,19 @@ def vocab_stats(log_probs_full) -> tuple[np.ndarray, np.ndarray]:
     """
     lp = np.asarray(log_probs_full, dtype=np.float64)
     if lp.ndim not in (2, 3) or lp.size == 0 or np.isnan(lp).any():
-        raise DataError(f"log_probs_full must be a non-empty (T, V) or (N, T, V) array "
-                        f"without NaN, got shape {lp.shape}")
+        raise DataError(
+            f"log_probs_full must be a non-empty (T, V) or (N, T, V) array without NaN, got shape {lp.shape}"
+        )
     p = np.exp(lp)
     if not np.allclose(p.sum(axis=-1), 1.0, atol=1e-4):
-        raise DataError("log_probs_full rows do not sum to 1 in probability; pass "
-                        "log_softmax(logits), not raw logits")
+        raise DataError("log_probs_full rows do not sum to 1 in probability; pass log_softmax(logits), not raw logits")
     safe = np.where(p > 0, lp, 0.0)
     mu = (p * safe).sum(axis=-1)
     var = (p * safe**2).sum(axis=-1) - mu**2
     return mu, np.sqrt(np.maximum(var, 0.0))
 
 
-def min_k_plus_plus_score(token_logprobs, token_mu, token_sigma, mask=None,
-                          k: float = 0.2) -> np.ndarray:
+def min_k_plus_plus_score(token_logprobs, token_mu, token_sigma, mask=None, k: float = 0.2) -> np.ndarray:
     """Min-K%++ (Zhang et al. 2024, arXiv:2404.02936, Eq. 3-4).
 
     Per token ``z_t = (log p(x_t|x_<t) - mu_t) / sigma_t`` with ``mu_t, sigma_t`` from
@@ -379,8 +384,10 @@ def min_k_plus_plus_score(token_logprobs, token_mu, token_sigma, mask=None,
     lp = _rows(token_logprobs, "token_logprobs")
     mu, sigma = _rows(token_mu, "token_mu"), _rows(token_sigma, "token_sigma")
     if mu.shape != lp.shape or sigma.shape != lp.shape:
-        raise DataError(f"token_mu {mu.shape} and token_sigma {sigma.shape} must match "
-                        f"token_logprobs {lp.shape}; compute them with vocab_stats()")
+        raise DataError(
+            f"token_mu {mu.shape} and token_sigma {sigma.shape} must match "
+            f"token_logprobs {lp.shape}; compute them with vocab_stats()"
+        )
     if (sigma < 0).any():
         raise DataError("token_sigma must be >= 0; compute it with vocab_stats()")
     z = (lp - mu) / np.maximum(sigma, _SIGMA_FLOOR)

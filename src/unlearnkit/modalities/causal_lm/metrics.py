@@ -87,8 +87,10 @@ def truth_ratios(table: dict, name: str) -> np.ndarray | None:
 def _why_no_variants(table: dict, name: str) -> str:
     base = _variant_base(table, name)
     if name in PARAPHRASE_BASED and f"{base}@para" not in table:
-        return (f"the {name} set has no paraphrased answers (a TOFU folder needs its *_perturbed files: "
-                f"paraphrased_answer and perturbed_answer)")
+        return (
+            f"the {name} set has no paraphrased answers (a TOFU folder needs its *_perturbed files: "
+            f"paraphrased_answer and perturbed_answer)"
+        )
     return f"the {name} set has no perturbed answers (perturbed_answer)"
 
 
@@ -106,8 +108,9 @@ def tofu_values(table: dict) -> dict[str, float]:
         else:
             out[f"prob_{name}"] = float(np.mean(s.prob))
         out[f"rouge_{name}"] = _mean(s.rouge) if s.rouge is not None else NAN
-        out[f"truth_ratio_{name}"] = NAN if v is None else lmm.truth_ratio_score(
-            lmm.truth_ratio(*v), "forget" if name == "forget" else "retain")
+        out[f"truth_ratio_{name}"] = (
+            NAN if v is None else lmm.truth_ratio_score(lmm.truth_ratio(*v), "forget" if name == "forget" else "retain")
+        )
     return out
 
 
@@ -132,8 +135,7 @@ def not_computed(inputs: EvalInputs) -> dict[str, str]:
         if _variants(t, name) is None:
             out[f"truth_ratio_{name}"] = _why_no_variants(t, name)
             if name in ("other", "world"):
-                out[f"prob_{name}"] = ("TOFU's option probability needs perturbed answers; "
-                                       f"{_why_no_variants(t, name)}")
+                out[f"prob_{name}"] = f"TOFU's option probability needs perturbed answers; {_why_no_variants(t, name)}"
     if "forget" in t:
         if "truth_ratio_forget" in out:
             out["forget_quality"] = out["truth_ratio_forget"]
@@ -152,29 +154,58 @@ def not_computed(inputs: EvalInputs) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- TOFU
-_SET_NAMES = {"forget": "the forget set", "retain": "the retain set",
-              "other": "other people (TOFU's real authors)", "world": "world facts"}
-_TOFU_OUT = {"prob_forget": "reference", "rouge_forget": "reference", "truth_ratio_forget": "reference",
-             **{f"{m}_{s}": "higher" for s in ("retain", "other", "world") for m in ("prob", "rouge", "truth_ratio")}}
+_SET_NAMES = {
+    "forget": "the forget set",
+    "retain": "the retain set",
+    "other": "other people (TOFU's real authors)",
+    "world": "world facts",
+}
+_TOFU_OUT = {
+    "prob_forget": "reference",
+    "rouge_forget": "reference",
+    "truth_ratio_forget": "reference",
+    **{f"{m}_{s}": "higher" for s in ("retain", "other", "world") for m in ("prob", "rouge", "truth_ratio")},
+}
 
 
 @register_metric(
-    "tofu", _TOFU_OUT,
+    "tofu",
+    _TOFU_OUT,
     "Maini et al. 2024 (TOFU: A Task of Fictitious Unlearning for LLMs), Sec. 2.5; official code "
     "locuslab/tofu aggregate_eval_stat.get_model_utility.",
-    splits=("forget",), modalities=LM,
-    order=42, headline=("rouge_forget",), shares=("tofu_values",),
-    help={**{f"prob_{s}": (f"mean answer probability (length-normalised) on {d}" if s in PARAPHRASE_BASED else
-                           f"TOFU's option probability on {d}: the answer's against perturbed answers of its form",
-                           "the reference's" if s == "forget" else "high")
-             for s, d in _SET_NAMES.items()},
-          **{f"rouge_{s}": (f"ROUGE-L recall of the greedy answer against the true one on {d}",
-                            "the reference's" if s == "forget" else "high")
-             for s, d in _SET_NAMES.items()},
-          **{f"truth_ratio_{s}": (f"TOFU truth ratio score (perturbed vs paraphrased answers) on {d}" if s in
-                                  PARAPHRASE_BASED else f"TOFU truth ratio score (perturbed answers vs the answer) on {d}",
-                                  "the reference's" if s == "forget" else "high")
-             for s, d in _SET_NAMES.items()}})
+    splits=("forget",),
+    modalities=LM,
+    order=42,
+    headline=("rouge_forget",),
+    shares=("tofu_values",),
+    help={
+        **{
+            f"prob_{s}": (
+                f"mean answer probability (length-normalised) on {d}"
+                if s in PARAPHRASE_BASED
+                else f"TOFU's option probability on {d}: the answer's against perturbed answers of its form",
+                "the reference's" if s == "forget" else "high",
+            )
+            for s, d in _SET_NAMES.items()
+        },
+        **{
+            f"rouge_{s}": (
+                f"ROUGE-L recall of the greedy answer against the true one on {d}",
+                "the reference's" if s == "forget" else "high",
+            )
+            for s, d in _SET_NAMES.items()
+        },
+        **{
+            f"truth_ratio_{s}": (
+                f"TOFU truth ratio score (perturbed vs paraphrased answers) on {d}"
+                if s in PARAPHRASE_BASED
+                else f"TOFU truth ratio score (perturbed answers vs the answer) on {d}",
+                "the reference's" if s == "forget" else "high",
+            )
+            for s, d in _SET_NAMES.items()
+        },
+    },
+)
 def tofu(inputs: EvalInputs) -> dict[str, float]:
     """TOFU's answer probability, ROUGE-L recall and truth ratio on forget, retain, other and world.
 
@@ -195,14 +226,23 @@ def tofu(inputs: EvalInputs) -> dict[str, float]:
 
 
 @register_metric(
-    "tofu_forget_quality", {"forget_quality": "higher", "forget_ks_stat": "lower"},
+    "tofu_forget_quality",
+    {"forget_quality": "higher", "forget_ks_stat": "lower"},
     "Maini et al. 2024 (TOFU), Sec. 2.5 'Forget Quality'; locuslab/tofu aggregate_eval_stat.get_forget_quality.",
-    needs=("reference",), splits=("forget",), modalities=LM,
-    order=40, headline=("forget_quality",),
-    help={"forget_quality": ("KS-test p-value of the forget set's truth ratios against the reference's "
-                             "(TOFU's forget quality, Maini et al. 2024)",
-                             "high (above 0.05: indistinguishable from the reference)"),
-          "forget_ks_stat": ("the KS statistic behind forget_quality", "→ 0")})
+    needs=("reference",),
+    splits=("forget",),
+    modalities=LM,
+    order=40,
+    headline=("forget_quality",),
+    help={
+        "forget_quality": (
+            "KS-test p-value of the forget set's truth ratios against the reference's "
+            "(TOFU's forget quality, Maini et al. 2024)",
+            "high (above 0.05: indistinguishable from the reference)",
+        ),
+        "forget_ks_stat": ("the KS statistic behind forget_quality", "→ 0"),
+    },
+)
 def tofu_forget_quality(inputs: EvalInputs) -> dict[str, float]:
     """TOFU forget quality: KS-test p-value of the forget-set truth ratios, model vs reference.
 
@@ -220,12 +260,22 @@ def tofu_forget_quality(inputs: EvalInputs) -> dict[str, float]:
 
 
 @register_metric(
-    "tofu_model_utility", {"model_utility": "higher"},
+    "tofu_model_utility",
+    {"model_utility": "higher"},
     "Maini et al. 2024 (TOFU), Sec. 2.5 'Model Utility'; locuslab/tofu aggregate_eval_stat.get_model_utility.",
-    splits=("forget",), modalities=LM,
-    order=41, headline=True, shares=("tofu_values",),
-    help={"model_utility": ("TOFU model utility: harmonic mean of answer probability, ROUGE-L recall and "
-                            "truth ratio on retain, other people and world facts", "high, close to the original's")})
+    splits=("forget",),
+    modalities=LM,
+    order=41,
+    headline=True,
+    shares=("tofu_values",),
+    help={
+        "model_utility": (
+            "TOFU model utility: harmonic mean of answer probability, ROUGE-L recall and "
+            "truth ratio on retain, other people and world facts",
+            "high, close to the original's",
+        )
+    },
+)
 def tofu_model_utility(inputs: EvalInputs) -> dict[str, float]:
     """TOFU model utility: harmonic mean of the nine retain / other / world values of ``tofu``.
 
@@ -243,18 +293,26 @@ def tofu_model_utility(inputs: EvalInputs) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- memorisation
 @register_metric(
-    "lm_memorization", {"em_forget": "reference", "es_forget": "reference", "exact_forget": "reference",
-                        "exact_retain": "higher"},
+    "lm_memorization",
+    {"em_forget": "reference", "es_forget": "reference", "exact_forget": "reference", "exact_retain": "higher"},
     "Tirumala et al. 2022 (NeurIPS), exact memorisation; Wang et al. 2025 (ICLR), extraction strength; "
     "both as implemented in OpenUnlearning (locuslab/open-unlearning, memorization.py).",
-    splits=("forget",), modalities=LM,
+    splits=("forget",),
+    modalities=LM,
     order=43,
-    help={"em_forget": ("exact memorisation: share of forget answer tokens predicted given the true prefix",
-                        "the reference's value"),
-          "es_forget": ("extraction strength: share of the forget answer needed as prefix to extract the rest",
-                        "the reference's value"),
-          "exact_forget": ("share of forget answers the greedy generation reproduces exactly", "the reference's value"),
-          "exact_retain": ("share of retain answers the greedy generation reproduces exactly", "high")})
+    help={
+        "em_forget": (
+            "exact memorisation: share of forget answer tokens predicted given the true prefix",
+            "the reference's value",
+        ),
+        "es_forget": (
+            "extraction strength: share of the forget answer needed as prefix to extract the rest",
+            "the reference's value",
+        ),
+        "exact_forget": ("share of forget answers the greedy generation reproduces exactly", "the reference's value"),
+        "exact_retain": ("share of retain answers the greedy generation reproduces exactly", "high"),
+    },
+)
 def lm_memorization(inputs: EvalInputs) -> dict[str, float]:
     """Verbatim memorisation of the forget answers: exact memorisation, extraction strength, exact match.
 
@@ -283,17 +341,31 @@ def _auc(table: dict, attr: str) -> float:
 
 
 @register_metric(
-    "lm_mia", {**{f"mia_{a}_auc": "reference" for a in _ATTACKS}, "mia_min_k_pvalue": "reference"},
+    "lm_mia",
+    {**{f"mia_{a}_auc": "reference" for a in _ATTACKS}, "mia_min_k_pvalue": "reference"},
     "Yeom et al. 2018 and Carlini et al. 2021 (LOSS, zlib); Shi et al. 2024 ICLR (Min-K% Prob); "
     "Zhang et al. 2024 arXiv:2404.02936 (Min-K%++); forget-vs-holdout AUC as in MUSE (Shi et al. 2024).",
-    splits=("forget", "holdout"), modalities=LM,
-    order=33, headline=("mia_loss_auc",), headline_group="membership AUC",
-    help={**{f"mia_{a}_auc": (f"membership-inference AUC of the {n} attack on the answers, forget set "
-                              "(members) vs holdout (non-members)",
-                              "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)")
-             for a, n in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-40%"), ("min_k_pp", "Min-40%++"))},
-          "mia_min_k_pvalue": ("one-sided Mann-Whitney U p-value that forget Min-40% scores exceed holdout ones "
-                               "(uncertainty of the AUC on small sets)", "the reference's value")})
+    splits=("forget", "holdout"),
+    modalities=LM,
+    order=33,
+    headline=("mia_loss_auc",),
+    headline_group="membership AUC",
+    help={
+        **{
+            f"mia_{a}_auc": (
+                f"membership-inference AUC of the {n} attack on the answers, forget set "
+                "(members) vs holdout (non-members)",
+                "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)",
+            )
+            for a, n in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-40%"), ("min_k_pp", "Min-40%++"))
+        },
+        "mia_min_k_pvalue": (
+            "one-sided Mann-Whitney U p-value that forget Min-40% scores exceed holdout ones "
+            "(uncertainty of the AUC on small sets)",
+            "the reference's value",
+        ),
+    },
+)
 def lm_mia(inputs: EvalInputs) -> dict[str, float]:
     """Membership attacks on the answers: forget (members) vs holdout (never trained), ROC AUC.
 
@@ -311,19 +383,30 @@ def lm_mia(inputs: EvalInputs) -> dict[str, float]:
 
     m = inputs.model
     out = {f"mia_{a}_auc": _auc(m, attr) for a, attr in _ATTACKS.items()}
-    out["mia_min_k_pvalue"] = float(mannwhitneyu(m["forget"].mia_min_k, m["holdout"].mia_min_k,
-                                                 alternative="greater").pvalue)
+    out["mia_min_k_pvalue"] = float(
+        mannwhitneyu(m["forget"].mia_min_k, m["holdout"].mia_min_k, alternative="greater").pvalue
+    )
     return out
 
 
 @register_metric(
-    "lm_privleak", {"privleak": "reference"},
+    "lm_privleak",
+    {"privleak": "reference"},
     "Shi et al. 2024 (MUSE: Machine Unlearning Six-Way Evaluation for Language Models), PrivLeak; "
     "sign as in MUSE's tables and OpenUnlearning's privleak (AUCs taken as 1 - AUC).",
-    needs=("reference",), splits=("forget", "holdout"), modalities=LM,
-    order=45, headline=True,
-    help={"privleak": ("MUSE PrivLeak: relative gap of the Min-K%++ / loss attack AUC (forget vs holdout) to "
-                       "the reference's, in percent", "0 (negative: under-unlearned, positive: over-unlearned)")})
+    needs=("reference",),
+    splits=("forget", "holdout"),
+    modalities=LM,
+    order=45,
+    headline=True,
+    help={
+        "privleak": (
+            "MUSE PrivLeak: relative gap of the Min-K%++ / loss attack AUC (forget vs holdout) to "
+            "the reference's, in percent",
+            "0 (negative: under-unlearned, positive: over-unlearned)",
+        )
+    },
+)
 def lm_privleak(inputs: EvalInputs) -> dict[str, float]:
     """MUSE PrivLeak: relative change of the Min-40% forget-vs-holdout MIA AUC against the reference, in percent.
 
@@ -345,19 +428,32 @@ _PROBE_OUT = {f"{p.split('_', 1)[1]}_{m}": "reference" for p in PROBES for m in 
 
 
 @register_metric(
-    "lm_probes", _PROBE_OUT,
+    "lm_probes",
+    _PROBE_OUT,
     "Maini et al. 2024 (TOFU), paraphrased questions; Shah et al. 2026 (arXiv:2603.11266, 'The Unlearning "
     "Mirage'), alias and multi-hop probes of the same facts.",
-    splits=("forget",), modalities=LM,
-    order=44, headline=("paraphrase_rouge",),
-    help={f"{p}_{m}": (f"probe: {what} ({how})", "the reference's value" + (
-                           "; above it means the knowledge only hid from the trained wording"
-                           if p == "paraphrase" else ""))
-          for p, what in (("paraphrase", "reworded questions about the forget people (never trained)"),
-                          ("alias", "forget questions that name the person by an alias"),
-                          ("multihop", "forget questions that reach the person through a work's title"))
-          for m, how in (("rouge", "ROUGE-L recall of the greedy answer"), ("exact", "exact-match share"),
-                         ("prob", "mean answer probability"))})
+    splits=("forget",),
+    modalities=LM,
+    order=44,
+    headline=("paraphrase_rouge",),
+    help={
+        f"{p}_{m}": (
+            f"probe: {what} ({how})",
+            "the reference's value"
+            + ("; above it means the knowledge only hid from the trained wording" if p == "paraphrase" else ""),
+        )
+        for p, what in (
+            ("paraphrase", "reworded questions about the forget people (never trained)"),
+            ("alias", "forget questions that name the person by an alias"),
+            ("multihop", "forget questions that reach the person through a work's title"),
+        )
+        for m, how in (
+            ("rouge", "ROUGE-L recall of the greedy answer"),
+            ("exact", "exact-match share"),
+            ("prob", "mean answer probability"),
+        )
+    },
+)
 def lm_probes(inputs: EvalInputs) -> dict[str, float]:
     """Forgetting under other wordings: paraphrased, alias and multi-hop questions about the forget people.
 
@@ -378,11 +474,21 @@ def lm_probes(inputs: EvalInputs) -> dict[str, float]:
 
 # ------------------------------------------------------------- keys computed elsewhere
 register_outputs(
-    "lm_train", {"exact_match_train": "higher", "token_acc_train": "higher"},
+    "lm_train",
+    {"exact_match_train": "higher", "token_acc_train": "higher"},
     "Exact match and token accuracy of the trained original on its training answers.",
     "Teacher-forced answer accuracy (as in OpenUnlearning's exact memorisation).",
-    computed_by="unlearnkit.modalities.causal_lm.task.train_metrics", modalities=LM, order=11,
-    help={"exact_match_train": ("share of training answers the original predicts exactly (teacher-forced; "
-                                "train runs only)", "high"),
-          "token_acc_train": ("share of training answer tokens the original predicts (teacher-forced; "
-                              "train runs only)", "high")})
+    computed_by="unlearnkit.modalities.causal_lm.task.train_metrics",
+    modalities=LM,
+    order=11,
+    help={
+        "exact_match_train": (
+            "share of training answers the original predicts exactly (teacher-forced; train runs only)",
+            "high",
+        ),
+        "token_acc_train": (
+            "share of training answer tokens the original predicts (teacher-forced; train runs only)",
+            "high",
+        ),
+    },
+)

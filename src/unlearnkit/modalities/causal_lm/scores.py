@@ -115,29 +115,42 @@ class LMScores:
         if missing:
             raise DataError(f"LM scores lack example(s) {missing[:3]}; score both sets on the same task")
         idx = np.array([pos[i] for i in ids], dtype=np.int64)
-        return LMScores(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
-                           for f in fields(self)})
+        return LMScores(
+            **{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx]) for f in fields(self)}
+        )
 
     def rows(self, split: str, role: str) -> dict[str, np.ndarray]:
         """Columns for export (``--export-scores``): one row per example."""
         n = len(self)
         gen = self.generations if self.generations is not None else np.full(n, "", dtype=object)
         rouge = self.rouge if self.rouge is not None else np.full(n, NAN)
-        return {"example_id": np.asarray(self.example_ids).astype(str), "split": np.full(n, split),
-                "model_role": np.full(n, role), "mean_logprob": self.mean_logprob,
-                "sum_logprob": self.sum_logprob, "answer_tokens": self.length, "prob": self.prob,
-                "token_acc": self.token_acc, "exact": self.exact, "extraction_strength": self.extraction,
-                "mia_zlib": self.mia_zlib, "mia_min_k": self.mia_min_k, "mia_min_k_pp": self.mia_min_k_pp,
-                "rouge_l_recall": rouge, "answer": np.asarray(self.answers, dtype=object),
-                "generation": np.asarray(gen, dtype=object)}
+        return {
+            "example_id": np.asarray(self.example_ids).astype(str),
+            "split": np.full(n, split),
+            "model_role": np.full(n, role),
+            "mean_logprob": self.mean_logprob,
+            "sum_logprob": self.sum_logprob,
+            "answer_tokens": self.length,
+            "prob": self.prob,
+            "token_acc": self.token_acc,
+            "exact": self.exact,
+            "extraction_strength": self.extraction,
+            "mia_zlib": self.mia_zlib,
+            "mia_min_k": self.mia_min_k,
+            "mia_min_k_pp": self.mia_min_k_pp,
+            "rouge_l_recall": rouge,
+            "answer": np.asarray(self.answers, dtype=object),
+            "generation": np.asarray(gen, dtype=object),
+        }
 
 
 def _tokenizer(task_or_adapter):
     adapter = getattr(task_or_adapter, "adapter", task_or_adapter)
     tok = getattr(adapter, "tokenizer", None)
     if tok is None or tok.pad_token_id is None or tok.eos_token_id is None:
-        raise ConfigError("LM evaluation needs the task's tokenizer with pad and eos tokens: "
-                          "build the task with make_lm_task")
+        raise ConfigError(
+            "LM evaluation needs the task's tokenizer with pad and eos tokens: build the task with make_lm_task"
+        )
     return tok
 
 
@@ -172,8 +185,21 @@ def drop_final_eos(mask: np.ndarray, targets: np.ndarray, eos_id: int) -> np.nda
 
 @torch.no_grad()
 def _teacher_forced(model: nn.Module, data, adapter, tok, batch_size: int) -> dict[str, np.ndarray]:
-    out: dict[str, list] = {k: [] for k in ("mean_logprob", "sum_logprob", "length", "token_acc", "exact",
-                                            "extraction", "mia_zlib", "mia_min_k", "mia_min_k_pp", "answers")}
+    out: dict[str, list] = {
+        k: []
+        for k in (
+            "mean_logprob",
+            "sum_logprob",
+            "length",
+            "token_acc",
+            "exact",
+            "extraction",
+            "mia_zlib",
+            "mia_min_k",
+            "mia_min_k_pp",
+            "answers",
+        )
+    }
     for b in data.batches(batch_size):
         logits = adapter.logits(model, b).float()
         lab = b["labels"].to(logits.device)
@@ -198,17 +224,26 @@ def _teacher_forced(model: nn.Module, data, adapter, tok, batch_size: int) -> di
         out["extraction"].append(lmm.extraction_strength(pred_n, tgt_n, m_body))
         out["mia_zlib"].append(lmm.zlib_score(lp_n, m_n, answers))
         out["mia_min_k"].append(lmm.min_k_score(lp_n, m_body, k=MIN_K))
-        out["mia_min_k_pp"].append(lmm.min_k_plus_plus_score(lp_n, mu.cpu().double().numpy(),
-                                                             sigma.cpu().double().numpy(), m_body, k=MIN_K))
+        out["mia_min_k_pp"].append(
+            lmm.min_k_plus_plus_score(lp_n, mu.cpu().double().numpy(), sigma.cpu().double().numpy(), m_body, k=MIN_K)
+        )
     res = {k: (np.asarray(v, dtype=object) if k == "answers" else np.concatenate(v)) for k, v in out.items()}
     res["length"] = res["length"].astype(np.int64)
     return res
 
 
 @torch.no_grad()
-def decode_batch(model: nn.Module, prompts: Sequence[torch.Tensor], pad_id: int, eos_id: int,
-                 max_new_tokens: int, device, sample: bool = False,
-                 generator: torch.Generator | None = None, temperature: float = 1.0) -> list[list[int]]:
+def decode_batch(
+    model: nn.Module,
+    prompts: Sequence[torch.Tensor],
+    pad_id: int,
+    eos_id: int,
+    max_new_tokens: int,
+    device,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+) -> list[list[int]]:
     """Continue each prompt (1-D token ids) greedily, or by sampling at ``temperature``.
 
     Prompts are left-padded into one batch (position ids count real tokens only) and
@@ -221,8 +256,8 @@ def decode_batch(model: nn.Module, prompts: Sequence[torch.Tensor], pad_id: int,
     ids = torch.full((b, plen), pad_id, dtype=torch.long)
     am = torch.zeros((b, plen), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, plen - len(p):] = p
-        am[i, plen - len(p):] = 1
+        ids[i, plen - len(p) :] = p
+        am[i, plen - len(p) :] = 1
     ids, am = ids.to(device), am.to(device)
     pos = (am.cumsum(1) - 1).clamp_min(0)
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -255,8 +290,9 @@ def _prompts(data, spans: list[tuple[int, int]]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def generate_answers(model: nn.Module, data, tok, device, batch_size: int = 32,
-                     max_new_tokens: int | None = None) -> list[str]:
+def generate_answers(
+    model: nn.Module, data, tok, device, batch_size: int = 32, max_new_tokens: int | None = None
+) -> list[str]:
     """Greedy answers to the questions of ``data`` (prompt = tokens before the first answer
     token), decoded with ``tok``; each stops at its first eos or after ``max_new_tokens``
     (default :data:`GEN_MAX_NEW_TOKENS`, OpenUnlearning's 200).
@@ -270,8 +306,9 @@ def generate_answers(model: nn.Module, data, tok, device, batch_size: int = 32,
     prompts = _prompts(data, spans)
     out = []
     for start in range(0, len(prompts), batch_size):
-        out += decode_batch(model, prompts[start:start + batch_size], tok.pad_token_id, tok.eos_token_id,
-                            limit, device)
+        out += decode_batch(
+            model, prompts[start : start + batch_size], tok.pad_token_id, tok.eos_token_id, limit, device
+        )
     return [_decode(tok, ids) for ids in out]
 
 
@@ -296,8 +333,9 @@ def lm_set_names(task) -> list[str]:
     return ["forget", "retain", "holdout", *[n for n in task.eval_sets if n not in ("forget", "retain", "holdout")]]
 
 
-def score_lm_splits(model: nn.Module, task, names: Sequence[str] | None = None, generate: bool = True,
-                    batch_size: int = 32) -> dict[str, LMScores]:
+def score_lm_splits(
+    model: nn.Module, task, names: Sequence[str] | None = None, generate: bool = True, batch_size: int = 32
+) -> dict[str, LMScores]:
     """:class:`LMScores` of ``model`` on each named set of a causal-LM ``task``.
 
     ``names`` default to :func:`lm_set_names`. ``retain`` is the ``retain_eval`` eval set
@@ -316,8 +354,7 @@ def score_lm_splits(model: nn.Module, task, names: Sequence[str] | None = None, 
             return name, getattr(task, name)
         if name in task.eval_sets:
             return name, task.eval_sets[name]
-        raise ConfigError(f"the task has no set {name!r}; it has forget, retain, holdout, "
-                          f"{', '.join(task.eval_sets)}")
+        raise ConfigError(f"the task has no set {name!r}; it has forget, retain, holdout, {', '.join(task.eval_sets)}")
 
     for name in names:
         key, data = data_of(name)
@@ -325,7 +362,6 @@ def score_lm_splits(model: nn.Module, task, names: Sequence[str] | None = None, 
             out[key] = score_lm_set(model, data, task.adapter, generate and "@" not in key, batch_size)
         out[name] = out[key]
     return out
-
 
 
 def score_model(model: nn.Module, task) -> dict[str, LMScores]:

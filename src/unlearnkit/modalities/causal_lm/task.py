@@ -44,14 +44,13 @@ so greedy continuation measures verbatim memorisation as in MUSE (Shi et al. 202
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-
-from dataclasses import dataclass, field
 
 from ...data.dataset import ExampleSet
 from ...data.scenarios import Split
@@ -70,8 +69,11 @@ TRUTH_RATIO_SETS = ("forget", "retain_eval", "other", "world")
 #: and retain sets; on ``other`` / ``world`` (TOFU's Real Authors / World Facts) it divides by the
 #: answer itself, so those get only ``<set>@pert<j>`` (perturbed answers in the answer's form)
 PARAPHRASE_BASE = ("forget", "retain_eval")
-DEFAULT_BIBLE = {"forget_books": ["Ruth"], "retain_books": ["Jonah", "Haggai", "Obadiah", "Nahum"],
-                 "holdout_books": ["Joel"]}
+DEFAULT_BIBLE = {
+    "forget_books": ["Ruth"],
+    "retain_books": ["Jonah", "Haggai", "Obadiah", "Nahum"],
+    "holdout_books": ["Joel"],
+}
 
 
 @dataclass
@@ -114,8 +116,9 @@ class LMTask(Task):
 
 def default_lm_recipe() -> TrainConfig:
     """Training settings under which the default tiny Llama memorises the profiles."""
-    return TrainConfig(epochs=40, batch_size=32, lr=3e-3, optimizer="adamw", weight_decay=0.0,
-                       schedule="cosine", grad_clip=1.0)
+    return TrainConfig(
+        epochs=40, batch_size=32, lr=3e-3, optimizer="adamw", weight_decay=0.0, schedule="cosine", grad_clip=1.0
+    )
 
 
 def make_lm_task(
@@ -184,12 +187,23 @@ def make_lm_task(
     sets, max_len = _encode_all(rows, tok, template)
     train, forget_ids, holdout = sets.pop("train"), rows["forget_ids"], sets.pop("holdout")
     spec = {
-        "modality": "causal_lm", "source": source, "seed": seed,
-        "n_people": n_people, "qa_per_person": qa_per_person, "n_other": n_other, "data_seed": data_seed,
-        "model": sizes if model_path is None else None, "model_path": model_path,
-        "tokenizer": tokenizer, "vocab_size": vocab_size, "recipe": recipe.to_dict(),
-        "retain_eval_size": retain_eval_size, "lora": lora, "bible": bible if source == "bible" else None,
-        "prompt_words": prompt_words, "train_fingerprint": train.fingerprint,
+        "modality": "causal_lm",
+        "source": source,
+        "seed": seed,
+        "n_people": n_people,
+        "qa_per_person": qa_per_person,
+        "n_other": n_other,
+        "data_seed": data_seed,
+        "model": sizes if model_path is None else None,
+        "model_path": model_path,
+        "tokenizer": tokenizer,
+        "vocab_size": vocab_size,
+        "recipe": recipe.to_dict(),
+        "retain_eval_size": retain_eval_size,
+        "lora": lora,
+        "bible": bible if source == "bible" else None,
+        "prompt_words": prompt_words,
+        "train_fingerprint": train.fingerprint,
         "tokenizer_vocab": stable_hash(sorted(tok.get_vocab().items())),
         "data_fingerprint": stable_hash(rows["fingerprint"]),
     }
@@ -200,8 +214,7 @@ def make_lm_task(
     split = Split(train, holdout, forget_ids, holdout, scenario)
     factory = _model_factory(sizes, model_path, len(tok), max_len, tok)
     adapter = CausalLMAdapter(tok, device)
-    task = LMTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec,
-                  sets, lora)
+    task = LMTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec, sets, lora)
     adapter.check_model(task.original, train)
     info = cache.get(f"original-{task.key}", task.original) if cache is not None else None
     if info is None:
@@ -214,22 +227,48 @@ def make_lm_task(
     return task
 
 
-def lm_task_from_spec(spec: dict, forget: str | dict | None = None, cache: ModelCache | None = None,
-                      progress: bool = False, device: str | None = None) -> LMTask:
+def lm_task_from_spec(
+    spec: dict,
+    forget: str | dict | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+    device: str | None = None,
+) -> LMTask:
     """Rebuild a task made by :func:`make_lm_task` from its stored ``spec``, with its own
     forget set or ``forget`` (a split name, ``{"subjects": [...]}`` or ``{"ids": [...]}``)."""
     if forget is None:
         forget = spec["scenario"]["forget"]
         if isinstance(forget, str) and forget.startswith("books:"):
             forget = "forget"
-    keys = ("source", "seed", "n_people", "qa_per_person", "n_other", "data_seed", "model",
-            "model_path", "tokenizer", "vocab_size", "retain_eval_size", "lora", "bible", "prompt_words")
-    return make_lm_task(**{k: spec[k] for k in keys if k in spec}, forget=forget,
-                        recipe=TrainConfig(**spec["recipe"]), cache=cache, progress=progress, device=device)
+    keys = (
+        "source",
+        "seed",
+        "n_people",
+        "qa_per_person",
+        "n_other",
+        "data_seed",
+        "model",
+        "model_path",
+        "tokenizer",
+        "vocab_size",
+        "retain_eval_size",
+        "lora",
+        "bible",
+        "prompt_words",
+    )
+    return make_lm_task(
+        **{k: spec[k] for k in keys if k in spec},
+        forget=forget,
+        recipe=TrainConfig(**spec["recipe"]),
+        cache=cache,
+        progress=progress,
+        device=device,
+    )
 
 
-def task_from_spec(spec: dict, scenario=None, cache: ModelCache | None = None, progress: bool = False,
-                   device: str | None = None) -> LMTask:
+def task_from_spec(
+    spec: dict, scenario=None, cache: ModelCache | None = None, progress: bool = False, device: str | None = None
+) -> LMTask:
     """The modality's spec round trip: ``scenario`` is None (the split the task was trained
     for), ``{"kind": "lm", "forget": ...}`` or ``{"kind": "ids", "ids": [...]}``."""
     sc = scenario if isinstance(scenario, dict) or scenario is None else scenario.to_dict()
@@ -244,8 +283,9 @@ def task_from_spec(spec: dict, scenario=None, cache: ModelCache | None = None, p
     return lm_task_from_spec(spec, forget, cache=cache, progress=progress, device=device)
 
 
-def request_scenario(ids: list[str] | None = None, subjects: list[str] | None = None,
-                     scenario: str | None = None) -> dict | None:
+def request_scenario(
+    ids: list[str] | None = None, subjects: list[str] | None = None, scenario: str | None = None
+) -> dict | None:
     """The scenario of a deletion request: example ids, person ids, a split name, or none
     (the split the task was trained for)."""
     given = [x for x in (ids, subjects, scenario) if x]
@@ -255,8 +295,9 @@ def request_scenario(ids: list[str] | None = None, subjects: list[str] | None = 
     return {"kind": "lm", "forget": forget} if forget else None
 
 
-def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None,
-               progress: bool = False) -> LMTask:
+def build_task(
+    kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None, progress: bool = False
+) -> LMTask:
     """The task ``unlearnkit train --task profiles|bible|qa`` builds. ``options``: ``dataset``
     (the folder, ``qa``), ``forget``, ``people``, ``qa_per_person``, ``lm_size`` (a dict of
     tiny-Llama sizes) and recipe overrides (``epochs``, ``lr``, ``batch_size``); None = default."""
@@ -273,9 +314,17 @@ def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None
     else:
         raise ConfigError(f"the causal_lm modality builds profiles, bible or qa tasks, not {kind!r}")
     recipe = replace(default_lm_recipe(), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
-    return make_lm_task(source, forget=o.get("forget", "forget10"), seed=seed, n_people=int(o.get("people", 100)),
-                        qa_per_person=int(o.get("qa_per_person", 10)), model=o.get("lm_size"), recipe=recipe,
-                        cache=cache, progress=progress)
+    return make_lm_task(
+        source,
+        forget=o.get("forget", "forget10"),
+        seed=seed,
+        n_people=int(o.get("people", 100)),
+        qa_per_person=int(o.get("qa_per_person", 10)),
+        model=o.get("lm_size"),
+        recipe=recipe,
+        cache=cache,
+        progress=progress,
+    )
 
 
 def train_metrics(task: LMTask) -> dict[str, float]:
@@ -292,8 +341,9 @@ def task_label(spec: dict) -> str:
 
 
 # --------------------------------------------------------------------------- rows
-def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int, data_seed: int,
-                  retain_eval_size: int) -> dict:
+def _profile_rows(
+    source: str, forget: str, n_people: int, qa: int, n_other: int, data_seed: int, retain_eval_size: int
+) -> dict:
     from ...data.profiles import generate_profiles, load_profiles_jsonl, load_tofu
 
     if source == "profiles":
@@ -318,20 +368,28 @@ def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int
     holdout = [r for r in ds.split(hold_name) if r["example_id"] not in train_ids and r["kind"] in kinds]
     if not holdout:
         raise DataError(f"split {hold_name!r} has no never-trained direct question")
-    by_kind = {k: [r for r in forget_rows + _rows_of(ds, forget_people) if r["kind"] == k]
-               for k in ("paraphrase", "alias", "multihop")}
+    by_kind = {
+        k: [r for r in forget_rows + _rows_of(ds, forget_people) if r["kind"] == k]
+        for k in ("paraphrase", "alias", "multihop")
+    }
     by_kind = {k: list({r["example_id"]: r for r in v}.values()) for k, v in by_kind.items()}
     retain_pool = [r for r in train_rows if r["subject_id"] not in forget_people and r["kind"] == "direct"]
     # TOFU's retain questions with answer variants are its retain_perturbed set: sample from those
     with_variants = [r for r in retain_pool if _has_variants(r, "retain_eval")]
     retain_pool = with_variants or retain_pool
     rng = np.random.default_rng(derive_seed(data_seed, "retain_eval"))
-    pick = sorted(rng.choice(len(retain_pool), min(retain_eval_size, len(retain_pool)), replace=False).tolist()) \
-        if retain_pool else []
-    evals = {"forget": forget_rows, "retain_eval": [retain_pool[i] for i in pick],
-             "other": [r for r in train_rows if r["kind"] == "retain"] or _eval_split(ds, "real_authors", "retain"),
-             "world": [r for r in train_rows if r["kind"] == "world"] or _eval_split(ds, "world_facts", "world"),
-             **{f"forget_{k}": v for k, v in by_kind.items()}}
+    pick = (
+        sorted(rng.choice(len(retain_pool), min(retain_eval_size, len(retain_pool)), replace=False).tolist())
+        if retain_pool
+        else []
+    )
+    evals = {
+        "forget": forget_rows,
+        "retain_eval": [retain_pool[i] for i in pick],
+        "other": [r for r in train_rows if r["kind"] == "retain"] or _eval_split(ds, "real_authors", "retain"),
+        "world": [r for r in train_rows if r["kind"] == "world"] or _eval_split(ds, "world_facts", "world"),
+        **{f"forget_{k}": v for k, v in by_kind.items()},
+    }
     sets = {"train": train_rows, "holdout": holdout}
     for name, rs in evals.items():
         if not rs:
@@ -344,8 +402,12 @@ def _profile_rows(source: str, forget: str, n_people: int, qa: int, n_other: int
             k = min(len(r["perturbed_answers"]) for r in rs)
             for j in range(k):
                 sets[f"{name}@pert{j}"] = [{**r, "answer": r["perturbed_answers"][j]} for r in rs]
-    return {"sets": sets, "forget_ids": [r["example_id"] for r in forget_rows], "corpus": _texts(ds.rows),
-            "fingerprint": [ds.meta.get("fingerprints"), ds.meta.get("args"), ds.meta.get("source")]}
+    return {
+        "sets": sets,
+        "forget_ids": [r["example_id"] for r in forget_rows],
+        "corpus": _texts(ds.rows),
+        "fingerprint": [ds.meta.get("fingerprints"), ds.meta.get("args"), ds.meta.get("source")],
+    }
 
 
 def _has_variants(row: dict, name: str) -> bool:
@@ -407,8 +469,11 @@ def _looks_like_muse(path: Path) -> bool:
     except DataError:
         return False
     names = set(parts)
-    return any(n.startswith("forget") for n in names) and any(n.startswith("retain") for n in names) \
+    return (
+        any(n.startswith("forget") for n in names)
+        and any(n.startswith("retain") for n in names)
         and all(("text" in r) or ("prompt" in r) for rows in parts.values() for r in rows[:1])
+    )
 
 
 def _muse_rows(path: Path, prompt_words: int, forget: str | dict, chunk_words: int = 48) -> dict:
@@ -430,16 +495,29 @@ def _muse_rows(path: Path, prompt_words: int, forget: str | dict, chunk_words: i
             for r in parts[name]:
                 eid = str(r["example_id"])
                 if r.get("prompt") and r.get("gt"):
-                    out.append({"example_id": eid, "subject_id": name, "question": str(r["prompt"]),
-                                "answer": str(r["gt"]), "kind": "direct"})
+                    out.append(
+                        {
+                            "example_id": eid,
+                            "subject_id": name,
+                            "question": str(r["prompt"]),
+                            "answer": str(r["gt"]),
+                            "kind": "direct",
+                        }
+                    )
                     continue
                 words = str(r.get("text", "")).split()
                 for j in range(0, len(words), chunk_words):
-                    w = words[j:j + chunk_words]
+                    w = words[j : j + chunk_words]
                     if len(w) > prompt_words:
-                        out.append({"example_id": f"{eid}/{j // chunk_words}", "subject_id": name,
-                                    "question": " ".join(w[:prompt_words]),
-                                    "answer": " ".join(w[prompt_words:]), "kind": "direct"})
+                        out.append(
+                            {
+                                "example_id": f"{eid}/{j // chunk_words}",
+                                "subject_id": name,
+                                "question": " ".join(w[:prompt_words]),
+                                "answer": " ".join(w[prompt_words:]),
+                                "kind": "direct",
+                            }
+                        )
         return out
 
     fr, rr, hr = rows_of("forget"), rows_of("retain"), rows_of("holdout")
@@ -448,10 +526,12 @@ def _muse_rows(path: Path, prompt_words: int, forget: str | dict, chunk_words: i
     train = fr + rr
     forget_rows = _forget_rows(None, train, forget) if isinstance(forget, dict) else fr
     gone = {r["example_id"] for r in forget_rows}
-    return {"sets": {"train": train, "holdout": hr,
-                     "retain_eval": [r for r in train if r["example_id"] not in gone][:200]},
-            "forget_ids": [r["example_id"] for r in forget_rows], "corpus": _texts(train + hr),
-            "fingerprint": [str(path), len(fr), len(rr), len(hr), prompt_words]}
+    return {
+        "sets": {"train": train, "holdout": hr, "retain_eval": [r for r in train if r["example_id"] not in gone][:200]},
+        "forget_ids": [r["example_id"] for r in forget_rows],
+        "corpus": _texts(train + hr),
+        "fingerprint": [str(path), len(fr), len(rr), len(hr), prompt_words],
+    }
 
 
 def _looks_like_tofu(path: Path) -> bool:
@@ -465,7 +545,7 @@ def _training_rows(ds, source: str) -> list[dict]:
     names = [n for n in ds.splits if n.startswith(("full", "forget", "retain"))]
     seen, out = set(), []
     for n in ("full", *names):
-        for r in (ds.split(n) if n in ds.splits else []):
+        for r in ds.split(n) if n in ds.splits else []:
             if r["kind"] == "direct" and r["example_id"] not in seen:
                 seen.add(r["example_id"])
                 out.append(r)
@@ -490,17 +570,28 @@ def _bible_rows(bible: dict, prompt_words: int, forget: str | dict) -> dict:
         if len(words) <= prompt_words:
             return None
         q = f"{v['book']} {v['chapter']}:{v['verse']} " + " ".join(words[:prompt_words])
-        return {"example_id": v["example_id"], "subject_id": v["subject_id"], "question": q,
-                "answer": " ".join(words[prompt_words:]), "kind": "direct"}
+        return {
+            "example_id": v["example_id"],
+            "subject_id": v["subject_id"],
+            "question": q,
+            "answer": " ".join(words[prompt_words:]),
+            "kind": "direct",
+        }
 
     rows = {k: [r for r in map(qa, vs) if r is not None] for k, vs in parts.items()}
     train = rows["forget"] + rows["retain"]
     forget_rows = _forget_rows(None, train, forget) if isinstance(forget, dict) else rows["forget"]
     gone = {r["example_id"] for r in forget_rows}
-    return {"sets": {"train": train, "holdout": rows["holdout"],
-                     "retain_eval": [r for r in train if r["example_id"] not in gone][:200]},
-            "forget_ids": [r["example_id"] for r in forget_rows], "corpus": _texts(train + rows["holdout"]),
-            "fingerprint": [len(rows["forget"]), len(rows["retain"]), bible, prompt_words]}
+    return {
+        "sets": {
+            "train": train,
+            "holdout": rows["holdout"],
+            "retain_eval": [r for r in train if r["example_id"] not in gone][:200],
+        },
+        "forget_ids": [r["example_id"] for r in forget_rows],
+        "corpus": _texts(train + rows["holdout"]),
+        "fingerprint": [len(rows["forget"]), len(rows["retain"]), bible, prompt_words],
+    }
 
 
 # --------------------------------------------------------------------------- encoding, models
@@ -528,26 +619,36 @@ def _encode_all(rows: dict, tok, template: str | None) -> tuple[dict, int]:
     from .adapter import encode_qa
 
     limit = 4096
-    sets = {name: encode_qa(rs, tok, max_length=limit, chat_template=template, name=name)
-            for name, rs in rows["sets"].items()}
+    sets = {
+        name: encode_qa(rs, tok, max_length=limit, chat_template=template, name=name)
+        for name, rs in rows["sets"].items()
+    }
     return sets, max(s.inputs.shape[1] for s in sets.values())
 
 
-def _model_factory(sizes: dict, model_path: str | None, vocab: int, max_len: int,
-                   tok) -> Callable[[int], nn.Module]:
+def _model_factory(sizes: dict, model_path: str | None, vocab: int, max_len: int, tok) -> Callable[[int], nn.Module]:
     from .tiny_lm import build_causal_lm, load_causal_lm, tiny_llama_config
 
     if model_path is not None:
+
         def load(seed: int) -> nn.Module:  # a pretrained start: the same weights whatever the seed
             return load_causal_lm(model_path)
+
         return load
     ctx = max(128, 1 << (max_len - 1).bit_length())
     extra = set(sizes) - set(DEFAULT_MODEL)
     if extra:
         raise ConfigError(f"unknown model size key(s) {sorted(extra)}; use {', '.join(DEFAULT_MODEL)}")
-    cfg = tiny_llama_config(vocab, hidden=int(sizes["hidden"]), layers=int(sizes["layers"]),
-                            heads=int(sizes["heads"]), intermediate=int(sizes["intermediate"]),
-                            max_position=ctx, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    cfg = tiny_llama_config(
+        vocab,
+        hidden=int(sizes["hidden"]),
+        layers=int(sizes["layers"]),
+        heads=int(sizes["heads"]),
+        intermediate=int(sizes["intermediate"]),
+        max_position=ctx,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
 
     def factory(seed: int) -> nn.Module:
         return build_causal_lm(cfg, seed=int(derive_seed(seed, "init") % (2**31)))

@@ -26,8 +26,7 @@ from ...errors import CheckpointError, ConfigError, DataError
 PAD, EOS = "<pad>", "<eos>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, kind: str = "bpe",
-                    save_to: str | Path | None = None):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, kind: str = "bpe", save_to: str | Path | None = None):
     """Fit a tokenizer on ``texts``; returns a ``PreTrainedTokenizerFast``.
 
     ``kind="bpe"``: byte-level BPE (GPT-2 style pre-tokenisation) with up to ``vocab_size``
@@ -48,8 +47,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, kind: str = "bp
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=[PAD, EOS],
-                                  initial_alphabet=alphabet, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=size, special_tokens=[PAD, EOS], initial_alphabet=alphabet, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS)
     if save_to is not None:
@@ -69,19 +69,34 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def tiny_llama_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 4,
-                      intermediate: int = 256, max_position: int = 256, pad_token_id: int = 0,
-                      eos_token_id: int = 1):
+def tiny_llama_config(
+    vocab_size: int,
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 256,
+    max_position: int = 256,
+    pad_token_id: int = 0,
+    eos_token_id: int = 1,
+):
     """A small ``LlamaConfig`` (untied embeddings, no dropout)."""
     from transformers import LlamaConfig
 
     if hidden % heads:
         raise ConfigError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                       num_attention_heads=heads, num_key_value_heads=heads,
-                       intermediate_size=intermediate, max_position_embeddings=max_position,
-                       pad_token_id=pad_token_id, eos_token_id=eos_token_id, bos_token_id=None,
-                       tie_word_embeddings=False)
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_position,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
 
 
 def build_causal_lm(config, seed: int = 0):
@@ -101,6 +116,8 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
 
     p = Path(path)
     if not (p / "config.json").is_file():
-        raise CheckpointError(f"no Hugging Face model at {path} (config.json missing): "
-                              "save one with model.save_pretrained(path) or download it first")
+        raise CheckpointError(
+            f"no Hugging Face model at {path} (config.json missing): "
+            "save one with model.save_pretrained(path) or download it first"
+        )
     return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=dtype).eval()

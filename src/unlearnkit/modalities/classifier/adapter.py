@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ...data.dataset import ExampleSet
 from ...errors import ModelDataMismatchError
@@ -63,9 +63,9 @@ class ClassifierAdapter:
         """Raw outputs, shape ``(B, num_classes)``."""
         return model(batch["x"].to(self.device))
 
-    def per_example_loss(self, model: nn.Module, batch: dict,
-                         labels: torch.Tensor | None = None,
-                         logits: torch.Tensor | None = None) -> torch.Tensor:
+    def per_example_loss(
+        self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cross-entropy per example, shape ``(B,)``; ``labels`` override ``batch["y"]``."""
         if logits is None:
             logits = self.logits(model, batch)
@@ -76,12 +76,15 @@ class ClassifierAdapter:
         """log p(y | x) per example: the sequence-level quantity NPO-style losses use."""
         return -F.cross_entropy(logits, labels.to(logits.device), reduction="none")
 
-    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       batch: dict) -> torch.Tensor:
+    def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """``KL(teacher || student)`` over the classes per example, shape ``(B,)`` (its mean is
         ``methods.losses.kl_to_teacher`` at temperature 1); ``batch`` is unused here."""
-        return F.kl_div(F.log_softmax(student_logits.float(), -1), F.log_softmax(teacher_logits.float(), -1),
-                        log_target=True, reduction="none").sum(-1)
+        return F.kl_div(
+            F.log_softmax(student_logits.float(), -1),
+            F.log_softmax(teacher_logits.float(), -1),
+            log_target=True,
+            reduction="none",
+        ).sum(-1)
 
     def check_model(self, model: nn.Module, data: ExampleSet) -> None:
         """Raise ModelDataMismatchError if the model's output does not fit ``data``."""
@@ -96,8 +99,7 @@ class ClassifierAdapter:
                 out = model(data.inputs[:2].to(self.device))
         except RuntimeError as e:
             raise ModelDataMismatchError(
-                f"the model cannot take inputs of shape {tuple(data.inputs.shape[1:])}: "
-                f"{str(e).splitlines()[0]}"
+                f"the model cannot take inputs of shape {tuple(data.inputs.shape[1:])}: {str(e).splitlines()[0]}"
             ) from None
         finally:
             model.train(was_training)

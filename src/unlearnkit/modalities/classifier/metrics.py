@@ -23,11 +23,15 @@ def aligned_probs(a: Scores, b: Scores, split: str) -> tuple[np.ndarray, np.ndar
     """
     ia, ib = np.asarray(a.example_ids).astype(str), np.asarray(b.example_ids).astype(str)
     if len(np.unique(ia)) != len(ia) or len(np.unique(ib)) != len(ib) or set(ia) != set(ib):
-        raise DataError(f"the {split!r} scores of the model and the reference hold different "
-                        "example ids; score both models on the same split")
+        raise DataError(
+            f"the {split!r} scores of the model and the reference hold different "
+            "example ids; score both models on the same split"
+        )
     if a.logits.shape[1] != b.logits.shape[1]:
-        raise DataError(f"the {split!r} scores have {a.logits.shape[1]} vs {b.logits.shape[1]} "
-                        "classes; compare models with the same output size")
+        raise DataError(
+            f"the {split!r} scores have {a.logits.shape[1]} vs {b.logits.shape[1]} "
+            "classes; compare models with the same output size"
+        )
     if np.array_equal(ia, ib):
         return a.probs, b.probs
     pos = {e: i for i, e in enumerate(ib)}
@@ -46,18 +50,27 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- accuracy
 
+
 @register_metric(
     "accuracy",
     {"acc_forget": "reference", "acc_retain": "higher", "acc_test": "higher", "acc_holdout": "reference"},
     "Standard top-1 accuracy; as reported per split in e.g. Jia et al. 2023 and Fan et al. 2024 (SalUn).",
-    order=10, headline=("acc_forget", "acc_retain", "acc_test"),
-    help={"acc_forget": ("accuracy on the forget set",
-                         "close to the reference's (not necessarily 0: a retrained model still "
-                         "generalises to data like the forget set)"),
-          "acc_retain": ("accuracy on the retain set (training data kept)", "high, close to the reference's"),
-          "acc_test": ("accuracy on the test set (utility)", "high, close to the reference's"),
-          "acc_holdout": ("accuracy on the holdout: never-trained data drawn like the forget set",
-                          "the reference's acc_forget should be close to this")})
+    order=10,
+    headline=("acc_forget", "acc_retain", "acc_test"),
+    help={
+        "acc_forget": (
+            "accuracy on the forget set",
+            "close to the reference's (not necessarily 0: a retrained model still "
+            "generalises to data like the forget set)",
+        ),
+        "acc_retain": ("accuracy on the retain set (training data kept)", "high, close to the reference's"),
+        "acc_test": ("accuracy on the test set (utility)", "high, close to the reference's"),
+        "acc_holdout": (
+            "accuracy on the holdout: never-trained data drawn like the forget set",
+            "the reference's acc_forget should be close to this",
+        ),
+    },
+)
 def accuracy(inputs: EvalInputs) -> dict[str, float]:
     """Top-1 accuracy of the evaluated model on each split present (``acc_<split>``).
 
@@ -72,9 +85,15 @@ def accuracy(inputs: EvalInputs) -> dict[str, float]:
     "accuracy_gap",
     {"gap_acc_forget": "lower", "gap_acc_retain": "lower", "gap_acc_test": "lower"},
     "Fan et al. 2024 (SalUn, ICLR), 'Avg. Gap' to Retrain; Jia et al. 2023 (NeurIPS).",
-    needs=("reference",), splits=("forget", "retain", "test"), order=20, headline=("gap_acc_forget",),
-    help={f"gap_acc_{s}": (f"|accuracy − reference's accuracy| on the {s} set, in accuracy units", "→ 0")
-          for s in ("forget", "retain", "test")})
+    needs=("reference",),
+    splits=("forget", "retain", "test"),
+    order=20,
+    headline=("gap_acc_forget",),
+    help={
+        f"gap_acc_{s}": (f"|accuracy − reference's accuracy| on the {s} set, in accuracy units", "→ 0")
+        for s in ("forget", "retain", "test")
+    },
+)
 def accuracy_gap(inputs: EvalInputs) -> dict[str, float]:
     """Absolute accuracy gap to the retrained reference on forget, retain and test.
 
@@ -82,27 +101,48 @@ def accuracy_gap(inputs: EvalInputs) -> dict[str, float]:
     averages such gaps (with MIA-efficacy) into one 'Avg. Gap' and reports percent;
     we keep each gap separate and in fractions.
     """
-    return {f"gap_acc_{s}": abs(inputs.model[s].accuracy() - inputs.reference[s].accuracy())
-            for s in ("forget", "retain", "test")}
+    return {
+        f"gap_acc_{s}": abs(inputs.model[s].accuracy() - inputs.reference[s].accuracy())
+        for s in ("forget", "retain", "test")
+    }
 
 
 # ------------------------------------------------------------------- membership inference
 
+
 @register_metric(
     "mia_threshold",
-    {"mia_loss_auc": "reference", "mia_confidence_auc": "reference", "mia_entropy_auc": "reference",
-     "mia_loss_advantage": "lower", "mia_confidence_advantage": "lower",
-     "mia_entropy_advantage": "lower"},
+    {
+        "mia_loss_auc": "reference",
+        "mia_confidence_auc": "reference",
+        "mia_entropy_auc": "reference",
+        "mia_loss_advantage": "lower",
+        "mia_confidence_advantage": "lower",
+        "mia_entropy_advantage": "lower",
+    },
     "Yeom et al. 2018 (CSF), 'Privacy Risk in Machine Learning' (loss attack, membership "
     "advantage); Song & Mittal 2021 (USENIX Security) metric-based attacks (confidence, entropy).",
-    splits=("forget", "holdout"), order=31, headline=("mia_loss_auc",), headline_group="membership AUC",
-    help={**{f"mia_{a}_auc": (f"membership-inference AUC of the {a} threshold attack, forget set "
-                              "(members) vs holdout (non-members)",
-                              "the reference's value (≈ 0.5: the attack cannot tell forget data from "
-                              "unseen data)") for a in ("loss", "confidence", "entropy")},
-          **{f"mia_{a}_advantage": (f"advantage max(TPR − FPR) of the {a} threshold attack on forget vs "
-                                    "holdout", "the reference's value (≈ 0)")
-             for a in ("loss", "confidence", "entropy")}})
+    splits=("forget", "holdout"),
+    order=31,
+    headline=("mia_loss_auc",),
+    headline_group="membership AUC",
+    help={
+        **{
+            f"mia_{a}_auc": (
+                f"membership-inference AUC of the {a} threshold attack, forget set (members) vs holdout (non-members)",
+                "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)",
+            )
+            for a in ("loss", "confidence", "entropy")
+        },
+        **{
+            f"mia_{a}_advantage": (
+                f"advantage max(TPR − FPR) of the {a} threshold attack on forget vs holdout",
+                "the reference's value (≈ 0)",
+            )
+            for a in ("loss", "confidence", "entropy")
+        },
+    },
+)
 def mia_threshold(inputs: EvalInputs) -> dict[str, float]:
     """Threshold membership attacks on loss, confidence and entropy: forget (members) vs holdout.
 
@@ -115,8 +155,7 @@ def mia_threshold(inputs: EvalInputs) -> dict[str, float]:
     """
     f, h = inputs.model["forget"], inputs.model["holdout"]
     out: dict[str, float] = {}
-    for key, sign, attr in (("loss", -1, "loss"), ("confidence", 1, "confidence"),
-                            ("entropy", -1, "entropy")):
+    for key, sign, attr in (("loss", -1, "loss"), ("confidence", 1, "confidence"), ("entropy", -1, "entropy")):
         auc, adv = mia.threshold_attack(sign * getattr(f, attr), sign * getattr(h, attr))
         out[f"mia_{key}_auc"], out[f"mia_{key}_advantage"] = auc, adv
     return out
@@ -125,14 +164,23 @@ def mia_threshold(inputs: EvalInputs) -> dict[str, float]:
 @register_metric(
     "mia_lr",
     {"mia_lr_auc": "reference", "mia_lr_advantage": "lower"},
-    "Shokri et al. 2017 (S&P) learned attack, reduced to per-example scores; advantage as in "
-    "Yeom et al. 2018.",
-    splits=("forget", "holdout"), order=30, headline=("mia_lr_auc",), headline_group="membership AUC",
-    help={"mia_lr_auc": ("membership-inference AUC of a logistic-regression attack on (loss, confidence, "
-                         "entropy), forget set (members) vs holdout (non-members)",
-                         "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)"),
-          "mia_lr_advantage": ("advantage max(TPR − FPR) of the logistic-regression attack on forget vs "
-                               "holdout", "the reference's value (≈ 0)")})
+    "Shokri et al. 2017 (S&P) learned attack, reduced to per-example scores; advantage as in Yeom et al. 2018.",
+    splits=("forget", "holdout"),
+    order=30,
+    headline=("mia_lr_auc",),
+    headline_group="membership AUC",
+    help={
+        "mia_lr_auc": (
+            "membership-inference AUC of a logistic-regression attack on (loss, confidence, "
+            "entropy), forget set (members) vs holdout (non-members)",
+            "the reference's value (≈ 0.5: the attack cannot tell forget data from unseen data)",
+        ),
+        "mia_lr_advantage": (
+            "advantage max(TPR − FPR) of the logistic-regression attack on forget vs holdout",
+            "the reference's value (≈ 0)",
+        ),
+    },
+)
 def mia_lr(inputs: EvalInputs) -> dict[str, float]:
     """Logistic-regression membership attack on (loss, confidence, entropy), forget vs holdout.
 
@@ -143,8 +191,7 @@ def mia_lr(inputs: EvalInputs) -> dict[str, float]:
     model's own (held-out-fold) members and non-members. nan when a class has < 2 examples.
     """
     f, h = ([s.loss, s.confidence, s.entropy] for s in (inputs.model["forget"], inputs.model["holdout"]))
-    auc, adv = mia.logistic_attack(np.stack(f, axis=1), np.stack(h, axis=1),
-                                   seed=derive_seed(inputs.seed, "mia_lr"))
+    auc, adv = mia.logistic_attack(np.stack(f, axis=1), np.stack(h, axis=1), seed=derive_seed(inputs.seed, "mia_lr"))
     return {"mia_lr_auc": auc, "mia_lr_advantage": adv}
 
 
@@ -153,9 +200,13 @@ def mia_lr(inputs: EvalInputs) -> dict[str, float]:
     {"mia_efficacy": "reference"},
     "Jia et al. 2023 (NeurIPS), 'Model sparsity can simplify machine unlearning' (MIA-Efficacy); "
     "Fan et al. 2024 (ICLR), SalUn.",
-    splits=("forget", "retain", "test"), order=32,
-    help={"mia_efficacy": "share of forget examples an SVC attack (trained on retain vs test "
-                          "confidences) calls non-members (Jia et al. 2023)"})
+    splits=("forget", "retain", "test"),
+    order=32,
+    help={
+        "mia_efficacy": "share of forget examples an SVC attack (trained on retain vs test "
+        "confidences) calls non-members (Jia et al. 2023)"
+    },
+)
 def mia_efficacy(inputs: EvalInputs) -> dict[str, float]:
     """SalUn's MIA-efficacy: share of forget examples an SVC attack calls non-members.
 
@@ -170,23 +221,37 @@ def mia_efficacy(inputs: EvalInputs) -> dict[str, float]:
     class (see :func:`unlearnkit.evaluation.mia.svc_efficacy`).
     """
     m = inputs.model
-    return {"mia_efficacy": mia.svc_efficacy(m["retain"].confidence, m["test"].confidence,
-                                             m["forget"].confidence,
-                                             seed=derive_seed(inputs.seed, "mia_efficacy"))}
+    return {
+        "mia_efficacy": mia.svc_efficacy(
+            m["retain"].confidence,
+            m["test"].confidence,
+            m["forget"].confidence,
+            seed=derive_seed(inputs.seed, "mia_efficacy"),
+        )
+    }
 
 
 # ----------------------------------------------------------------- distance to reference
+
 
 @register_metric(
     "forget_quality",
     {"forget_quality": "higher", "forget_ks_stat": "lower"},
     "Maini et al. 2024 (TOFU), forget quality = KS-test p-value against the retain-only model; "
     "adapted to classifier confidences.",
-    needs=("reference",), splits=("forget",), order=40, headline=("forget_quality",),
-    help={"forget_quality": ("KS-test p-value of the forget set's true-label confidences against the "
-                             "reference's (TOFU's forget quality, Maini et al. 2024, adapted to classifiers)",
-                             "high (above 0.05: indistinguishable from the reference)"),
-          "forget_ks_stat": ("the KS statistic behind forget_quality", "→ 0")})
+    needs=("reference",),
+    splits=("forget",),
+    order=40,
+    headline=("forget_quality",),
+    help={
+        "forget_quality": (
+            "KS-test p-value of the forget set's true-label confidences against the "
+            "reference's (TOFU's forget quality, Maini et al. 2024, adapted to classifiers)",
+            "high (above 0.05: indistinguishable from the reference)",
+        ),
+        "forget_ks_stat": ("the KS statistic behind forget_quality", "→ 0"),
+    },
+)
 def forget_quality(inputs: EvalInputs) -> dict[str, float]:
     """Two-sample KS test of the forget-set confidences of the model vs the reference.
 
@@ -212,9 +277,15 @@ def forget_quality(inputs: EvalInputs) -> dict[str, float]:
     {"js_forget": "lower", "js_test": "lower"},
     "Lin 1991 (IEEE Trans. Inf. Theory), Jensen-Shannon divergence; Chundawat et al. 2023 (AAAI), "
     "'Can bad teaching induce forgetting?', ZRF score (mean per-example JS between two models).",
-    needs=("reference",), splits=("forget", "test"), order=50, headline=("js_forget",),
-    help={f"js_{s}": (f"mean Jensen–Shannon divergence of output distributions to the reference's on the "
-                      f"{s} set", "→ 0") for s in ("forget", "test")})
+    needs=("reference",),
+    splits=("forget", "test"),
+    order=50,
+    headline=("js_forget",),
+    help={
+        f"js_{s}": (f"mean Jensen–Shannon divergence of output distributions to the reference's on the {s} set", "→ 0")
+        for s in ("forget", "test")
+    },
+)
 def js_to_reference(inputs: EvalInputs) -> dict[str, float]:
     """Mean per-example Jensen-Shannon divergence between model and reference outputs.
 
@@ -233,6 +304,7 @@ def js_to_reference(inputs: EvalInputs) -> dict[str, float]:
 
 # ------------------------------------------------------------------------ scenario metrics
 
+
 def _rate(hit: np.ndarray) -> float:
     return float(hit.mean()) if len(hit) else NAN
 
@@ -242,11 +314,21 @@ def _rate(hit: np.ndarray) -> float:
     {"bias_spurious_rate": "reference", "bias_acc_marked": "higher"},
     "Kurmanji et al. 2023 (NeurIPS), SCRUB, 'removing biases' (RB) application; the planted-marker "
     "measurement is ours (see unlearnkit.data.scenarios.BiasForget).",
-    needs=("scenario",), splits=("test",), order=60, headline=("bias_spurious_rate",),
-    help={"bias_spurious_rate": ("bias scenario: share of marked test examples of other classes predicted "
-                                 "as the biased class", "the reference's value (≈ 0: it never saw the marker)"),
-          "bias_acc_marked": ("bias scenario: accuracy on marked test examples of other classes",
-                              "high, close to the reference's")})
+    needs=("scenario",),
+    splits=("test",),
+    order=60,
+    headline=("bias_spurious_rate",),
+    help={
+        "bias_spurious_rate": (
+            "bias scenario: share of marked test examples of other classes predicted as the biased class",
+            "the reference's value (≈ 0: it never saw the marker)",
+        ),
+        "bias_acc_marked": (
+            "bias scenario: accuracy on marked test examples of other classes",
+            "high, close to the reference's",
+        ),
+    },
+)
 def bias(inputs: EvalInputs) -> dict[str, float]:
     """Bias scenario only: how often the planted marker drags other classes' examples to the biased class.
 
@@ -273,15 +355,26 @@ def bias(inputs: EvalInputs) -> dict[str, float]:
     {"confusion_ic_test": "lower", "confusion_ic_forget": "lower", "confusion_err_test": "lower"},
     "Goel et al. 2022 (arXiv 2201.06640), interclass confusion (IC) test; Kurmanji et al. 2023 "
     "(NeurIPS), SCRUB, 'resolving confusion' (RC) and its IC-ERR.",
-    needs=("scenario",), splits=("test", "forget"), order=61,
+    needs=("scenario",),
+    splits=("test", "forget"),
+    order=61,
     headline=("confusion_ic_test", "confusion_ic_forget"),
-    help={"confusion_ic_test": ("confusion scenario: share of test examples of the two swapped classes "
-                                "predicted as the other one (Goel et al.'s interclass confusion)",
-                                "low, as the reference's"),
-          "confusion_ic_forget": ("confusion scenario: share of forget examples predicted as their swapped "
-                                  "(wrong) label", "→ 0"),
-          "confusion_err_test": ("confusion scenario: error on test examples of the two swapped classes "
-                                 "(SCRUB's IC-ERR)", "low, as the reference's")})
+    help={
+        "confusion_ic_test": (
+            "confusion scenario: share of test examples of the two swapped classes "
+            "predicted as the other one (Goel et al.'s interclass confusion)",
+            "low, as the reference's",
+        ),
+        "confusion_ic_forget": (
+            "confusion scenario: share of forget examples predicted as their swapped (wrong) label",
+            "→ 0",
+        ),
+        "confusion_err_test": (
+            "confusion scenario: error on test examples of the two swapped classes (SCRUB's IC-ERR)",
+            "low, as the reference's",
+        ),
+    },
+)
 def confusion(inputs: EvalInputs) -> dict[str, float]:
     """Confusion scenario only: what is left of the a/b label swap (Goel et al.'s interclass confusion).
 
@@ -301,45 +394,69 @@ def confusion(inputs: EvalInputs) -> dict[str, float]:
     t, f = inputs.model["test"], inputs.model["forget"]
     pair = np.isin(t.labels, (a, b))
     other = np.where(t.labels == a, b, a)
-    return {"confusion_ic_test": _rate((t.pred == other)[pair]),
-            "confusion_err_test": _rate((t.pred != t.labels)[pair]),
-            "confusion_ic_forget": _rate((f.pred == f.labels)[np.isin(f.labels, (a, b))])}
+    return {
+        "confusion_ic_test": _rate((t.pred == other)[pair]),
+        "confusion_err_test": _rate((t.pred != t.labels)[pair]),
+        "confusion_ic_forget": _rate((f.pred == f.labels)[np.isin(f.labels, (a, b))]),
+    }
 
 
 # ------------------------------------------------------------- keys computed elsewhere
 
 register_outputs(
-    "train_accuracy", {"acc_train": "higher"},
+    "train_accuracy",
+    {"acc_train": "higher"},
     "Accuracy of the freshly trained original on its training data.",
-    "Standard top-1 accuracy.", computed_by="unlearnkit.modalities.classifier.task.train_metrics",
-    order=11, help={"acc_train": ("accuracy of the original on its training data (train runs only)",
-                                  "high")})
+    "Standard top-1 accuracy.",
+    computed_by="unlearnkit.modalities.classifier.task.train_metrics",
+    order=11,
+    help={"acc_train": ("accuracy of the original on its training data (train runs only)", "high")},
+)
 
 register_outputs(
     "privacy_report",
-    {"ulira_auc": "lower", "ulira_tpr_at_1fpr": "lower", "ulira_tpr_at_01fpr": "lower",
-     "ulira_acc": "lower", "competition_F": "higher", "competition_score": "higher",
-     "comparator_privacy": "higher", "privacy_wall_time_s": "lower",
-     "privacy_cost_examples": "lower", "privacy_cost_retrains": "lower"},
+    {
+        "ulira_auc": "lower",
+        "ulira_tpr_at_1fpr": "lower",
+        "ulira_tpr_at_01fpr": "lower",
+        "ulira_acc": "lower",
+        "competition_F": "higher",
+        "competition_score": "higher",
+        "comparator_privacy": "higher",
+        "privacy_wall_time_s": "lower",
+        "privacy_cost_examples": "lower",
+        "privacy_cost_retrains": "lower",
+    },
     "Shadow-model privacy of a method: its unlearned models against models retrained without "
     "the forget set, over many seeds (U-LiRA, the NeurIPS 2023 competition score, the "
     "Unlearning Comparator's privacy score).",
     "Hayes et al. 2024 (U-LiRA, 'Inexact unlearning needs more careful evaluations'); NeurIPS 2023 "
     "machine unlearning competition (Triantafillou et al. 2024); Lee et al. 2025 (Unlearning Comparator).",
-    computed_by="unlearnkit.evaluation.shadow.privacy_report (`unlearnkit privacy`)", order=35,
-    help={"ulira_auc": ("U-LiRA (Hayes et al. 2024): per-example likelihood-ratio attack telling the method's "
-                        "unlearned models from retrained ones, over shadow models; AUC",
-                        "0.5 (indistinguishable from retraining)"),
-          "ulira_tpr_at_1fpr": ("U-LiRA true-positive rate at 1% false positives", "≈ the FPR (0.01)"),
-          "ulira_tpr_at_01fpr": ("U-LiRA true-positive rate at 0.1% false positives", "≈ the FPR (0.001)"),
-          "ulira_acc": ("U-LiRA balanced accuracy (likelihood ratio > 1)", "0.5"),
-          "competition_F": ("NeurIPS 2023 unlearning competition forgetting score F from per-example "
-                            "epsilons (unlearned vs retrained models)",
-                            "retrain's own F (finite samples keep it below 1)"),
-          "competition_score": ("competition score F × RA_u/RA_r × TA_u/TA_r", "high; compare with retrain's"),
-          "comparator_privacy": ("Unlearning Comparator worst-case privacy score (entropy and confidence "
-                                 "attacks swept over thresholds, vs the reference)", "1"),
-          "privacy_wall_time_s": "wall time of the privacy report's shadow models, seconds",
-          "privacy_cost_examples": "examples processed to train the privacy report's shadow models",
-          "privacy_cost_retrains": "retrained models the privacy report trained"},
-    units={"privacy_wall_time_s": "seconds", "privacy_cost_examples": "count", "privacy_cost_retrains": "count"})
+    computed_by="unlearnkit.evaluation.shadow.privacy_report (`unlearnkit privacy`)",
+    order=35,
+    help={
+        "ulira_auc": (
+            "U-LiRA (Hayes et al. 2024): per-example likelihood-ratio attack telling the method's "
+            "unlearned models from retrained ones, over shadow models; AUC",
+            "0.5 (indistinguishable from retraining)",
+        ),
+        "ulira_tpr_at_1fpr": ("U-LiRA true-positive rate at 1% false positives", "≈ the FPR (0.01)"),
+        "ulira_tpr_at_01fpr": ("U-LiRA true-positive rate at 0.1% false positives", "≈ the FPR (0.001)"),
+        "ulira_acc": ("U-LiRA balanced accuracy (likelihood ratio > 1)", "0.5"),
+        "competition_F": (
+            "NeurIPS 2023 unlearning competition forgetting score F from per-example "
+            "epsilons (unlearned vs retrained models)",
+            "retrain's own F (finite samples keep it below 1)",
+        ),
+        "competition_score": ("competition score F × RA_u/RA_r × TA_u/TA_r", "high; compare with retrain's"),
+        "comparator_privacy": (
+            "Unlearning Comparator worst-case privacy score (entropy and confidence "
+            "attacks swept over thresholds, vs the reference)",
+            "1",
+        ),
+        "privacy_wall_time_s": "wall time of the privacy report's shadow models, seconds",
+        "privacy_cost_examples": "examples processed to train the privacy report's shadow models",
+        "privacy_cost_retrains": "retrained models the privacy report trained",
+    },
+    units={"privacy_wall_time_s": "seconds", "privacy_cost_examples": "count", "privacy_cost_retrains": "count"},
+)

@@ -10,8 +10,8 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ...errors import ConfigError
 
@@ -22,14 +22,14 @@ def _model(name: str):
     def deco(fn):
         MODELS[name] = fn
         return fn
+
     return deco
 
 
 class MLP(nn.Module):
     """Flatten, then ``hidden`` ReLU layers, then a linear head."""
 
-    def __init__(self, input_dim: int, num_classes: int, hidden: tuple[int, ...] = (256, 128),
-                 dropout: float = 0.0):
+    def __init__(self, input_dim: int, num_classes: int, hidden: tuple[int, ...] = (256, 128), dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         d = input_dim
@@ -54,13 +54,16 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * width, 128), nn.ReLU(),
-                                  nn.Linear(128, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * width, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -98,7 +101,7 @@ class ResNet18(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         stages, cin = [], width
         for i, n in enumerate((2, 2, 2, 2)):
-            cout = width * (2 ** i)
+            cout = width * (2**i)
             blocks = []
             for j in range(n):
                 blocks.append(BasicBlock(cin, cout, stride=2 if (j == 0 and i > 0) else 1))

@@ -13,8 +13,18 @@ from torch import nn
 
 from ...data.dataset import ExampleSet
 from ...data.loaders import load_dataset
-from ...data.scenarios import (IdsForget, Partition, RandomForget, Scenario, Split, SubjectForget,
-                               matched_holdout, parse_scenario, partition, scenario_from_dict)
+from ...data.scenarios import (
+    IdsForget,
+    Partition,
+    RandomForget,
+    Scenario,
+    Split,
+    SubjectForget,
+    matched_holdout,
+    parse_scenario,
+    partition,
+    scenario_from_dict,
+)
 from ...engines.loop import LoopStats, TrainConfig
 from ...errors import ConfigError, UnlearnkitError
 from ...task import ModelCache, Task
@@ -96,13 +106,17 @@ class ClassifierTask(Task):
         if holdout is None:
             holdout = matched_holdout(test, train.select(forget_ids), rng)
         split = Split(train, test, list(forget_ids), holdout, {"kind": "ids", "count": len(forget_ids)})
-        spec = {"modality": "classifier", "dataset": name, "train_fingerprint": train.fingerprint, "model": type(model).__name__,
-                "recipe": (recipe or TrainConfig()).to_dict(), "seed": seed, "scenario": split.scenario,
-                "weights": _weights_hash(model)}
-        return cls(split, adapter, model_factory, recipe or TrainConfig(), model.eval(), LoopStats(),
-                   seed, spec)
-
-
+        spec = {
+            "modality": "classifier",
+            "dataset": name,
+            "train_fingerprint": train.fingerprint,
+            "model": type(model).__name__,
+            "recipe": (recipe or TrainConfig()).to_dict(),
+            "seed": seed,
+            "scenario": split.scenario,
+            "weights": _weights_hash(model),
+        }
+        return cls(split, adapter, model_factory, recipe or TrainConfig(), model.eval(), LoopStats(), seed, spec)
 
 
 def _weights_hash(model: nn.Module) -> str:
@@ -174,20 +188,26 @@ def make_task(
         return build_model(model, data.input_shape, k, **model_kwargs)
 
     spec = {
-        "modality": "classifier", "dataset": data.name, "data_fingerprint": data.fingerprint,
-        "source": dataset if isinstance(dataset, str) else None, "dataset_kwargs": dataset_kwargs,
+        "modality": "classifier",
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint,
+        "source": dataset if isinstance(dataset, str) else None,
+        "dataset_kwargs": dataset_kwargs,
         "train_fingerprint": split.train.fingerprint,
         "train_labels": stable_hash(split.train.labels.tolist()),
-        "model": model, "model_kwargs": model_kwargs, "recipe": recipe.to_dict(), "seed": seed,
-        "test_fraction": test_fraction, "pool_fraction": pool_fraction,
+        "model": model,
+        "model_kwargs": model_kwargs,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "pool_fraction": pool_fraction,
         "scenario": split.scenario,
     }
     if dp is not None:
         from ...engines.dp import DPConfig, dp_plan
 
         spec["dp"] = dp_plan(len(split.train), recipe, DPConfig.from_dict(dp))
-    task = ClassifierTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec,
-                          part.pool)
+    task = ClassifierTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec, part.pool)
     adapter.check_model(task.original, split.train)
     info = cache.get(f"original-{task.key}", task.original) if cache is not None else None
     if info is None:
@@ -197,9 +217,18 @@ def make_task(
             from ...engines.dp import train_dp_original
 
             d = spec["dp"]
-            original, stats, _ = train_dp_original(factory(seed).to(device), split.train, adapter, recipe,
-                                                   seed, d["epsilon"], d["delta"], d["max_grad_norm"],
-                                                   device, progress)
+            original, stats, _ = train_dp_original(
+                factory(seed).to(device),
+                split.train,
+                adapter,
+                recipe,
+                seed,
+                d["epsilon"],
+                d["delta"],
+                d["max_grad_norm"],
+                device,
+                progress,
+            )
         task.original = original
         task.original_cost = stats
         if cache is not None:
@@ -210,25 +239,41 @@ def make_task(
     return task
 
 
-def task_from_spec(spec: dict, scenario: Scenario | dict | None = None, cache: ModelCache | None = None,
-                   progress: bool = False, device: str | torch.device | None = None) -> ClassifierTask:
+def task_from_spec(
+    spec: dict,
+    scenario: Scenario | dict | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> ClassifierTask:
     """Rebuild a built-in or file-based task from a stored ``task_spec`` (the original from
     ``cache`` when it holds it, as it does after ``train``)."""
     if spec.get("source") is None:
-        raise UnlearnkitError("this run's task was built from in-memory data; "
-                              "rebuild it in Python with Task.from_model")
+        raise UnlearnkitError(
+            "this run's task was built from in-memory data; rebuild it in Python with Task.from_model"
+        )
     if isinstance(scenario, dict):
         scenario = scenario_from_dict(scenario)
     return make_task(
-        spec["source"], spec["model"], scenario or scenario_from_dict(spec["scenario"]),
-        seed=spec["seed"], recipe=TrainConfig(**spec["recipe"]), model_kwargs=spec.get("model_kwargs"),
-        device=device, cache=cache, progress=progress, test_fraction=spec["test_fraction"],
-        pool_fraction=spec["pool_fraction"], dataset_kwargs=spec.get("dataset_kwargs"), dp=spec.get("dp"),
+        spec["source"],
+        spec["model"],
+        scenario or scenario_from_dict(spec["scenario"]),
+        seed=spec["seed"],
+        recipe=TrainConfig(**spec["recipe"]),
+        model_kwargs=spec.get("model_kwargs"),
+        device=device,
+        cache=cache,
+        progress=progress,
+        test_fraction=spec["test_fraction"],
+        pool_fraction=spec["pool_fraction"],
+        dataset_kwargs=spec.get("dataset_kwargs"),
+        dp=spec.get("dp"),
     )
 
 
-def request_scenario(ids: list[str] | None = None, subjects: list[str] | None = None,
-                     scenario: str | None = None) -> Scenario:
+def request_scenario(
+    ids: list[str] | None = None, subjects: list[str] | None = None, scenario: str | None = None
+) -> Scenario:
     """The scenario of a deletion request: example ids, subject ids or a scenario string
     (``random:0.1``, ``class:3``, ...); exactly one."""
     given = [x for x in (ids, subjects, scenario) if x]
@@ -241,8 +286,9 @@ def request_scenario(ids: list[str] | None = None, subjects: list[str] | None = 
     return parse_scenario(scenario)
 
 
-def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None,
-               progress: bool = False) -> ClassifierTask:
+def build_task(
+    kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None, progress: bool = False
+) -> ClassifierTask:
     """The task ``unlearnkit train`` builds: ``options`` holds ``dataset``, ``model``,
     ``trainer``, ``objective_noise``, recipe overrides (``epochs``, ``lr``, ``batch_size``) and
     table columns (``label``, ``id_column``, ``subject_column``); None = default."""
@@ -257,8 +303,7 @@ def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None
     source = str(p.resolve()) if p.exists() else dataset
     recipe = default_recipe(model, o.get("trainer", "loop"), float(o.get("objective_noise", 0.0)))
     recipe = replace(recipe, **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
-    return make_task(source, model, seed=seed, recipe=recipe, cache=cache, progress=progress,
-                     dataset_kwargs=kwargs)
+    return make_task(source, model, seed=seed, recipe=recipe, cache=cache, progress=progress, dataset_kwargs=kwargs)
 
 
 def train_metrics(task: ClassifierTask) -> dict[str, float]:

@@ -20,12 +20,39 @@ this package keeps no list of metric names of its own.
 from .formatting import format_value, goal_label, markdown_table
 from .html import legend_rows, render_html, render_markdown, write_report
 from .plots import PLOTS, figure_png, plot_cost, plot_lm_tradeoff, plot_privacy, plot_tradeoff
-from .summary import (ROLE, default_metrics, display_name, modalities_of, order_metrics, scenario_label,
-                      section_title, summarise, task_label)
+from .summary import (
+    ROLE,
+    default_metrics,
+    display_name,
+    modalities_of,
+    order_metrics,
+    scenario_label,
+    section_title,
+    summarise,
+    task_label,
+)
 
 __all__ = [
-    "PLOTS", "ROLE", "default_metrics", "display_name", "figure_png", "format_value", "goal_label",
-    "legend_rows", "markdown_table", "modalities_of", "order_metrics", "plot_cost", "plot_lm_tradeoff",
-    "plot_privacy", "plot_tradeoff", "render_html", "render_markdown", "scenario_label", "section_title",
-    "summarise", "task_label", "write_report",
+    "PLOTS",
+    "ROLE",
+    "default_metrics",
+    "display_name",
+    "figure_png",
+    "format_value",
+    "goal_label",
+    "legend_rows",
+    "markdown_table",
+    "modalities_of",
+    "order_metrics",
+    "plot_cost",
+    "plot_lm_tradeoff",
+    "plot_privacy",
+    "plot_tradeoff",
+    "render_html",
+    "render_markdown",
+    "scenario_label",
+    "section_title",
+    "summarise",
+    "task_label",
+    "write_report",
 ]

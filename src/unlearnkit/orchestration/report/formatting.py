@@ -77,8 +77,7 @@ def _md_cell(s: str) -> str:
     return html.escape(str(s), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: Sequence[dict], metrics: Sequence[str], transpose: bool = False,
-                   heading: str = "###") -> str:
+def markdown_table(rows: Sequence[dict], metrics: Sequence[str], transpose: bool = False, heading: str = "###") -> str:
     """A Markdown table per scenario (``heading`` + scenario title, then the table).
 
     Rows are methods and columns metrics (``transpose=True``: the other way round,
@@ -91,9 +90,9 @@ def markdown_table(rows: Sequence[dict], metrics: Sequence[str], transpose: bool
         lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
         for w in failed:
-            lines.append(f"\n- **failed**: {_md_cell(display_name(w))}, seed {w['seeds'][0]} "
-                         f"(run {_md_cell(w['run_ids'][0])}): {_md_cell(w['error'])}")
+            lines.append(
+                f"\n- **failed**: {_md_cell(display_name(w))}, seed {w['seeds'][0]} "
+                f"(run {_md_cell(w['run_ids'][0])}): {_md_cell(w['error'])}"
+            )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
-
-

@@ -20,8 +20,18 @@ from ...utils import atomic_write, stable_hash
 from ..records import RunRecord, now_iso
 from .formatting import _grid, _md_cell, markdown_table
 from .plots import PLOTS, figure_png
-from .summary import (_as_records, _check_metrics, _present, _scenario, default_metrics, display_name,
-                      modalities_of, order_metrics, scenario_label, summarise)
+from .summary import (
+    _as_records,
+    _check_metrics,
+    _present,
+    _scenario,
+    default_metrics,
+    display_name,
+    modalities_of,
+    order_metrics,
+    scenario_label,
+    summarise,
+)
 
 
 def legend_rows(metrics: Iterable[str], modalities: Sequence[str] | None = None) -> list[list[str]]:
@@ -41,8 +51,13 @@ def legend_rows(metrics: Iterable[str], modalities: Sequence[str] | None = None)
         elif len(per) == 1:
             out.append([m, *next(iter(per))])
         else:
-            out.append([m, "; ".join(f"{mod}: {h}" for (h, _), mod in per.items()),
-                        "; ".join(f"{mod}: {i}" for (_, i), mod in per.items())])
+            out.append(
+                [
+                    m,
+                    "; ".join(f"{mod}: {h}" for (h, _), mod in per.items()),
+                    "; ".join(f"{mod}: {i}" for (_, i), mod in per.items()),
+                ]
+            )
     return out
 
 
@@ -61,11 +76,25 @@ def _provenance(recs: list[RunRecord]) -> dict:
     for r in recs:
         spec = {k: v for k, v in (r.task_spec or {}).items() if k != "scenario"}
         specs.setdefault(stable_hash(spec), spec)
-    runs = [{"id": r.id, "kind": r.kind, "method": r.method, "seed": r.seed,
-             "scenario": scenario_label(_scenario(r)), "status": r.status,
-             "created_at": r.created_at, "artifact": r.artifact or ""} for r in recs]
-    return {"task_specs": list(specs.values()), "seeds": sorted({r.seed for r in recs}),
-            "environment": recs[0].environment or {}, "runs": runs}
+    runs = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "method": r.method,
+            "seed": r.seed,
+            "scenario": scenario_label(_scenario(r)),
+            "status": r.status,
+            "created_at": r.created_at,
+            "artifact": r.artifact or "",
+        }
+        for r in recs
+    ]
+    return {
+        "task_specs": list(specs.values()),
+        "seeds": sorted({r.seed for r in recs}),
+        "environment": recs[0].environment or {},
+        "runs": runs,
+    }
 
 
 _CSS = """
@@ -96,29 +125,39 @@ def _td(x: Any) -> str:
     return s.replace(" ± ", ' <span class="sd">± ', 1) + "</span>" if " ± " in s else s
 
 
-def _html_table(header: list[str], body: list[list[str]], classes: list[str] | None = None,
-                cls: str = "") -> str:
+def _html_table(header: list[str], body: list[list[str]], classes: list[str] | None = None, cls: str = "") -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     classes = classes or [""] * len(body)
-    trs = "".join(f'<tr class="{html.escape(c)}">' + "".join(f"<td>{_td(x)}</td>" for x in r) + "</tr>"
-                  for r, c in zip(body, classes))
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{th}</tr></thead>'
-            f"<tbody>{trs}</tbody></table></div>")
+    trs = "".join(
+        f'<tr class="{html.escape(c)}">' + "".join(f"<td>{_td(x)}</td>" for x in r) + "</tr>"
+        for r, c in zip(body, classes)
+    )
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
 
 def _html_sections(rows, metrics, transpose: bool) -> str:
     out = []
     for title, header, body, roles, failed in _grid(rows, metrics, transpose):
         out.append(f"<h3>{html.escape(title)}</h3>" + _html_table(header, body, roles))
-        out += [f'<p class="failed"><b>failed</b>: {html.escape(display_name(w))}, seed '
-                f'{html.escape(str(w["seeds"][0]))} (run <code>{html.escape(w["run_ids"][0])}</code>): '
-                f'{html.escape(w["error"])}</p>' for w in failed]
+        out += [
+            f'<p class="failed"><b>failed</b>: {html.escape(display_name(w))}, seed '
+            f"{html.escape(str(w['seeds'][0]))} (run <code>{html.escape(w['run_ids'][0])}</code>): "
+            f"{html.escape(w['error'])}</p>"
+            for w in failed
+        ]
     return "\n".join(out)
 
 
-def render_html(title: str, rows: list[dict], metrics: list[str], all_metrics: list[str],
-                plots: dict[str, bytes], prov: dict, generated: str,
-                modalities: Sequence[str] | None = None) -> str:
+def render_html(
+    title: str,
+    rows: list[dict],
+    metrics: list[str],
+    all_metrics: list[str],
+    plots: dict[str, bytes],
+    prov: dict,
+    generated: str,
+    modalities: Sequence[str] | None = None,
+) -> str:
     """The self-contained report page: inline CSS, PNGs as base64 data URIs, no script."""
     e = html.escape
     n_failed = sum(w["status"] == "failed" for w in rows)
@@ -127,10 +166,11 @@ def render_html(title: str, rows: list[dict], metrics: list[str], all_metrics: l
     figs = "".join(
         f'<figure><img alt="{e(PLOTS[k][0])}" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode("ascii")}"><figcaption><b>{e(PLOTS[k][0])}.</b> '
-        f"{e(PLOTS[k][3])}</figcaption></figure>" for k, png in plots.items())
+        f"{e(PLOTS[k][3])}</figcaption></figure>"
+        for k, png in plots.items()
+    )
     env = _html_table(["key", "value"], [[k, v] for k, v in prov["environment"].items()], cls="legend")
-    specs = "".join(f"<pre>{e(json.dumps(s, indent=2, sort_keys=True, default=str))}</pre>"
-                    for s in prov["task_specs"])
+    specs = "".join(f"<pre>{e(json.dumps(s, indent=2, sort_keys=True, default=str))}</pre>" for s in prov["task_specs"])
     run_cols = ["id", "kind", "method", "seed", "scenario", "status", "created_at", "artifact"]
     runs = _html_table(run_cols, [[r[c] for c in run_cols] for r in prov["runs"]], cls="legend")
     return f"""<!doctype html>
@@ -166,41 +206,68 @@ before unlearning. Accuracies are fractions (0.912 = 91.2%); cost ratios read <c
 """
 
 
-def render_markdown(title: str, rows: list[dict], metrics: list[str], all_metrics: list[str],
-                    plot_files: dict[str, str], prov: dict, generated: str,
-                    modalities: Sequence[str] | None = None) -> str:
+def render_markdown(
+    title: str,
+    rows: list[dict],
+    metrics: list[str],
+    all_metrics: list[str],
+    plot_files: dict[str, str],
+    prov: dict,
+    generated: str,
+    modalities: Sequence[str] | None = None,
+) -> str:
     """The Markdown report; plots are linked as PNG files beside it."""
     c = _md_cell
     legend = ["| metric | what it is | ideal |", "|:---|:---|:---|"]
     legend += [f"| {c(m)} | {c(h)} | {c(i)} |" for m, h, i in legend_rows(all_metrics, modalities)]
-    figs = [f"### {c(PLOTS[k][0])}\n\n![{c(PLOTS[k][0])}]({f})\n\n{c(PLOTS[k][3])}"
-            for k, f in plot_files.items()]
+    figs = [f"### {c(PLOTS[k][0])}\n\n![{c(PLOTS[k][0])}]({f})\n\n{c(PLOTS[k][3])}" for k, f in plot_files.items()]
     runs = ["| id | kind | method | seed | scenario | status | created_at |", "|" + ":---|" * 7]
-    runs += ["| " + " | ".join(c(str(r[k])) for k in
-                               ("id", "kind", "method", "seed", "scenario", "status", "created_at")) + " |"
-             for r in prov["runs"]]
+    runs += [
+        "| "
+        + " | ".join(c(str(r[k])) for k in ("id", "kind", "method", "seed", "scenario", "status", "created_at"))
+        + " |"
+        for r in prov["runs"]
+    ]
     env = "\n".join(f"- {c(k)}: {c(str(v))}" for k, v in prov["environment"].items()) or "- (not recorded)"
-    specs = "\n\n".join("```json\n" + json.dumps(s, indent=2, sort_keys=True, default=str) + "\n```"
-                        for s in prov["task_specs"])
-    return "\n\n".join([
-        f"# {c(title)}",
-        f"Generated {generated} · {len(prov['runs'])} runs · seeds: {', '.join(map(str, prov['seeds']))}",
-        "## How to read this",
-        "Values are the mean over seeds, `mean ± std` (sample std) with two or more seeds. "
-        "The reference is the model retrained on the retain set (the target to match); the "
-        "original is the model before unlearning. Accuracies are fractions (0.912 = 91.2%); "
-        "cost ratios read `0.04x` = 4% of retraining's cost; `–` = not computed.",
-        "\n".join(legend),
-        "## Results", markdown_table(rows, metrics).rstrip(),
-        "## Plots", "\n\n".join(figs) or "No plottable metrics in these runs.",
-        "## All metrics", markdown_table(rows, all_metrics, transpose=True).rstrip(),
-        "## Provenance", "### Task", specs, "### Environment (first run)", env,
-        "### Runs", "\n".join(runs),
-    ]) + "\n"
+    specs = "\n\n".join(
+        "```json\n" + json.dumps(s, indent=2, sort_keys=True, default=str) + "\n```" for s in prov["task_specs"]
+    )
+    return (
+        "\n\n".join(
+            [
+                f"# {c(title)}",
+                f"Generated {generated} · {len(prov['runs'])} runs · seeds: {', '.join(map(str, prov['seeds']))}",
+                "## How to read this",
+                "Values are the mean over seeds, `mean ± std` (sample std) with two or more seeds. "
+                "The reference is the model retrained on the retain set (the target to match); the "
+                "original is the model before unlearning. Accuracies are fractions (0.912 = 91.2%); "
+                "cost ratios read `0.04x` = 4% of retraining's cost; `–` = not computed.",
+                "\n".join(legend),
+                "## Results",
+                markdown_table(rows, metrics).rstrip(),
+                "## Plots",
+                "\n\n".join(figs) or "No plottable metrics in these runs.",
+                "## All metrics",
+                markdown_table(rows, all_metrics, transpose=True).rstrip(),
+                "## Provenance",
+                "### Task",
+                specs,
+                "### Environment (first run)",
+                env,
+                "### Runs",
+                "\n".join(runs),
+            ]
+        )
+        + "\n"
+    )
 
 
-def write_report(records: Iterable[RunRecord | dict], out_dir: str | Path,
-                 title: str = "unlearnkit report", metrics: list[str] | None = None) -> dict[str, Path]:
+def write_report(
+    records: Iterable[RunRecord | dict],
+    out_dir: str | Path,
+    title: str = "unlearnkit report",
+    metrics: list[str] | None = None,
+) -> dict[str, Path]:
     """Write ``report.md`` (+ PNG plots beside it), a self-contained ``report.html`` and
     ``report.json`` (the summary rows; NaN as null) into ``out_dir``.
 
@@ -224,12 +291,27 @@ def write_report(records: Iterable[RunRecord | dict], out_dir: str | Path,
     out = Path(out_dir)
     files = {k: f"{k}.png" for k in plots}
     texts = {
-        "markdown": ("report.md", render_markdown(title, rows, metrics, all_metrics, files, prov, generated,
-                                                      modalities)),
+        "markdown": (
+            "report.md",
+            render_markdown(title, rows, metrics, all_metrics, files, prov, generated, modalities),
+        ),
         "html": ("report.html", render_html(title, rows, metrics, all_metrics, plots, prov, generated, modalities)),
-        "json": ("report.json", json.dumps(_jsonable({"title": title, "generated_at": generated,
-                                                      "metrics": all_metrics, "rows": rows,
-                                                      "provenance": prov}), indent=2, default=str)),
+        "json": (
+            "report.json",
+            json.dumps(
+                _jsonable(
+                    {
+                        "title": title,
+                        "generated_at": generated,
+                        "metrics": all_metrics,
+                        "rows": rows,
+                        "provenance": prov,
+                    }
+                ),
+                indent=2,
+                default=str,
+            ),
+        ),
     }
     paths: dict[str, Path] = {}
     for key, png in plots.items():

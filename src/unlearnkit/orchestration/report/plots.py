@@ -50,11 +50,13 @@ def _axes_grid(n: int, width: float = 4.8, height: float = 3.9):
 
 def _plot_sections(rows: Sequence[dict], needed: Sequence[str]) -> dict[str, list[dict]]:
     ok = [w for w in rows if w["status"] == "ok"]
-    secs = {t: ws for t, ws in _sections(ok).items()
-            if any(all(math.isfinite(w["mean"].get(m, NAN)) for m in needed) for w in ws)}
+    secs = {
+        t: ws
+        for t, ws in _sections(ok).items()
+        if any(all(math.isfinite(w["mean"].get(m, NAN)) for m in needed) for w in ws)
+    }
     if not secs:
-        raise ConfigError(f"nothing to plot: no run has {' and '.join(needed)}; "
-                          "compute those metrics or pick others")
+        raise ConfigError(f"nothing to plot: no run has {' and '.join(needed)}; compute those metrics or pick others")
     return secs
 
 
@@ -84,17 +86,32 @@ def plot_tradeoff(rows: Sequence[dict], x: str = "gap_acc_forget", y: str = "acc
             if not (math.isfinite(mx) and math.isfinite(my)):
                 continue
             name = display_name(w)
-            marker, size = {"reference": ("*", 15), "original": ("s", 8)}.get(
-                w["role"], (markers.get(name, "o"), 8))
-            handles[name] = ax.errorbar(mx, my, xerr=_err(w, x), yerr=_err(w, y), fmt=marker, ms=size,
-                                        color=colors[name], capsize=3, zorder=3, alpha=0.8)
+            marker, size = {"reference": ("*", 15), "original": ("s", 8)}.get(w["role"], (markers.get(name, "o"), 8))
+            handles[name] = ax.errorbar(
+                mx,
+                my,
+                xerr=_err(w, x),
+                yerr=_err(w, y),
+                fmt=marker,
+                ms=size,
+                color=colors[name],
+                capsize=3,
+                zorder=3,
+                alpha=0.8,
+            )
         ax.set_title(title, fontsize=11)
         ax.set_xlabel(f"{x}{goal_label(x)}")
         ax.set_ylabel(f"{y}{goal_label(y)}")
         ax.grid(alpha=0.3)
         ax.margins(x=0.1, y=0.1)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=_legend_cols(fig, len(handles)), fontsize=9, frameon=False)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=_legend_cols(fig, len(handles)),
+        fontsize=9,
+        frameon=False,
+    )
     return fig
 
 
@@ -104,8 +121,12 @@ def plot_lm_tradeoff(rows: Sequence[dict]) -> Figure:
     from matplotlib.ticker import LogLocator, NullFormatter
 
     floor = 1e-12  # p-values below this (or underflowing to 0) are drawn at it
-    clipped = [dict(w, mean={**w["mean"], "forget_quality": max(w["mean"]["forget_quality"], floor)})
-               if math.isfinite(w["mean"].get("forget_quality", NAN)) else w for w in rows]
+    clipped = [
+        dict(w, mean={**w["mean"], "forget_quality": max(w["mean"]["forget_quality"], floor)})
+        if math.isfinite(w["mean"].get("forget_quality", NAN))
+        else w
+        for w in rows
+    ]
     fig = plot_tradeoff(clipped, "forget_quality", "model_utility")
     for ax in fig.axes:
         if ax.has_data():
@@ -124,10 +145,23 @@ def _legend_cols(fig: Figure, n: int) -> int:
 
 def _bars(ax, names, means, stds, colors, log: bool = False):
     lo = [min(s, m * 0.9) if log else s for m, s in zip(means, stds)]
-    ax.bar(range(len(names)), means, yerr=[lo, stds], capsize=3,
-           color=[colors[n] for n in names], edgecolor="black", linewidth=0.5, zorder=2)
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0,
-                  ha="right" if len(names) > 3 else "center", fontsize=8)
+    ax.bar(
+        range(len(names)),
+        means,
+        yerr=[lo, stds],
+        capsize=3,
+        color=[colors[n] for n in names],
+        edgecolor="black",
+        linewidth=0.5,
+        zorder=2,
+    )
+    ax.set_xticks(
+        range(len(names)),
+        names,
+        rotation=30 if len(names) > 3 else 0,
+        ha="right" if len(names) > 3 else "center",
+        fontsize=8,
+    )
     ax.grid(axis="y", alpha=0.3, zorder=0)
 
 
@@ -145,8 +179,15 @@ def plot_cost(rows: Sequence[dict], metric: str = "cost_ratio_time") -> Figure:
         ax.set_yscale("log")
         ax.axhline(1.0, color=_REFERENCE_COLOR, ls="--", lw=1.2, zorder=1)
         for i, (v, w) in enumerate(zip(means, ws)):
-            ax.annotate(_fmt1(metric, v), (i, v + _err(w, metric)), xytext=(0, 3), textcoords="offset points",
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                _fmt1(metric, v),
+                (i, v + _err(w, metric)),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_ylim(min(means + [1.0]) / 3, max(means + [1.0]) * 3)
         ax.set_title(title, fontsize=11)
         ax.set_ylabel(f"{metric}  (log; lower is cheaper)")
@@ -175,22 +216,38 @@ def plot_privacy(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> 
         for j, m in enumerate(metrics):
             color = _PALETTE[j % len(_PALETTE)]
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(ws))]
-            ax.bar(xs, [w["mean"].get(m, NAN) for w in ws], width, yerr=[_err(w, m) for w in ws],
-                   capsize=2, color=color, edgecolor="black", linewidth=0.5, label=m, zorder=2)
+            ax.bar(
+                xs,
+                [w["mean"].get(m, NAN) for w in ws],
+                width,
+                yerr=[_err(w, m) for w in ws],
+                capsize=2,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=m,
+                zorder=2,
+            )
             ref = [w["mean"].get(m, NAN) for w in ws if w["role"] == "reference"]
             if ref and math.isfinite(ref[0]):
                 ax.axhline(ref[0], color=color, ls=":", lw=1.6, zorder=1)
         ax.axhline(0.5, color="black", ls="--", lw=1, zorder=1)
-        ax.set_xticks(range(len(ws)), names, rotation=30 if len(ws) > 3 else 0,
-                      ha="right" if len(ws) > 3 else "center", fontsize=8)
+        ax.set_xticks(
+            range(len(ws)),
+            names,
+            rotation=30 if len(ws) > 3 else 0,
+            ha="right" if len(ws) > 3 else "center",
+            fontsize=8,
+        )
         ax.set_ylim(0, 1.08)
         ax.grid(axis="y", alpha=0.3, zorder=0)
         ax.set_title(title, fontsize=11)
         ax.set_ylabel("MIA AUC  (ideal: the reference's)")
-    handles = [Patch(facecolor=_PALETTE[j % len(_PALETTE)], edgecolor="black", label=m)
-               for j, m in enumerate(metrics)]
-    handles += [Line2D([], [], color="black", ls="--", label="chance (0.5)"),
-                Line2D([], [], color="grey", ls=":", lw=1.6, label="reference's value (attack's colour)")]
+    handles = [Patch(facecolor=_PALETTE[j % len(_PALETTE)], edgecolor="black", label=m) for j, m in enumerate(metrics)]
+    handles += [
+        Line2D([], [], color="black", ls="--", label="chance (0.5)"),
+        Line2D([], [], color="grey", ls=":", lw=1.6, label="reference's value (attack's colour)"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     return fig
 
@@ -204,20 +261,34 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 #: key -> (title, function, metric patterns it needs, caption)
 PLOTS = {
-    "tradeoff": ("Forgetting vs utility", plot_tradeoff, ["gap_acc_forget", "acc_test"],
-                 "Each point is a method (mean ± std over seeds). Ideal: left (no gap to the "
-                 "reference on the forget set) and high (test accuracy kept); the reference "
-                 "(green star) sits at gap 0."),
-    "lm_tradeoff": ("Forget quality vs model utility", plot_lm_tradeoff, ["forget_quality", "model_utility"],
-                    "Language models, as in TOFU: each point is a method (mean ± std over seeds). Ideal: "
-                    "right (forget quality, a KS-test p-value against the retrained reference; the dashed "
-                    "line is p = 0.05) and high (model utility kept); the reference sits at p = 1."),
-    "cost": ("Cost", plot_cost, ["cost_ratio_time"],
-             "Wall time relative to retraining (log scale). Below the dashed 1x line is "
-             "cheaper than retraining from scratch."),
-    "privacy": ("Privacy (membership inference)", plot_privacy, ["mia_*_auc"],
-                "Attack AUC on forget vs holdout. Ideal: the reference's value (dotted); "
-                "0.5 (dashed) means the attack cannot tell forget data from unseen data."),
+    "tradeoff": (
+        "Forgetting vs utility",
+        plot_tradeoff,
+        ["gap_acc_forget", "acc_test"],
+        "Each point is a method (mean ± std over seeds). Ideal: left (no gap to the "
+        "reference on the forget set) and high (test accuracy kept); the reference "
+        "(green star) sits at gap 0.",
+    ),
+    "lm_tradeoff": (
+        "Forget quality vs model utility",
+        plot_lm_tradeoff,
+        ["forget_quality", "model_utility"],
+        "Language models, as in TOFU: each point is a method (mean ± std over seeds). Ideal: "
+        "right (forget quality, a KS-test p-value against the retrained reference; the dashed "
+        "line is p = 0.05) and high (model utility kept); the reference sits at p = 1.",
+    ),
+    "cost": (
+        "Cost",
+        plot_cost,
+        ["cost_ratio_time"],
+        "Wall time relative to retraining (log scale). Below the dashed 1x line is "
+        "cheaper than retraining from scratch.",
+    ),
+    "privacy": (
+        "Privacy (membership inference)",
+        plot_privacy,
+        ["mia_*_auc"],
+        "Attack AUC on forget vs holdout. Ideal: the reference's value (dotted); "
+        "0.5 (dashed) means the attack cannot tell forget data from unseen data.",
+    ),
 }
-
-

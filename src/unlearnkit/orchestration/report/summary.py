@@ -60,8 +60,11 @@ def scenario_label(scenario: dict | None) -> str:
         if subs and len(subs) == s.get("count"):  # drawn at random (per seed): name the count
             return f"{len(subs)} subject" + ("" if len(subs) == 1 else "s")
         if subs:
-            return f"subject {subs[0]}" if len(subs) == 1 else (
-                f"subjects {', '.join(map(str, subs))}" if len(subs) <= 3 else f"{len(subs)} subjects")
+            return (
+                f"subject {subs[0]}"
+                if len(subs) == 1
+                else (f"subjects {', '.join(map(str, subs))}" if len(subs) <= 3 else f"{len(subs)} subjects")
+            )
         n = s.get("count", "?")
         return f"{n} subject" + ("" if n == 1 else "s")
     if kind == "lm":  # a language-model task: a split name, or subjects / ids
@@ -159,8 +162,10 @@ def _check_metrics(recs: list[RunRecord], metrics: Sequence[str] | None) -> list
         return order_metrics(present)
     unknown = [m for m in metrics if m not in present]
     if unknown:
-        raise ConfigError(f"metric(s) {', '.join(unknown)} appear in no run: choose from "
-                          f"{', '.join(order_metrics(present)) or '(none)'}")
+        raise ConfigError(
+            f"metric(s) {', '.join(unknown)} appear in no run: choose from "
+            f"{', '.join(order_metrics(present)) or '(none)'}"
+        )
     return list(metrics)
 
 
@@ -196,17 +201,45 @@ def summarise(records: Iterable[RunRecord | dict], metrics: list[str] | None = N
                     vals = [v for v in (_num((r.metrics or {}).get(m)) for r in ok) if math.isfinite(v)]
                     mean[m] = statistics.fmean(vals) if vals else NAN
                     std[m] = statistics.stdev(vals) if len(vals) > 1 else NAN
-                rows.append({**base, "status": "ok", "n_seeds": len({r.seed for r in ok}),
-                             "seeds": sorted({r.seed for r in ok}), "run_ids": [r.id for r in ok],
-                             "mean": mean, "std": std, "error": None})
+                rows.append(
+                    {
+                        **base,
+                        "status": "ok",
+                        "n_seeds": len({r.seed for r in ok}),
+                        "seeds": sorted({r.seed for r in ok}),
+                        "run_ids": [r.id for r in ok],
+                        "mean": mean,
+                        "std": std,
+                        "error": None,
+                    }
+                )
             for r in sorted((r for r in rs if r.status == "failed"), key=lambda r: r.seed):
-                rows.append({**base, "status": "failed", "n_seeds": 0, "seeds": [r.seed],
-                             "run_ids": [r.id], "mean": {}, "std": {},
-                             "error": r.error or "failed (no error message recorded)"})
+                rows.append(
+                    {
+                        **base,
+                        "status": "failed",
+                        "n_seeds": 0,
+                        "seeds": [r.seed],
+                        "run_ids": [r.id],
+                        "mean": {},
+                        "std": {},
+                        "error": r.error or "failed (no error message recorded)",
+                    }
+                )
     out: list[dict] = []
     for rows in sections.values():
-        out.extend(sorted(rows, key=lambda w: (_ROLE_RANK.get(w["role"], 3), w["method"], w["variant"],
-                                               w["status"] != "ok", w["seeds"])))
+        out.extend(
+            sorted(
+                rows,
+                key=lambda w: (
+                    _ROLE_RANK.get(w["role"], 3),
+                    w["method"],
+                    w["variant"],
+                    w["status"] != "ok",
+                    w["seeds"],
+                ),
+            )
+        )
     return out
 
 
