@@ -195,14 +195,14 @@ def test_unwritable_export_path_fails_before_the_store_is_touched(trained, tmp_p
     out = answer_request(ws, DeletionRequest(rec.id, "finetune", {"epochs": 1}, subjects=subjects[2:3]))
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    with pytest.raises(ConfigError, match="not writable"):
+    with pytest.raises(ConfigError, match="is not a folder"):
         evaluate_run(ws, out.run_id, export_scores=a_file / "s.csv")  # its "folder" is a file
     locked = tmp_path / "locked"
     locked.mkdir()
     os.chmod(locked, stat.S_IRUSR | stat.S_IXUSR)
     try:
         if not os.access(locked, os.W_OK):  # (root may write anywhere)
-            with pytest.raises(ConfigError, match="not writable"):
+            with pytest.raises(ConfigError, match="cannot write in"):
                 evaluate_run(ws, out.run_id, export_scores=locked / "s.csv")
     finally:
         os.chmod(locked, stat.S_IRWXU)

@@ -145,29 +145,28 @@ def check_writable(workspace: Workspace) -> None:
 
 
 def check_output_path(path: Path | None, what: str, suffixes: tuple[str, ...] | None = None) -> None:
-    """Raise :class:`ConfigError` unless ``path`` can be written (its folder exists or can be
-    made, and is writable; an existing file is writable); checked before any work."""
+    """Raise :class:`ConfigError` unless ``path`` can be written: its folder exists and is
+    writable, an existing file is writable; checked before any work (no folder is created)."""
     if path is None:
         return
+    import tempfile
+
     path = Path(path)
     if suffixes and path.suffix not in suffixes:
         raise ConfigError(f"{what} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path}: folder {folder} is not writable")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"{what} {path}: {folder} {state}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} {path} is not writable")
-    import tempfile
-
     try:  # the real test (permissions, read-only file systems, root or not)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".unlearnkit-probe-"):
             pass
     except OSError as e:
-        raise ConfigError(f"{what} {path}: folder {folder} is not writable ({e.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot write in {folder} ({e.strerror})") from None
 
 
 # --------------------------------------------------------------------------- the flow

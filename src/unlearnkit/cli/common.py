@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -173,38 +171,6 @@ def finite(name: str, v: float | None, minimum: float | None = None, strict: boo
         raise ConfigError(f"{name} must be a finite number, not {v}")
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}, not {v}")
-
-
-def check_output_file(path: Path, option: str) -> None:
-    """Refuse an output path that cannot be written, before any computation or store update."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name")
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise ConfigError(f"{option} {path}: {folder} {what}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ConfigError(f"{option} {path} is not writable")
-    try:  # the real test (permissions, read-only file systems, root or not)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".unlearnkit-probe-"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
-
-
-def load_run_model(ws, rec, task):
-    """The stored model of run ``rec`` (a method's own shape, e.g. a SISA ensemble, for unlearn runs)."""
-    from ..methods import get_method
-
-    if rec.status != "ok" or not rec.artifact:
-        raise ConfigError(f"run {rec.id} has no stored model (status {rec.status})")
-    template = (
-        get_method(rec.method, **rec.params).model_template(task)
-        if rec.kind == "unlearn"
-        else task.model_factory(rec.seed).to(task.device)
-    )
-    return ws.artifacts.load(rec.artifact, template)
 
 
 def rows_text(rows: list[dict], keys: list[str]) -> str:

@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError
+from ..orchestration.experiment import load_run_model
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, clean, fmt, load_run_model, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, clean, fmt, workspace
 from .common import out as emit
 
 

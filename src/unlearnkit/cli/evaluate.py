@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from . import app
-from .common import HomeOpt, JsonOpt, StoreOpt, check_output_file, clean, fmt, not_computed_text, out, workspace
+from .common import HomeOpt, JsonOpt, StoreOpt, clean, fmt, not_computed_text, out, workspace
 
 
 @app.command()
@@ -35,12 +35,12 @@ def evaluate(
     splits its record names (forget and holdout ids), and store the result as a new
     evaluation beside the earlier ones (`runs show RUN` lists them; a run's own metrics are
     never replaced). On a workspace you may only read, the metrics are printed and not stored."""
-    from ..requests import EXPORT_SUFFIXES, evaluate_run
+    from ..requests import EXPORT_SUFFIXES, check_output_path, evaluate_run
 
     if export_scores:
         if export_scores.suffix not in EXPORT_SUFFIXES:
             raise ConfigError("--export-scores must end in .parquet or .csv")
-        check_output_file(export_scores, "--export-scores")
+        check_output_path(export_scores, "--export-scores")
     if privacy < 0:
         raise ConfigError(f"--privacy must be a number of shadow models >= 0, not {privacy}")
     ws = workspace(home, store, mode="existing")  # never creates one; read-only is fine

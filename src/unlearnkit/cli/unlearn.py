@@ -14,7 +14,6 @@ from .common import (
     JsonOpt,
     SeedOpt,
     StoreOpt,
-    check_output_file,
     clean,
     fmt,
     not_computed_text,
@@ -68,7 +67,7 @@ def unlearn(
     """Answer a deletion request: apply a method to a trained original (the flow of
     :func:`unlearnkit.requests.answer_request`; this command only reads options and prints)."""
     from ..modalities import modality_of_spec
-    from ..requests import DeletionRequest, answer_request
+    from ..requests import DeletionRequest, answer_request, check_output_path
 
     # what only the command line has is checked here (option combinations, id files); the
     # request itself (method and hyperparameters, ids, store, artifact) before any work there
@@ -78,7 +77,7 @@ def unlearn(
         raise ConfigError("--lora must be a rank >= 1, or 0 for full weights")
     params = parse_params(param)
     if save_model:
-        check_output_file(save_model, "--save-model")
+        check_output_path(save_model, "--save-model")
     ids = read_lines(forget_ids) if forget_ids else None
     if forget_ids and not ids:
         raise ConfigError(f"{forget_ids} is empty: it lists no example ids")
