@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import DataError
 from ...evaluation import mia
 from ...evaluation.metrics import NAN, EvalInputs, register_metric, register_outputs
+from ...evaluation.shadow import PRIVACY_OUTPUTS
 from ...utils import derive_seed
 from .scores import Scores
 
@@ -415,18 +416,7 @@ register_outputs(
 
 register_outputs(
     "privacy_report",
-    {
-        "ulira_auc": "lower",
-        "ulira_tpr_at_1fpr": "lower",
-        "ulira_tpr_at_01fpr": "lower",
-        "ulira_acc": "lower",
-        "competition_F": "higher",
-        "competition_score": "higher",
-        "comparator_privacy": "higher",
-        "privacy_wall_time_s": "lower",
-        "privacy_cost_examples": "lower",
-        "privacy_cost_retrains": "lower",
-    },
+    PRIVACY_OUTPUTS,
     "Shadow-model privacy of a method: its unlearned models against models retrained without "
     "the forget set, over many seeds (U-LiRA, the NeurIPS 2023 competition score, the "
     "Unlearning Comparator's privacy score).",
