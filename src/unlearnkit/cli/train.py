@@ -79,8 +79,7 @@ def train(
 ):
     """Train an original model and record it; later commands refer to it by run id."""
     from ..modalities import modality_for_task_kind
-    from ..orchestration.records import RunRecord
-    from ..utils import environment_info
+    from ..orchestration.experiment import train_record
 
     modality = modality_for_task_kind(task_kind)
     finite("--epochs", epochs, 0)
@@ -107,22 +106,8 @@ def train(
     ws = workspace(home, store)  # created, and checked writable, before any training
     task = modality.build_task(task_kind, options, seed=seed, cache=ws.cache, progress=not as_json)
     metrics = modality.train_metrics(task)
-    # a forget set is part of a trained task only where the modality has one of its own;
-    # elsewhere the user chose none, so none is recorded
     own_forget = modality.supports("default_forget")
-    rec = RunRecord(
-        kind="train",
-        task_key=task.key,
-        method="original",
-        seed=seed,
-        task_spec=task.spec,
-        scenario=task.split.scenario if own_forget else {},
-        params={"recipe": task.recipe.to_dict()},
-        metrics=metrics,
-        cost=task.original_cost.to_dict(),
-        environment=environment_info(),
-        artifact=ws.artifacts.save(task.original),
-    )
+    rec = train_record(task, metrics, ws.artifacts.save(task.original))
     ws.store.add(rec)
     n_params = sum(p.numel() for p in task.original.parameters())
     label_ = modality.task_label(task.spec)

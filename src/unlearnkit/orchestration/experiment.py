@@ -13,7 +13,7 @@ Data flow of :func:`compare`::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -420,6 +420,32 @@ def load_run_model(workspace: "Workspace", run: RunRecord, task: Task) -> nn.Mod
         else task.model_factory(run.seed).to(task.device)
     )
     return workspace.artifacts.load(run.artifact, template)
+
+
+def train_record(task: Task, metrics: dict, artifact: str) -> RunRecord:
+    """The record of a freshly trained original (``unlearnkit train``). A forget set is part
+    of a trained task only where the modality has one of its own (``default_forget``);
+    elsewhere the user chose none, so none is recorded."""
+    rec = _record(
+        task,
+        "train",
+        "original",
+        task.seed,
+        {"recipe": task.recipe.to_dict()},
+        task.original_cost,
+        metrics,
+        artifact,
+        environment_info(),
+    )
+    if task.modality_info.supports("default_forget"):
+        return rec
+    return replace(
+        rec,
+        scenario={},
+        forget_ids=None,
+        forget_fingerprint=None,
+        tags={k: v for k, v in rec.tags.items() if k != "split"},
+    )
 
 
 @dataclass
