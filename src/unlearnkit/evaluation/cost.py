@@ -16,7 +16,7 @@ def _ratio(a: float, b: float) -> float:
     "cost",
     {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower", "examples_backward": "lower"},
     "Cost accounting as in the unlearning benchmarks (e.g. Jia et al. 2023 run-time efficiency, "
-    "'RTE'); counts from unlearnkit.loop.LoopStats.",
+    "'RTE'); counts from unlearnkit.engines.loop.LoopStats.",
     needs=("cost",),
     modalities=ALL_MODALITIES,
     order=91,
