@@ -46,6 +46,7 @@ from .orchestration.experiment import (
     score_model,
     task_of_run,
     warm_up,
+    with_history,
 )
 from .orchestration.records import EvaluationRecord, RunRecord
 from .utils import environment_info
@@ -71,6 +72,11 @@ class DeletionRequest:
         lora: language models: LoRA rank the method trains through (0 = full weights).
         save_model: also write the unlearned model to this safetensors file.
         options: modality options of the task (e.g. ``{"lora": {...}}`` for full LoRA settings).
+        history: earlier deletions on a deployed line, ``{"excluded_ids": [...], "base_artifact":
+            hash}``: those ids leave every split and the reference, and the request starts from
+            that model version (:func:`~unlearnkit.orchestration.experiment.with_history`).
+        run_id: the id the new run record gets (default: a fresh one); the service derives it
+            from the batch so a repeated step finds the run it made.
     """
 
     run: str
@@ -84,6 +90,8 @@ class DeletionRequest:
     lora: int = 0
     save_model: Path | None = None
     options: dict = field(default_factory=dict)
+    history: dict | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -204,6 +212,7 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
         raise ConfigError(f"run {parent.id} has no stored model (status {parent.status})")
     workspace.artifacts.load_state_dict(parent.artifact)  # missing or corrupt: CheckpointError, before any work
     task = task_of_run(workspace, parent, scenario, progress=progress)  # unknown ids raise here
+    task = with_history(workspace, task, request.history)  # ids deleted before: an error, and out of every split
     if lora:
         task.lora = lora
 
@@ -240,6 +249,7 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
         environment_info(),
         tags=tags,
         parent=parent.id,
+        **({"id": request.run_id} if request.run_id else {}),
     )
     evaluation = (
         _evaluation(rec.id, evaluation_inputs(task, request.seed, artifact, ref_artifact), metrics)
@@ -381,3 +391,36 @@ def write_scores(path: Path, by_role: dict) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot write scores to {path}: {e.strerror or e}") from None
     return path
+
+
+def record_reference(
+    workspace: Workspace, run_id: str, seed: int, new_run_id: str, progress: bool = False
+) -> RunRecord:
+    """Store the retrained reference of unlearn run ``run_id``'s task as a ``retrain`` run
+    (the exact answer to the same request), with the reference's own cost; the cached
+    reference is used where present, else retrained. Returns the new run (or the one with
+    ``new_run_id`` stored before: a repeated call stores nothing)."""
+    found = workspace.store.find(new_run_id)
+    if found is not None:
+        return found
+    check_writable(workspace)
+    run = workspace.store.get(run_id)
+    task = rebuild_task(workspace, run, progress=progress)
+    ref, ref_cost, _ = get_reference(task, seed, workspace.cache, progress)
+    artifact = workspace.artifacts.save(ref)
+    rec = _record(
+        task,
+        "unlearn",
+        "retrain",
+        seed,
+        {},
+        ref_cost,
+        {},
+        artifact,
+        environment_info(),
+        tags={"reference_of": run_id, "cost_timing": "warm (after one warm-up step)"},
+        parent=run.parent,
+        id=new_run_id,
+    )
+    workspace.store.add(rec)
+    return rec

@@ -146,16 +146,27 @@ class ExampleSet:
         return np.asarray([self._index[i] for i in ids], dtype=np.int64)
 
     def ids_of_subjects(self, subjects: Iterable[str]) -> np.ndarray:
-        """All example ids whose subject is in ``subjects``; unknown subjects raise."""
+        """All example ids whose subject is in ``subjects`` or under one of them; unknown
+        subjects raise.
+
+        Subject ids may be paths (``institution/patient/study``, as in MedForget): a subject
+        names itself and everything below it, so deleting ``hospital-a/patient-7`` deletes
+        every study of that patient (``hospital-a/patient-7/...``), never
+        ``hospital-a/patient-70``."""
         if self.subject_ids is None:
             raise UnknownIdsError(f"{self.name!r} has no subject ids; select by example id instead")
-        subjects = [str(s) for s in subjects]
-        known = set(self.subject_ids.tolist())
-        missing = [s for s in subjects if s not in known]
+        subjects = [str(s).rstrip("/") for s in subjects]
+        all_subjects = self.subject_ids.astype(str)
+        mask = np.zeros(len(all_subjects), dtype=bool)
+        missing = []
+        for s in subjects:
+            hit = (all_subjects == s) | np.char.startswith(all_subjects, s + "/") if s else np.zeros_like(mask)
+            if not hit.any():
+                missing.append(s)
+            mask |= hit
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UnknownIdsError(f"{len(missing)} subject id(s) not in {self.name!r}: {shown}")
-        mask = np.isin(self.subject_ids, np.asarray(subjects, dtype=object))
         return self.example_ids[mask]
 
     def take(self, positions: np.ndarray | Sequence[int], name: str | None = None) -> "ExampleSet":

@@ -125,6 +125,19 @@ class Modality:
             return {}
         return dict(getattr(mod, "METHOD_DEFAULTS", {}))
 
+    @property
+    def service_policy(self) -> dict[str, Any]:
+        """The deletion-request service's default policy for a model line of this modality
+        (``<package>.defaults.SERVICE_POLICY``: method, gate checks, canary limits); a
+        policy file overrides any part. Empty where the modality states none."""
+        try:
+            mod = self.part("defaults")
+        except ModuleNotFoundError:
+            return {}
+        import copy
+
+        return copy.deepcopy(getattr(mod, "SERVICE_POLICY", {}))
+
     # the calls the layers above make; each is the task module's function of the same name
     def task_from_spec(
         self,

@@ -353,6 +353,43 @@ def task_of_run(
     return task
 
 
+def with_history(workspace: "Workspace", task: Task, history: dict | None) -> Task:
+    """The task after earlier deletions (a deployed model line's later request).
+
+    ``history`` is ``{"excluded_ids": [...], "base_artifact": hash}``: the ids deleted
+    before leave the training set, so neither the retain set, nor the reference's
+    retraining, nor any split a metric reads holds them; the original becomes the model
+    version the request starts from (``base_artifact``, hash verified). The spec records
+    the history, so the task's key (and its reference's cache key) differ from the first
+    request's and :func:`rebuild_task` rebuilds the same task from the record.
+    """
+    import dataclasses as _dc
+
+    from ..data.scenarios import Split
+
+    if not history:
+        return task
+    excluded = sorted({str(i) for i in history.get("excluded_ids") or []})
+    again = sorted(set(excluded) & {str(i) for i in task.split.forget_ids})
+    if again:
+        shown = ", ".join(again[:5]) + (" ..." if len(again) > 5 else "")
+        raise ConfigError(f"{len(again)} example(s) were deleted before: {shown}")
+    split = task.split
+    train = split.train.without(excluded, name=split.train.name) if excluded else split.train
+    task = _dc.replace(
+        task,
+        split=Split(train, split.test, split.forget_ids, split.holdout, split.scenario),
+        spec=dict(task.spec, history={"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}),
+    )
+    base = history.get("base_artifact")
+    if base:
+        model = task.model_factory(task.seed).to(task.device)
+        workspace.artifacts.load(base, model)  # SHA-256 verified: a missing or corrupt version raises
+        model.eval()
+        task.original = model
+    return task
+
+
 def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False, device: str | None = None) -> Task:
     """The task a stored run was made and evaluated on, with exactly its recorded splits.
 
@@ -365,6 +402,8 @@ def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False,
     origin = run if run.kind == "train" else (workspace.store.get(run.parent) if run.parent else None)
     cache = _PinnedOriginal(workspace.cache, workspace.artifacts, origin) if origin is not None else workspace.cache
     modality = modality_of_spec(run.task_spec)
+    history = (run.task_spec or {}).get("history")
+    spec = {k: v for k, v in run.task_spec.items() if k != "history"} if history else run.task_spec
     candidates: list = []
     if run.scenario and run.scenario.get("kind"):
         candidates.append(run.scenario)
@@ -375,7 +414,8 @@ def rebuild_task(workspace: "Workspace", run: RunRecord, progress: bool = False,
     task, error = None, None
     for sc in candidates:
         try:
-            t = modality.task_from_spec(run.task_spec, sc, cache=cache, progress=progress, device=device)
+            t = modality.task_from_spec(spec, sc, cache=cache, progress=progress, device=device)
+            t = with_history(workspace, t, history)
         except CheckpointError:
             raise
         except UnlearnkitError as e:

@@ -428,6 +428,15 @@ class RunStore:
         except SQLAlchemyError as e:
             raise self._fail(f"read run {id_or_prefix}", e) from None
 
+    def find(self, run_id: str) -> RunRecord | None:
+        """The run with exactly this id, or None (no prefix matching)."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        except SQLAlchemyError as e:
+            raise self._fail(f"read run {run_id}", e) from None
+        return self._record(row) if row is not None else None
+
     def list(
         self,
         kind: str | None = None,

@@ -1,0 +1,1176 @@
+"""The service's operations: model lines, deletion requests, batches and their steps,
+certificates, rollback, API keys.
+
+Everything the HTTP surface (:mod:`unlearnkit.service.app`), the CLI and the durable
+workflow (:mod:`unlearnkit.service.workflows`) do goes through :class:`Service`. Every
+state change commits in one transaction with the audit entry that records it. A batch's
+steps are::
+
+    close ─► resolve ─► unlearn ─► verify ─┬─► promote ─► certify
+                                           ├─► (gate failed) escalate (exact retrain) ─► promote ─► certify
+                                           ├─► (gate failed, on_failure: reject) fail
+                                           └─► (deletion damages unrelated data) hold ─► release | refuse
+
+Each step records its output in ``batches.steps`` and returns that record when run again,
+so a step repeated after a crash (DBOS runs an unfinished step again) changes nothing:
+the unlearn step's run id is derived from the batch, promotion is a compare-and-swap on
+the line's ``current_version``, certificates are written once per request and batch.
+
+Deletions are cumulative: a batch starts from the line's current version, and every
+example any request ever named on the line (``tombstones``) leaves the batch's task, its
+reference and its verification, except the batch's own, which form its forget set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import ConfigError, UnknownIdsError, UnlearnkitError
+from ..modalities import modality_of_spec
+from . import audit, crypto
+from .db import (
+    api_keys,
+    batches,
+    certificates,
+    deletion_requests,
+    idempotency_keys,
+    make_engine,
+    migrate,
+    model_lines,
+    model_versions,
+    tombstones,
+)
+from .policy import Policy, line_policy
+
+log = logging.getLogger("unlearnkit.service")
+
+SCOPES = ("deletion:submit", "deletion:read", "model:admin")
+#: request states; the terminal ones never change again (but a rollback re-opens answered requests)
+REQUEST_STATES = ("queued", "processing", "held", "answered", "failed", "refused")
+LINE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+IN_FLIGHT_SECONDS = 120.0  # an idempotency key left in flight longer than this (a crash) may be taken over
+
+
+class ServiceError(UnlearnkitError):
+    """An error the HTTP surface answers as RFC 9457 problem+json with ``status``."""
+
+    def __init__(self, status: int, title: str, detail: str, kind: str | None = None):
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.kind = kind or title.lower().replace(" ", "-")
+
+
+def not_found(what: str, detail: str) -> ServiceError:
+    return ServiceError(404, f"{what} not found", detail, f"unknown-{what.replace(' ', '-')}")
+
+
+def unprocessable(detail: str, kind: str = "invalid-request") -> ServiceError:
+    return ServiceError(422, "Unprocessable request", detail, kind)
+
+
+def conflict(detail: str, kind: str = "conflict") -> ServiceError:
+    return ServiceError(409, "Conflict", detail, kind)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def body_hash(obj: Any) -> str:
+    return crypto.sha256_hex(crypto.canonical_json(obj))
+
+
+@dataclass
+class ApiKey:
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    rate_per_minute: int
+
+
+@dataclass
+class Submitted:
+    """The answer to a submission: ``status`` (202 new, 200 replayed) and the body."""
+
+    status: int
+    body: dict
+    replayed: bool = False
+    closed_batch: str | None = None  # a batch this submission filled (its workflow may start now)
+
+
+class Service:
+    """The deletion-request service over a workspace.
+
+    ``home``: the workspace (runs, artifacts, cache) and, by default, the service's SQLite
+    database ``service.db`` and its keys (``service-keys/``). ``store_url``: a database URL
+    for runs, service tables and DBOS's system tables alike (PostgreSQL to scale out).
+    ``policy``: the service-wide policy (a policy file's mapping). ``enqueue``: how a new
+    batch's workflow is started, inside the submitting transaction (set by
+    :mod:`unlearnkit.service.workflows`).
+    """
+
+    def __init__(
+        self,
+        home: str | Path,
+        store_url: str | None = None,
+        policy: dict | None = None,
+        keys_dir: str | Path | None = None,
+        enqueue: Callable[[Connection, str, str, float], None] | None = None,
+        read_only: bool = False,
+    ):
+        from ..orchestration.experiment import Workspace
+
+        self.home = Path(home)
+        self.workspace = Workspace.open(self.home, store_url, mode="existing" if read_only else "rw")
+        self.url = store_url or f"sqlite:///{(self.home / 'service.db').resolve()}"
+        self.engine = make_engine(self.url)
+        if not read_only:
+            try:
+                migrate(self.engine)
+            except Exception as e:  # noqa: BLE001 - any driver error: one line
+                raise ConfigError(f"cannot prepare the service database {self.safe_url}: {e}") from None
+        keys = Path(keys_dir) if keys_dir else self.home / "service-keys"
+        if not read_only:
+            keys.mkdir(parents=True, exist_ok=True)
+        self.keys_dir = keys
+        self.key = crypto.SigningKey.load_or_create(keys / "signing-key.pem") if not read_only else None
+        self.pseudonymizer = crypto.Pseudonymizer.load_or_create(keys / "pseudonym.key") if not read_only else None
+        self.policy = dict(policy or {})
+        self.enqueue = enqueue
+        self._tasks: dict[str, Any] = {}
+
+    @property
+    def safe_url(self) -> str:
+        """The database URL with any password hidden."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ helpers
+    def _line_row(self, conn: Connection, name: str) -> dict:
+        row = conn.execute(select(model_lines).where(model_lines.c.name == name)).first()
+        if row is None:
+            raise not_found("model line", f"no model line named {name!r}; GET /v1/model-lines lists them")
+        return dict(row._mapping)
+
+    def _line_by_id(self, conn: Connection, line_id: str) -> dict:
+        return dict(conn.execute(select(model_lines).where(model_lines.c.id == line_id)).one()._mapping)
+
+    def _policy(self, line: dict) -> Policy:
+        from .policy import parse_policy
+
+        return parse_policy(line["policy"], line["modality"])
+
+    def _task(self, train_run: str):
+        """The train run's task (cached per process): its training data resolves subjects."""
+        from ..orchestration.experiment import task_of_run
+
+        if train_run not in self._tasks:
+            run = self.workspace.store.get(train_run)
+            self._tasks[train_run] = task_of_run(self.workspace, run)
+        return self._tasks[train_run]
+
+    def _batch(self, conn: Connection, batch_id: str) -> dict:
+        row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+        if row is None:
+            raise not_found("batch", f"no batch {batch_id!r}")
+        return dict(row._mapping)
+
+    def _set_requests(self, conn: Connection, ids: list[str], **values) -> None:
+        if ids:
+            conn.execute(
+                update(deletion_requests).where(deletion_requests.c.id.in_(ids)).values(updated_at=_now(), **values)
+            )
+
+    def _new_batch(self, conn: Connection, line: dict, request_ids: list[str], state: str = "open") -> str:
+        batch_id = _new_id("bat")
+        at = _now()
+        conn.execute(
+            insert(batches).values(
+                id=batch_id,
+                line_id=line["id"],
+                state=state,
+                opened_at=at,
+                closed_at=at if state == "closed" else None,
+                request_ids=list(request_ids),
+                steps={},
+            )
+        )
+        if self.enqueue is None:
+            raise ConfigError("this service has no worker queue to start batches on")
+        delay = 0.0 if state == "closed" else self._policy(line).window_seconds
+        self.enqueue(conn, batch_id, line["id"], delay)
+        audit.append(conn, "service", "batch.opened", "batch", batch_id, {"line": line["name"], "state": state})
+        return batch_id
+
+    # ------------------------------------------------------------------ model lines
+    def register_line(self, name: str, train_run: str, policy: dict | None = None, actor: str = "admin") -> dict:
+        """Register ``train_run``'s model as the deployed version 0 of line ``name``."""
+        if not isinstance(name, str) or not LINE_NAME.match(name):
+            raise unprocessable("a line name is 1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+        try:
+            run = self.workspace.store.get(train_run)
+        except UnlearnkitError:
+            raise not_found("run", f"no run {train_run!r} in the workspace; `unlearnkit runs` lists them") from None
+        if run.kind != "train" or run.status != "ok" or not run.artifact:
+            raise unprocessable(f"run {run.id} is not a finished train run with a model")
+        modality = modality_of_spec(run.task_spec)
+        try:
+            pol = line_policy(modality, self.policy, policy)
+            self.workspace.artifacts.load_state_dict(run.artifact)  # present and hash-verified
+            task = self._task(run.id)
+        except UnlearnkitError as e:
+            raise unprocessable(str(e), "invalid-policy" if isinstance(e, ConfigError) else "bad-run") from None
+        test_ids = [str(i) for i in task.split.test.example_ids]
+        rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+        size = min(pol.canary_size, len(test_ids))
+        canary = sorted(rng.choice(test_ids, size=size, replace=False).tolist()) if size else []
+        line_id = _new_id("line")
+        at = _now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(model_lines).values(
+                        id=line_id,
+                        name=name,
+                        train_run=run.id,
+                        modality=modality.name,
+                        created_at=at,
+                        current_version=0,
+                        policy=pol.to_dict(),
+                        canary_ids=canary,
+                    )
+                )
+                conn.execute(
+                    insert(model_versions).values(
+                        line_id=line_id,
+                        version=0,
+                        artifact=run.artifact,
+                        run_id=run.id,
+                        created_at=at,
+                        status="deployed",
+                        note="registered",
+                    )
+                )
+                audit.append(
+                    conn,
+                    actor,
+                    "line.registered",
+                    "line",
+                    line_id,
+                    {"name": name, "train_run": run.id, "artifact": run.artifact, "policy_hash": body_hash(pol.raw)},
+                )
+        except IntegrityError:
+            raise conflict(f"a model line named {name!r} exists already", "line-exists") from None
+        log.info("line registered", extra={"event": "line.registered", "line": name})
+        return self.get_line(name)
+
+    def get_line(self, name: str) -> dict:
+        with self.engine.connect() as conn:
+            line = self._line_row(conn, name)
+            cur = conn.execute(
+                select(model_versions).where(
+                    model_versions.c.line_id == line["id"], model_versions.c.version == line["current_version"]
+                )
+            ).one()
+            n_deleted = conn.execute(
+                select(func.count()).select_from(tombstones).where(tombstones.c.line_id == line["id"])
+            ).scalar_one()
+        return {
+            "name": line["name"],
+            "id": line["id"],
+            "train_run": line["train_run"],
+            "modality": line["modality"],
+            "created_at": line["created_at"],
+            "current_version": line["current_version"],
+            "current_artifact": cur.artifact,
+            "deleted_examples": int(n_deleted),
+            "policy": line["policy"],
+            "canary_size": len(line["canary_ids"]),
+        }
+
+    def list_lines(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            names = [r.name for r in conn.execute(select(model_lines.c.name).order_by(model_lines.c.name))]
+        return [self.get_line(n) for n in names]
+
+    def versions(self, name: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            line = self._line_row(conn, name)
+            rows = conn.execute(
+                select(model_versions).where(model_versions.c.line_id == line["id"]).order_by(model_versions.c.version)
+            )
+            return [{k: v for k, v in r._mapping.items() if k != "line_id"} for r in rows]
+
+    # ------------------------------------------------------------------ requests
+    def submit(
+        self,
+        line_name: str,
+        subjects: list[str] | None = None,
+        example_ids: list[str] | None = None,
+        key_id: str = "cli",
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Accept a deletion request for ``subjects`` (resolved through the training data,
+        hierarchies expanded) or ``example_ids``; it joins the line's open batch.
+
+        With ``idempotency_key``: the same key and body replay the first answer (200); the
+        same key with another body is a 422; a key whose first request is still being
+        answered is a 409. Bad input (an unknown line, subject or id, an empty request, one
+        that would delete everything) is a :class:`ServiceError` and writes nothing.
+        """
+        subjects = [str(s) for s in subjects or []]
+        example_ids = [str(i) for i in example_ids or []]
+        digest = body_hash({"line": line_name, "subjects": subjects, "example_ids": example_ids})
+        if idempotency_key is not None:
+            replay = self._idempotency_begin(key_id, idempotency_key, digest)
+            if replay is not None:
+                return replay
+        try:
+            out = self._submit(line_name, subjects, example_ids, key_id, idempotency_key)
+        except BaseException:
+            if idempotency_key is not None:  # nothing written: the key is free again
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        idempotency_keys.delete().where(
+                            idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == idempotency_key
+                        )
+                    )
+            raise
+        return out
+
+    def _idempotency_begin(self, key_id: str, key: str, digest: str) -> Submitted | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(idempotency_keys).where(idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == key)
+            ).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(idempotency_keys).values(
+                                key_id=key_id, key=key, body_hash=digest, state="in_flight", created_at=_now()
+                            )
+                        )
+                    return None
+                except IntegrityError:  # another submission took the key first (PostgreSQL)
+                    row = conn.execute(
+                        select(idempotency_keys).where(
+                            idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == key
+                        )
+                    ).one()
+            if row.body_hash != digest:
+                raise unprocessable(
+                    "this Idempotency-Key was used with another request body; use a new key", "idempotency-key-reused"
+                )
+            if row.state == "done":
+                return Submitted(200, dict(row.response), replayed=True)
+            age = (datetime.now(timezone.utc) - datetime.fromisoformat(row.created_at)).total_seconds()
+            if age < IN_FLIGHT_SECONDS:
+                raise conflict("a request with this Idempotency-Key is still being answered; retry later", "in-flight")
+            conn.execute(  # abandoned by a crashed process: take it over
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == key)
+                .values(created_at=_now())
+            )
+            return None
+
+    def _resolve(self, line: dict, subjects: list[str], example_ids: list[str]) -> list[str]:
+        if bool(subjects) == bool(example_ids):
+            raise unprocessable("give either subjects or example_ids, non-empty", "empty-request")
+        train = self._task(line["train_run"]).split.train
+        try:
+            ids = train.ids_of_subjects(subjects) if subjects else train.select(example_ids).example_ids
+        except UnknownIdsError as e:
+            # never echo raw subject ids (they are personal data): count them only
+            what = "subject id(s)" if subjects else "example id(s)"
+            n = str(e).split(" ", 1)[0]
+            raise unprocessable(
+                f"{n} {what} of this request are not in the training data of line {line['name']!r}",
+                "unknown-subject" if subjects else "unknown-example",
+            ) from None
+        return sorted({str(i) for i in ids})
+
+    def _submit(self, line_name, subjects, example_ids, key_id, idempotency_key) -> Submitted:
+        with self.engine.connect() as conn:
+            line = self._line_row(conn, line_name)
+        resolved = self._resolve(line, subjects, example_ids)
+        pol = self._policy(line)
+        n_train = len(self._task(line["train_run"]).split.train)
+        pseudonyms = sorted({self.pseudonymizer.pseudonym(s) for s in subjects})
+        closed = None
+        with self.engine.begin() as conn:
+            audit._lock(conn)
+            deleted = {
+                r.example_id
+                for r in conn.execute(select(tombstones.c.example_id).where(tombstones.c.line_id == line["id"]))
+            }
+            new = [i for i in resolved if i not in deleted]
+            if not new:
+                raise unprocessable("every example of this request was deleted before", "already-deleted")
+            if len(deleted) + len(new) >= n_train:
+                raise unprocessable(
+                    "this request would delete every remaining example of the training data", "deletes-everything"
+                )
+            if len(new) > pol.max_fraction_per_request * n_train:
+                raise unprocessable(
+                    f"this request deletes {len(new)} of {n_train} training examples, more than the policy's "
+                    f"{pol.max_fraction_per_request:.0%} per request",
+                    "request-too-large",
+                )
+            seq = int(conn.execute(select(func.coalesce(func.max(deletion_requests.c.seq), 0))).scalar_one()) + 1
+            req_id = _new_id("req")
+            at = _now()
+            open_batch = conn.execute(
+                select(batches)
+                .where(batches.c.line_id == line["id"], batches.c.state == "open")
+                .order_by(batches.c.opened_at)
+                .limit(1)
+            ).first()
+            conn.execute(
+                insert(deletion_requests).values(
+                    id=req_id,
+                    seq=seq,
+                    line_id=line["id"],
+                    state="queued",
+                    created_at=at,
+                    updated_at=at,
+                    subjects=pseudonyms,
+                    example_ids=example_ids,
+                    resolved_ids=new,
+                    n_resolved=len(new),
+                    key_id=key_id,
+                )
+            )
+            conn.execute(
+                insert(tombstones),
+                [{"line_id": line["id"], "example_id": i, "request_id": req_id, "created_at": at} for i in new],
+            )
+            if open_batch is None:
+                state = "closed" if pol.max_batch <= 1 else "open"
+                batch_id = self._new_batch(conn, line, [req_id], state)
+                if state == "closed":
+                    closed = batch_id
+            else:
+                batch_id = open_batch.id
+                members = list(open_batch.request_ids) + [req_id]
+                values = {"request_ids": members}
+                if len(members) >= pol.max_batch:
+                    values.update(state="closed", closed_at=at)
+                    closed = batch_id
+                conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+            conn.execute(update(deletion_requests).where(deletion_requests.c.id == req_id).values(batch_id=batch_id))
+            audit.append(
+                conn,
+                key_id,
+                "request.received",
+                "request",
+                req_id,
+                {
+                    "line": line["name"],
+                    "subjects": pseudonyms,
+                    "examples": len(new),
+                    "examples_root": crypto.merkle_root(new),
+                    "batch": batch_id,
+                },
+            )
+            if closed:
+                audit.append(conn, "service", "batch.closed", "batch", closed, {"reason": "full"})
+            body = self._request_view(conn, req_id)
+            if idempotency_key is not None:
+                conn.execute(
+                    update(idempotency_keys)
+                    .where(idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == idempotency_key)
+                    .values(state="done", status_code=202, response=body)
+                )
+        log.info("request received", extra={"event": "request.received", "request": req_id, "batch": batch_id})
+        return Submitted(202, body, closed_batch=closed)
+
+    def _request_view(self, conn: Connection, req_id: str) -> dict:
+        r = conn.execute(select(deletion_requests).where(deletion_requests.c.id == req_id)).first()
+        if r is None:
+            raise not_found("deletion request", f"no deletion request {req_id!r}")
+        line = self._line_by_id(conn, r.line_id)
+        cert = conn.execute(
+            select(certificates.c.id)
+            .where(certificates.c.request_id == req_id, certificates.c.revoked_at.is_(None))
+            .limit(1)
+        ).first()
+        return {
+            "id": r.id,
+            "line": line["name"],
+            "state": r.state,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "subjects": list(r.subjects),
+            "examples": r.n_resolved,
+            "batch": r.batch_id,
+            "version": r.version,
+            "reason": r.reason,
+            "certificate": cert.id if cert else None,
+        }
+
+    def get_request(self, req_id: str, timeline: bool = True) -> dict:
+        with self.engine.connect() as conn:
+            out = self._request_view(conn, req_id)
+            if timeline:
+                out["timeline"] = self._timeline(conn, req_id, out["batch"])
+        return out
+
+    def _timeline(self, conn: Connection, req_id: str, batch_id: str | None) -> list[dict]:
+        ids = [req_id] + ([batch_id] if batch_id else [])
+        from .db import audit_log
+
+        rows = conn.execute(select(audit_log).where(audit_log.c.entity_id.in_(ids)).order_by(audit_log.c.seq))
+        return [{"at": r.at, "event": r.action, "seq": r.seq} for r in rows]
+
+    def list_requests(
+        self, line: str | None = None, state: str | None = None, after: int | None = None, limit: int = 50
+    ) -> tuple[list[dict], int | None]:
+        """Requests in submission order after the cursor ``after`` (keyset pagination);
+        returns ``(items, next_cursor)``."""
+        if state is not None and state not in REQUEST_STATES:
+            raise unprocessable(f"state must be one of {', '.join(REQUEST_STATES)}")
+        with self.engine.connect() as conn:
+            q = select(deletion_requests.c.id, deletion_requests.c.seq).order_by(deletion_requests.c.seq)
+            if line is not None:
+                q = q.where(deletion_requests.c.line_id == self._line_row(conn, line)["id"])
+            if state is not None:
+                q = q.where(deletion_requests.c.state == state)
+            if after is not None:
+                q = q.where(deletion_requests.c.seq > after)
+            rows = conn.execute(q.limit(limit + 1)).all()
+            items = [self._request_view(conn, r.id) for r in rows[:limit]]
+        return items, (rows[limit - 1].seq if len(rows) > limit else None)
+
+    def certificate(self, req_id: str) -> dict:
+        with self.engine.connect() as conn:
+            self._request_view(conn, req_id)
+            row = conn.execute(
+                select(certificates)
+                .where(certificates.c.request_id == req_id, certificates.c.revoked_at.is_(None))
+                .limit(1)
+            ).first()
+        if row is None:
+            raise not_found("certificate", f"request {req_id} has no certificate yet (it is answered first)")
+        return dict(row.document)
+
+    def get_batch(self, batch_id: str) -> dict:
+        with self.engine.connect() as conn:
+            b = self._batch(conn, batch_id)
+            line = self._line_by_id(conn, b["line_id"])
+        steps = {k: _summary(k, v) for k, v in (b["steps"] or {}).items()}
+        return {
+            "id": b["id"],
+            "line": line["name"],
+            "state": b["state"],
+            "opened_at": b["opened_at"],
+            "closed_at": b["closed_at"],
+            "finished_at": b["finished_at"],
+            "requests": list(b["request_ids"]),
+            "steps": steps,
+            "reason": b["reason"],
+        }
+
+    # ------------------------------------------------------------------ batch steps
+    def _record_step(self, batch_id: str, name: str, out: dict, state: str | None = None, extra=None) -> dict:
+        """Store step ``name``'s output (first writer wins) with its audit entry; ``extra``
+        (``conn, batch -> None``) makes the step's own writes in the same transaction."""
+        with self.engine.begin() as conn:
+            b = self._batch(conn, batch_id)
+            if name in (b["steps"] or {}):
+                return b["steps"][name]
+            if extra is not None:
+                extra(conn, b)
+            steps = dict(b["steps"] or {})
+            steps[name] = out
+            values: dict = {"steps": steps}
+            if state:
+                values["state"] = state
+            if state in ("refused", "failed") or name == "certify":
+                values["finished_at"] = _now()
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+            audit.append(conn, "worker", f"batch.{name}", "batch", batch_id, _summary(name, out))
+        log.info(f"batch {name}", extra={"event": f"batch.{name}", "batch": batch_id})
+        return out
+
+    def _steps(self, batch_id: str) -> tuple[dict, dict, Policy]:
+        with self.engine.connect() as conn:
+            b = self._batch(conn, batch_id)
+            line = self._line_by_id(conn, b["line_id"])
+        return b, line, self._policy(line)
+
+    def batch_window(self, batch_id: str) -> float:
+        b, _, pol = self._steps(batch_id)
+        opened = datetime.fromisoformat(b["opened_at"])
+        return max(0.0, pol.window_seconds - (datetime.now(timezone.utc) - opened).total_seconds())
+
+    def step_close(self, batch_id: str) -> dict:
+        """No request joins the batch after this."""
+
+        def close(conn, b):
+            if b["state"] == "open":
+                conn.execute(update(batches).where(batches.c.id == batch_id).values(closed_at=_now()))
+            self._set_requests(conn, list(b["request_ids"]), state="processing")
+
+        with self.engine.connect() as conn:
+            members = list(self._batch(conn, batch_id)["request_ids"])
+        return self._record_step(batch_id, "close", {"requests": members}, state="closed", extra=close)
+
+    def step_resolve(self, batch_id: str) -> dict:
+        """The batch's forget set, what was deleted before it, and the version it starts from."""
+        b, line, _ = self._steps(batch_id)
+        if "resolve" in b["steps"]:
+            return b["steps"]["resolve"]
+        members = b["steps"]["close"]["requests"]
+        with self.engine.connect() as conn:
+            reqs = conn.execute(select(deletion_requests).where(deletion_requests.c.id.in_(members))).all()
+            forget = sorted({i for r in reqs for i in r.resolved_ids})
+            excluded = sorted(
+                {
+                    r.example_id
+                    for r in conn.execute(select(tombstones.c.example_id).where(tombstones.c.line_id == line["id"]))
+                }
+                - set(forget)
+            )
+            line = self._line_by_id(conn, line["id"])
+            base = conn.execute(
+                select(model_versions).where(
+                    model_versions.c.line_id == line["id"], model_versions.c.version == line["current_version"]
+                )
+            ).one()
+        out = {
+            "forget_ids": forget,
+            "forget_root": crypto.merkle_root(forget),
+            "excluded_ids": excluded,
+            "excluded_root": crypto.merkle_root(excluded),
+            "base_version": int(base.version),
+            "base_artifact": base.artifact,
+            "base_run": base.run_id,
+        }
+        return self._record_step(batch_id, "resolve", out)
+
+    def step_unlearn(self, batch_id: str, progress: bool = False) -> dict:
+        """The policy's method on the batch's forget set, from the base version; the run's id
+        is derived from the batch, so a repeated step finds the run it stored."""
+        from ..requests import DeletionRequest, answer_request
+
+        b, line, pol = self._steps(batch_id)
+        if "unlearn" in b["steps"]:
+            return b["steps"]["unlearn"]
+        r = b["steps"]["resolve"]
+        run_id = f"{batch_id}-unlearn"
+        rec = self.workspace.store.find(run_id)
+        if rec is None:
+            history = {"excluded_ids": r["excluded_ids"], "base_artifact": r["base_artifact"]}
+            outcome = answer_request(
+                self.workspace,
+                DeletionRequest(
+                    run=line["train_run"],
+                    method=pol.method,
+                    params=pol.params,
+                    ids=r["forget_ids"],
+                    seed=pol.seed,
+                    history=history,
+                    run_id=run_id,
+                ),
+                progress=progress,
+            )
+            rec = outcome.record
+        out = {"run_id": rec.id, "artifact": rec.artifact, "method": pol.method, "params": rec.params, "cost": rec.cost}
+        return self._record_step(batch_id, "unlearn", out)
+
+    def step_verify(self, batch_id: str, candidate: str = "unlearn") -> dict:
+        """The gate: the policy's checks on the candidate's metrics against the retrained
+        reference, and the canary measures (see :mod:`unlearnkit.service.policy`)."""
+        name = "verify" if candidate == "unlearn" else f"verify_{candidate}"
+        b, line, pol = self._steps(batch_id)
+        if name in b["steps"]:
+            return b["steps"][name]
+        out = self._verify(b["steps"][candidate]["run_id"], line, pol)
+        return self._record_step(batch_id, name, out)
+
+    def _verify(self, run_id: str, line: dict, pol: Policy) -> dict:
+        from ..orchestration.experiment import evaluate_model, get_reference, load_run_model, rebuild_task, score_model
+        from ..requests import evaluate_run
+
+        ev = evaluate_run(self.workspace, run_id)
+        metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
+        rec = self.workspace.store.get(run_id)
+        task = rebuild_task(self.workspace, rec)
+        model = load_run_model(self.workspace, rec, task)
+        ref, ref_cost, _ = get_reference(task, rec.seed, self.workspace.cache)
+        ref_metrics: dict = {}
+        if pol.needs_reference_metrics:
+            ref_ev = evaluate_model(
+                ref, task, score_model(ref, task), ref_cost, ref_cost, rec.seed, reference_model=ref
+            )
+            ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
+        checks = [c.evaluate(metrics, ref_metrics) for c in pol.checks]
+        canary = canary_measures(task, task.original, ref, model, line["canary_ids"])
+        canary_checks = []
+        hold = []
+        for k, limit in pol.canary_limits.items():
+            _, side, measure = k.split("_", 2)
+            value = canary.get(f"{side}_{measure}")
+            passed = value is not None and value <= limit
+            item = {"measure": f"{side}_{measure}", "threshold": limit, "value": value, "passed": passed}
+            (hold if side == "reference" else canary_checks).append(item)
+        passed = all(c["passed"] for c in checks) and all(c["passed"] for c in canary_checks)
+        return {
+            "passed": bool(passed),
+            "hold": not all(c["passed"] for c in hold),
+            "checks": checks,
+            "canary": canary_checks,
+            "deletion_effect": hold,
+            "metrics": metrics,
+            "evaluation_id": ev.evaluation.id,
+            "reference_artifact": self.workspace.cache.artifact(f"reference-{task.reference_key(rec.seed)}"),
+        }
+
+    def step_escalate(self, batch_id: str) -> dict:
+        """The exact path: the retrained reference (train data without every deleted
+        example) becomes the candidate, stored as a ``retrain`` run."""
+        from ..requests import record_reference
+
+        b, line, pol = self._steps(batch_id)
+        if "escalate" in b["steps"]:
+            return b["steps"]["escalate"]
+        rec = record_reference(self.workspace, b["steps"]["unlearn"]["run_id"], pol.seed, f"{batch_id}-retrain")
+        out = {"run_id": rec.id, "artifact": rec.artifact, "method": "retrain", "params": {}, "cost": rec.cost}
+        return self._record_step(batch_id, "escalate", out)
+
+    def step_hold(self, batch_id: str) -> dict:
+        """The deletion itself changes unrelated predictions beyond the policy: a person
+        decides (``POST /v1/batches/{id}/decision``)."""
+
+        def hold(conn, b):
+            self._set_requests(conn, list(b["steps"]["close"]["requests"]), state="held")
+
+        b, _, _ = self._steps(batch_id)
+        v = b["steps"]["verify"]
+        return self._record_step(batch_id, "hold", {"deletion_effect": v["deletion_effect"]}, state="held", extra=hold)
+
+    def decide(self, batch_id: str, decision: str, reason: str, actor: str) -> dict:
+        """A person's decision on a held batch: ``release`` (answer it) or ``refuse``
+        (refuse its requests; their examples are no longer tombstoned)."""
+        if decision not in ("release", "refuse"):
+            raise unprocessable("decision must be release or refuse")
+        with self.engine.connect() as conn:
+            b = self._batch(conn, batch_id)
+        if b["state"] != "held":
+            raise conflict(f"batch {batch_id} is {b['state']}, not held", "not-held")
+        if "decision" in b["steps"]:
+            raise conflict(f"batch {batch_id} was decided already", "decided")
+        out = {"decision": decision, "reason": str(reason or "")[:500], "by": actor}
+        self._record_step(batch_id, "decision", out)
+        return self.get_batch(batch_id)
+
+    def decision_of(self, batch_id: str) -> str | None:
+        b, _, _ = self._steps(batch_id)
+        d = b["steps"].get("decision")
+        return d["decision"] if d else None
+
+    def step_refuse(self, batch_id: str) -> dict:
+        def refuse(conn, b):
+            members = list(b["steps"]["close"]["requests"])
+            reason = "refused: " + (b["steps"].get("decision", {}).get("reason") or "removal damages unrelated data")
+            self._set_requests(conn, members, state="refused", reason=reason)
+            conn.execute(tombstones.delete().where(tombstones.c.request_id.in_(members)))
+
+        return self._record_step(batch_id, "refuse", {"refused": True}, state="refused", extra=refuse)
+
+    def step_fail(self, batch_id: str) -> dict:
+        """Gate failed and the policy says reject: the deployed version stays; the requests
+        say why (their examples stay tombstoned: a person must answer them)."""
+        b, _, _ = self._steps(batch_id)
+        failed = [c["metric"] for c in b["steps"]["verify"]["checks"] if not c["passed"]] + [
+            c["measure"] for c in b["steps"]["verify"]["canary"] if not c["passed"]
+        ]
+        reason = "verification failed: " + ", ".join(failed)
+
+        def fail(conn, b):
+            self._set_requests(conn, list(b["steps"]["close"]["requests"]), state="failed", reason=reason)
+
+        return self._record_step(batch_id, "fail", {"reason": reason}, state="failed", extra=fail)
+
+    def step_promote(self, batch_id: str) -> dict:
+        """Compare-and-swap the line's current version from the batch's base to a new one
+        holding the candidate; on a lost swap (a rollback meanwhile) the batch is
+        superseded and its requests join a new batch from the new current version."""
+        b, line, _ = self._steps(batch_id)
+        if "promote" in b["steps"]:
+            return b["steps"]["promote"]
+        cand = b["steps"].get("escalate") or b["steps"]["unlearn"]
+        base = b["steps"]["resolve"]["base_version"]
+        result: dict = {}
+
+        def promote(conn, b):
+            lid = line["id"]
+            new = (
+                int(
+                    conn.execute(
+                        select(func.max(model_versions.c.version)).where(model_versions.c.line_id == lid)
+                    ).scalar_one()
+                )
+                + 1
+            )
+            swapped = conn.execute(
+                update(model_lines)
+                .where(model_lines.c.id == lid, model_lines.c.current_version == base)
+                .values(current_version=new)
+            ).rowcount
+            members = list(b["steps"]["close"]["requests"])
+            if swapped != 1:
+                result.update(superseded=True, reason=f"the line's version moved from {base} meanwhile")
+                fresh = self._new_batch(conn, line, members, state="closed")
+                self._set_requests(conn, members, state="queued", batch_id=fresh)
+                result["requeued_in"] = fresh
+                return
+            conn.execute(
+                update(model_versions)
+                .where(model_versions.c.line_id == lid, model_versions.c.version == base)
+                .values(status="superseded")
+            )
+            conn.execute(
+                insert(model_versions).values(
+                    line_id=lid,
+                    version=new,
+                    artifact=cand["artifact"],
+                    run_id=cand["run_id"],
+                    parent_version=base,
+                    batch_id=batch_id,
+                    created_at=_now(),
+                    status="deployed",
+                    note="exact retrain (gate escalation)" if "escalate" in b["steps"] else "promoted",
+                )
+            )
+            self._set_requests(conn, members, version=new)
+            result.update(version=new, artifact=cand["artifact"], previous=base)
+
+        # the swap and the step's record commit together
+        with self.engine.begin() as conn:
+            bb = self._batch(conn, batch_id)
+            if "promote" in bb["steps"]:
+                return bb["steps"]["promote"]
+            promote(conn, bb)
+            steps = dict(bb["steps"])
+            steps["promote"] = result
+            state = "superseded" if result.get("superseded") else "promoted"
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(steps=steps, state=state, finished_at=_now() if state == "superseded" else None)
+            )
+            audit.append(conn, "worker", "batch.promote", "batch", batch_id, result)
+        log.info("batch promote", extra={"event": "batch.promote", "batch": batch_id, "version": result.get("version")})
+        return result
+
+    def step_certify(self, batch_id: str) -> dict:
+        """One signed certificate per request of the batch, then a signed audit checkpoint."""
+        b, line, pol = self._steps(batch_id)
+        if "certify" in b["steps"]:
+            return b["steps"]["certify"]
+        issued: dict = {}
+
+        def certify(conn, b):
+            s = b["steps"]
+            cand = s.get("escalate") or s["unlearn"]
+            verify = s.get("verify_escalate") or s["verify"]
+            members = list(s["close"]["requests"])
+            head_seq, head_hash = audit.head(conn)
+            for r in conn.execute(select(deletion_requests).where(deletion_requests.c.id.in_(members))).all():
+                cert_id = _new_id("cert")
+                body = {
+                    "type": "unlearnkit.deletion-certificate/v1",
+                    "certificate_id": cert_id,
+                    "request_id": r.id,
+                    "issued_at": _now(),
+                    "model_line": {"id": line["id"], "name": line["name"]},
+                    "subjects": list(r.subjects),
+                    "pseudonymisation": "HMAC-SHA256 with the service's secret key (raw ids are never stored)",
+                    "examples": {"count": r.n_resolved, "merkle_root": crypto.merkle_root(r.resolved_ids)},
+                    "batch": {
+                        "id": batch_id,
+                        "requests": len(members),
+                        "examples": len(s["resolve"]["forget_ids"]),
+                        "merkle_root": s["resolve"]["forget_root"],
+                    },
+                    "deleted_before": {
+                        "count": len(s["resolve"]["excluded_ids"]),
+                        "merkle_root": s["resolve"]["excluded_root"],
+                    },
+                    "merkle_tree": "RFC 6962 SHA-256 over the sorted example ids",
+                    "method": {
+                        "name": cand["method"],
+                        "params": cand["params"],
+                        "config_hash": body_hash(
+                            {"method": cand["method"], "params": cand["params"], "seed": pol.seed}
+                        ),
+                        "exact": "escalate" in s,
+                    },
+                    "model": {
+                        "before": {"version": s["resolve"]["base_version"], "artifact": s["resolve"]["base_artifact"]},
+                        "after": {"version": s["promote"]["version"], "artifact": s["promote"]["artifact"]},
+                    },
+                    "verification": {
+                        "passed": verify["passed"],
+                        "checks": verify["checks"],
+                        "canary": verify["canary"],
+                        "deletion_effect": verify["deletion_effect"],
+                        "reference": {"method": "retrain", "artifact": verify.get("reference_artifact")},
+                        "escalated": "escalate" in s,
+                        "first_candidate_passed": s["verify"]["passed"],
+                    },
+                    "timeline": self._timeline(conn, r.id, batch_id),
+                    "audit": {"seq": head_seq, "hash": head_hash},
+                    "key_id": self.key.key_id,
+                }
+                doc = crypto.sign_document(body, self.key)
+                conn.execute(
+                    insert(certificates).values(
+                        id=cert_id, request_id=r.id, batch_id=batch_id, created_at=body["issued_at"], document=doc
+                    )
+                )
+                issued[r.id] = cert_id
+                audit.append(
+                    conn,
+                    "worker",
+                    "certificate.issued",
+                    "request",
+                    r.id,
+                    {"certificate": cert_id, "document_hash": body_hash(doc), "version": s["promote"]["version"]},
+                )
+            self._set_requests(conn, members, state="answered", reason=None)
+
+        out = self._record_step(batch_id, "certify", {"certificates": issued}, extra=certify)
+        with self.engine.begin() as conn:
+            audit.checkpoint(conn, self.key)
+        return out
+
+    # ------------------------------------------------------------------ rollback
+    def rollback(self, line_name: str, to_version: int, actor: str = "admin") -> dict:
+        """Deploy an earlier version again. The requests answered by the versions after it
+        are re-opened (their certificates revoked) and answered again from it; their
+        examples stay tombstoned, so no retrain ever takes them back."""
+        if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 0:
+            raise unprocessable("to_version must be an integer >= 0")
+        with self.engine.begin() as conn:
+            audit._lock(conn)
+            line = self._line_row(conn, line_name)
+            cur = line["current_version"]
+            if to_version >= cur:
+                raise conflict(f"line {line_name} is at version {cur}; roll back to an earlier one", "not-earlier")
+            exists = conn.execute(
+                select(model_versions.c.version).where(
+                    model_versions.c.line_id == line["id"], model_versions.c.version == to_version
+                )
+            ).first()
+            if exists is None:
+                raise not_found("version", f"line {line_name} has no version {to_version}")
+            swapped = conn.execute(
+                update(model_lines)
+                .where(model_lines.c.id == line["id"], model_lines.c.current_version == cur)
+                .values(current_version=to_version)
+            ).rowcount
+            if swapped != 1:
+                raise conflict("the line's version changed meanwhile; try again", "version-moved")
+            conn.execute(
+                update(model_versions)
+                .where(model_versions.c.line_id == line["id"], model_versions.c.version > to_version)
+                .values(status="rolled_back")
+            )
+            conn.execute(
+                update(model_versions)
+                .where(model_versions.c.line_id == line["id"], model_versions.c.version == to_version)
+                .values(status="deployed")
+            )
+            reopened = [
+                r.id
+                for r in conn.execute(
+                    select(deletion_requests.c.id).where(
+                        deletion_requests.c.line_id == line["id"], deletion_requests.c.version > to_version
+                    )
+                )
+            ]
+            batch = None
+            if reopened:
+                conn.execute(
+                    update(certificates)
+                    .where(certificates.c.request_id.in_(reopened), certificates.c.revoked_at.is_(None))
+                    .values(revoked_at=_now())
+                )
+                batch = self._new_batch(conn, line, reopened, state="closed")
+                self._set_requests(conn, reopened, state="queued", version=None, batch_id=batch)
+            audit.append(
+                conn,
+                actor,
+                "line.rolled_back",
+                "line",
+                line["id"],
+                {"from": cur, "to": to_version, "reopened": reopened, "batch": batch},
+            )
+        return {"line": line_name, "from": cur, "to": to_version, "reopened": reopened, "batch": batch}
+
+    # ------------------------------------------------------------------ audit
+    def audit_entries(self, after: int = 0, limit: int = 100) -> tuple[list[dict], int | None]:
+        with self.engine.connect() as conn:
+            rows = audit.read(conn, after=after, limit=limit + 1)
+        return rows[:limit], (rows[limit - 1]["seq"] if len(rows) > limit else None)
+
+    def export_audit(self) -> dict:
+        with self.engine.connect() as conn:
+            return audit.export(conn, self.public_key_pem())
+
+    def public_key_pem(self) -> str:
+        if self.key is not None:
+            return self.key.public_key_pem()
+        return (self.keys_dir / "signing-key.pub").read_text()
+
+    # ------------------------------------------------------------------ API keys
+    def create_key(
+        self, name: str, scopes: list[str], rate_per_minute: int = 600, actor: str = "cli"
+    ) -> tuple[str, dict]:
+        """A new API key: returns ``(token, info)``; the token is shown once, only its
+        SHA-256 is stored (a 256-bit random secret needs no slow hash)."""
+        bad = [s for s in scopes if s not in SCOPES]
+        if bad or not scopes:
+            raise ConfigError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+        if not name or len(name) > 128:
+            raise ConfigError("a key needs a name of 1-128 characters")
+        if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1:
+            raise ConfigError("rate_per_minute must be an integer >= 1")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    id=key_id,
+                    name=name,
+                    secret_hash=hashlib.sha256(secret.encode()).digest(),
+                    scopes=sorted(set(scopes)),
+                    rate_per_minute=rate_per_minute,
+                    created_at=_now(),
+                )
+            )
+            audit.append(conn, actor, "key.created", "key", key_id, {"name": name, "scopes": sorted(set(scopes))})
+        return f"uk_{key_id}_{secret}", {"id": key_id, "name": name, "scopes": sorted(set(scopes))}
+
+    def revoke_key(self, key_id: str, actor: str = "cli") -> None:
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=_now())
+            ).rowcount
+            if n != 1:
+                raise ConfigError(f"no active key {key_id!r}")
+            audit.append(conn, actor, "key.revoked", "key", key_id, {})
+
+    def list_keys(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+            return [{k: v for k, v in r._mapping.items() if k != "secret_hash"} for r in rows]
+
+    def authenticate(self, token: str | None) -> ApiKey | None:
+        """The key of ``token`` (None when unknown, malformed or revoked)."""
+        m = re.fullmatch(r"uk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})", token or "")
+        if not m:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == m.group(1))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        import hmac
+
+        if not hmac.compare_digest(row.secret_hash, hashlib.sha256(m.group(2).encode()).digest()):
+            return None
+        return ApiKey(row.id, row.name, tuple(row.scopes), int(row.rate_per_minute))
+
+    # ------------------------------------------------------------------ observability
+    def counts(self) -> dict:
+        """Requests and batches by state, gate failures, finished batch latencies (seconds)."""
+        with self.engine.connect() as conn:
+            req = dict(
+                conn.execute(select(deletion_requests.c.state, func.count()).group_by(deletion_requests.c.state)).all()
+            )
+            bat = dict(conn.execute(select(batches.c.state, func.count()).group_by(batches.c.state)).all())
+            done = conn.execute(
+                select(batches.c.opened_at, batches.c.finished_at, batches.c.steps).where(
+                    batches.c.finished_at.is_not(None)
+                )
+            ).all()
+        lat = [(datetime.fromisoformat(f) - datetime.fromisoformat(o)).total_seconds() for o, f, _ in done if f and o]
+        gate_failures = sum(1 for *_, s in done if s and "verify" in s and not s["verify"].get("passed"))
+        return {"requests": req, "batches": bat, "latencies": lat, "gate_failures": gate_failures}
+
+    def ready(self) -> None:
+        """Raise unless the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(select(func.count()).select_from(model_lines))
+
+
+def _summary(step: str, out: dict) -> dict:
+    """A step's output as the audit log and the API show it: id lists become counts and roots."""
+    if not isinstance(out, dict):
+        return out
+    s = {}
+    for k, v in out.items():
+        if k in ("forget_ids", "excluded_ids"):
+            s[k.replace("_ids", "_count")] = len(v)
+        elif k == "metrics":
+            continue
+        else:
+            s[k] = v
+    return json.loads(json.dumps(s, default=str))
+
+
+def canary_measures(task, base, reference, candidate, canary_ids: list[str]) -> dict:
+    """How much a deletion moves never-trained examples: ``reference_*`` compares the
+    retrained reference with the base version (the deletion's own effect), ``excess_*``
+    the candidate with the reference (the method's collateral damage). ``flip_rate``: share
+    of canary examples whose predicted class differs (where the model outputs one class
+    distribution per example); ``loss_shift``: mean absolute difference of per-example loss."""
+    import torch
+
+    if not canary_ids:
+        return {}
+    data = task.split.test.select(canary_ids)
+    adapter = task.adapter
+    outs = {"base": ([], []), "reference": ([], []), "candidate": ([], [])}
+    models = {"base": base, "reference": reference, "candidate": candidate}
+    with torch.no_grad():
+        for batch in data.batches(256):
+            batch = adapter.to_device(batch) if hasattr(adapter, "to_device") else batch
+            for name, m in models.items():
+                m.eval()
+                outs[name][0].append(adapter.per_example_loss(m, batch).float().cpu())
+                logits = adapter.logits(m, batch)
+                outs[name][1].append(logits.argmax(-1).cpu() if logits.dim() == 2 else None)
+    loss = {k: torch.cat(v[0]) for k, v in outs.items()}
+    res = {
+        "reference_loss_shift": float((loss["reference"] - loss["base"]).abs().mean()),
+        "excess_loss_shift": float((loss["candidate"] - loss["reference"]).abs().mean()),
+    }
+    if all(p is not None for v in outs.values() for p in v[1]):
+        pred = {k: torch.cat(v[1]) for k, v in outs.items()}
+        res["reference_flip_rate"] = float((pred["reference"] != pred["base"]).float().mean())
+        res["excess_flip_rate"] = float((pred["candidate"] != pred["reference"]).float().mean())
+    return res

@@ -1,0 +1,238 @@
+"""The policy of a model line: which method answers its requests, how they are batched,
+what the verification gate demands before promotion, and what happens when it fails.
+
+A policy is plain data (YAML or JSON on disk, a dict over HTTP), merged in three layers:
+the modality's default (``Modality.service_policy``), the service's policy file
+(``unlearnkit serve --policy FILE``) and the line's own (given when it is registered).
+Every field::
+
+    method:    {name: finetune, params: {}}      # a registered method and its hyperparameters
+    seed: 0                                      # seeds the method and the reference
+    batch:     {max_size: 16, window_seconds: 5} # requests answered together; the window is
+                                                 # the most a request waits for others
+    gate:
+      checks:                                    # every check must pass to promote
+        - {metric: gap_acc_test, max: 0.03}      # a catalogue metric and one bound: max, min,
+        - {metric: model_utility, min_ratio_to_reference: 0.95}  # or a bound relative to the
+                                                 # reference's own value (max_gap_to_reference too)
+      canary: {size: 100, max_reference_flip_rate: 0.05, max_excess_flip_rate: 0.03}
+    on_failure: retrain                          # retrain (the exact path) or reject
+    limits: {max_fraction_per_request: 0.25}     # a larger request is refused as damaging
+
+The canary keys are ``max_reference_<measure>`` (how much the deletion itself, retrained
+with and without the data, changes never-trained examples; above it the batch is *held*
+for a person) and ``max_excess_<measure>`` (how much the method's model changes them beyond
+what the reference does; above it the gate fails), for the measures ``flip_rate`` (share
+of canary examples whose predicted class changes; classifiers) and ``loss_shift`` (mean
+absolute change of per-example loss; every modality).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+BOUNDS = ("max", "min", "max_gap_to_reference", "min_ratio_to_reference")
+CANARY_MEASURES = ("flip_rate", "loss_shift")
+ON_FAILURE = ("retrain", "reject")
+
+BASE_POLICY: dict = {
+    "method": {"name": "finetune", "params": {}},
+    "seed": 0,
+    "batch": {"max_size": 16, "window_seconds": 5.0},
+    "gate": {"checks": [], "canary": {"size": 100}},
+    "on_failure": "retrain",
+    "limits": {"max_fraction_per_request": 0.25},
+}
+
+
+def merge(base: dict, override: dict | None) -> dict:
+    """``override`` laid over ``base``: nested dicts merge, everything else (lists of
+    checks included) replaces."""
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    bound: str
+    value: float
+
+    def evaluate(self, metrics: dict, reference: dict) -> dict:
+        """``{metric, bound, threshold, value, passed}``; a metric not computed fails."""
+        v = metrics.get(self.metric)
+        out = {"metric": self.metric, "bound": self.bound, "threshold": self.value, "value": v}
+        ok = isinstance(v, (int, float)) and math.isfinite(float(v))
+        if ok and self.bound in ("max_gap_to_reference", "min_ratio_to_reference"):
+            r = reference.get(self.metric)
+            if not isinstance(r, (int, float)) or not math.isfinite(float(r)):
+                return {**out, "passed": False, "why": "the reference's value was not computed"}
+            out["reference"] = float(r)
+            if self.bound == "max_gap_to_reference":
+                return {**out, "passed": abs(float(v) - float(r)) <= self.value}
+            return {**out, "passed": float(r) > 0 and float(v) / float(r) >= self.value}
+        if not ok:
+            return {**out, "passed": False, "why": "not computed"}
+        return {**out, "passed": float(v) <= self.value if self.bound == "max" else float(v) >= self.value}
+
+
+@dataclass
+class Policy:
+    method: str
+    params: dict
+    seed: int
+    max_batch: int
+    window_seconds: float
+    checks: list[Check]
+    canary_size: int
+    canary_limits: dict[str, float]
+    on_failure: str
+    max_fraction_per_request: float
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def needs_reference_metrics(self) -> bool:
+        return any(c.bound.endswith("_reference") for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.raw)
+
+
+def _number(v: Any, where: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise ConfigError(f"policy: {where} must be a finite number, not {v!r}")
+    v = float(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ConfigError(f"policy: {where} must be in [{lo}, {hi}], not {v}")
+    return v
+
+
+def _integer(v: Any, where: str, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"policy: {where} must be an integer >= {lo}, not {v!r}")
+    return v
+
+
+def parse_policy(raw: dict, modality: str | None = None) -> Policy:
+    """Validate a merged policy (every error a one-line :class:`ConfigError`)."""
+    from ..evaluation.metrics import METRICS
+    from ..methods import get_method
+
+    if not isinstance(raw, dict):
+        raise ConfigError("policy must be a mapping")
+    unknown = set(raw) - set(BASE_POLICY)
+    if unknown:
+        raise ConfigError(f"policy: unknown field(s) {', '.join(sorted(unknown))}; fields: {', '.join(BASE_POLICY)}")
+    m = raw.get("method") or {}
+    if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+        raise ConfigError("policy: method must be {name: <method>, params: {...}}")
+    params = m.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("policy: method.params must be a mapping")
+    method = get_method(m["name"], **params)  # unknown method or bad hyperparameters: ConfigError
+    serves = tuple(getattr(method, "modalities", ()) or ())
+    if modality and serves and modality not in serves:
+        raise ConfigError(f"policy: method {m['name']!r} does not serve {modality} tasks")
+    if m["name"] == "sisa":
+        raise ConfigError("policy: sisa's model is an ensemble; a line's versions must keep the original's shape")
+    b = raw.get("batch") or {}
+    if not isinstance(b, dict):
+        raise ConfigError("policy: batch must be a mapping")
+    g = raw.get("gate") or {}
+    if not isinstance(g, dict):
+        raise ConfigError("policy: gate must be a mapping")
+    known = set()
+    for spec in METRICS.values():
+        known.update(spec.outputs)
+    checks = []
+    for i, c in enumerate(g.get("checks") or []):
+        if not isinstance(c, dict) or not isinstance(c.get("metric"), str):
+            raise ConfigError(f"policy: gate.checks[{i}] must be {{metric: NAME, max|min|...: VALUE}}")
+        bounds = [k for k in c if k != "metric"]
+        if len(bounds) != 1 or bounds[0] not in BOUNDS:
+            raise ConfigError(f"policy: gate.checks[{i}] needs exactly one of {', '.join(BOUNDS)}")
+        if c["metric"] not in known:
+            raise ConfigError(
+                f"policy: gate.checks[{i}]: {c['metric']!r} is not a catalogue metric (`unlearnkit metrics`)"
+            )
+        checks.append(Check(c["metric"], bounds[0], _number(c[bounds[0]], f"gate.checks[{i}].{bounds[0]}")))
+    canary = g.get("canary") or {}
+    if not isinstance(canary, dict):
+        raise ConfigError("policy: gate.canary must be a mapping")
+    limits = {}
+    for k, v in canary.items():
+        if k == "size":
+            continue
+        name = k.split("_", 2)
+        if (
+            len(name) != 3
+            or name[0] != "max"
+            or name[1] not in ("reference", "excess")
+            or name[2] not in CANARY_MEASURES
+        ):
+            raise ConfigError(
+                f"policy: gate.canary.{k} is unknown; use size, max_reference_<m> or max_excess_<m> for "
+                f"m in {', '.join(CANARY_MEASURES)}"
+            )
+        limits[k] = _number(v, f"gate.canary.{k}", 0.0)
+    on_failure = raw.get("on_failure", "retrain")
+    if on_failure not in ON_FAILURE:
+        raise ConfigError(f"policy: on_failure must be {' or '.join(ON_FAILURE)}, not {on_failure!r}")
+    lim = raw.get("limits") or {}
+    if not isinstance(lim, dict):
+        raise ConfigError("policy: limits must be a mapping")
+    return Policy(
+        method=m["name"],
+        params=dict(params),
+        seed=_integer(raw.get("seed", 0), "seed", 0),
+        max_batch=_integer(b.get("max_size", 16), "batch.max_size", 1),
+        window_seconds=_number(b.get("window_seconds", 5.0), "batch.window_seconds", 0.0, 86400.0),
+        checks=checks,
+        canary_size=_integer(canary.get("size", 100), "gate.canary.size", 0),
+        canary_limits=limits,
+        on_failure=on_failure,
+        max_fraction_per_request=_number(
+            lim.get("max_fraction_per_request", 0.25), "limits.max_fraction_per_request", 0.0, 1.0
+        ),
+        raw=copy.deepcopy(raw),
+    )
+
+
+def load_policy_file(path: str | Path | None) -> dict:
+    """The mapping in a YAML or JSON policy file (``{}`` for None)."""
+    if path is None:
+        return {}
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read policy file {p}: {e.strerror or e}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"policy file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"policy file {p} must hold a mapping")
+    return data
+
+
+def line_policy(modality, service_policy: dict | None, line_policy: dict | None) -> Policy:
+    """The policy of a line of ``modality`` (a :class:`~unlearnkit.modalities.Modality`)."""
+    raw = merge(merge(merge(BASE_POLICY, modality.service_policy), service_policy), line_policy)
+    return parse_policy(raw, modality.name)
