@@ -7,7 +7,8 @@ workspace.
 
 Modules: ``common`` (options, output, parsing, the workspace), ``train``, ``unlearn``,
 ``evaluate``, ``connect``, ``bench``, ``report``, ``runs``, ``registries`` (``methods``,
-``metrics``), ``demo`` and ``data`` (``data ids``). No module tests a modality's name:
+``metrics``), ``demo``, ``data`` (``data ids``) and ``service`` (``serve``, ``worker``,
+``keys``, ``audit``). No module tests a modality's name:
 each asks the modality registry (:mod:`unlearnkit.modalities`).
 """
 
@@ -28,11 +29,15 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="List and show stored runs.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets (example and subject ids).")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the deletion-request service.")
+audit_app = typer.Typer(no_args_is_help=True, help="Verify certificates and the audit log offline; export the log.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 # the command modules register their commands on the apps above (order: `--help` order)
-from . import demo, train, unlearn, evaluate, connect, bench, report, runs, registries, data  # noqa: E402,F401,I001
+from . import demo, train, unlearn, evaluate, connect, bench, report, runs, registries, data, service  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -151,6 +151,11 @@ class Service:
             keys.mkdir(parents=True, exist_ok=True)
         self.keys_dir = keys
         self.key = crypto.SigningKey.load_or_create(keys / "signing-key.pem") if not read_only else None
+        if self.key is not None and not (keys / "signing-key.pub").exists():
+            from ..utils import atomic_path
+
+            with atomic_path(keys / "signing-key.pub") as tmp:  # what an auditor reads
+                Path(tmp).write_text(self.key.public_key_pem())
         self.pseudonymizer = crypto.Pseudonymizer.load_or_create(keys / "pseudonym.key") if not read_only else None
         self.policy = dict(policy or {})
         self.enqueue = enqueue

@@ -127,92 +127,80 @@ def shutdown() -> None:
 
 
 # --------------------------------------------------------------------------- the workflow
-def _steps():
+def answer_batch(batch_id: str, step, wait_for_decision) -> str:
+    """The control flow of one batch (what the DBOS workflow runs): ``step(name, batch_id,
+    *args)`` runs :meth:`Service.step_<name>` (as a DBOS step in the workflow, directly in
+    tests) and returns its output's summary; ``wait_for_decision()`` blocks a while for a
+    person's decision on a held batch. Returns the batch's end state."""
+    step("close", batch_id)
+    step("resolve", batch_id)
+    step("unlearn", batch_id)
+    v = step("verify", batch_id, "unlearn")
+    if v["hold"]:
+        step("hold", batch_id)
+        while step("decision_of", batch_id) is None:
+            wait_for_decision()
+        if step("decision_of", batch_id) == "refuse":
+            step("refuse", batch_id)
+            return "refused"
+    if not v["passed"]:
+        if step("on_failure", batch_id) == "reject":
+            step("fail", batch_id)
+            return "failed"
+        step("escalate", batch_id)
+        step("verify", batch_id, "escalate")
+    if step("promote", batch_id).get("superseded"):
+        return "superseded"
+    step("certify", batch_id)
+    return "promoted"
+
+
+#: what each step returns to the workflow (DBOS records it): small summaries, the full
+#: outputs live in the batch's row
+_SUMMARY = {
+    "verify": lambda v: {"passed": v["passed"], "hold": v["hold"]},
+    "promote": lambda p: {"superseded": bool(p.get("superseded")), "version": p.get("version")},
+}
+STEP_NAMES = (
+    "close", "resolve", "unlearn", "verify", "hold", "decision_of", "refuse",
+    "on_failure", "fail", "escalate", "promote", "certify",
+)  # fmt: skip
+
+
+def call_step(service: Service, name: str, batch_id: str, *args):
+    """Run step ``name`` of ``service`` and return what the workflow sees of it."""
+    if name == "on_failure":
+        return service._steps(batch_id)[2].on_failure
+    fn = getattr(service, name if name == "decision_of" else f"step_{name}")
+    out = fn(batch_id, *args)
+    if name in _SUMMARY:
+        return _SUMMARY[name](out)
+    return out if name == "decision_of" else None
+
+
+def _register():
     """Register the workflow and its steps with DBOS (at import, before any launch)."""
     from dbos import DBOS
 
-    @DBOS.step(name="unlearnkit.close")
-    def close(batch_id: str) -> dict:
-        return _service().step_close(batch_id)
-
-    @DBOS.step(name="unlearnkit.resolve")
-    def resolve(batch_id: str) -> dict:
-        out = _service().step_resolve(batch_id)
-        return {"forget": len(out["forget_ids"]), "base_version": out["base_version"]}
-
-    @DBOS.step(name="unlearnkit.unlearn")
-    def unlearn(batch_id: str) -> dict:
-        return {"run_id": _service().step_unlearn(batch_id)["run_id"]}
-
-    @DBOS.step(name="unlearnkit.verify")
-    def verify(batch_id: str, candidate: str) -> dict:
-        v = _service().step_verify(batch_id, candidate)
-        return {"passed": v["passed"], "hold": v["hold"]}
-
-    @DBOS.step(name="unlearnkit.escalate")
-    def escalate(batch_id: str) -> dict:
-        return {"run_id": _service().step_escalate(batch_id)["run_id"]}
-
-    @DBOS.step(name="unlearnkit.hold")
-    def hold(batch_id: str) -> None:
-        _service().step_hold(batch_id)
-
-    @DBOS.step(name="unlearnkit.decision")
-    def decision(batch_id: str) -> str | None:
-        return _service().decision_of(batch_id)
-
-    @DBOS.step(name="unlearnkit.refuse")
-    def refuse(batch_id: str) -> None:
-        _service().step_refuse(batch_id)
-
-    @DBOS.step(name="unlearnkit.fail")
-    def fail(batch_id: str) -> None:
-        _service().step_fail(batch_id)
-
-    @DBOS.step(name="unlearnkit.promote")
-    def promote(batch_id: str) -> dict:
-        return _service().step_promote(batch_id)
-
-    @DBOS.step(name="unlearnkit.certify")
-    def certify(batch_id: str) -> dict:
-        return _service().step_certify(batch_id)
+    steps = {
+        name: DBOS.step(name=f"unlearnkit.{name}")(
+            lambda batch_id, *args, _n=name: call_step(_service(), _n, batch_id, *args)
+        )
+        for name in STEP_NAMES
+    }
 
     @DBOS.workflow(name=WORKFLOW)
     def batch(batch_id: str) -> str:
-        close(batch_id)
-        resolve(batch_id)
-        unlearn(batch_id)
-        v = verify(batch_id, "unlearn")
-        if v["hold"]:
-            hold(batch_id)
-            while decision(batch_id) is None:
-                DBOS.recv("decision", timeout_seconds=60)  # woken by the decision endpoint
-            if decision(batch_id) == "refuse":
-                refuse(batch_id)
-                return "refused"
-        if not v["passed"]:
-            if _policy_rejects(batch_id):
-                fail(batch_id)
-                return "failed"
-            escalate(batch_id)
-            verify(batch_id, "escalate")
-        p = promote(batch_id)
-        if p.get("superseded"):
-            return "superseded"
-        certify(batch_id)
-        return "promoted"
-
-    @DBOS.step(name="unlearnkit.on_failure")
-    def _on_failure(batch_id: str) -> str:
-        return _service()._steps(batch_id)[2].on_failure
-
-    def _policy_rejects(batch_id: str) -> bool:
-        return _on_failure(batch_id) == "reject"
+        return answer_batch(
+            batch_id,
+            lambda name, b, *a: steps[name](b, *a),
+            lambda: DBOS.recv("decision", timeout_seconds=60),  # woken by the decision endpoint
+        )
 
     return batch
 
 
-batch_workflow = _steps()
+batch_workflow = _register()
 
 
 def notify_decision(service: Service, batch_id: str) -> None:
