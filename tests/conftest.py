@@ -33,3 +33,23 @@ def lm_task():
     from unlearnkit.testing import tiny_task
 
     return tiny_task("causal_lm")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A workspace with one trained digits model: ``(home, train run id)``. Never write to
+    it: use ``home``, a private copy."""
+    from service_support import train_home
+
+    return train_home(tmp_path_factory.mktemp("trained") / "home")
+
+
+@pytest.fixture
+def home(trained, tmp_path):
+    """A private copy of the ``trained`` workspace: ``(home, train run id)``."""
+    import shutil
+
+    src, run = trained
+    dst = tmp_path / "home"
+    shutil.copytree(src, dst)
+    return dst, run

@@ -1,11 +1,10 @@
-"""What the service's tests share: a trained workspace (once per session, copied per test),
-a service whose batches are queued in a list instead of DBOS, and a driver that answers
+"""What the service's tests share (the ``trained`` and ``home`` fixtures, a trained digits
+workspace and a private copy of it, are in ``conftest.py``): a service whose batches are queued in a list instead of DBOS, and a driver that answers
 them through the workflow's own control flow (:func:`unlearnkit.service.workflows.answer_batch`)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,26 +29,12 @@ def train_home(root: Path, *extra: str) -> tuple[Path, str]:
     return root, json.loads(res.stdout)["run_id"]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A workspace with one trained digits model: (home, run id). Do not write to it: copy it."""
-    return train_home(tmp_path_factory.mktemp("trained") / "home")
-
-
-@pytest.fixture
-def home(trained, tmp_path):
-    """A private copy of the trained workspace: (home, run id)."""
-    src, run = trained
-    dst = tmp_path / "home"
-    shutil.copytree(src, dst)
-    return dst, run
-
-
 class Queue:
     """Stands in for DBOS's queue: remembers each enqueued batch (in order)."""
 
     def __init__(self):
         self.batches: list[str] = []
+        self.answered = 0  # how many of them drain() has answered
 
     def __call__(self, conn, batch_id, line_id, delay):
         self.batches.append(batch_id)
@@ -74,9 +59,10 @@ def drive(svc: Service, batch_id: str, decisions: list[str] | None = None) -> st
 
 
 def drain(svc: Service, q: Queue) -> list[str]:
-    """Answer every queued batch (and those they queue) in order; their end states."""
-    done, out = 0, []
-    while done < len(q.batches):
-        out.append(drive(svc, q.batches[done]))
-        done += 1
+    """Answer every batch queued since the last drain (and those they queue), in order;
+    their end states."""
+    out = []
+    while q.answered < len(q.batches):
+        out.append(drive(svc, q.batches[q.answered]))
+        q.answered += 1
     return out

@@ -140,7 +140,8 @@ class Service:
         self.home = Path(home)
         self.workspace = Workspace.open(self.home, store_url, mode="existing" if read_only else "rw")
         self.url = store_url or f"sqlite:///{(self.home / 'service.db').resolve()}"
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url)  # writes: serialised transactions
+        self.reader = make_engine(self.url, immediate=False) if self.engine.dialect.name == "sqlite" else self.engine
         if not read_only:
             try:
                 migrate(self.engine)
@@ -288,7 +289,7 @@ class Service:
         return self.get_line(name)
 
     def get_line(self, name: str) -> dict:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             line = self._line_row(conn, name)
             cur = conn.execute(
                 select(model_versions).where(
@@ -312,12 +313,12 @@ class Service:
         }
 
     def list_lines(self) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             names = [r.name for r in conn.execute(select(model_lines.c.name).order_by(model_lines.c.name))]
         return [self.get_line(n) for n in names]
 
     def versions(self, name: str) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             line = self._line_row(conn, name)
             rows = conn.execute(
                 select(model_versions).where(model_versions.c.line_id == line["id"]).order_by(model_versions.c.version)
@@ -414,7 +415,7 @@ class Service:
         return sorted({str(i) for i in ids})
 
     def _submit(self, line_name, subjects, example_ids, key_id, idempotency_key) -> Submitted:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             line = self._line_row(conn, line_name)
         resolved = self._resolve(line, subjects, example_ids)
         pol = self._policy(line)
@@ -533,7 +534,7 @@ class Service:
         }
 
     def get_request(self, req_id: str, timeline: bool = True) -> dict:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             out = self._request_view(conn, req_id)
             if timeline:
                 out["timeline"] = self._timeline(conn, req_id, out["batch"])
@@ -553,7 +554,7 @@ class Service:
         returns ``(items, next_cursor)``."""
         if state is not None and state not in REQUEST_STATES:
             raise unprocessable(f"state must be one of {', '.join(REQUEST_STATES)}")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             q = select(deletion_requests.c.id, deletion_requests.c.seq).order_by(deletion_requests.c.seq)
             if line is not None:
                 q = q.where(deletion_requests.c.line_id == self._line_row(conn, line)["id"])
@@ -566,7 +567,7 @@ class Service:
         return items, (rows[limit - 1].seq if len(rows) > limit else None)
 
     def certificate(self, req_id: str) -> dict:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             self._request_view(conn, req_id)
             row = conn.execute(
                 select(certificates)
@@ -578,7 +579,7 @@ class Service:
         return dict(row.document)
 
     def get_batch(self, batch_id: str) -> dict:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             b = self._batch(conn, batch_id)
             line = self._line_by_id(conn, b["line_id"])
         steps = {k: _summary(k, v) for k, v in (b["steps"] or {}).items()}
@@ -617,7 +618,7 @@ class Service:
         return out
 
     def _steps(self, batch_id: str) -> tuple[dict, dict, Policy]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             b = self._batch(conn, batch_id)
             line = self._line_by_id(conn, b["line_id"])
         return b, line, self._policy(line)
@@ -635,7 +636,7 @@ class Service:
                 conn.execute(update(batches).where(batches.c.id == batch_id).values(closed_at=_now()))
             self._set_requests(conn, list(b["request_ids"]), state="processing")
 
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             members = list(self._batch(conn, batch_id)["request_ids"])
         return self._record_step(batch_id, "close", {"requests": members}, state="closed", extra=close)
 
@@ -645,7 +646,7 @@ class Service:
         if "resolve" in b["steps"]:
             return b["steps"]["resolve"]
         members = b["steps"]["close"]["requests"]
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             reqs = conn.execute(select(deletion_requests).where(deletion_requests.c.id.in_(members))).all()
             forget = sorted({i for r in reqs for i in r.resolved_ids})
             excluded = sorted(
@@ -778,7 +779,7 @@ class Service:
         (refuse its requests; their examples are no longer tombstoned)."""
         if decision not in ("release", "refuse"):
             raise unprocessable("decision must be release or refuse")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             b = self._batch(conn, batch_id)
         if b["state"] != "held":
             raise conflict(f"batch {batch_id} is {b['state']}, not held", "not-held")
@@ -1036,12 +1037,12 @@ class Service:
 
     # ------------------------------------------------------------------ audit
     def audit_entries(self, after: int = 0, limit: int = 100) -> tuple[list[dict], int | None]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = audit.read(conn, after=after, limit=limit + 1)
         return rows[:limit], (rows[limit - 1]["seq"] if len(rows) > limit else None)
 
     def export_audit(self) -> dict:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return audit.export(conn, self.public_key_pem())
 
     def public_key_pem(self) -> str:
@@ -1090,7 +1091,7 @@ class Service:
             audit.append(conn, actor, "key.revoked", "key", key_id, {})
 
     def list_keys(self) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at))
             return [{k: v for k, v in r._mapping.items() if k != "secret_hash"} for r in rows]
 
@@ -1099,7 +1100,7 @@ class Service:
         m = re.fullmatch(r"uk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})", token or "")
         if not m:
             return None
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == m.group(1))).first()
         if row is None or row.revoked_at is not None:
             return None
@@ -1112,7 +1113,7 @@ class Service:
     # ------------------------------------------------------------------ observability
     def counts(self) -> dict:
         """Requests and batches by state, gate failures, finished batch latencies (seconds)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             req = dict(
                 conn.execute(select(deletion_requests.c.state, func.count()).group_by(deletion_requests.c.state)).all()
             )
@@ -1128,7 +1129,7 @@ class Service:
 
     def ready(self) -> None:
         """Raise unless the database answers."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             conn.execute(select(func.count()).select_from(model_lines))
 
 

@@ -183,9 +183,11 @@ idempotency_keys = Table(
 )
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, immediate: bool = True) -> Engine:
     """The service's engine for ``url``: SQLite with WAL, a busy timeout and ``BEGIN
-    IMMEDIATE`` transactions; any other SQLAlchemy URL as given (``pool_pre_ping``)."""
+    IMMEDIATE`` transactions (``immediate=False``: plain deferred ones, for an engine that
+    only reads, so readers never wait for a writer); any other SQLAlchemy URL as given
+    (``pool_pre_ping``)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -207,7 +209,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     try:

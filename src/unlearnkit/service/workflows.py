@@ -40,7 +40,7 @@ WORKFLOW = "unlearnkit.batch"
 #: dequeues workflows of its own version only); bump it when the workflow's steps change
 APP_VERSION = f"unlearnkit-{__version__}-batch-v1"
 
-_state: dict = {"service": None, "client": None, "launched": False}
+_state: dict = {"service": None, "clients": {}, "launched": False}
 _lock = threading.Lock()
 
 
@@ -59,11 +59,13 @@ def client(service: Service):
     """The process's DBOS client on the service's database (migrated first)."""
     from dbos import DBOS, DBOSClient
 
+    url = system_database_url(service)
     with _lock:
-        if _state["client"] is None:
-            DBOS.migrate(system_database_url(service))
-            _state["client"] = DBOSClient(system_database_url=system_database_url(service))
-        return _state["client"]
+        clients = _state.setdefault("clients", {})
+        if url not in clients:
+            DBOS.migrate(url)
+            clients[url] = DBOSClient(system_database_url=url)
+        return clients[url]
 
 
 def enqueuer(service: Service):
@@ -123,7 +125,7 @@ def shutdown() -> None:
     with _lock:
         if _state["launched"]:
             DBOS.destroy(destroy_registry=False)
-            _state.update(launched=False, service=None, client=None)
+            _state.update(launched=False, service=None)
 
 
 # --------------------------------------------------------------------------- the workflow
@@ -167,8 +169,34 @@ STEP_NAMES = (
 )  # fmt: skip
 
 
+#: crash-point injection for the recovery tests: ``before:<step>[:<arg>]`` or
+#: ``after:<step>[:<arg>]`` SIGKILLs this process at that step boundary ("after": the step's
+#: own writes are committed, DBOS has not recorded its output). No effect unless set.
+CRASH_ENV = "UNLEARNKIT_CRASH_AT"
+
+
+def _crash_point(when: str, name: str, args: tuple) -> None:
+    import os
+
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] == when and parts[1] == name and (len(parts) < 3 or (args and str(args[0]) == parts[2])):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def call_step(service: Service, name: str, batch_id: str, *args):
     """Run step ``name`` of ``service`` and return what the workflow sees of it."""
+    _crash_point("before", name, args)
+    out = _call_step(service, name, batch_id, *args)
+    _crash_point("after", name, args)
+    return out
+
+
+def _call_step(service: Service, name: str, batch_id: str, *args):
     if name == "on_failure":
         return service._steps(batch_id)[2].on_failure
     fn = getattr(service, name if name == "decision_of" else f"step_{name}")
