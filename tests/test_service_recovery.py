@@ -1,0 +1,109 @@
+"""Crash-point enumeration: ``kill -9`` of the worker at every step boundary of a batch.
+
+One batch (three requests, a gate that fails so the path takes every step: close, resolve,
+unlearn, verify, escalate, verify again, promote, certify) is answered by a chain of
+``unlearnkit worker`` processes; the k-th is SIGKILLed at the k-th boundary, before or after
+a step (``after``: the step's own writes are committed but DBOS has not recorded its output,
+so the next worker runs the step again), and the next resumes the batch. The last runs
+to the end. Then: each request answered exactly once, one certificate each, a linear
+version chain, one run per step that makes one, every step audited once, the audit
+chain and the certificates verify, and DBOS says the workflow succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from unlearnkit.service import audit, crypto, workflows
+from unlearnkit.service.core import Service
+from unlearnkit.service.db import audit_log, certificates, deletion_requests, model_versions
+
+PATH = ["close", "resolve", "unlearn", "verify:unlearn", "escalate", "verify:escalate", "promote", "certify"]
+BOUNDARIES = [f"{when}:{step}" for step in PATH for when in ("before", "after")]
+POLICY = {
+    "batch": {"max_size": 3, "window_seconds": 0},
+    "gate": {"checks": [{"metric": "gap_acc_test", "max": -1.0}]},  # fails: escalation runs too
+}
+UNLEARNKIT = str(Path(sys.executable).with_name("unlearnkit"))
+
+
+def _worker(home: Path, crash: str | None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != workflows.CRASH_ENV}
+    if crash:
+        env[workflows.CRASH_ENV] = crash
+    return subprocess.Popen(
+        [UNLEARNKIT, "worker", "--home", str(home), "--worker-id", "w1", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_at_every_step_boundary_then_resume(home):
+    h, run = home
+    svc = workflows.attach(Service(h, policy=POLICY))
+    svc.register_line("d", run)
+    ids = [svc.submit("d", subjects=[f"subject-01{i}"]).body["id"] for i in range(3)]
+    batch = svc.get_request(ids[0])["batch"]
+    assert svc.get_batch(batch)["state"] == "closed"  # full: answered at once
+
+    for boundary in BOUNDARIES:
+        p = _worker(h, boundary)
+        try:
+            rc = p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail(f"the worker never reached {boundary}: {p.stderr.read()[-2000:]}")
+        assert rc == -signal.SIGKILL, f"{boundary}: exit {rc}: {p.stderr.read()[-2000:]}"
+        promoted = boundary in ("after:promote", "before:certify", "after:certify")
+        assert svc.get_line("d")["current_version"] == int(promoted)  # never promoted early, never lost
+
+    p = _worker(h, None)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            done = workflows.client(svc).retrieve_workflow(f"wf-{batch}").get_status().status == "SUCCESS"
+            if done and all(svc.get_request(i, timeline=False)["state"] == "answered" for i in ids):
+                break
+            time.sleep(0.5)
+        else:
+            states = [svc.get_request(i)["state"] for i in ids]
+            pytest.fail(f"the workflow did not succeed after the last restart; requests {states}")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+
+    with svc.reader.connect() as c:
+        certs = c.execute(select(certificates).where(certificates.c.revoked_at.is_(None))).all()
+        versions = c.execute(select(model_versions).order_by(model_versions.c.version)).all()
+        actions = [
+            r.action
+            for r in c.execute(select(audit_log).where(audit_log.c.entity_id == batch).order_by(audit_log.c.seq))
+        ]
+        issued = c.execute(
+            select(func.count()).select_from(audit_log).where(audit_log.c.action == "certificate.issued")
+        ).scalar_one()
+        states = {r.id: r.state for r in c.execute(select(deletion_requests))}
+        exported = audit.export(c, svc.public_key_pem())
+    assert states == {i: "answered" for i in ids}  # none lost, none left behind
+    assert sorted(r.request_id for r in certs) == sorted(ids)  # exactly one certificate each
+    for r in certs:
+        assert crypto.verify_document(r.document, svc.public_key_pem()) == []
+    assert [(v.version, v.parent_version) for v in versions] == [(0, None), (1, 0)]  # one swap, linear
+    steps = ["close", "resolve", "unlearn", "verify", "escalate", "verify_escalate", "promote", "certify"]
+    assert actions == ["batch.opened", "batch.closed"] + [f"batch.{s}" for s in steps]  # each step once
+    assert issued == 3
+    made = sorted(r.id for r in svc.workspace.store.list() if r.id.startswith(batch))
+    assert made == [f"{batch}-retrain", f"{batch}-unlearn"]  # re-run steps found their runs
+    report = audit.verify_log(exported["entries"], exported["checkpoints"], svc.public_key_pem())
+    assert report.ok, report.problems
