@@ -251,3 +251,19 @@ def test_tampering_with_the_log_or_a_certificate_is_detected_offline(home, tmp_p
 
 def _actor_of(log_path, seq):
     return next(e["actor"] for e in json.loads(log_path.read_text())["entries"] if e["seq"] == seq)
+
+
+def test_a_request_crafted_to_damage_the_model_is_held(home):
+    """Deleting a whole class (fewer examples than the policy's size limit) changes what
+    the model predicts for unrelated, never-trained examples: the batch is held."""
+    h, run = home
+    svc, q = make_service(h)  # the classifier's default gate and canary limits
+    svc.register_line("d", run)
+    train = svc._task(run).split.train
+    ids = [str(i) for i, y in zip(train.example_ids, train.labels.tolist()) if y == 3]
+    r = svc.submit("d", example_ids=ids).body
+    assert drive(svc, q.batches[0], decisions=["refuse"]) == "refused"
+    effect = svc._steps(r["batch"])[0]["steps"]["verify"]["deletion_effect"]
+    flip = next(e for e in effect if e["measure"] == "reference_flip_rate")
+    assert not flip["passed"] and flip["value"] > 0.05
+    assert svc.get_request(r["id"])["state"] == "refused" and svc.get_line("d")["current_version"] == 0

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UnlearnkitError
@@ -56,7 +56,8 @@ class DeletionIn(Strict):
 
 
 class RollbackIn(Strict):
-    to_version: int = Field(ge=0)
+    # strict: JSON false/true or "0" must not roll a line back (lax mode makes them 0/1)
+    to_version: StrictInt = Field(ge=0)
 
 
 class DecisionIn(Strict):

@@ -710,10 +710,28 @@ class Service:
         b, line, pol = self._steps(batch_id)
         if name in b["steps"]:
             return b["steps"][name]
-        out = self._verify(b["steps"][candidate]["run_id"], line, pol)
+        out = self._verify(b["steps"][candidate]["run_id"], line, pol, b["steps"]["resolve"]["base_version"])
         return self._record_step(batch_id, name, out)
 
-    def _verify(self, run_id: str, line: dict, pol: Policy) -> dict:
+    def _previous_exact(self, line: dict, base_version: int, task):
+        """The exact model of the base version's deletion state: the reference its batch was
+        verified against (or the original, for version 0), to measure what this batch's
+        deletion alone changes."""
+        with self.reader.connect() as conn:
+            v = conn.execute(
+                select(model_versions).where(
+                    model_versions.c.line_id == line["id"], model_versions.c.version == base_version
+                )
+            ).one()
+            artifact = v.artifact
+            if v.batch_id is not None:
+                steps = self._batch(conn, v.batch_id)["steps"]
+                artifact = (steps.get("verify_escalate") or steps.get("verify") or {}).get("reference_artifact")
+        model = task.model_factory(task.seed).to(task.device)
+        self.workspace.artifacts.load(artifact, model)
+        return model.eval()
+
+    def _verify(self, run_id: str, line: dict, pol: Policy, base_version: int) -> dict:
         from ..orchestration.experiment import evaluate_model, get_reference, load_run_model, rebuild_task, score_model
         from ..requests import evaluate_run
 
@@ -730,7 +748,9 @@ class Service:
             )
             ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
         checks = [c.evaluate(metrics, ref_metrics) for c in pol.checks]
-        canary = canary_measures(task, task.original, ref, model, line["canary_ids"])
+        ref_artifact = self.workspace.artifacts.save(ref)  # kept with the runs: certificates name it
+        previous = self._previous_exact(line, base_version, task)
+        canary = canary_measures(task, previous, ref, model, line["canary_ids"])
         canary_checks = []
         hold = []
         for k, limit in pol.canary_limits.items():
@@ -748,7 +768,7 @@ class Service:
             "deletion_effect": hold,
             "metrics": metrics,
             "evaluation_id": ev.evaluation.id,
-            "reference_artifact": self.workspace.cache.artifact(f"reference-{task.reference_key(rec.seed)}"),
+            "reference_artifact": ref_artifact,
         }
 
     def step_escalate(self, batch_id: str) -> dict:
@@ -1150,8 +1170,9 @@ def _summary(step: str, out: dict) -> dict:
 
 def canary_measures(task, base, reference, candidate, canary_ids: list[str]) -> dict:
     """How much a deletion moves never-trained examples: ``reference_*`` compares the
-    retrained reference with the base version (the deletion's own effect), ``excess_*``
-    the candidate with the reference (the method's collateral damage). ``flip_rate``: share
+    retrained reference with ``base``, the exact model before this deletion (the previous
+    reference, or the original: the deletion's own effect), ``excess_*`` the candidate with
+    the reference (the method's collateral damage). ``flip_rate``: share
     of canary examples whose predicted class differs (where the model outputs one class
     distribution per example); ``loss_shift``: mean absolute difference of per-example loss."""
     import torch
