@@ -267,3 +267,18 @@ def test_a_request_crafted_to_damage_the_model_is_held(home):
     flip = next(e for e in effect if e["measure"] == "reference_flip_rate")
     assert not flip["passed"] and flip["value"] > 0.05
     assert svc.get_request(r["id"])["state"] == "refused" and svc.get_line("d")["current_version"] == 0
+
+
+def test_a_modality_the_service_does_not_serve_is_refused_clearly(home):
+    from unlearnkit.orchestration.records import RunRecord
+
+    h, _ = home
+    svc, _ = make_service(h)
+    rec = RunRecord(
+        kind="train", task_key="k", method="train", seed=0, task_spec={"modality": "causal_lm"}, artifact="0" * 64
+    )
+    svc.workspace.store.add(rec)
+    with pytest.raises(ServiceError) as e:
+        svc.register_line("lm", rec.id)
+    assert e.value.status == 422 and e.value.kind == "modality-not-served"
+    assert svc.list_lines() == []

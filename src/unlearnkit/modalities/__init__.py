@@ -60,7 +60,7 @@ register_modality(
         "unlearnkit.modalities.classifier",
         summary="classifiers of tabular rows and images (any nn.Module mapping inputs to logits)",
         task_kinds=("classifier",),
-        capabilities=frozenset({"shadow_privacy", "connect", "ensembles"}),
+        capabilities=frozenset({"shadow_privacy", "connect", "ensembles", "service"}),
     )
 )
 register_modality(

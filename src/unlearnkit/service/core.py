@@ -238,6 +238,13 @@ class Service:
         if run.kind != "train" or run.status != "ok" or not run.artifact:
             raise unprocessable(f"run {run.id} is not a finished train run with a model")
         modality = modality_of_spec(run.task_spec)
+        if not modality.supports("service"):
+            raise unprocessable(
+                f"the service does not serve {modality.name} model lines yet (its task builds evaluation sets "
+                "from the forget set that cumulative deletions do not yet reach); `unlearnkit unlearn` answers "
+                "single requests for them",
+                "modality-not-served",
+            )
         try:
             pol = line_policy(modality, self.policy, policy)
             self.workspace.artifacts.load_state_dict(run.artifact)  # present and hash-verified
