@@ -2,7 +2,7 @@
 
 Paths are versioned (``/v1/...``); every error is RFC 9457 ``application/problem+json``
 (``type``, ``title``, ``status``, ``detail``, ``instance``); lists are keyset-paginated
-(``?after=<cursor>&limit=N``, the answer's ``next`` is the next cursor, absent at the end).
+(``?after=<cursor>&limit=N``, the answer's ``next`` is the next cursor, ``null`` at the end).
 Authentication is an API key (``Authorization: Bearer uk_...`` or ``X-API-Key``) with
 scopes ``deletion:submit``, ``deletion:read``, ``model:admin``; each key has a rate limit
 (requests per minute, a token bucket per process). ``/healthz``, ``/readyz``, ``/metrics``
@@ -169,6 +169,7 @@ class SigningKeyOut(BaseModel):
 ERRORS = {
     s: {"model": Problem, "content": {PROBLEM: {}}, "description": d}
     for s, d in {
+        400: "malformed body or headers",
         401: "no or unknown API key",
         403: "the key lacks the scope",
         404: "not found",
@@ -240,7 +241,13 @@ def create_app(service: Service, notify=None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
+        titles = {
+            400: "Bad request",
+            404: "Not found",
+            405: "Method not allowed",
+            401: "Unauthorized",
+            403: "Forbidden",
+        }
         kind = {404: "not-found", 405: "method-not-allowed"}.get(e.status_code, "http-error")
         return problem(
             e.status_code, titles.get(e.status_code, "Error"), str(e.detail), kind, request.url.path, e.headers
