@@ -188,12 +188,6 @@ def test_rollback_idempotency_and_keys(home, db_url):  # noqa: F811
         _close(svc)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="core.py: step_close reads the batch's members before its transaction (a request joining "
-    "meanwhile is marked processing but left out of the batch: never answered), and on PostgreSQL "
-    "_record_step takes row locks before the audit lock that _submit takes first (deadlocks)",
-)
 def test_submitters_racing_a_worker(home, db_url):  # noqa: F811
     """Requests keep arriving while a worker closes each batch as soon as it is queued:
     every request ends in its batch's close record, and no transaction deadlocks."""

@@ -23,6 +23,7 @@ reference and its verification, except the batch's own, which form its forget se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -170,6 +171,16 @@ class Service:
         return make_url(self.url).render_as_string(hide_password=True)
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _tx(self):
+        """A write transaction that first takes the service's write lock (PostgreSQL's
+        advisory lock; SQLite's ``BEGIN IMMEDIATE`` is one already): every writer then
+        takes its locks in one order, so writers never deadlock, and "first writer wins"
+        checks read what the last writer committed."""
+        with self.engine.begin() as conn:
+            audit._lock(conn)
+            yield conn
+
     def _line_row(self, conn: Connection, name: str) -> dict:
         row = conn.execute(select(model_lines).where(model_lines.c.name == name)).first()
         if row is None:
@@ -258,7 +269,7 @@ class Service:
         line_id = _new_id("line")
         at = _now()
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 conn.execute(
                     insert(model_lines).values(
                         id=line_id,
@@ -360,7 +371,7 @@ class Service:
             out = self._submit(line_name, subjects, example_ids, key_id, idempotency_key)
         except BaseException:
             if idempotency_key is not None:  # nothing written: the key is free again
-                with self.engine.begin() as conn:
+                with self._tx() as conn:
                     conn.execute(
                         idempotency_keys.delete().where(
                             idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == idempotency_key
@@ -370,7 +381,7 @@ class Service:
         return out
 
     def _idempotency_begin(self, key_id: str, key: str, digest: str) -> Submitted | None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(
                 select(idempotency_keys).where(idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == key)
             ).first()
@@ -429,8 +440,7 @@ class Service:
         n_train = len(self._task(line["train_run"]).split.train)
         pseudonyms = sorted({self.pseudonymizer.pseudonym(s) for s in subjects})
         closed = None
-        with self.engine.begin() as conn:
-            audit._lock(conn)
+        with self._tx() as conn:
             deleted = {
                 r.example_id
                 for r in conn.execute(select(tombstones.c.example_id).where(tombstones.c.line_id == line["id"]))
@@ -606,7 +616,7 @@ class Service:
     def _record_step(self, batch_id: str, name: str, out: dict, state: str | None = None, extra=None) -> dict:
         """Store step ``name``'s output (first writer wins) with its audit entry; ``extra``
         (``conn, batch -> None``) makes the step's own writes in the same transaction."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             b = self._batch(conn, batch_id)
             if name in (b["steps"] or {}):
                 return b["steps"][name]
@@ -636,16 +646,17 @@ class Service:
         return max(0.0, pol.window_seconds - (datetime.now(timezone.utc) - opened).total_seconds())
 
     def step_close(self, batch_id: str) -> dict:
-        """No request joins the batch after this."""
+        """No request joins the batch after this; its members are read in the same
+        transaction that closes it (a request joining a moment before is in it)."""
+        out: dict = {}
 
         def close(conn, b):
             if b["state"] == "open":
                 conn.execute(update(batches).where(batches.c.id == batch_id).values(closed_at=_now()))
-            self._set_requests(conn, list(b["request_ids"]), state="processing")
+            out["requests"] = list(b["request_ids"])
+            self._set_requests(conn, out["requests"], state="processing")
 
-        with self.reader.connect() as conn:
-            members = list(self._batch(conn, batch_id)["request_ids"])
-        return self._record_step(batch_id, "close", {"requests": members}, state="closed", extra=close)
+        return self._record_step(batch_id, "close", out, state="closed", extra=close)
 
     def step_resolve(self, batch_id: str) -> dict:
         """The batch's forget set, what was deleted before it, and the version it starts from."""
@@ -899,7 +910,7 @@ class Service:
             result.update(version=new, artifact=cand["artifact"], previous=base)
 
         # the swap and the step's record commit together
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             bb = self._batch(conn, batch_id)
             if "promote" in bb["steps"]:
                 return bb["steps"]["promote"]
@@ -994,7 +1005,7 @@ class Service:
             self._set_requests(conn, members, state="answered", reason=None)
 
         out = self._record_step(batch_id, "certify", {"certificates": issued}, extra=certify)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             audit.checkpoint(conn, self.key)
         return out
 
@@ -1005,8 +1016,7 @@ class Service:
         examples stay tombstoned, so no retrain ever takes them back."""
         if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 0:
             raise unprocessable("to_version must be an integer >= 0")
-        with self.engine.begin() as conn:
-            audit._lock(conn)
+        with self._tx() as conn:
             line = self._line_row(conn, line_name)
             cur = line["current_version"]
             if to_version >= cur:
@@ -1092,7 +1102,7 @@ class Service:
             raise ConfigError("rate_per_minute must be an integer >= 1")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(
                 insert(api_keys).values(
                     id=key_id,
@@ -1107,7 +1117,7 @@ class Service:
         return f"uk_{key_id}_{secret}", {"id": key_id, "name": name, "scopes": sorted(set(scopes))}
 
     def revoke_key(self, key_id: str, actor: str = "cli") -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             n = conn.execute(
                 update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))

@@ -124,8 +124,12 @@ def shutdown() -> None:
 
     with _lock:
         if _state["launched"]:
-            DBOS.destroy(destroy_registry=False)
+            # a running step may finish and record itself; what does not is resumed by the next launch
+            DBOS.destroy(destroy_registry=False, workflow_completion_timeout_sec=5)
             _state.update(launched=False, service=None)
+        for c in _state["clients"].values():
+            c.destroy()
+        _state["clients"] = {}
 
 
 # --------------------------------------------------------------------------- the workflow
