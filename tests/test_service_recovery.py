@@ -1,6 +1,6 @@
 """Crash-point enumeration: ``kill -9`` of the worker at every step boundary of a batch.
 
-One batch (three requests, a gate that fails so the path takes every step: close, resolve,
+On SQLite and on PostgreSQL (``db_url``), one batch (three requests, a gate that fails so the path takes every step: close, resolve,
 unlearn, verify, escalate, verify again, promote, certify) is answered by a chain of
 ``unlearnkit worker`` processes; the k-th is SIGKILLed at the k-th boundary, before or after
 a step (``after``: the step's own writes are committed but DBOS has not recorded its output,
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from service_pg import db_url, share_runs  # noqa: F401
 from unlearnkit.service import audit, crypto, workflows
 from unlearnkit.service.core import Service
 from unlearnkit.service.db import audit_log, certificates, deletion_requests, model_versions
@@ -35,12 +36,13 @@ POLICY = {
 UNLEARNKIT = str(Path(sys.executable).with_name("unlearnkit"))
 
 
-def _worker(home: Path, crash: str | None) -> subprocess.Popen:
+def _worker(home: Path, url: str | None, crash: str | None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != workflows.CRASH_ENV}
     if crash:
         env[workflows.CRASH_ENV] = crash
     return subprocess.Popen(
-        [UNLEARNKIT, "worker", "--home", str(home), "--worker-id", "w1", "--log-level", "warning"],
+        [UNLEARNKIT, "worker", "--home", str(home), "--worker-id", "w1", "--log-level", "warning"]
+        + (["--store", url] if url else []),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -49,16 +51,18 @@ def _worker(home: Path, crash: str | None) -> subprocess.Popen:
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_at_every_step_boundary_then_resume(home):
+def test_sigkill_at_every_step_boundary_then_resume(home, db_url):  # noqa: F811
     h, run = home
-    svc = workflows.attach(Service(h, policy=POLICY))
+    if db_url:
+        share_runs(h, db_url)  # on PostgreSQL the run store is there too
+    svc = workflows.attach(Service(h, db_url, policy=POLICY))
     svc.register_line("d", run)
     ids = [svc.submit("d", subjects=[f"subject-01{i}"]).body["id"] for i in range(3)]
     batch = svc.get_request(ids[0])["batch"]
     assert svc.get_batch(batch)["state"] == "closed"  # full: answered at once
 
     for boundary in BOUNDARIES:
-        p = _worker(h, boundary)
+        p = _worker(h, db_url, boundary)
         try:
             rc = p.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -68,7 +72,7 @@ def test_sigkill_at_every_step_boundary_then_resume(home):
         promoted = boundary in ("after:promote", "before:certify", "after:certify")
         assert svc.get_line("d")["current_version"] == int(promoted)  # never promoted early, never lost
 
-    p = _worker(h, None)
+    p = _worker(h, db_url, None)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
