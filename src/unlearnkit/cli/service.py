@@ -31,6 +31,18 @@ WorkerIdOpt = typer.Option(
 )
 
 
+def _existing(home, store) -> None:
+    """Raise unless the workspace (and its service database) exist: commands that change
+    or read keys never create a workspace."""
+    from ..orchestration.experiment import default_home
+
+    root = Path(home) if home else default_home()
+    if store is None and not (root / "service.db").is_file():
+        raise ConfigError(
+            f"no service database in {root}; start `unlearnkit serve --home {root}` or create a key first"
+        )
+
+
 def _service(home, store, policy: Optional[Path], read_only: bool = False, attach_queue: bool = True):
     try:
         from ..service.core import Service
@@ -39,6 +51,14 @@ def _service(home, store, policy: Optional[Path], read_only: bool = False, attac
         raise ConfigError(
             f"the service needs its extra: pip install 'unlearnkit[service]' ({e.name} missing)"
         ) from None
+    if store is not None:  # a URL, checked before anything is created (a bare path would become a file)
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(store)
+        except ArgumentError:
+            raise ConfigError(f"not a database URL: {store!r} (e.g. postgresql+psycopg://user@host/db)") from None
     pol = load_policy_file(policy)
     if pol:
         parse_policy(merge(BASE_POLICY, pol))  # a bad file fails here, before anything starts
@@ -158,8 +178,12 @@ def keys_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API key; the token is printed once (only its hash is stored)."""
+    from ..service.core import check_key_args
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    check_key_args(name, wanted, rate)  # before anything is created
     svc = _service(home, store, None, attach_queue=False)
-    token, info = svc.create_key(name, [s.strip() for s in scopes.split(",") if s.strip()], rate)
+    token, info = svc.create_key(name, wanted, rate)
     out(
         {"token": token, **info},
         as_json,
@@ -170,6 +194,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt, as_json: bool = JsonOpt) -> None:
     """List API keys (never their secrets)."""
+    _existing(home, store)
     svc = _service(home, store, None, attach_queue=False)
     keys = svc.list_keys()
     text = "\n".join(
@@ -184,6 +209,7 @@ def keys_revoke(
     key_id: str = typer.Argument(...), home: Optional[Path] = HomeOpt, store: Optional[str] = StoreOpt
 ) -> None:
     """Revoke an API key."""
+    _existing(home, store)
     _service(home, store, None, attach_queue=False).revoke_key(key_id)
     typer.echo(f"revoked {key_id}")
 
@@ -209,6 +235,7 @@ def audit_export(
     from ..utils import atomic_path
 
     check_output_path(out_file, "--out")
+    _existing(home, store)
     svc = _service(home, store, None, read_only=True, attach_queue=False)
     doc = svc.export_audit()
     with atomic_path(out_file) as tmp:
@@ -247,6 +274,7 @@ def audit_verify(
             exported.get("public_key"),
         )
     else:
+        _existing(home, store)
         svc = _service(home, store, None, read_only=True, attach_queue=False)
         exported = svc.export_audit()
         entries, checkpoints, key_in_log = exported["entries"], exported["checkpoints"], exported["public_key"]

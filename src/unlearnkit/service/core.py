@@ -1093,13 +1093,7 @@ class Service:
     ) -> tuple[str, dict]:
         """A new API key: returns ``(token, info)``; the token is shown once, only its
         SHA-256 is stored (a 256-bit random secret needs no slow hash)."""
-        bad = [s for s in scopes if s not in SCOPES]
-        if bad or not scopes:
-            raise ConfigError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
-        if not name or len(name) > 128:
-            raise ConfigError("a key needs a name of 1-128 characters")
-        if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1:
-            raise ConfigError("rate_per_minute must be an integer >= 1")
+        check_key_args(name, scopes, rate_per_minute)
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         with self._tx() as conn:
@@ -1168,6 +1162,17 @@ class Service:
         """Raise unless the database answers."""
         with self.reader.connect() as conn:
             conn.execute(select(func.count()).select_from(model_lines))
+
+
+def check_key_args(name: str, scopes: list[str], rate_per_minute: int) -> None:
+    """Raise :class:`ConfigError` unless these make an API key (checked before anything is opened)."""
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise ConfigError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+    if not name or len(name) > 128:
+        raise ConfigError("a key needs a name of 1-128 characters")
+    if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1:
+        raise ConfigError("rate_per_minute must be an integer >= 1")
 
 
 def _summary(step: str, out: dict) -> dict:

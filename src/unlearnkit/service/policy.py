@@ -224,7 +224,12 @@ def load_policy_file(path: str | Path | None) -> dict:
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise ConfigError(f"policy file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        why = f"{getattr(e, 'problem', None) or e}" + (
+            f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        )
+        kind = "JSON" if p.suffix == ".json" else "YAML"
+        raise ConfigError(f"policy file {p} is not valid {kind}: {' '.join(why.split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
