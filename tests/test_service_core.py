@@ -282,3 +282,19 @@ def test_a_modality_the_service_does_not_serve_is_refused_clearly(home):
         svc.register_line("lm", rec.id)
     assert e.value.status == 422 and e.value.kind == "modality-not-served"
     assert svc.list_lines() == []
+
+
+def test_the_gate_can_run_the_per_example_u_lira_attack(home):
+    h, run = home
+    policy = {**FAST, "gate": {"privacy_shadows": 4, "checks": [{"metric": "ulira_auc", "max": 1.0}]}}
+    svc, q = make_service(h, policy=policy)
+    svc.register_line("d", run)
+    r = svc.submit("d", subjects=["subject-011"]).body
+    drain(svc, q)
+    v = svc._steps(r["batch"])[0]["steps"]["verify"]
+    check = v["checks"][0]
+    assert check["metric"] == "ulira_auc" and 0.0 <= check["value"] <= 1.0 and check["passed"]
+    assert "ulira_tpr_at_1fpr" in v["metrics"]
+    with pytest.raises(ServiceError) as e:
+        svc.register_line("e", run, {"gate": {"privacy_shadows": 2}})
+    assert e.value.status == 422 and "privacy_shadows" in e.value.detail

@@ -753,7 +753,7 @@ class Service:
         from ..orchestration.experiment import evaluate_model, get_reference, load_run_model, rebuild_task, score_model
         from ..requests import evaluate_run
 
-        ev = evaluate_run(self.workspace, run_id)
+        ev = evaluate_run(self.workspace, run_id, privacy=pol.privacy_shadows)  # U-LiRA where asked
         metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
         rec = self.workspace.store.get(run_id)
         task = rebuild_task(self.workspace, rec)

@@ -16,6 +16,8 @@ Every field::
         - {metric: model_utility, min_ratio_to_reference: 0.95}  # or a bound relative to the
                                                  # reference's own value (max_gap_to_reference too)
       canary: {size: 100, max_reference_flip_rate: 0.05, max_excess_flip_rate: 0.03}
+      privacy_shadows: 0                         # > 0: U-LiRA with that many shadow models of
+                                                 # each kind (checks may then bound ulira_auc ...)
     on_failure: retrain                          # retrain (the exact path) or reject
     limits: {max_fraction_per_request: 0.25}     # a larger request is refused as damaging
 
@@ -46,7 +48,7 @@ BASE_POLICY: dict = {
     "method": {"name": "finetune", "params": {}},
     "seed": 0,
     "batch": {"max_size": 16, "window_seconds": 5.0},
-    "gate": {"checks": [], "canary": {"size": 100}},
+    "gate": {"checks": [], "canary": {"size": 100}, "privacy_shadows": 0},
     "on_failure": "retrain",
     "limits": {"max_fraction_per_request": 0.25},
 }
@@ -98,6 +100,7 @@ class Policy:
     checks: list[Check]
     canary_size: int
     canary_limits: dict[str, float]
+    privacy_shadows: int
     on_failure: str
     max_fraction_per_request: float
     raw: dict = field(default_factory=dict)
@@ -127,7 +130,7 @@ def _integer(v: Any, where: str, lo: int) -> int:
 
 def parse_policy(raw: dict, modality: str | None = None) -> Policy:
     """Validate a merged policy (every error a one-line :class:`ConfigError`)."""
-    from ..evaluation.metrics import METRICS
+    from ..evaluation.metrics import DECLARED, METRICS
     from ..methods import get_method
 
     if not isinstance(raw, dict):
@@ -154,7 +157,7 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
     if not isinstance(g, dict):
         raise ConfigError("policy: gate must be a mapping")
     known = set()
-    for spec in METRICS.values():
+    for spec in [*METRICS.values(), *DECLARED.values()]:  # computed metrics, then declared ones (U-LiRA)
         known.update(spec.outputs)
     checks = []
     for i, c in enumerate(g.get("checks") or []):
@@ -168,6 +171,9 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
                 f"policy: gate.checks[{i}]: {c['metric']!r} is not a catalogue metric (`unlearnkit metrics`)"
             )
         checks.append(Check(c["metric"], bounds[0], _number(c[bounds[0]], f"gate.checks[{i}].{bounds[0]}")))
+    unknown_gate = set(g) - {"checks", "canary", "privacy_shadows"}
+    if unknown_gate:
+        raise ConfigError(f"policy: unknown gate field(s) {', '.join(sorted(unknown_gate))}")
     canary = g.get("canary") or {}
     if not isinstance(canary, dict):
         raise ConfigError("policy: gate.canary must be a mapping")
@@ -202,6 +208,7 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
         checks=checks,
         canary_size=_integer(canary.get("size", 100), "gate.canary.size", 0),
         canary_limits=limits,
+        privacy_shadows=_integer(g.get("privacy_shadows", 0), "gate.privacy_shadows", 0),
         on_failure=on_failure,
         max_fraction_per_request=_number(
             lim.get("max_fraction_per_request", 0.25), "limits.max_fraction_per_request", 0.0, 1.0
@@ -240,4 +247,9 @@ def load_policy_file(path: str | Path | None) -> dict:
 def line_policy(modality, service_policy: dict | None, line_policy: dict | None) -> Policy:
     """The policy of a line of ``modality`` (a :class:`~unlearnkit.modalities.Modality`)."""
     raw = merge(merge(merge(BASE_POLICY, modality.service_policy), service_policy), line_policy)
-    return parse_policy(raw, modality.name)
+    pol = parse_policy(raw, modality.name)
+    if 0 < pol.privacy_shadows < 4:
+        raise ConfigError("policy: gate.privacy_shadows must be 0 or >= 4 (U-LiRA holds one shadow out per side)")
+    if pol.privacy_shadows and not modality.supports("shadow_privacy"):
+        raise ConfigError(f"policy: gate.privacy_shadows needs shadow-model privacy, which {modality.name} lacks")
+    return pol
