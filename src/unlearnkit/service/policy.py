@@ -16,7 +16,7 @@ Every field::
         - {metric: model_utility, min_ratio_to_reference: 0.95}  # or a bound relative to the
                                                  # reference's own value (max_gap_to_reference too)
       canary: {size: 100, max_reference_flip_rate: 0.05, max_excess_flip_rate: 0.03}
-      privacy_shadows: 0                         # > 0: U-LiRA with that many shadow models of
+      privacy_shadows: 0                         # >= 4: U-LiRA with that many shadow models of
                                                  # each kind (checks may then bound ulira_auc ...)
     on_failure: retrain                          # retrain (the exact path) or reject
     limits: {max_fraction_per_request: 0.25}     # a larger request is refused as damaging
