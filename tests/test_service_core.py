@@ -298,3 +298,26 @@ def test_the_gate_can_run_the_per_example_u_lira_attack(home):
     with pytest.raises(ServiceError) as e:
         svc.register_line("e", run, {"gate": {"privacy_shadows": 2}})
     assert e.value.status == 422 and "privacy_shadows" in e.value.detail
+
+
+@pytest.mark.parametrize("on_failure", ["retrain", "reject"])
+def test_a_method_that_diverges_is_answered_by_the_exact_path_or_fails_clearly(home, on_failure):
+    h, run = home
+    policy = {**FAST, "method": {"name": "gradient_ascent", "params": {"lr": 1e12}}, "on_failure": on_failure}
+    svc, q = make_service(h, policy=policy)
+    svc.register_line("d", run)
+    r = svc.submit("d", subjects=["subject-012"]).body
+    state = drain(svc, q)
+    s = svc._steps(r["batch"])[0]["steps"]
+    assert "DivergenceError" in s["unlearn"]["error"] and not s["verify"]["passed"]
+    got = svc.get_request(r["id"])
+    if on_failure == "retrain":
+        assert state == ["promoted"] and got["state"] == "answered"
+        assert svc.certificate(r["id"])["body"]["method"] == {
+            **svc.certificate(r["id"])["body"]["method"],
+            "name": "retrain",
+            "exact": True,
+        }
+    else:
+        assert state == ["failed"] and got["state"] == "failed" and "DivergenceError" in got["reason"]
+        assert svc.get_line("d")["current_version"] == 0

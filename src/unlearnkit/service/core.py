@@ -691,34 +691,40 @@ class Service:
         }
         return self._record_step(batch_id, "resolve", out)
 
-    def step_unlearn(self, batch_id: str, progress: bool = False) -> dict:
-        """The policy's method on the batch's forget set, from the base version; the run's id
-        is derived from the batch, so a repeated step finds the run it stored."""
+    def _answer(self, b: dict, line: dict, pol: Policy, method: str, params: dict, run_id: str) -> dict:
+        """Answer the batch's forget set with ``method`` from its base version (or find the
+        run stored under ``run_id`` before); a method that fails (it diverged, the data
+        cannot form the task) gives ``{"error": ...}``, which the gate treats as a failure."""
         from ..requests import DeletionRequest, answer_request
 
-        b, line, pol = self._steps(batch_id)
-        if "unlearn" in b["steps"]:
-            return b["steps"]["unlearn"]
         r = b["steps"]["resolve"]
-        run_id = f"{batch_id}-unlearn"
         rec = self.workspace.store.find(run_id)
         if rec is None:
             history = {"excluded_ids": r["excluded_ids"], "base_artifact": r["base_artifact"]}
-            outcome = answer_request(
-                self.workspace,
-                DeletionRequest(
-                    run=line["train_run"],
-                    method=pol.method,
-                    params=pol.params,
-                    ids=r["forget_ids"],
-                    seed=pol.seed,
-                    history=history,
-                    run_id=run_id,
-                ),
-                progress=progress,
-            )
-            rec = outcome.record
-        out = {"run_id": rec.id, "artifact": rec.artifact, "method": pol.method, "params": rec.params, "cost": rec.cost}
+            try:
+                rec = answer_request(
+                    self.workspace,
+                    DeletionRequest(
+                        run=line["train_run"],
+                        method=method,
+                        params=params,
+                        ids=r["forget_ids"],
+                        seed=pol.seed,
+                        history=history,
+                        run_id=run_id,
+                    ),
+                ).record
+            except UnlearnkitError as e:
+                return {"error": f"{type(e).__name__}: {e}", "method": method, "params": params}
+        return {"run_id": rec.id, "artifact": rec.artifact, "method": method, "params": rec.params, "cost": rec.cost}
+
+    def step_unlearn(self, batch_id: str) -> dict:
+        """The policy's method on the batch's forget set, from the base version; the run's id
+        is derived from the batch, so a repeated step finds the run it stored."""
+        b, line, pol = self._steps(batch_id)
+        if "unlearn" in b["steps"]:
+            return b["steps"]["unlearn"]
+        out = self._answer(b, line, pol, pol.method, pol.params, f"{batch_id}-unlearn")
         return self._record_step(batch_id, "unlearn", out)
 
     def step_verify(self, batch_id: str, candidate: str = "unlearn") -> dict:
@@ -728,6 +734,10 @@ class Service:
         b, line, pol = self._steps(batch_id)
         if name in b["steps"]:
             return b["steps"][name]
+        if "error" in b["steps"][candidate]:  # the method failed: nothing to verify
+            out = {"passed": False, "hold": False, "error": b["steps"][candidate]["error"], "checks": [], "canary": []}
+            out.update(deletion_effect=[], metrics={})
+            return self._record_step(batch_id, name, out)
         out = self._verify(b["steps"][candidate]["run_id"], line, pol, b["steps"]["resolve"]["base_version"])
         return self._record_step(batch_id, name, out)
 
@@ -797,8 +807,15 @@ class Service:
         b, line, pol = self._steps(batch_id)
         if "escalate" in b["steps"]:
             return b["steps"]["escalate"]
-        rec = record_reference(self.workspace, b["steps"]["unlearn"]["run_id"], pol.seed, f"{batch_id}-retrain")
-        out = {"run_id": rec.id, "artifact": rec.artifact, "method": "retrain", "params": {}, "cost": rec.cost}
+        run_id = f"{batch_id}-retrain"
+        if "run_id" in b["steps"]["unlearn"]:  # the reference the gate retrained is the answer
+            try:
+                rec = record_reference(self.workspace, b["steps"]["unlearn"]["run_id"], pol.seed, run_id)
+                out = {"run_id": rec.id, "artifact": rec.artifact, "method": "retrain", "params": {}, "cost": rec.cost}
+            except UnlearnkitError as e:
+                out = {"error": f"{type(e).__name__}: {e}", "method": "retrain", "params": {}}
+        else:  # the method failed before any reference was trained
+            out = self._answer(b, line, pol, "retrain", {}, run_id)
         return self._record_step(batch_id, "escalate", out)
 
     def step_hold(self, batch_id: str) -> dict:
@@ -845,10 +862,15 @@ class Service:
         """Gate failed and the policy says reject: the deployed version stays; the requests
         say why (their examples stay tombstoned: a person must answer them)."""
         b, _, _ = self._steps(batch_id)
-        failed = [c["metric"] for c in b["steps"]["verify"]["checks"] if not c["passed"]] + [
-            c["measure"] for c in b["steps"]["verify"]["canary"] if not c["passed"]
+        s = b["steps"]
+        errors = [s[k]["error"] for k in ("unlearn", "escalate") if k in s and "error" in s[k]]
+        failed = [c["metric"] for c in s["verify"]["checks"] if not c["passed"]] + [
+            c["measure"] for c in s["verify"]["canary"] if not c["passed"]
         ]
-        reason = "verification failed: " + ", ".join(failed)
+        reason = "; ".join(
+            ([f"verification failed: {', '.join(failed)}"] if failed else [])
+            + [f"could not answer: {e}" for e in errors]
+        )
 
         def fail(conn, b):
             self._set_requests(conn, list(b["steps"]["close"]["requests"]), state="failed", reason=reason)

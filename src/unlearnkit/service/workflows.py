@@ -153,7 +153,9 @@ def answer_batch(batch_id: str, step, wait_for_decision) -> str:
         if step("on_failure", batch_id) == "reject":
             step("fail", batch_id)
             return "failed"
-        step("escalate", batch_id)
+        if step("escalate", batch_id)["error"]:  # even the exact path could not answer
+            step("fail", batch_id)
+            return "failed"
         step("verify", batch_id, "escalate")
     if step("promote", batch_id).get("superseded"):
         return "superseded"
@@ -166,6 +168,7 @@ def answer_batch(batch_id: str, step, wait_for_decision) -> str:
 _SUMMARY = {
     "verify": lambda v: {"passed": v["passed"], "hold": v["hold"]},
     "promote": lambda p: {"superseded": bool(p.get("superseded")), "version": p.get("version")},
+    "escalate": lambda e: {"error": "error" in e},
 }
 STEP_NAMES = (
     "close", "resolve", "unlearn", "verify", "hold", "decision_of", "refuse",
