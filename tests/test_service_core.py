@@ -269,18 +269,17 @@ def test_a_request_crafted_to_damage_the_model_is_held(home):
     assert svc.get_request(r["id"])["state"] == "refused" and svc.get_line("d")["current_version"] == 0
 
 
-def test_a_modality_the_service_does_not_serve_is_refused_clearly(home):
+def test_a_policy_the_line_s_modality_cannot_run_is_refused(home):
     from unlearnkit.orchestration.records import RunRecord
 
     h, _ = home
     svc, _ = make_service(h)
-    rec = RunRecord(
-        kind="train", task_key="k", method="train", seed=0, task_spec={"modality": "causal_lm"}, artifact="0" * 64
-    )
+    spec = {"modality": "causal_lm"}
+    rec = RunRecord(kind="train", task_key="k", method="train", seed=0, task_spec=spec, artifact="0" * 64)
     svc.workspace.store.add(rec)
-    with pytest.raises(ServiceError) as e:
-        svc.register_line("lm", rec.id)
-    assert e.value.status == 422 and e.value.kind == "modality-not-served"
+    with pytest.raises(ServiceError) as e:  # language models have no shadow-model privacy
+        svc.register_line("lm", rec.id, {"gate": {"privacy_shadows": 4}})
+    assert e.value.status == 422 and "shadow-model privacy" in e.value.detail
     assert svc.list_lines() == []
 
 

@@ -148,6 +148,12 @@ class Task:
         """Turn what the method trained back into a model of the original's architecture."""
         return model
 
+    def without_examples(self, ids: Sequence[str]) -> "Task":
+        """The task with examples deleted before (a deployed line's history) left out of
+        whatever the modality's task holds beyond its split (the split itself is filtered
+        by :func:`~unlearnkit.orchestration.experiment.with_history`); nothing here."""
+        return self
+
     def with_forget(self, forget_ids: Sequence[str], scenario: dict | None = None) -> "Task":
         """The same original with another forget set (a new deletion request); the holdout
         is chosen by :meth:`holdout_for`."""

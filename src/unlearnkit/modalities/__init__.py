@@ -69,7 +69,7 @@ register_modality(
         "unlearnkit.modalities.causal_lm",
         summary="causal language models on question-answer pairs or verbatim text (Hugging Face models)",
         task_kinds=("profiles", "bible", "qa"),
-        capabilities=frozenset({"lora", "default_forget"}),
+        capabilities=frozenset({"lora", "default_forget", "service"}),
     )
 )
 

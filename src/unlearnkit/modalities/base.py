@@ -79,7 +79,7 @@ CAPABILITIES = {
     "default_forget": "a trained task has a forget split of its own, so a request may name none",
     "ensembles": "plain weighted training of many models at once as one vectorised ensemble",
     "service": "deployed model lines in the deletion-request service (cumulative deletions through "
-    "the training set's example and subject ids, canary examples from the test split)",
+    "the training set's example and subject ids, Task.without_examples, canary examples from the test split)",
 }
 
 

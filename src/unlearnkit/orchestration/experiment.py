@@ -380,7 +380,7 @@ def with_history(workspace: "Workspace", task: Task, history: dict | None) -> Ta
         task,
         split=Split(train, split.test, split.forget_ids, split.holdout, split.scenario),
         spec=dict(task.spec, history={"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}),
-    )
+    ).without_examples(excluded)
     base = history.get("base_artifact")
     if base:
         model = task.model_factory(task.seed).to(task.device)

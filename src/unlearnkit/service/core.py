@@ -251,9 +251,8 @@ class Service:
         modality = modality_of_spec(run.task_spec)
         if not modality.supports("service"):
             raise unprocessable(
-                f"the service does not serve {modality.name} model lines yet (its task builds evaluation sets "
-                "from the forget set that cumulative deletions do not yet reach); `unlearnkit unlearn` answers "
-                "single requests for them",
+                f"the service does not serve {modality.name} model lines (the modality lacks the 'service' "
+                "capability); `unlearnkit unlearn` answers single requests for them",
                 "modality-not-served",
             )
         try:

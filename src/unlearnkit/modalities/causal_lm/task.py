@@ -101,6 +101,19 @@ class LMTask(Task):
     def wraps_model(self, method) -> bool:
         return bool(self.lora) and not method.exact and method.uses_lora
 
+    def without_examples(self, ids) -> "LMTask":
+        """The evaluation sets without the rows deleted before (retain questions about a
+        person deleted earlier no longer measure utility); the forget set's own probes are
+        about this request's people and keep every row."""
+        import dataclasses
+
+        gone = {str(i) for i in ids}
+        sets = {}
+        for name, es in self.eval_sets.items():
+            drop = [i for i in map(str, es.example_ids) if i in gone]
+            sets[name] = es.without(drop, name=es.name) if drop else es
+        return dataclasses.replace(self, eval_sets=sets)
+
     def trainable_model(self, model: nn.Module, method) -> nn.Module:
         if not self.wraps_model(method):
             return model
