@@ -7,21 +7,11 @@ from __future__ import annotations
 import pytest
 
 from service_support import drain, make_service, train_home
+from test_lm_cli import TINY  # the tiny Llama the LM command-line tests train
 from unlearnkit.orchestration.experiment import rebuild_task
 from unlearnkit.service import crypto
 
 pytest.importorskip("transformers")
-
-TINY = [
-    "--task",
-    "profiles",
-    "--people",
-    "10",
-    "--qa-per-person",
-    "3",
-    "--lm-size",
-    "hidden=64,layers=1,heads=2,intermediate=128",
-]
 
 
 @pytest.mark.timeout(600)
