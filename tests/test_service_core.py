@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from service_support import FAST, drain, drive, make_service, train_home
 from unlearnkit.cli import app
-from unlearnkit.orchestration.experiment import rebuild_task
+from unlearnkit.orchestration.experiment import rebuild_task, task_of_run
 from unlearnkit.requests import DeletionRequest, answer_request, evaluate_run
 from unlearnkit.service import audit, crypto
 from unlearnkit.service.core import ServiceError
@@ -62,6 +62,10 @@ def test_deletions_are_cumulative_and_reproducible_from_the_record(home):
     assert not set(map(str, task.retain.example_ids)) & (a_ids | b_ids)
     first = svc.workspace.store.get(svc._steps(a["batch"])[0]["steps"]["unlearn"]["run_id"])
     assert rebuild_task(svc.workspace, first).reference_key(0) != task.reference_key(0)
+    # the reference depends on what was removed, not on the version it started from: one
+    # request removing both people at once shares it
+    at_once = task_of_run(svc.workspace, svc.workspace.store.get(run), {"kind": "ids", "ids": sorted(a_ids | b_ids)})
+    assert at_once.reference_key(0) == task.reference_key(0)
     # re-evaluating the stored run gives the numbers the gate saw
     again = evaluate_run(svc.workspace, rec.id)
     gate = steps["verify"]["metrics"]
@@ -320,3 +324,20 @@ def test_a_method_that_diverges_is_answered_by_the_exact_path_or_fails_clearly(h
     else:
         assert state == ["failed"] and got["state"] == "failed" and "DivergenceError" in got["reason"]
         assert svc.get_line("d")["current_version"] == 0
+
+
+def test_a_batch_dbos_gave_up_fails_its_requests_with_the_reason(home):
+    from unlearnkit.service.workflows import MAX_RECOVERIES, fail_dead_batches
+
+    h, run = home
+    svc, q = make_service(h)
+    svc.register_line("d", run)
+    r = svc.submit("d", subjects=["subject-013"]).body
+    svc.step_close(q.batches[0])
+    svc.step_resolve(q.batches[0])  # ... and every worker that took it died
+    assert fail_dead_batches(svc, [(f"wf-{q.batches[0]}", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")]) == [q.batches[0]]
+    got = svc.get_request(r["id"])
+    assert got["state"] == "failed" and f"died {MAX_RECOVERIES} times" in got["reason"]
+    assert "batch.abandoned" in [e["event"] for e in got["timeline"]]
+    assert fail_dead_batches(svc, [(f"wf-{q.batches[0]}", "ERROR")]) == []  # once
+    assert svc.get_line("d")["current_version"] == 0 and svc.get_line("d")["deleted_examples"] == got["examples"]

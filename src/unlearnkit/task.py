@@ -102,8 +102,21 @@ class Task:
         return stable_hash({k: v for k, v in self.spec.items() if k not in ("scenario", "lora")})
 
     def reference_key(self, seed: int) -> str:
-        """Cache key of the reference: (task, forget fingerprint, seed)."""
-        return f"{self.key}-{self.split.forget_fingerprint}-{seed}"
+        """Cache key of the reference: (task, forget fingerprint, seed).
+
+        After earlier deletions (``spec["history"]``) the reference is the retrain without
+        every removed example, whatever model version the request starts from: the key is
+        that of the task before any deletion with the fingerprint of all removed ids, so
+        batches that remove the same examples in all (or a single request removing them at
+        once) share one reference."""
+        history = self.spec.get("history")
+        if not history:
+            return f"{self.key}-{self.split.forget_fingerprint}-{seed}"
+        from .utils import fingerprint_ids
+
+        original = stable_hash({k: v for k, v in self.spec.items() if k not in ("scenario", "lora", "history")})
+        removed = {str(i) for i in self.split.forget_ids} | {str(i) for i in history.get("excluded_ids") or []}
+        return f"{original}-{fingerprint_ids(removed)}-{seed}"
 
     def train_from_scratch(
         self, data: ExampleSet, seed: int, progress: bool = False, desc: str = "retrain"

@@ -225,7 +225,8 @@ def create_app(service: Service, notify=None) -> FastAPI:
     # ------------------------------------------------------------- errors
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError):
-        return problem(e.status, e.title, e.detail, e.kind, request.url.path)
+        headers = {"Retry-After": "1"} if e.kind == "in-flight" else None  # the first answer is moments away
+        return problem(e.status, e.title, e.detail, e.kind, request.url.path, headers)
 
     @app.exception_handler(UnlearnkitError)
     async def _unlearnkit_error(request: Request, e: UnlearnkitError):

@@ -407,7 +407,9 @@ class Service:
                 return Submitted(200, dict(row.response), replayed=True)
             age = (datetime.now(timezone.utc) - datetime.fromisoformat(row.created_at)).total_seconds()
             if age < IN_FLIGHT_SECONDS:
-                raise conflict("a request with this Idempotency-Key is still being answered; retry later", "in-flight")
+                raise conflict(
+                    "a request with this Idempotency-Key is still being answered; retry in a second", "in-flight"
+                )
             conn.execute(  # abandoned by a crashed process: take it over
                 update(idempotency_keys)
                 .where(idempotency_keys.c.key_id == key_id, idempotency_keys.c.key == key)
@@ -875,6 +877,35 @@ class Service:
             self._set_requests(conn, list(b["steps"]["close"]["requests"]), state="failed", reason=reason)
 
         return self._record_step(batch_id, "fail", {"reason": reason}, state="failed", extra=fail)
+
+    def abandon(self, batch_id: str, why: str) -> bool:
+        """A batch whose workflow can no longer run: its unanswered requests fail with
+        ``why`` (their examples stay tombstoned: a person must answer them); False when the
+        batch had finished (or was abandoned) already."""
+        from .db import deletion_requests as reqs
+
+        with self._tx() as conn:
+            try:
+                b = self._batch(conn, batch_id)
+            except ServiceError:
+                return False
+            if b["state"] in ("promoted", "failed", "refused", "superseded") or "abandon" in b["steps"]:
+                return False
+            members = list(b["request_ids"])
+            open_ = [
+                r.id
+                for r in conn.execute(select(reqs.c.id, reqs.c.state).where(reqs.c.id.in_(members)))
+                if r.state not in ("answered", "failed", "refused")
+            ]
+            self._set_requests(conn, open_, state="failed", reason=f"not answered: {why}")
+            steps = dict(b["steps"] or {})
+            steps["abandon"] = {"reason": why, "requests": open_}
+            conn.execute(
+                update(batches).where(batches.c.id == batch_id).values(steps=steps, state="failed", finished_at=_now())
+            )
+            audit.append(conn, "worker", "batch.abandoned", "batch", batch_id, {"reason": why, "requests": open_})
+        log.warning("batch abandoned", extra={"event": "batch.abandoned", "batch": batch_id})
+        return True
 
     def step_promote(self, batch_id: str) -> dict:
         """Compare-and-swap the line's current version from the batch's base to a new one

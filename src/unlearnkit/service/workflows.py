@@ -41,6 +41,11 @@ WORKFLOW = "unlearnkit.batch"
 APP_VERSION = f"unlearnkit-{__version__}-batch-v1"
 
 _state: dict = {"service": None, "clients": {}, "launched": False}
+#: recoveries of one batch before DBOS gives it up (a batch that kills every worker that
+#: takes it: too big for the memory, say); its requests are then failed with the reason
+MAX_RECOVERIES = 20
+#: DBOS end states of a batch whose steps did not finish
+DEAD = ("MAX_RECOVERY_ATTEMPTS_EXCEEDED", "ERROR", "CANCELLED")
 _lock = threading.Lock()
 
 
@@ -117,6 +122,23 @@ def launch(service: Service, worker_id: str = "local") -> None:
         DBOS.register_queue(QUEUE, partition_concurrency=1, polling_interval_sec=0.2)
         _state["launched"] = True
     attach(service)
+    statuses = DBOS.list_workflows(status=list(DEAD), name=WORKFLOW, load_input=False, load_output=False)
+    fail_dead_batches(service, [(w.workflow_id, w.status) for w in statuses])
+
+
+def fail_dead_batches(service: Service, workflows: list[tuple[str, str]]) -> list[str]:
+    """Fail the requests of every batch whose workflow DBOS gave up (``workflows``: its id
+    and status), so that none waits for ever; returns the batches failed now."""
+    failed = []
+    for workflow_id, status in workflows:
+        batch_id = workflow_id.removeprefix("wf-")
+        why = {
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED": f"the worker answering it died {MAX_RECOVERIES} times",
+            "ERROR": "a step raised an unexpected error (see the worker's log)",
+        }.get(status, f"its workflow was {status.lower()}")
+        if service.abandon(batch_id, why):
+            failed.append(batch_id)
+    return failed
 
 
 def shutdown() -> None:
@@ -224,7 +246,7 @@ def _register():
         for name in STEP_NAMES
     }
 
-    @DBOS.workflow(name=WORKFLOW)
+    @DBOS.workflow(name=WORKFLOW, max_recovery_attempts=MAX_RECOVERIES)
     def batch(batch_id: str) -> str:
         return answer_batch(
             batch_id,
