@@ -18,8 +18,11 @@ on the server of ``--pg-url`` and dropped at the end, the template's runs copied
 2. **Batching amortisation.** ``--amortise`` single-subject requests submitted together,
    answered in-process through the workflow's own control flow
    (``workflows.answer_batch`` + ``call_step``, as ``tests/service_support.py`` drives it)
-   from two fresh workspaces side by side: *batched* (max_size N: one batch) and *one by
-   one* (max_size 1: N batches, each from the previous version). Otherwise the modality's
+   from fresh workspaces side by side: *batched* (max_size N: one batch), *one by one*
+   (submitted together, max_size 1: N batches, each from the previous version; every
+   batch's reference leaves out all N requests' examples, tombstoned at submission, so they
+   share one reference) and *arriving* (max_size 1, each request submitted only after the
+   previous one is answered: the steady state, where every batch needs its own reference). Otherwise the modality's
    default policy (finetune, the classifier gate and canary); a batch the canary holds is
    released at once (counted). Reported per side: wall seconds of answering (submissions
    excluded), unlearn runs and their examples forward/backward (the run store's ``cost``),
@@ -412,12 +415,12 @@ def part_amortise(ws: Workspaces, backend: str, args, subjects: list[str]) -> di
     chosen = subjects[: args.amortise]
     repeats = []
     for r in range(args.amortise_repeats):
-        order = (("batched", args.amortise), ("one_by_one", 1))
+        order = (("batched", args.amortise), ("one_by_one", 1), ("arriving", 1))
         if r % 2:
             order = order[::-1]  # alternate which side runs first
         repeats.append({side: _amortise_side(ws, backend, chosen, side, max_size, r) for side, max_size in order})
     sides = {}
-    for side in ("batched", "one_by_one"):
+    for side in SIDES:
         each = [rp[side] for rp in repeats]
         summary = dict(each[0])
         summary["wall_s_each"] = [e["wall_s"] for e in each]
@@ -431,17 +434,25 @@ def part_amortise(ws: Workspaces, backend: str, args, subjects: list[str]) -> di
         summary["unlearn_train_s"] = round(float(np.median([e["unlearn_train_s"] for e in each])), 2)
         summary["reference_train_s"] = round(float(np.median([e["reference_train_s"] for e in each])), 2)
         sides[side] = summary
-    b, o = sides["batched"], sides["one_by_one"]
+    b = sides["batched"]
     sides["repeats"] = args.amortise_repeats
-    sides["ratio_one_by_one_over_batched"] = {
-        "wall_s": round(o["wall_s"] / b["wall_s"], 2),
-        "wall_s_each_repeat": [round(rp["one_by_one"]["wall_s"] / rp["batched"]["wall_s"], 2) for rp in repeats],
-        "examples_forward": round(o["examples_forward"] / b["examples_forward"], 2),
-        "examples_backward": round(o["examples_backward"] / b["examples_backward"], 2),
-        "reference_retrains": round(o["reference_retrains"] / max(1, b["reference_retrains"]), 2),
-        "unlearn_runs": round(o["unlearn_runs"] / max(1, b["unlearn_runs"]), 2),
-    }
+    for side in ("one_by_one", "arriving"):
+        o = sides[side]
+        sides[f"ratio_{side}_over_batched"] = {
+            "wall_s": round(o["wall_s"] / b["wall_s"], 2),
+            "wall_s_each_repeat": [round(rp[side]["wall_s"] / rp["batched"]["wall_s"], 2) for rp in repeats],
+            "examples_forward": round(o["examples_forward"] / b["examples_forward"], 2),
+            "examples_backward": round(o["examples_backward"] / b["examples_backward"], 2),
+            "reference_retrains": round(o["reference_retrains"] / max(1, b["reference_retrains"]), 2),
+            "unlearn_runs": round(o["unlearn_runs"] / max(1, b["unlearn_runs"]), 2),
+        }
     return sides
+
+
+#: part 2's sides: all requests in one batch; submitted together, answered in N batches;
+#: arriving one at a time, each answered before the next is submitted (steady state: each
+#: batch's reference is its own)
+SIDES = ("batched", "one_by_one", "arriving")
 
 
 def _amortise_side(ws: Workspaces, backend: str, chosen: list[str], side: str, max_size: int, repeat: int) -> dict:
@@ -452,22 +463,27 @@ def _amortise_side(ws: Workspaces, backend: str, chosen: list[str], side: str, m
     svc = service(home, url, enqueue=lambda conn, b, line, delay: queue.append(b))
     try:
         svc.register_line("amortise", ws.run_id, {"batch": {"max_size": max_size, "window_seconds": 0}})
-        reqs = [svc.submit("amortise", subjects=[s]).body for s in chosen]
+        arriving = side == "arriving"
+        reqs = [] if arriving else [svc.submit("amortise", subjects=[s]).body for s in chosen]
         before = _reference_entries(home)
         states, released = [], 0
-        t0 = time.perf_counter()
+        wall = 0.0
         done = 0
-        while done < len(queue):
-            b = queue[done]
+        for s in chosen if arriving else [None]:
+            if arriving:
+                reqs.append(svc.submit("amortise", subjects=[s]).body)  # not timed: as on the other sides
+            t0 = time.perf_counter()
+            while done < len(queue):
+                b = queue[done]
 
-            def release(b=b):
-                nonlocal released
-                released += 1
-                svc.decide(b, "release", "benchmark: released at once", "bench")
+                def release(b=b):
+                    nonlocal released
+                    released += 1
+                    svc.decide(b, "release", "benchmark: released at once", "bench")
 
-            states.append(answer_batch(b, lambda name, bb, *a: call_step(svc, name, bb, *a), release))
-            done += 1
-        wall = time.perf_counter() - t0
+                states.append(answer_batch(b, lambda name, bb, *a: call_step(svc, name, bb, *a), release))
+                done += 1
+            wall += time.perf_counter() - t0
         new_refs = {k: v for k, v in _reference_entries(home).items() if k not in before}
         runs = {rec.id: rec for rec in svc.workspace.store.list()}
         info = [svc.get_batch(b) for b in queue]
@@ -855,7 +871,7 @@ def report(res: dict) -> str:
     if all("amortisation" in B[b] for b in bs):
         A = {b: B[b]["amortisation"] for b in bs}
         rows = []
-        for side in ("batched", "one_by_one"):
+        for side in SIDES:
             for key, label in (
                 ("batches", "batches"),
                 ("wall_s", "wall s (median)"),
@@ -881,9 +897,9 @@ def report(res: dict) -> str:
             "unlearn_runs",
             "reference_retrains",
         ):
-            rows.append(
-                (f"ratio one-by-one / batched: {key}", *[A[b]["ratio_one_by_one_over_batched"][key] for b in bs])
-            )
+            for side in ("one_by_one", "arriving"):
+                label = side.replace("_", "-")
+                rows.append((f"ratio {label} / batched: {key}", *[A[b][f"ratio_{side}_over_batched"][key] for b in bs]))
         n = A[bs[0]]["batched"]["requests"]
         out.append(table(f"2. Batching amortisation: {n} one-subject requests, one batch vs {n}", rows, bs))
     if all("kill_loop" in B[b] for b in bs):
@@ -979,6 +995,13 @@ def notes(res: dict) -> list[str]:
                 f"model(s)) against {bt['unlearn_runs']} and {bt['reference_retrains']} batched; reference retrains are "
                 f"{100 * o['reference_examples_forward'] / max(1, o['examples_forward']):.0f}% of the examples computed. "
                 f"Wall ratio per repeat: {fmt(a['ratio_one_by_one_over_batched']['wall_s_each_repeat'])}."
+            )
+            ar = a["arriving"]
+            out.append(
+                f"- {b}, amortisation, arriving one at a time (each answered before the next is submitted): "
+                f"{ar['unlearn_runs']} unlearn runs and {ar['reference_retrains']} reference retrains "
+                f"({ar['distinct_reference_models']} distinct); ratio to batched: wall "
+                f"{a['ratio_arriving_over_batched']['wall_s']}x, examples {a['ratio_arriving_over_batched']['examples_forward']}x."
             )
         L = r.get("load")
         if L:
@@ -1127,8 +1150,9 @@ def main() -> None:
     for b in res["backends"]:
         a = res["backends"][b].get("amortisation")
         if a:
-            r = a["ratio_one_by_one_over_batched"]
-            print(f"{b}: one-by-one / batched: wall {r['wall_s']}x, examples forward {r['examples_forward']}x")
+            for side in ("one_by_one", "arriving"):
+                r = a[f"ratio_{side}_over_batched"]
+                print(f"{b}: {side} / batched: wall {r['wall_s']}x, examples forward {r['examples_forward']}x")
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(res, indent=1) + "\n")
