@@ -113,7 +113,6 @@ class Submitted:
     status: int
     body: dict
     replayed: bool = False
-    closed_batch: str | None = None  # a batch this submission filled (its workflow may start now)
 
 
 class Service:
@@ -525,7 +524,7 @@ class Service:
                     .values(state="done", status_code=202, response=body)
                 )
         log.info("request received", extra={"event": "request.received", "request": req_id, "batch": batch_id})
-        return Submitted(202, body, closed_batch=closed)
+        return Submitted(202, body)
 
     def _request_view(self, conn: Connection, req_id: str) -> dict:
         r = conn.execute(select(deletion_requests).where(deletion_requests.c.id == req_id)).first()
@@ -640,11 +639,6 @@ class Service:
             b = self._batch(conn, batch_id)
             line = self._line_by_id(conn, b["line_id"])
         return b, line, self._policy(line)
-
-    def batch_window(self, batch_id: str) -> float:
-        b, _, pol = self._steps(batch_id)
-        opened = datetime.fromisoformat(b["opened_at"])
-        return max(0.0, pol.window_seconds - (datetime.now(timezone.utc) - opened).total_seconds())
 
     def step_close(self, batch_id: str) -> dict:
         """No request joins the batch after this; its members are read in the same

@@ -218,10 +218,6 @@ def make_engine(url: str, immediate: bool = True) -> Engine:
         raise StoreError(f"cannot open {url!r}: {e}") from None
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def migrate(engine: Engine) -> None:
     """Bring the service's tables to the newest Alembic revision (idempotent)."""
     from pathlib import Path
