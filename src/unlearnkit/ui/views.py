@@ -1,0 +1,553 @@
+"""What each endpoint of the comparator's JSON API returns (docs/comparator.md, "The JSON API").
+
+Each function takes the workspace and the query's values and returns a JSON-ready dict
+(every number finite or None). Models come from :mod:`unlearnkit.ui.models` (hash
+verified), computations from :mod:`unlearnkit.ui.analysis`, and every heavy result goes
+through :class:`unlearnkit.ui.cache.ResultCache` keyed by the artifact hashes of the models
+it reads, the task key, the forget and holdout fingerprints and the view's parameters.
+Bad input raises :class:`~unlearnkit.ui.models.UIError` (the app answers it as
+problem+json).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UnlearnkitError
+from ..evaluation import metrics as catalogue
+from ..modalities import modality_of_spec
+from ..modalities.classifier.adapter import ClassifierAdapter
+from ..modalities.classifier.scores import Scores, compute_scores
+from ..orchestration.experiment import Workspace, score_model
+from ..orchestration.records import RunRecord
+from ..orchestration.report.summary import scenario_label
+from ..task import Task
+from ..utils import derive_seed
+from . import analysis
+from .cache import ResultCache
+from .models import Resolved, UIError, resolve_model, resolve_pair, task_label
+
+#: the splits the classes view reports, in order
+CLASS_SPLITS = ("forget", "retain", "test")
+DEFAULT_SAMPLE = 2000
+MAX_SAMPLE = 20000
+#: examples CKA compares the layers on (a fixed, seeded sample of forget, retain and test)
+CKA_SAMPLE = 1000
+MAX_INSTANCES = 200
+#: the catalogue's goals as the page's column goals
+GOAL = {"higher": "max", "lower": "min", "reference": "reference"}
+
+
+# --------------------------------------------------------------------------- helpers
+def _clean(obj):
+    return analysis.nan_to_none(obj)
+
+
+def _cache(ws: Workspace) -> ResultCache:
+    return ResultCache.of(ws)
+
+
+def _run_modality(run: RunRecord) -> str:
+    try:
+        return modality_of_spec(run.task_spec).name
+    except UnlearnkitError:
+        return str((run.task_spec or {}).get("modality", ""))
+
+
+def _task_label_of(run: RunRecord) -> str:
+    try:
+        return modality_of_spec(run.task_spec).task_label(run.task_spec or {})
+    except Exception:  # noqa: BLE001 - a label is never worth an error
+        return str((run.task_spec or {}).get("dataset", "task"))
+
+
+def _split_params(task: Task) -> dict:
+    """What identifies the data a view reads beyond the task key: the forget, retain and
+    holdout sets."""
+    return {
+        "forget": task.split.forget_fingerprint,
+        "retain": task.retain.fingerprint,
+        "holdout": task.holdout.fingerprint,
+    }
+
+
+def _artifact(m: Resolved) -> str:
+    return m.artifact or f"unsaved:{m.id}"
+
+
+def _require_classifier(task: Task) -> None:
+    if not isinstance(task.adapter, ClassifierAdapter):
+        raise UIError(
+            422,
+            f"the classifier views need a classifier task; this is a {task.modality} task "
+            "(open its own view from the pair's `views`)",
+            "wrong-view",
+        )
+
+
+class _ScoreCache:
+    """Scores of (model artifact, task splits), kept for the views of one page (an LRU)."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, m: Resolved) -> dict:
+        key = (m.task.key, _artifact(m), tuple(_split_params(m.task).values()))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = score_model(m.model, m.task)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_SCORES = _ScoreCache()
+
+
+def scores_of(m: Resolved) -> dict[str, Scores]:
+    """Per-split scores of model ``m`` on its task (one pass per split, kept per process)."""
+    return _SCORES.get(m)
+
+
+# --------------------------------------------------------------------------- workspace and runs
+def has_service(ws: Workspace) -> bool:
+    """Whether the deletion-request service's tables are there (``unlearnkit.ui.requests``
+    decides where that module exists; else a ``service.db`` in the workspace)."""
+    try:
+        from . import requests as _requests  # written beside this module when the service views exist
+    except ImportError:
+        return (Path(ws.root) / "service.db").is_file()
+    return bool(_requests.has_service(ws))
+
+
+def workspace_view(ws: Workspace) -> dict:
+    """``{home, runs, modalities, service, read_only}``."""
+    runs = ws.store.list()
+    return {
+        "home": str(ws.root),
+        "runs": len(runs),
+        "modalities": sorted({_run_modality(r) for r in runs} - {""}),
+        "service": has_service(ws),
+        "read_only": bool(ws.read_only),
+    }
+
+
+def run_json(ws: Workspace, run: RunRecord) -> dict:
+    """A run as the page's ``Run``."""
+    try:
+        present = bool(run.artifact) and ws.artifacts.exists(run.artifact)
+    except UnlearnkitError:  # not an artifact hash
+        present = False
+    metrics = {
+        k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None)
+        for k, v in (run.metrics or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "method": run.method,
+        "params": _clean(run.params or {}),
+        "seed": int(run.seed),
+        "status": run.status,
+        "error": run.error,
+        "modality": _run_modality(run),
+        "task_key": run.task_key,
+        "task_label": _task_label_of(run),
+        "scenario_label": scenario_label(run.scenario) if run.scenario else "none",
+        "forget_fingerprint": run.forget_fingerprint,
+        "n_forget": len(run.forget_ids) if run.forget_ids else 0,
+        "created_at": run.created_at,
+        "parent": run.parent,
+        "artifact": run.artifact,
+        "artifact_present": present,
+        "metrics": metrics,
+    }
+
+
+def columns(keys, modalities) -> list[dict]:
+    """The page's ``Column`` of each metric key, in catalogue order: label, goal (``max``,
+    ``min``, ``reference`` or None), help, unit, and whether it is a headline column."""
+    mods = sorted(modalities) or None
+    head = set(catalogue.headline_metrics(mods))
+    out = []
+    for k in catalogue.order_metrics(keys, mods):
+        goal = catalogue.metric_goal(k, mods)
+        out.append(
+            {
+                "key": k,
+                "label": k,
+                "goal": GOAL.get(goal) if goal else None,
+                "help": catalogue.metric_help(k, mods),
+                "unit": catalogue.metric_unit(k),
+                "headline": k in head,
+            }
+        )
+    return out
+
+
+def runs_view(
+    ws: Workspace,
+    task: str | None = None,
+    scenario: str | None = None,
+    method: str | None = None,
+    seed: int | None = None,
+    kind: str | None = None,
+) -> dict:
+    """``{runs: [Run], columns: [Column]}``, newest first; ``task`` matches the task key (or
+    a prefix) or the task label, ``scenario`` the scenario label."""
+    rows = [run_json(ws, r) for r in ws.store.list(kind=kind or None, method=method or None)]
+    if task:
+        rows = [r for r in rows if r["task_key"].startswith(task) or r["task_label"] == task]
+    if scenario:
+        rows = [r for r in rows if r["scenario_label"] == scenario]
+    if seed is not None:
+        rows = [r for r in rows if r["seed"] == seed]
+    keys = {k for r in rows for k in r["metrics"]}
+    return {"runs": rows, "columns": columns(keys, {r["modality"] for r in rows if r["modality"]})}
+
+
+# --------------------------------------------------------------------------- pair
+def _classes(task: Task) -> list[str]:
+    names = None
+    for data in (task.train, task.test):
+        meta = data.meta if isinstance(data.meta, dict) else {}
+        names = meta.get("classes") or meta.get("class_names")
+        if names:
+            break
+    k = int(task.adapter.num_classes)
+    if names and len(names) == k:
+        return [str(n) for n in names]
+    return [str(c) for c in range(k)]
+
+
+def forget_classes(task: Task) -> list[int]:
+    """The classes the forget set holds entirely (every training example of the class is to
+    be forgotten: a class scenario); empty when the forget set is a part of each class."""
+    train = task.train.labels.numpy()
+    forget = task.forget.labels.numpy()
+    out = []
+    for c in np.unique(forget):
+        if (forget == c).sum() == (train == c).sum():
+            out.append(int(c))
+    return out
+
+
+def pair_view(ws: Workspace, a: str, b: str | None = None) -> dict:
+    """``{a: Model, b: Model, task: {key, label, modality, classes?, forget_classes?, n_forget,
+    n_holdout}, views}``."""
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    info: dict = {
+        "key": task.key,
+        "label": task_label(task),
+        "modality": task.modality,
+        "scenario_label": scenario_label(task.split.scenario),
+        "n_forget": len(task.forget),
+        "n_retain": len(task.retain),
+        "n_test": len(task.test),
+        "n_holdout": len(task.holdout),
+    }
+    if isinstance(task.adapter, ClassifierAdapter):
+        info["classes"] = _classes(task)
+        info["forget_classes"] = forget_classes(task)
+        views = ["classifier", "attack"]
+    else:
+        views = ["lm"]
+    return {"a": ma.to_json(), "b": mb.to_json(), "task": info, "views": views}
+
+
+# --------------------------------------------------------------------------- classifier
+def classes_view(ws: Workspace, a: str, b: str | None = None) -> dict:
+    """Class-wise accuracy and prediction matrices (true x predicted) of both models on the
+    forget, retain and test splits."""
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    _require_classifier(task)
+    k = int(task.adapter.num_classes)
+
+    def compute() -> dict:
+        acc, mat = {}, {}
+        for side, m in (("a", ma), ("b", mb)):
+            sc = scores_of(m)
+            acc[side] = {s: analysis.class_accuracy(sc[s], k) for s in CLASS_SPLITS}
+            mat[side] = {s: analysis.prediction_matrix(sc[s], k) for s in CLASS_SPLITS}
+        return _clean(
+            {
+                "classes": _classes(task),
+                "forget_classes": forget_classes(task),
+                "splits": list(CLASS_SPLITS),
+                "accuracy": acc,
+                "matrix": mat,
+            }
+        )
+
+    return _cache(ws).get_or_compute("classes", [_artifact(ma), _artifact(mb)], task.key, _split_params(task), compute)
+
+
+def _sample(task: Task, n: int, seed: int) -> dict[str, np.ndarray]:
+    """A seeded sample of at most ``n`` forget, retain and test examples (positions per split)."""
+    return analysis.sample_indices({s: len(getattr(task, s)) for s in analysis.SAMPLE_SPLITS}, n, seed)
+
+
+def _sample_set(task: Task, idx: dict[str, np.ndarray]):
+    from ..data.dataset import ExampleSet
+
+    parts = [analysis.take(getattr(task, s), idx[s]) for s in analysis.SAMPLE_SPLITS if len(idx[s])]
+    data = ExampleSet.concat(parts, "ui-sample")
+    split = [s for s in analysis.SAMPLE_SPLITS for _ in range(len(idx[s]))]
+    return data, split
+
+
+def embeddings_view(
+    ws: Workspace, a: str, b: str | None = None, projection: str = "pca", sample: int = DEFAULT_SAMPLE
+) -> dict:
+    """Both models' penultimate representations of one seeded sample of forget, retain and
+    test examples, each projected to 2-D (``pca`` or ``umap``) and ``b`` aligned to ``a`` by
+    orthogonal Procrustes: ``{projection, sample: {ids, split, label}, a, b, pred: {a, b},
+    procrustes_disparity, layer}``."""
+    if projection not in analysis.PROJECTIONS:
+        raise UIError(422, f"projection must be one of {', '.join(analysis.PROJECTIONS)}, not {projection!r}")
+    if not 1 <= int(sample) <= MAX_SAMPLE:
+        raise UIError(422, f"sample must be in 1..{MAX_SAMPLE}, not {sample}")
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    _require_classifier(task)
+    seed = int(task.seed)
+
+    def compute() -> dict:
+        idx = _sample(task, int(sample), seed)
+        data, split = _sample_set(task, idx)
+        xa = analysis.penultimate(ma.model, data, task.adapter)
+        xb = analysis.penultimate(mb.model, data, task.adapter)
+        try:
+            pa = analysis.project(xa, projection, seed)
+            pb = analysis.project(xb, projection, seed)
+        except analysis.MissingDependency as e:
+            raise UIError(501, str(e), "missing-dependency", "Not available") from None
+        pb, disparity = analysis.procrustes_align(pa, pb)
+        preds = {side: compute_scores(m.model, data, task.adapter).pred for side, m in (("a", ma), ("b", mb))}
+        return _clean(
+            {
+                "projection": projection,
+                "sample": {
+                    "ids": [str(i) for i in data.example_ids],
+                    "split": split,
+                    "label": data.labels.numpy(),
+                },
+                "a": np.round(pa, 5),
+                "b": np.round(pb, 5),
+                "pred": preds,
+                "procrustes_disparity": disparity,
+                "layer": f"input of {analysis.penultimate_name(ma.model)}",
+            }
+        )
+
+    params = {**_split_params(task), "projection": projection, "sample": int(sample), "seed": seed}
+    return _cache(ws).get_or_compute("embeddings", [_artifact(ma), _artifact(mb)], task.key, params, compute)
+
+
+def _reference_for(ws: Workspace, ma: Resolved, mb: Resolved) -> tuple[Resolved | None, str | None]:
+    """The reference of the pair (of whichever model has a forget set), or why there is none."""
+    for m in (ma, mb):
+        if m.kind == "reference":
+            return m, None
+    run = ma.record if ma.forget_fingerprint is not None else mb.record
+    try:
+        return resolve_model(ws, f"reference:{run.id}"), None
+    except UIError as e:
+        return None, e.detail
+
+
+def cka_view(ws: Workspace, a: str, b: str | None = None) -> dict:
+    """Linear CKA (Kornblith et al. 2019) per Linear/Conv layer of each model against the
+    original and the reference, on a fixed seeded sample of forget, retain and test examples:
+    ``{layers, a_vs_original, a_vs_reference, b_vs_original, b_vs_reference, a_vs_b, n}``."""
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    _require_classifier(task)
+    ref, why = _reference_for(ws, ma, mb)
+    original_artifact = next((m.artifact for m in (ma, mb) if m.kind == "original" and m.artifact), None)
+    seed = int(task.seed)
+
+    def compute() -> dict:
+        idx = _sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
+        data, _ = _sample_set(task, idx)
+        models = {"a": ma.model, "b": mb.model, "original": task.original}
+        if ref is not None:
+            models["reference"] = ref.model
+        names = [set(analysis.layer_names(m)) for m in models.values()]
+        layers = [n for n in analysis.layer_names(ma.model) if all(n in s for s in names)]
+        reps = {k: analysis.layer_outputs(m, data, task.adapter, layers) for k, m in models.items()}
+        out = {
+            "layers": layers,
+            "n": len(data),
+            "a_vs_original": analysis.cka_by_layer(reps["a"], reps["original"], layers),
+            "b_vs_original": analysis.cka_by_layer(reps["b"], reps["original"], layers),
+            "a_vs_b": analysis.cka_by_layer(reps["a"], reps["b"], layers),
+        }
+        for side in ("a", "b"):
+            out[f"{side}_vs_reference"] = (
+                analysis.cka_by_layer(reps[side], reps["reference"], layers)
+                if ref is not None
+                else [None] * len(layers)
+            )
+        out["reference"] = None if ref is None else ref.to_json()
+        out["reference_missing"] = why
+        return _clean(out)
+
+    arts = [_artifact(ma), _artifact(mb), original_artifact or f"original:{task.key}", _artifact(ref) if ref else None]
+    return _cache(ws).get_or_compute("cka", arts, task.key, {**_split_params(task), "n": CKA_SAMPLE}, compute)
+
+
+def _locate(task: Task, ids: list[str]) -> list[tuple[str, str]]:
+    """``(id, split)`` of each id: forget, retain, test or holdout (404 for an unknown id)."""
+    out, unknown = [], []
+    for i in ids:
+        for s in ("forget", "retain", "test", "holdout"):
+            if getattr(task, s).has(i):
+                out.append((i, s))
+                break
+        else:
+            unknown.append(i)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise UIError(
+            404, f"{len(unknown)} example id(s) are in none of this task's splits: {shown}", "unknown-example"
+        )
+    return out
+
+
+def instances_view(ws: Workspace, a: str, b: str | None, ids: str | list[str]) -> dict:
+    """The instance panel: per example its split, label, input (image, feature row or text)
+    and both models' probabilities, prediction and loss."""
+    want = [i.strip() for i in (ids.split(",") if isinstance(ids, str) else ids) if i and i.strip()]
+    want = list(dict.fromkeys(want))
+    if not want:
+        return {"rows": []}
+    if len(want) > MAX_INSTANCES:
+        raise UIError(422, f"at most {MAX_INSTANCES} instances at a time, not {len(want)}")
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    _require_classifier(task)
+    rows = []
+    for split in ("forget", "retain", "test", "holdout"):
+        mine = [i for i, s in _locate(task, want) if s == split]
+        if not mine:
+            continue
+        data = getattr(task, split).select(mine)
+        sc = {side: compute_scores(m.model, data, task.adapter) for side, m in (("a", ma), ("b", mb))}
+        for j, eid in enumerate(mine):
+            rows.append(
+                {
+                    "id": eid,
+                    "split": split,
+                    "label": int(data.labels[j]),
+                    "input": analysis.instance_input(data, j),
+                    **{
+                        side: {
+                            "probs": np.round(s.probs[j], 6),
+                            "pred": int(s.pred[j]),
+                            "loss": float(s.loss[j]),
+                        }
+                        for side, s in sc.items()
+                    },
+                }
+            )
+    order = {i: n for n, i in enumerate(want)}
+    rows.sort(key=lambda r: order[r["id"]])
+    return _clean({"rows": rows})
+
+
+# --------------------------------------------------------------------------- attack
+def _privacy_report(ws: Workspace, m: Resolved) -> dict:
+    """What the run's stored privacy report (``evaluate --privacy``) says, per example where
+    it holds that: ``{ids, success}`` or None, and why not."""
+    if m.kind != "run":
+        return {"value": None, "reason": f"{m.label} is not a run with a privacy report", "summary": None}
+    metrics = dict(m.record.metrics or {})
+    try:
+        for ev in ws.store.evaluations(m.record.id):
+            if (ev.inputs or {}).get("privacy"):
+                metrics.update(ev.metrics or {})
+    except UnlearnkitError:
+        pass
+    summary = {k: metrics[k] for k in ("ulira_auc", "ulira_acc", "ulira_tpr_at_1fpr", "n_shadow") if k in metrics}
+    if not summary:
+        return {
+            "value": None,
+            "reason": f"run {m.record.id} has no privacy report; run `unlearnkit evaluate {m.record.id} --privacy 16`",
+            "summary": None,
+        }
+    per = metrics.get("ulira_per_example_acc")
+    ids = metrics.get("ulira_per_example_ids") or [str(i) for i in (m.record.forget_ids or [])]
+    if isinstance(per, (list, tuple)) and len(per) == len(ids):
+        return {"value": {"ids": ids, "success": list(per)}, "reason": None, "summary": summary}
+    return {
+        "value": None,
+        "reason": "the stored privacy report holds U-LiRA's aggregates only (auc, acc, TPR at low FPR), "
+        "not its per-example success",
+        "summary": summary,
+    }
+
+
+def attack_view(ws: Workspace, a: str, b: str | None = None) -> dict:
+    """Per-example attack features (entropy, confidence, loss) of both models on the forget
+    set (members) and the holdout (non-members), the Comparator's clip ranges and bins, and
+    U-LiRA's per-example success where a run's privacy report holds it."""
+    ma, mb = resolve_pair(ws, a, b)
+    task = ma.task
+    _require_classifier(task)
+
+    def compute() -> dict:
+        out: dict = {"features": list(analysis.ATTACK_FEATURES)}
+        loss_max = 0.0
+        for split in ("forget", "holdout"):
+            block: dict = {}
+            for side, m in (("a", ma), ("b", mb)):
+                sc = scores_of(m)[split]
+                block["ids"] = [str(i) for i in sc.example_ids]
+                feats = analysis.attack_features(sc)
+                if len(feats["loss"]):
+                    loss_max = max(loss_max, float(np.nanmax(feats["loss"])))
+                block[side] = {k: np.round(v, 6) for k, v in feats.items()}
+            out[split] = block
+        out["ranges"] = {**{k: list(v) for k, v in analysis.FEATURE_RANGE.items()}, "loss": [0.0, loss_max]}
+        out["temperatures"] = dict(analysis.FEATURE_TEMPERATURE)
+        out["bins"] = analysis.BINS
+        return _clean(out)
+
+    result = _cache(ws).get_or_compute("attack", [_artifact(ma), _artifact(mb)], task.key, _split_params(task), compute)
+    reports = {side: _privacy_report(ws, m) for side, m in (("a", ma), ("b", mb))}
+    result = dict(result)
+    result["ulira"] = {
+        "a": reports["a"]["value"],
+        "b": reports["b"]["value"],
+        "reason": {side: r["reason"] for side, r in reports.items()},
+        "summary": {side: r["summary"] for side, r in reports.items()},
+    }
+    return _clean(result)
+
+
+__all__ = [
+    "workspace_view",
+    "runs_view",
+    "pair_view",
+    "classes_view",
+    "embeddings_view",
+    "cka_view",
+    "instances_view",
+    "attack_view",
+    "has_service",
+]
