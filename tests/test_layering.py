@@ -93,10 +93,10 @@ def _exists(module: str) -> bool:
     return (SRC / rel).with_suffix(".py").exists() or (SRC / rel / "__init__.py").exists()
 
 
-SURFACES = {"requests", "api", "service", "cli", "testing", "__main__"}
+SURFACES = {"requests", "api", "service", "ui", "cli", "testing", "__main__"}
 #: layer -> the layers it must not import (docs/ARCHITECTURE.md, "Layers"); imports point
 #: down: errors/utils < data < engines < modalities + task < methods < evaluation <
-#: orchestration < requests < api, service < cli (testing sits beside the surfaces, over methods)
+#: orchestration < requests < api, service < ui < cli (testing sits beside the surfaces, over methods)
 FORBIDDEN = {
     "errors": {"data", "engines", "modalities", "task", "methods", "evaluation", "orchestration"} | SURFACES,
     "data": {"engines", "modalities", "task", "methods", "evaluation", "orchestration"} | SURFACES,
@@ -107,9 +107,11 @@ FORBIDDEN = {
     "evaluation": {"orchestration"} | SURFACES,
     "orchestration": SURFACES,
     "requests": SURFACES - {"requests"},
-    "api": {"service", "cli", "testing", "__main__"},
-    "service": {"api", "cli", "testing", "__main__"},
-    "testing": {"evaluation", "orchestration", "requests", "api", "service", "cli", "__main__"},
+    "api": {"service", "ui", "cli", "testing", "__main__"},
+    "service": {"api", "ui", "cli", "testing", "__main__"},
+    # the comparator reads the service's tables (its db/crypto modules), never the other way
+    "ui": {"api", "cli", "testing", "__main__"},
+    "testing": {"evaluation", "orchestration", "requests", "api", "service", "ui", "cli", "__main__"},
 }
 #: the modules of a modality package that may import unlearnkit.evaluation (they register
 #: metrics in its catalogue or run its attacks)

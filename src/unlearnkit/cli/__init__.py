@@ -37,7 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
 # the command modules register their commands on the apps above (order: `--help` order)
-from . import demo, train, unlearn, evaluate, connect, bench, report, runs, registries, data, service  # noqa: E402,F401,I001
+from . import demo, train, unlearn, evaluate, connect, bench, report, runs, registries, data, service, ui  # noqa: E402,F401,I001
 
 
 def main() -> None:
