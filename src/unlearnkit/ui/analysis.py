@@ -29,8 +29,9 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: 2025; see :mod:`unlearnkit.evaluation.comparator`); loss is the cross-entropy of the label
 ATTACK_FEATURES = ("entropy", "confidence", "loss")
 FEATURE_TEMPERATURE = {"entropy": 2.0, "confidence": 1.0}
-#: the clip ranges of the Comparator's threshold sweep (its official code)
-FEATURE_RANGE = {"entropy": (0.0, 2.5), "confidence": (-2.5, 10.0)}
+#: the clip ranges of the threshold sweep: entropy and confidence as the Comparator's official
+#: code; loss (not a Comparator feature) over [0, 10] nats, where a loss above 10 means p_y < 5e-5
+FEATURE_RANGE = {"entropy": (0.0, 2.5), "confidence": (-2.5, 10.0), "loss": (0.0, 10.0)}
 BINS = 201
 
 SAMPLE_SPLITS = ("forget", "retain", "test")

@@ -512,18 +512,15 @@ def attack_view(ws: Workspace, a: str, b: str | None = None) -> dict:
 
     def compute() -> dict:
         out: dict = {"features": list(analysis.ATTACK_FEATURES)}
-        loss_max = 0.0
         for split in ("forget", "holdout"):
             block: dict = {}
             for side, m in (("a", ma), ("b", mb)):
                 sc = scores_of(m)[split]
                 block["ids"] = [str(i) for i in sc.example_ids]
                 feats = analysis.attack_features(sc)
-                if len(feats["loss"]):
-                    loss_max = max(loss_max, float(np.nanmax(feats["loss"])))
                 block[side] = {k: np.round(v, 6) for k, v in feats.items()}
             out[split] = block
-        out["ranges"] = {**{k: list(v) for k, v in analysis.FEATURE_RANGE.items()}, "loss": [0.0, loss_max]}
+        out["ranges"] = {k: list(v) for k, v in analysis.FEATURE_RANGE.items()}
         out["temperatures"] = dict(analysis.FEATURE_TEMPERATURE)
         out["bins"] = analysis.BINS
         return _clean(out)
