@@ -294,10 +294,11 @@ def resolve_model(workspace: Workspace, spec: str) -> Resolved:
     return Resolved(given, "run", run, task, model, label, run.artifact, run.method)
 
 
-def default_partner(workspace: Workspace, run_spec: str) -> str:
-    """The model a run is compared with by default: its reference (an unlearn or reference
-    run), else (a train run) the newest unlearn run started from it, else its own original."""
-    run = get_run(workspace, run_spec)
+def default_partner(workspace: Workspace, run: RunRecord | str) -> str:
+    """The model a run is compared with by default: its reference (a run with a forget set),
+    else (a train run) the newest unlearn run started from it, else its own original."""
+    if isinstance(run, str):
+        run = get_run(workspace, run)
     if run.forget_fingerprint is not None:
         return f"reference:{run.id}"
     children = [r for r in workspace.store.list(kind="unlearn") if r.parent == run.id and r.status == "ok"]
@@ -307,15 +308,17 @@ def default_partner(workspace: Workspace, run_spec: str) -> str:
 def resolve_pair(workspace: Workspace, a: str, b: str | None = None) -> tuple[Resolved, Resolved]:
     """Two models that can be compared: the same task (task key) and the same forget set.
 
-    ``b`` defaults to :func:`default_partner` of ``a``. An original trained without a forget
-    set (a ``train`` run, ``original:<run>``) takes the other model's task. Both models of the
-    pair are then evaluated on one task object (``a``'s, or the one with a forget set).
+    ``b`` defaults to :func:`default_partner` of ``a``'s run (to the run itself where ``a`` is
+    ``reference:<run>`` or ``original:<run>``). An original trained without a
+    forget set (a ``train`` run, ``original:<run>``) takes the other model's task. Both models
+    of the pair are then evaluated on one task object (``a``'s, or the one with a forget set).
     Different tasks or forget sets are a 422 whose sentence says which."""
     if not (a or "").strip():
         raise UIError(422, "pick a model: a=<run id>", "no-run")
-    if b is None or not str(b).strip():
-        b = default_partner(workspace, a.partition(":")[2] if a.partition(":")[0] in PREFIXES else a)
-    ra, rb = resolve_model(workspace, a), resolve_model(workspace, b)
+    ra = resolve_model(workspace, a)
+    if b is None or not str(b).strip():  # reference:<run> / original:<run> against <run> itself
+        b = ra.record.id if ra.kind != "run" else default_partner(workspace, ra.record)
+    rb = resolve_model(workspace, b)
     if ra.task.key != rb.task.key:
         raise UIError(
             422,

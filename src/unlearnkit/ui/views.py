@@ -457,7 +457,7 @@ def instances_view(ws: Workspace, a: str, b: str | None, ids: str | list[str]) -
                     "input": analysis.instance_input(data, j),
                     **{
                         side: {
-                            "probs": np.round(s.probs[j], 6),
+                            "probs": s.probs[j],
                             "pred": int(s.pred[j]),
                             "loss": float(s.loss[j]),
                         }
