@@ -6,12 +6,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench leaderboard clean help
+.PHONY: demo test lint bench leaderboard clean help ui ui-check
 
 help:
 	@echo "make demo   - train on digits, answer deletion requests with every method, write an HTML report"
 	@echo "make test   - lint (ruff check, ruff format --check) and run the test suite"
 	@echo "make bench  - the benchmark (all methods, digits, random 10% and class, 3 seeds)"
+	@echo "make ui     - rebuild the comparator's bundle (ui/ -> src/unlearnkit/ui/static; needs Node 20 and npm)"
+	@echo "make ui-check - rebuild the bundle, run the page's Vitest tests and tsc, fail if the shipped bundle differs"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -36,3 +38,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output unlearnkit-home
+
+ui:
+	cd ui && npm ci && npm run build
+
+ui-check: ui
+	cd ui && npm test && npm run typecheck
+	git diff --exit-code src/unlearnkit/ui/static
+	@test -z "$$(git status --porcelain --untracked-files=all src/unlearnkit/ui/static)" || { git status --short src/unlearnkit/ui/static; echo "error: the shipped bundle differs from ui/ (run make ui and commit src/unlearnkit/ui/static)"; exit 1; }

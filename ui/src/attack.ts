@@ -288,3 +288,51 @@ export function binOf(v: number, lo: number, width: number, nbins: number): numb
   const k = Math.floor((v - lo) / width);
   return k < 0 ? 0 : k >= nbins ? nbins - 1 : k;
 }
+
+/**
+ * comparator.comparator_privacy over precomputed features: the worst-case privacy score of an
+ * unlearned model against the reference on the forget set (positives = the unlearned model's
+ * values, or the reference's), entropy and confidence by default.
+ */
+export function comparatorPrivacy(
+  unlearned: Record<string, ReadonlyArray<number | null>>,
+  reference: Record<string, ReadonlyArray<number | null>>,
+  features: readonly string[] = ["entropy", "confidence"],
+  ranges?: Record<string, readonly [number, number] | number[]> | null,
+  bins: number = BINS,
+  delta: number = DELTA,
+): { privacy: number; attack: string; threshold: number; perFeature: Record<string, number> } {
+  let privacy = 1.0;
+  let attack = "";
+  let threshold = NaN;
+  const perFeature: Record<string, number> = {};
+  for (const name of features) {
+    const [lo, hi] = featureRange(name, ranges);
+    const u = Array.from(prepareUnsorted(unlearned[name] ?? [], lo, hi));
+    const r = Array.from(prepareUnsorted(reference[name] ?? [], lo, hi));
+    const thr = linspace(lo, hi, bins);
+    let bestFeature = 1.0;
+    for (const [direction, pos, neg] of [
+      ["unlearned", u, r],
+      ["reference", r, u],
+    ] as const) {
+      const a = attackScores(pos, neg, thr, delta);
+      let i = 0;
+      for (let k = 1; k < a.length; k++) if (a[k] > a[i]) i = k;
+      bestFeature = Math.min(bestFeature, 1.0 - a[i]);
+      if (1.0 - a[i] < privacy) {
+        privacy = 1.0 - a[i];
+        attack = `${name}>=t:${direction}`;
+        threshold = thr[i];
+      }
+    }
+    perFeature[name] = bestFeature;
+  }
+  return { privacy: Math.min(Math.max(privacy, 0.0), 1.0), attack, threshold, perFeature };
+}
+
+function prepareUnsorted(values: ReadonlyArray<number | null>, lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (const v of values) if (v !== null && Number.isFinite(v)) out.push(clip(v, lo, hi));
+  return out;
+}

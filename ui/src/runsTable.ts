@@ -1,0 +1,95 @@
+// The runs screening table's logic (pure): filters, sorting, goal arrows, default pairs.
+
+import type { Column, Goal, Run } from "./api";
+
+export interface Filters {
+  task?: string;
+  scenario?: string;
+  method?: string;
+  seed?: string;
+}
+
+/** The fixed columns before the metrics. */
+export const BASE_COLUMNS: Column[] = [
+  { key: "id", label: "run", goal: null, help: "run id (click to copy)" },
+  { key: "kind", label: "kind", goal: null },
+  { key: "method", label: "method", goal: null },
+  { key: "task_label", label: "task", goal: null },
+  { key: "scenario_label", label: "scenario", goal: null },
+  { key: "seed", label: "seed", goal: null },
+];
+
+export function filterRuns(runs: Run[], f: Filters): Run[] {
+  return runs.filter(
+    (r) =>
+      (!f.task || r.task_key === f.task) &&
+      (!f.scenario || r.scenario_label === f.scenario) &&
+      (!f.method || r.method === f.method) &&
+      (!f.seed || String(r.seed) === f.seed),
+  );
+}
+
+export function cellValue(r: Run, key: string): string | number | null {
+  if (key in r.metrics) return r.metrics[key] ?? null;
+  const v = (r as unknown as Record<string, unknown>)[key];
+  if (v === null || v === undefined) return null;
+  return typeof v === "number" ? v : String(v);
+}
+
+/** Sort by a column; missing values last in both directions; ties keep the input order. */
+export function sortRuns(runs: Run[], key: string | null, dir: "asc" | "desc"): Run[] {
+  if (!key) return runs.slice();
+  const s = dir === "asc" ? 1 : -1;
+  return runs
+    .map((r, i) => ({ r, i, v: cellValue(r, key) }))
+    .sort((p, q) => {
+      const a = p.v;
+      const b = q.v;
+      const na = a === null || (typeof a === "number" && !Number.isFinite(a));
+      const nb = b === null || (typeof b === "number" && !Number.isFinite(b));
+      if (na || nb) return na === nb ? p.i - q.i : na ? 1 : -1;
+      let c: number;
+      if (typeof a === "number" && typeof b === "number") c = a - b;
+      else c = String(a).localeCompare(String(b), undefined, { numeric: true });
+      return c !== 0 ? s * c : p.i - q.i;
+    })
+    .map((x) => x.r);
+}
+
+export function goalArrow(goal: Goal): { glyph: string; title: string } {
+  switch (goal) {
+    case "max":
+      return { glyph: "↑", title: "higher is better" };
+    case "min":
+      return { glyph: "↓", title: "lower is better" };
+    case "zero":
+      return { glyph: "→0", title: "closer to zero is better" };
+    case "reference":
+      return { glyph: "≈ref", title: "closer to the retrained reference is better" };
+    default:
+      return { glyph: "", title: "" };
+  }
+}
+
+/** Distinct values for a filter, as [value, label] sorted by label. */
+export function options(runs: Run[], key: keyof Filters): [string, string][] {
+  const m = new Map<string, string>();
+  for (const r of runs) {
+    if (key === "task") m.set(r.task_key, r.task_label || r.task_key);
+    else if (key === "scenario") m.set(r.scenario_label, r.scenario_label);
+    else if (key === "method") m.set(r.method, r.method);
+    else if (r.seed !== null && r.seed !== undefined) m.set(String(r.seed), String(r.seed));
+  }
+  return [...m.entries()].sort((a, b) => a[1].localeCompare(b[1], undefined, { numeric: true }));
+}
+
+/** A run compared with its retrained reference, the default pair. */
+export function defaultPair(r: Run): { a: string; b: string } {
+  if (r.kind === "reference" && r.parent) return { a: r.parent, b: r.id };
+  return { a: r.id, b: `reference:${r.id}` };
+}
+
+/** The page's view for a modality (language models have their own). */
+export function viewFor(modality: string | undefined): "classifier" | "lm" {
+  return modality && /lm|language/i.test(modality) ? "lm" : "classifier";
+}

@@ -1,0 +1,125 @@
+// Deletion requests answered by the service: the list, and per request its timeline, gate
+// checks against thresholds and the certificate with its verification status.
+
+import { cached } from "../api";
+import { clear, h, into, notice } from "../dom";
+import type { State } from "../state";
+import type { Ctx, ViewHandle } from "./common";
+import { cellText, isObj, kvTable, pick, rowsOf, table, type Json } from "./generic";
+
+export function mountRequests(el: HTMLElement, ctx: Ctx): ViewHandle {
+  const { store } = ctx;
+  const list = h("section", { class: "card", testid: "requests-list" });
+  const detail = h("section", { class: "card", testid: "request-detail" });
+  el.append(h("div", { testid: "view-requests" }, list, detail));
+
+  void into(list, "deletion requests", async () => {
+    const r = await cached<Json>("/requests");
+    const rows = rowsOf(r, "requests", "items", "rows");
+    if (!rows.length) return notice("The service has answered no deletion requests in this workspace yet.", "requests-empty");
+    const cur = store.get().request;
+    return h(
+      "div",
+      null,
+      h("h3", null, "Deletion requests"),
+      table(rows, "requests-table", {
+        rowTestid: "request-row",
+        onRow: (row) => store.set({ request: String(pick(row, "id", "request_id")) }),
+        active: (row) => String(pick(row, "id", "request_id")) === cur,
+      }),
+    );
+  });
+
+  function load(s: State) {
+    clear(detail);
+    if (!s.request) {
+      detail.append(h("p", { class: "hint" }, "Pick a request to see its timeline, gate checks and certificate."));
+      return;
+    }
+    const id = s.request;
+    void into(detail, `request ${id}`, async () => {
+      const r = await cached<Json>(`/requests/${encodeURIComponent(id)}`);
+      return requestDetail(id, r);
+    });
+  }
+
+  load(store.get());
+  return {
+    update(s, prev) {
+      if (s.request !== prev.request) load(s);
+    },
+    destroy() {},
+  };
+}
+
+function requestDetail(id: string, r: Json): HTMLElement {
+  const out = h("div", null, h("h3", null, `Request ${id}`));
+  const summary = isObj(r) ? (isObj(r.request) ? r.request : Object.fromEntries(Object.entries(r).filter(([, v]) => !isObj(v) && !Array.isArray(v)))) : {};
+  if (Object.keys(summary).length) out.append(kvTable(summary as Record<string, Json>, "request-summary"));
+
+  const timeline = rowsOf(r, "timeline", "events", "history");
+  out.append(h("h4", null, "Timeline"));
+  if (timeline.length) {
+    out.append(
+      h(
+        "ol",
+        { class: "timeline", testid: "request-timeline" },
+        timeline.map((e) =>
+          h(
+            "li",
+            { testid: "timeline-event", "data-state": cellText(pick(e, "state", "event", "status", "kind") ?? null) },
+            h("b", null, cellText(pick(e, "state", "event", "status", "kind") ?? null)),
+            " ",
+            h("span", { class: "hint" }, cellText(pick(e, "at", "time", "created_at", "timestamp") ?? null)),
+            pick(e, "detail", "note", "message") ? h("div", { class: "hint" }, cellText(pick(e, "detail", "note", "message"))) : null,
+          ),
+        ),
+      ),
+    );
+  } else out.append(h("p", { class: "hint" }, "no timeline recorded"));
+
+  const checks = rowsOf(r, "checks", "gate.checks", "gate");
+  out.append(h("h4", null, "Gate checks"));
+  if (checks.length) {
+    out.append(
+      h(
+        "table",
+        { class: "generic", testid: "gate-checks" },
+        h("thead", null, h("tr", null, ["metric", "value", "threshold", "result"].map((c) => h("th", null, c)))),
+        h(
+          "tbody",
+          null,
+          checks.map((c) => {
+            const passed = pick(c, "passed", "ok", "pass");
+            const op = cellText(pick(c, "op", "operator", "comparison") ?? "");
+            return h(
+              "tr",
+              { testid: "gate-check", class: passed === true ? "pass" : passed === false ? "fail" : "" },
+              h("td", null, cellText(pick(c, "metric", "name", "key") ?? null)),
+              h("td", { class: "num" }, cellText(pick(c, "value", "observed") ?? null)),
+              h("td", { class: "num" }, `${op === "–" ? "" : op} ${cellText(pick(c, "threshold", "bound", "limit") ?? null)}`),
+              h("td", { "data-passed": String(passed) }, passed === true ? "✓ pass" : passed === false ? "✗ fail" : cellText(passed ?? null)),
+            );
+          }),
+        ),
+      ),
+    );
+  } else out.append(h("p", { class: "hint" }, "no gate checks recorded"));
+
+  const cert = pick(r, "certificate");
+  out.append(h("h4", null, "Certificate"));
+  if (isObj(cert)) {
+    const v = pick(cert, "verified", "verification.valid", "verification.ok", "valid");
+    const reason = pick(cert, "verification.reason", "reason", "verification.detail");
+    out.append(
+      h(
+        "div",
+        { class: `verify ${v === true ? "ok" : v === false ? "bad" : ""}`, testid: "certificate-status", "data-verified": String(v) },
+        v === true ? "✓ signature verified" : v === false ? "✗ verification failed" : "verification status unknown",
+        reason ? h("span", { class: "hint" }, ` (${cellText(reason)})`) : null,
+      ),
+      kvTable(Object.fromEntries(Object.entries(cert).filter(([k]) => k !== "verification")) as Record<string, Json>, "certificate"),
+    );
+  } else out.append(h("p", { class: "hint", testid: "certificate-none" }, "no certificate (the request was not promoted)"));
+  return out;
+}

@@ -1,0 +1,62 @@
+import { describe, expect, it } from "vitest";
+import type { Run } from "../src/api";
+import { defaultPair, filterRuns, goalArrow, options, sortRuns, viewFor } from "../src/runsTable";
+
+function run(id: string, o: Partial<Run> = {}, metrics: Record<string, number | null> = {}): Run {
+  return {
+    id,
+    kind: "unlearn",
+    method: "ga",
+    params: {},
+    seed: 0,
+    modality: "classifier",
+    task_key: "t1",
+    task_label: "digits · random 10%",
+    scenario_label: "random 10%",
+    created_at: "2026-01-01T00:00:00Z",
+    parent: null,
+    artifact_present: true,
+    metrics,
+    ...o,
+  };
+}
+
+const runs = [
+  run("r1", { method: "ga", seed: 1 }, { acc: 0.9, gap: null }),
+  run("r2", { method: "scrub", seed: 0, task_key: "t2", task_label: "digits · class 3" }, { acc: 0.7, gap: 0.1 }),
+  run("r3", { method: "retrain", seed: 10, kind: "reference", parent: "r1" }, { acc: 0.8, gap: 0.0 }),
+];
+
+describe("runs table", () => {
+  it("filters by task, method and seed", () => {
+    expect(filterRuns(runs, { task: "t2" }).map((r) => r.id)).toEqual(["r2"]);
+    expect(filterRuns(runs, { method: "ga", seed: "1" }).map((r) => r.id)).toEqual(["r1"]);
+    expect(filterRuns(runs, {}).length).toBe(3);
+  });
+  it("sorts numbers, strings and seeds; missing values last", () => {
+    expect(sortRuns(runs, "acc", "desc").map((r) => r.id)).toEqual(["r1", "r3", "r2"]);
+    expect(sortRuns(runs, "acc", "asc").map((r) => r.id)).toEqual(["r2", "r3", "r1"]);
+    expect(sortRuns(runs, "gap", "desc").map((r) => r.id)).toEqual(["r2", "r3", "r1"]);
+    expect(sortRuns(runs, "gap", "asc").map((r) => r.id)).toEqual(["r3", "r2", "r1"]);
+    expect(sortRuns(runs, "method", "asc").map((r) => r.id)).toEqual(["r1", "r3", "r2"]);
+    expect(sortRuns(runs, "seed", "asc").map((r) => r.id)).toEqual(["r2", "r1", "r3"]);
+  });
+  it("gives an arrow per goal", () => {
+    expect(goalArrow("max").glyph).toBe("↑");
+    expect(goalArrow("min").glyph).toBe("↓");
+    expect(goalArrow("zero").glyph).toBe("→0");
+    expect(goalArrow("reference").glyph).toBe("≈ref");
+    expect(goalArrow(null).glyph).toBe("");
+  });
+  it("lists filter options and default pairs", () => {
+    expect(options(runs, "task")).toEqual([
+      ["t2", "digits · class 3"],
+      ["t1", "digits · random 10%"],
+    ]);
+    expect(options(runs, "seed").map((o) => o[0])).toEqual(["0", "1", "10"]);
+    expect(defaultPair(runs[0])).toEqual({ a: "r1", b: "reference:r1" });
+    expect(defaultPair(runs[2])).toEqual({ a: "r1", b: "r3" });
+    expect(viewFor("causal_lm")).toBe("lm");
+    expect(viewFor("classifier")).toBe("classifier");
+  });
+});
