@@ -87,6 +87,10 @@ export interface Cka {
   a_vs_reference: (number | null)[];
   b_vs_original: (number | null)[];
   b_vs_reference: (number | null)[];
+  a_vs_b?: (number | null)[];
+  n?: number;
+  reference?: Model | null;
+  reference_missing?: string | null;
 }
 
 export type InstanceInput =

@@ -293,12 +293,20 @@ export function mountClassifier(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHand
         { label: "A vs reference", color: COLOR_A, values: c.a_vs_reference, dash: "5 3" },
         { label: "B vs original", color: COLOR_B, values: c.b_vs_original },
         { label: "B vs reference", color: COLOR_B, values: c.b_vs_reference, dash: "5 3" },
+        ...(c.a_vs_b ? [{ label: "A vs B", color: "#6b4fa0", values: c.a_vs_b, dash: "1 3" }] : []),
       ],
       yDomain: [0, 1],
       yLabel: "linear CKA",
       testid: "svg-cka",
     });
-    return h("div", null, h("h3", null, "Layer-wise CKA"), figure("cka", "CKA per layer against the original and the reference", svg, svgExporter(svg)));
+    return h(
+      "div",
+      null,
+      h("h3", null, "Layer-wise CKA"),
+      figure("cka", "CKA per layer against the original and the reference", svg, svgExporter(svg)),
+      c.reference_missing ? h("p", { class: "hint", testid: "cka-reference-missing" }, `no reference curves: ${c.reference_missing}`) : null,
+      c.n ? h("p", { class: "hint" }, `linear CKA on a fixed seeded sample of ${c.n} instances`) : null,
+    );
   });
 
   // ------------------------------------------------------------ start

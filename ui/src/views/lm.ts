@@ -4,7 +4,7 @@
 
 import { cached, type Pair } from "../api";
 import { COLOR_A, COLOR_B, COLOR_REF, scatterChart, tokenBars, type ScatterPoint } from "../charts";
-import { clear, errorBox, h, into, notice, shortId } from "../dom";
+import { clear, h, into, notice, shortId } from "../dom";
 import { figure, svgExporter } from "../export";
 import type { State } from "../state";
 import type { Ctx, ViewHandle } from "./common";
@@ -27,32 +27,49 @@ export function mountLm(el: HTMLElement, ctx: Ctx, pair: Pair | null): ViewHandl
     for (const r of rows) {
       const x = Number(pick(r, "model_utility", "utility", "metrics.model_utility"));
       const y = Number(pick(r, "forget_quality", "metrics.forget_quality"));
-      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      if (pick(r, "model_utility") === undefined || pick(r, "forget_quality") === undefined || !Number.isFinite(x) || !Number.isFinite(y)) continue;
       const id = String(pick(r, "id", "run") ?? "");
-      const kind = String(pick(r, "kind") ?? "");
+      const isRef = pick(r, "is_reference") === true;
       pts.push({
         id,
         x,
         y,
-        label: `${pick(r, "label", "method") ?? id} ${shortId(id)}`,
-        color: id === s.a ? COLOR_A : id === s.b ? COLOR_B : /reference|retrain/.test(kind + String(pick(r, "method") ?? "")) ? COLOR_REF : "#8a8fb0",
+        label: `${pick(r, "method") ?? id} ${shortId(id)} (seed ${cellText(pick(r, "seed") ?? null)})`,
+        color: id === s.a ? COLOR_A : id === s.b ? COLOR_B : isRef ? COLOR_REF : "#8a8fb0",
         highlight: id === s.a || id === s.b,
       });
     }
-    const svg = scatterChart({
-      points: pts,
-      xLabel: "model utility",
-      yLabel: "forget quality",
-      yLog: true,
-      testid: "svg-lm-overview",
-      onClick: (p) => store.set({ a: p.id, b: `reference:${p.id}`, view: "lm" }),
-    });
+    const ref = pick(o, "reference");
+    if (isObj(ref) && typeof ref.model_utility === "number" && typeof ref.forget_quality === "number" && !pts.some((p) => p.id === ref.run))
+      pts.push({ id: String(ref.run ?? "reference"), x: ref.model_utility, y: ref.forget_quality, label: "reference (retrain)", color: COLOR_REF });
+    const refWhy = isObj(ref) && typeof ref.why === "string" ? ref.why : null;
+    const scatter = pts.length
+      ? (() => {
+          const svg = scatterChart({
+            points: pts,
+            xLabel: "model utility",
+            yLabel: "forget quality",
+            yLog: true,
+            testid: "svg-lm-overview",
+            onClick: (p) => store.set({ a: p.id, b: `reference:${p.id}`, view: "lm" }),
+          });
+          return figure("lm-overview", "Every evaluated language-model run (click one to compare it with its reference)", svg, svgExporter(svg));
+        })()
+      : notice("No language-model run stores both forget quality and model utility yet (`unlearnkit unlearn ... --evaluate`).", "lm-no-points");
+    const threshold = pick(o, "threshold");
     return h(
       "div",
       null,
       h("h3", null, "Forget quality vs model utility"),
-      figure("lm-overview", "Every language-model run (click one to compare it with its reference)", svg, svgExporter(svg)),
-      table(rows, "lm-runs-table", { rowTestid: "lm-run-row", onRow: (r) => store.set({ a: String(pick(r, "id")), b: `reference:${String(pick(r, "id"))}` }) }),
+      scatter,
+      typeof threshold === "number" ? h("p", { class: "hint" }, `TOFU: forget quality above ${threshold} means indistinguishable from the reference (KS test p-value).`) : null,
+      refWhy ? h("p", { class: "hint", testid: "lm-reference-why" }, refWhy) : null,
+      table(rows, "lm-runs-table", {
+        rowTestid: "lm-run-row",
+        columns: ["id", "kind", "method", "seed", "scenario_label", "status", "forget_quality", "model_utility"],
+        onRow: (r) => store.set({ a: String(pick(r, "id")), b: `reference:${String(pick(r, "id"))}` }),
+        active: (r) => pick(r, "id") === s.a,
+      }),
     );
   });
 
@@ -69,8 +86,30 @@ export function mountLm(el: HTMLElement, ctx: Ctx, pair: Pair | null): ViewHandl
   void into(probes, "probes", async () => {
     const p = await cached<Json>("/lm/probes", q);
     const rows = rowsOf(p, "probes", "rows", "results");
-    const body = rows.length ? table(rows, "probes-table", { rowTestid: "probe-row" }) : isObj(p) ? probeObject(p) : h("pre", null, JSON.stringify(p, null, 1));
-    return h("div", null, h("h3", null, "Probes (paraphrase, alias, multi-hop, relearning) against the reference"), body);
+    const body = rows.length
+      ? table(rows, "probes-table", { rowTestid: "probe-row", columns: ["probe", "measure", "a", "b", "reference", "gap_a", "gap_b", "goal"] })
+      : isObj(p)
+        ? probeObject(p)
+        : h("pre", null, JSON.stringify(p, null, 1));
+    const whys = rows.flatMap((r) => {
+      const w = r.why;
+      if (!isObj(w)) return [];
+      return Object.entries(w)
+        .filter(([, v]) => typeof v === "string" && v)
+        .map(([side, v]) => `${cellText(r.probe ?? r.name ?? null)} (${side}): ${v}`);
+    });
+    const missing = rowsOf(p, "missing");
+    const refWhy = pick(p, "reference_why");
+    return h(
+      "div",
+      null,
+      h("h3", null, "Probes (paraphrase, alias, multi-hop, relearning) against the reference"),
+      h("p", { class: "hint" }, "gap = the model's value minus the retrained reference's (the goal of every probe is the reference's value)."),
+      body,
+      refWhy ? h("p", { class: "hint", testid: "probes-reference-why" }, `no reference: ${cellText(refWhy)}`) : null,
+      [...new Set(whys)].map((w) => h("p", { class: "hint" }, w)),
+      missing.map((m) => h("p", { class: "hint", testid: "probe-missing" }, `${cellText(m.probe ?? null)}: ${cellText(m.why ?? null)}`)),
+    );
   });
 
   const list = h("div", { class: "question-list", testid: "question-list" });
@@ -165,7 +204,7 @@ function questionDetail(r: Json, pair: Pair): HTMLElement {
     h("p", { testid: "question-truth" }, h("b", null, "answer: "), cellText(pick(r, "answer", "truth", "target") ?? null)),
   );
   const series: { label: string; color: string; values: (number | null)[] }[] = [];
-  let tokens: string[] = (pick(r, "tokens") as string[] | undefined) ?? [];
+  let tokens: string[] = ((pick(r, "answer_tokens", "tokens") as Json[] | undefined) ?? []).map(String);
   for (const [side, color] of [
     ["a", COLOR_A],
     ["b", COLOR_B],
@@ -174,8 +213,18 @@ function questionDetail(r: Json, pair: Pair): HTMLElement {
     const m = pick(r, side);
     if (!isObj(m)) continue;
     const label = side === "reference" ? "reference" : `${side.toUpperCase()} ${pair[side].label}`;
-    out.append(h("p", { testid: `answer-${side}` }, h("b", { style: `color:${color}` }, `${label}: `), cellText(pick(m, "greedy", "answer", "generation", "text") ?? null)));
-    const diff = pick(m, "logprob_diff", "diff", "delta", "token_logprob_diff");
+    const extra = ["mean_logprob", "rouge", "exact"].filter((k) => m[k] !== undefined && m[k] !== null).map((k) => `${k.replace("_", " ")} ${cellText(m[k])}`);
+    out.append(
+      h(
+        "p",
+        { testid: `answer-${side}` },
+        h("b", { style: `color:${color}` }, `${label}: `),
+        cellText(pick(m, "greedy", "answer", "generation", "text") ?? null),
+        extra.length ? h("span", { class: "hint" }, `  (${extra.join(" · ")})`) : null,
+      ),
+    );
+    if (side === "reference") continue;
+    const diff = pick(r, `diff_${side}`) ?? pick(m, "logprob_diff", "diff", "delta");
     if (Array.isArray(diff)) {
       series.push({ label: `${label} − reference`, color, values: diff.map((v) => (typeof v === "number" ? v : null)) });
       const t = pick(m, "tokens");
@@ -185,10 +234,10 @@ function questionDetail(r: Json, pair: Pair): HTMLElement {
   if (series.length) {
     if (!tokens.length) tokens = series[0].values.map((_, i) => String(i));
     const svg = tokenBars({ tokens, series, testid: "svg-token-bars" });
-    out.append(figure("token-logprob", "Per-token log-probability difference against the reference", svg, svgExporter(svg)));
-  } else if (isObj(r)) {
-    out.append(kvTable(r, "question-fields"));
+    out.append(figure("token-logprob", "Per-token log-probability of the true answer, minus the reference's", svg, svgExporter(svg)));
+  } else {
+    const why = pick(r, "reference_why");
+    out.append(h("p", { class: "hint", testid: "token-bars-none" }, why ? `No per-token differences: ${cellText(why)}` : "No per-token differences against a reference in this answer."));
   }
-  void errorBox;
   return out;
 }

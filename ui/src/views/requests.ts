@@ -79,7 +79,19 @@ function requestDetail(id: string, r: Json): HTMLElement {
   } else out.append(h("p", { class: "hint" }, "no timeline recorded"));
 
   const checks = rowsOf(r, "checks", "gate.checks", "gate");
+  const gate = pick(r, "gate");
   out.append(h("h4", null, "Gate checks"));
+  if (isObj(gate))
+    out.append(
+      h(
+        "p",
+        { testid: "gate-summary", "data-passed": String(gate.passed) },
+        gate.passed === true ? "✓ the gate passed" : gate.passed === false ? "✗ the gate did not pass" : "gate not decided",
+        gate.method ? ` · method ${cellText(gate.method)}` : "",
+        gate.escalated ? " · escalated to the exact path" : "",
+        gate.error ? ` · error: ${cellText(gate.error)}` : "",
+      ),
+    );
   if (checks.length) {
     out.append(
       h(
@@ -91,14 +103,14 @@ function requestDetail(id: string, r: Json): HTMLElement {
           null,
           checks.map((c) => {
             const passed = pick(c, "passed", "ok", "pass");
-            const op = cellText(pick(c, "op", "operator", "comparison") ?? "");
+            const op = cellText(pick(c, "bound", "op", "operator", "comparison") ?? "");
             return h(
               "tr",
               { testid: "gate-check", class: passed === true ? "pass" : passed === false ? "fail" : "" },
               h("td", null, cellText(pick(c, "metric", "name", "key") ?? null)),
               h("td", { class: "num" }, cellText(pick(c, "value", "observed") ?? null)),
               h("td", { class: "num" }, `${op === "–" ? "" : op} ${cellText(pick(c, "threshold", "bound", "limit") ?? null)}`),
-              h("td", { "data-passed": String(passed) }, passed === true ? "✓ pass" : passed === false ? "✗ fail" : cellText(passed ?? null)),
+              h("td", { "data-passed": String(passed), title: cellText(pick(c, "why") ?? "") }, passed === true ? "✓ pass" : passed === false ? "✗ fail" : cellText(passed ?? null)),
             );
           }),
         ),
@@ -110,7 +122,7 @@ function requestDetail(id: string, r: Json): HTMLElement {
   out.append(h("h4", null, "Certificate"));
   if (isObj(cert)) {
     const v = pick(cert, "verified", "verification.valid", "verification.ok", "valid");
-    const reason = pick(cert, "verification.reason", "reason", "verification.detail");
+    const reason = pick(cert, "why", "verification.reason", "reason", "verification.detail");
     out.append(
       h(
         "div",
@@ -118,7 +130,8 @@ function requestDetail(id: string, r: Json): HTMLElement {
         v === true ? "✓ signature verified" : v === false ? "✗ verification failed" : "verification status unknown",
         reason ? h("span", { class: "hint" }, ` (${cellText(reason)})`) : null,
       ),
-      kvTable(Object.fromEntries(Object.entries(cert).filter(([k]) => k !== "verification")) as Record<string, Json>, "certificate"),
+      kvTable(Object.fromEntries(Object.entries(cert).filter(([k]) => k !== "verification" && k !== "document")) as Record<string, Json>, "certificate"),
+      cert.document !== undefined ? h("details", null, h("summary", null, "signed document"), h("pre", { class: "doc", testid: "certificate-document" }, JSON.stringify(cert.document, null, 1))) : "",
     );
   } else out.append(h("p", { class: "hint", testid: "certificate-none" }, "no certificate (the request was not promoted)"));
   return out;
