@@ -396,3 +396,30 @@ def test_ui_command_bad_input(monkeypatch, capsys, tmp_path, ws_home):
         port = busy.getsockname()[1]
         code, err = _main(monkeypatch, capsys, "--home", str(home), "--port", str(port), "--no-open")
     assert code == 2 and err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
+
+
+def test_umap_projection_through_the_api(client, ws_home, monkeypatch):
+    """projection=umap goes through umap-learn's UMAP (a stand-in here: the real one JIT-compiles
+    for ~20 s); without the package it is a 501 problem that says what to install."""
+    import types
+
+    _, ids = ws_home
+    calls = []
+
+    class FakeUMAP:
+        def __init__(self, **kw):
+            calls.append(kw)
+
+        def fit_transform(self, x):
+            return np.asarray(x)[:, :2] * 2.0
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    body = client.get(
+        "/api/v1/classifier/embeddings", params={"a": ids["a"], "projection": "umap", "sample": 50}
+    ).json()
+    assert body["projection"] == "umap" and len(body["a"]) == 50
+    assert len(calls) == 2 and calls[0]["n_components"] == 2 and calls[0]["random_state"] is not None
+    monkeypatch.setitem(sys.modules, "umap", None)
+    r = client.get("/api/v1/classifier/embeddings", params={"a": ids["a"], "projection": "umap", "sample": 60})
+    body = _problem(r, 501, "missing-dependency")
+    assert "umap-learn" in body["detail"]
