@@ -124,3 +124,23 @@ def test_an_unknown_request_is_a_404(answered):
     with pytest.raises(UIError) as e:
         ui_requests.request_detail(Workspace.open(h, mode="r"), "req-0000")
     assert e.value.status == 404 and e.value.kind == "unknown-request" and "req-0000" in e.value.detail
+
+
+def test_a_failed_gate_shows_the_escalation(home):
+    h, run = home
+    svc, q = make_service(h)
+    svc.register_line("digits", run, policy={"gate": {"checks": [{"metric": "acc_test", "min": 2.0}]}})
+    req = svc.submit("digits", example_ids=[str(i) for i in svc._task(run).split.train.example_ids[:2]]).body
+    assert drain(svc, q) == ["promoted"]  # by the exact path
+    d = ui_requests.request_detail(Workspace.open(h, mode="r"), req["id"])
+    gate = d["gate"]
+    assert gate["escalated"] is True and gate["candidate"] == "escalate" and gate["method"] == "retrain"
+    first, exact = gate["attempts"]
+    assert first["candidate"] == "unlearn" and first["passed"] is False
+    assert first["checks"][0] == {**first["checks"][0], "metric": "acc_test", "bound": "min", "threshold": 2.0}
+    assert exact["method"] == "retrain" and gate["checks"] == exact["checks"] and gate["passed"] is exact["passed"]
+    events = [e["event"] for e in d["timeline"]]
+    assert events.index("gate failed") < events.index("escalated") < events.index("promoted")
+    assert d["batch"]["method"] == "retrain" and d["certificate"]["verified"] is True
+    body = d["certificate"]["document"]["body"]
+    assert body["verification"]["escalated"] is True and body["method"]["name"] == "retrain"
