@@ -21,6 +21,8 @@ export interface Run {
   created_at: string;
   parent: string | null;
   artifact_present: boolean;
+  status?: string;
+  error?: string | null;
   metrics: Record<string, number | null>;
 }
 
@@ -32,6 +34,8 @@ export interface Column {
   goal: Goal;
   help?: string;
   unit?: string | null;
+  /** one of the catalogue's headline metrics (shown by default) */
+  headline?: boolean;
 }
 
 export interface RunsResponse {

@@ -430,7 +430,7 @@ function padDomain(lo: number, hi: number): [number, number] {
 export function tokenBars(o: { tokens: string[]; series: { label: string; color: string; values: (number | null)[] }[]; width?: number; testid?: string }): SVGSVGElement {
   const n = o.tokens.length;
   const bar = 22;
-  const width = o.width ?? Math.max(360, 60 + n * (bar + 4));
+  const width = o.width ?? Math.max(520, 60 + n * (bar + 4));
   const height = 210;
   const m = { t: 26, r: 10, b: 60, l: 50 };
   const svg = svgRoot(width, height, o.testid);

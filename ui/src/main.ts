@@ -75,7 +75,10 @@ function start(root: HTMLElement): void {
       p ? h("span", { class: "task", testid: "pair-task" }, `task: ${p.task.label} (${p.task.modality})`) : null,
       h("button", { type: "button", class: "small", testid: "swap-pair", onclick: () => store.set({ a: s.b, b: s.a }) }, "swap"),
     ]);
-    if (pairError) pairBar.append(errorBox(pairError, "comparing these models"));
+    if (pairError) {
+      const detail = pairError instanceof Error ? pairError.message : String(pairError);
+      pairBar.append(h("span", { class: "pair-error", testid: "pair-error", role: "alert" }, `⚠ cannot compare: ${detail}`));
+    }
   }
 
   function loadPair(s: State): Promise<Pair | null> {

@@ -17,7 +17,14 @@ export const BASE_COLUMNS: Column[] = [
   { key: "task_label", label: "task", goal: null },
   { key: "scenario_label", label: "scenario", goal: null },
   { key: "seed", label: "seed", goal: null },
+  { key: "status", label: "status", goal: null },
 ];
+
+/** The metric columns shown: the headline ones unless all are asked for (all when none is marked). */
+export function metricColumns(columns: Column[], all: boolean): Column[] {
+  const head = columns.filter((c) => c.headline);
+  return all || head.length === 0 ? columns : head;
+}
 
 export function filterRuns(runs: Run[], f: Filters): Run[] {
   return runs.filter(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Run } from "../src/api";
-import { defaultPair, filterRuns, goalArrow, options, sortRuns, viewFor } from "../src/runsTable";
+import { defaultPair, filterRuns, goalArrow, metricColumns, options, sortRuns, viewFor } from "../src/runsTable";
 
 function run(id: string, o: Partial<Run> = {}, metrics: Record<string, number | null> = {}): Run {
   return {
@@ -58,5 +58,17 @@ describe("runs table", () => {
     expect(defaultPair(runs[2])).toEqual({ a: "r1", b: "r3" });
     expect(viewFor("causal_lm")).toBe("lm");
     expect(viewFor("classifier")).toBe("classifier");
+  });
+});
+
+describe("metric columns", () => {
+  const cols = [
+    { key: "acc_forget", label: "acc_forget", goal: "reference" as const, headline: true },
+    { key: "js_test", label: "js_test", goal: "min" as const, headline: false },
+  ];
+  it("shows the headline metrics unless all are asked for", () => {
+    expect(metricColumns(cols, false).map((c) => c.key)).toEqual(["acc_forget"]);
+    expect(metricColumns(cols, true).map((c) => c.key)).toEqual(["acc_forget", "js_test"]);
+    expect(metricColumns([{ ...cols[1] }], false).map((c) => c.key)).toEqual(["js_test"]);
   });
 });

@@ -2,7 +2,7 @@
 
 import { cached, type Run, type RunsResponse } from "../api";
 import { clear, fmt, h, notice, shortId } from "../dom";
-import { BASE_COLUMNS, cellValue, defaultPair, filterRuns, goalArrow, options, sortRuns, viewFor, type Filters } from "../runsTable";
+import { BASE_COLUMNS, cellValue, metricColumns, defaultPair, filterRuns, goalArrow, options, sortRuns, viewFor, type Filters } from "../runsTable";
 import type { Ctx, ViewHandle } from "./common";
 
 export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHandle {
@@ -13,12 +13,13 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
   let pickA: string | null = store.get().a;
   let pickB: string | null = store.get().b;
   const runs = data.runs;
-  const columns = [...BASE_COLUMNS, ...data.columns];
+  let allMetrics = false;
+  let columns = [...BASE_COLUMNS, ...metricColumns(data.columns, allMetrics)];
 
   if (runs.length === 0) {
     el.append(
       notice(
-        "This workspace has no runs yet. Train and unlearn first (for example `unlearnkit demo`, or `unlearnkit run` for one method), then reload this page.",
+        "This workspace has no runs yet. Train and unlearn first (`unlearnkit demo`, or `unlearnkit train` then `unlearnkit unlearn --from <run> --method <name> --evaluate`), then reload this page.",
         "empty-workspace",
       ),
     );
@@ -45,6 +46,23 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
     );
     filterBar.append(h("label", null, `${key} `, sel));
   }
+  if (data.columns.some((c) => c.headline) && data.columns.some((c) => !c.headline))
+    filterBar.append(
+      h(
+        "label",
+        null,
+        h("input", {
+          type: "checkbox",
+          testid: "toggle-all-metrics",
+          onchange: (e: Event) => {
+            allMetrics = (e.target as HTMLInputElement).checked;
+            columns = [...BASE_COLUMNS, ...metricColumns(data.columns, allMetrics)];
+            renderTable();
+          },
+        }),
+        " all metrics",
+      ),
+    );
 
   function compare(a: string, b: string) {
     const run = runs.find((r) => r.id === a) ?? runs.find((r) => a.endsWith(r.id));
@@ -122,7 +140,7 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
         "data-id": r.id,
         "data-kind": r.kind,
         class: [current.a === r.id ? "is-a" : "", current.b === r.id ? "is-b" : "", r.artifact_present ? "" : "missing"].join(" "),
-        title: r.artifact_present ? "" : "this run's model artifact is missing",
+        title: r.error ? `failed: ${r.error}` : r.artifact_present ? "" : "this run's model artifact is missing",
       },
       h("td", null, radio("a")),
       h("td", null, radio("b")),
