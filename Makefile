@@ -44,5 +44,4 @@ ui:
 
 ui-check: ui
 	cd ui && npm test && npm run typecheck
-	git diff --exit-code src/unlearnkit/ui/static
-	@test -z "$$(git status --porcelain --untracked-files=all src/unlearnkit/ui/static)" || { git status --short src/unlearnkit/ui/static; echo "error: the shipped bundle differs from ui/ (run make ui and commit src/unlearnkit/ui/static)"; exit 1; }
+	@git diff --exit-code --stat -- src/unlearnkit/ui/static && test -z "$$(git status --porcelain --untracked-files=all -- src/unlearnkit/ui/static)" || { git status --short -- src/unlearnkit/ui/static; echo "error: the shipped bundle differs from what ui/ builds; run make ui and commit src/unlearnkit/ui/static"; exit 1; }

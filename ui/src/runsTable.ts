@@ -11,7 +11,7 @@ export interface Filters {
 
 /** The fixed columns before the metrics. */
 export const BASE_COLUMNS: Column[] = [
-  { key: "id", label: "run", goal: null, help: "run id (click to copy)" },
+  { key: "id", label: "run", goal: null, help: "run id" },
   { key: "kind", label: "kind", goal: null },
   { key: "method", label: "method", goal: null },
   { key: "task_label", label: "task", goal: null },
