@@ -196,6 +196,11 @@ function start(root: HTMLElement): void {
     select: (ids: string[]) => store.set({ selection: ids }),
     exportSvg: (name: string): string | null => exporters().get(name)?.svg() ?? null,
     plots: () => [...exporters().keys()],
+    /** a plot's PNG as a data: URL (what the PNG button downloads) */
+    pngDataUrl: async (name: string): Promise<string | null> => {
+      const e = exporters().get(name);
+      return e ? (await e.canvas()).toDataURL("image/png") : null;
+    },
     attack: attackMaths,
   };
   (window as unknown as { __unlearnkit: typeof handle }).__unlearnkit = handle;

@@ -46,7 +46,9 @@ export function mountRequests(el: HTMLElement, ctx: Ctx): ViewHandle {
   load(store.get());
   return {
     update(s, prev) {
-      if (s.request !== prev.request) load(s);
+      if (s.request === prev.request) return;
+      list.querySelectorAll<HTMLElement>('[data-testid="request-row"]').forEach((tr) => tr.classList.toggle("active", tr.dataset.id === s.request));
+      load(s);
     },
     destroy() {},
   };
@@ -56,6 +58,9 @@ function requestDetail(id: string, r: Json): HTMLElement {
   const out = h("div", null, h("h3", null, `Request ${id}`));
   const summary = isObj(r) ? (isObj(r.request) ? r.request : Object.fromEntries(Object.entries(r).filter(([, v]) => !isObj(v) && !Array.isArray(v)))) : {};
   if (Object.keys(summary).length) out.append(kvTable(summary as Record<string, Json>, "request-summary"));
+
+  const batch = pick(r, "batch");
+  if (isObj(batch)) out.append(h("h4", null, "Batch"), kvTable(batch, "request-batch"));
 
   const timeline = rowsOf(r, "timeline", "events", "history");
   out.append(h("h4", null, "Timeline"));
