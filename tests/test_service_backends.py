@@ -78,7 +78,7 @@ def test_migration_matches_the_metadata(tmp_path, db_url):  # noqa: F811
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True})
             assert compare_metadata(ctx, metadata) == []
-            assert ctx.get_current_revision() == "0001"
+            assert ctx.get_current_revision() == "0002"
     finally:
         engine.dispose()
 

@@ -49,6 +49,7 @@ from .orchestration.experiment import (
     with_history,
 )
 from .orchestration.records import EvaluationRecord, RunRecord
+from .orchestration.training_state import export_training_state
 from .utils import environment_info
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -232,9 +233,11 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     artifact = workspace.artifacts.save(result.model)
     if request.save_model:
         workspace.artifacts.save_file(result.model, request.save_model)
+    state = export_training_state(result.model, workspace.artifacts)  # a SISA ensemble's checkpoints
     tags = {
         **_jsonable(result.extra),
         **({"lora": lora} if lora else {}),
+        **({"training_state": state} if state else {}),
         "cost_timing": "warm (after one warm-up step)",
     }
     rec = _record(

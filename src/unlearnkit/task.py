@@ -51,6 +51,11 @@ class Task:
         seed: the task's seed (data partition, scenario, original's init).
         spec: JSON-able description used for cache keys and the store; ``spec["modality"]``
             names the modality that rebuilds it.
+        base_template: ``() -> fresh model`` of the original's shape where that is not
+            ``model_factory``'s (a sharded model line's SISA ensemble); None otherwise.
+        resume: the training state the original was saved with, for an exact method that
+            continues it (a SISA ensemble's checkpoints, :class:`~unlearnkit.engines.sharded.
+            SisaState`); None otherwise.
     """
 
     split: Split
@@ -61,6 +66,9 @@ class Task:
     original_cost: LoopStats = field(default_factory=LoopStats)
     seed: int = 0
     spec: dict = field(default_factory=dict)
+    # keyword-only: a modality's task subclass adds its own fields after these
+    base_template: Callable[[], nn.Module] | None = field(default=None, kw_only=True)
+    resume: object | None = field(default=None, kw_only=True)
 
     @property
     def modality(self) -> str:

@@ -24,6 +24,11 @@ Here (departures and choices, stated):
 * Assignment of an example to a shard and a slice is a hash of ``(seed, example_id)``
   (:func:`sisa_assignment`), not of its row, so deleting an example moves no other
   one. Shard sizes are therefore only approximately equal (the paper splits uniformly).
+  ``assign="subject"`` hashes the example's subject id instead (an example without one:
+  its own id), so that all of a person's examples share one slice of one shard and
+  deleting a person retrains one shard from one slice (the paper's Section VI points at
+  placing data by the expected distribution of requests; requests by person are the
+  service's).
 * Each (shard, slice) step is one call of :func:`~unlearnkit.engines.loop.run_loop` with a
   fresh optimiser, seeded by ``derive_seed(seed, "sisa-train", shard, slice)``, on the
   step's examples in canonical (sorted-id) order. The state carried between slices is
@@ -39,6 +44,15 @@ Here (departures and choices, stated):
   by the mean probability (scores ``votes + 0.5 * mean_prob``, normalised, so losses stay
   finite).
 * A shard whose examples were all deleted no longer takes part in aggregation.
+* Resuming (a deployed model line, one request after another, each in a new process):
+  :func:`sisa_checkpoints` gives every checkpoint to store and :func:`resume_sisa` rebuilds
+  the state from them, the remaining data and two sets that keep restore-and-retrain
+  exact after an *approximate* method changed the deployed ensemble: ``pending``, ids
+  deleted since (no longer in the data) but still inside checkpoints, which the next
+  :meth:`SisaEnsemble.forget` removes with its own ids; and ``stale``, shards whose live
+  parameters are no longer their last checkpoint, which it restores to it (the
+  checkpoint is the exact constituent for the data it saw) when no deleted id makes it
+  retrain.
 """
 
 from __future__ import annotations
@@ -64,6 +78,7 @@ from ..utils import atomic_path, derive_seed
 from .loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
 
 AGGREGATIONS = ("mean_prob", "vote")
+ASSIGNMENTS = ("example", "subject")
 
 
 def sisa_assignment(
@@ -77,6 +92,23 @@ def sisa_assignment(
     return shard, slc
 
 
+def assignment_keys(data: ExampleSet, assign: str = "example") -> list[str]:
+    """What :func:`sisa_assignment` hashes for each example of ``data``: its id, or (``assign
+    = "subject"``) its subject id where it has one."""
+    if assign not in ASSIGNMENTS:
+        raise ConfigError(f"assign must be one of {', '.join(ASSIGNMENTS)}, not {assign!r}")
+    ids = [str(i) for i in data.example_ids]
+    if assign == "example" or data.subject_ids is None:
+        return ids
+    return [str(s) if s is not None and str(s) else i for i, s in zip(ids, data.subject_ids)]
+
+
+def _members(ids: Sequence[str], keys: Sequence[str], num_shards: int, num_slices: int, seed: int):
+    shard, slc = sisa_assignment(keys, num_shards, num_slices, seed)
+    arr = np.asarray(list(ids), dtype=object)
+    return [[sorted(arr[(shard == s) & (slc == k)].tolist()) for k in range(num_slices)] for s in range(num_shards)]
+
+
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -88,7 +120,9 @@ class SisaState:
     ``members[s][k]`` are the sorted ids of slice ``k`` of shard ``s``;
     ``checkpoints[s][k]`` is shard ``s``'s state before slice ``k`` (``k = 0``: its
     initialisation, ``k = R``: the trained constituent). Checkpoint dicts are never
-    modified in place, only replaced, so clones can share them.
+    modified in place, only replaced, so clones can share them. ``pending`` and ``stale``
+    (see the module docstring) are empty unless the state was resumed after an
+    approximate method changed the ensemble.
     """
 
     data: ExampleSet
@@ -100,6 +134,9 @@ class SisaState:
     device: torch.device
     checkpoint_dir: Path | None = None
     preparation_cost: LoopStats = field(default_factory=LoopStats)
+    pending: dict[str, str] = field(default_factory=dict)  # id -> its assignment key
+    stale: set[int] = field(default_factory=set)
+    assign: str = "example"
 
 
 @dataclass
@@ -197,20 +234,23 @@ class SisaEnsemble(nn.Module):
     def forget(self, ids: Iterable[str], progress: bool = False) -> SisaRequest:
         """Delete ``ids`` from the remaining training data (SISA unlearning, in place).
 
-        For each shard holding a deleted example, restore the checkpoint before the
-        earliest slice holding one and retrain that slice and the later ones without
-        the deleted examples. Raises UnknownIdsError for ids not (or no longer) in the
-        training data and ForgetSetError for an empty request or one deleting everything.
+        For each shard holding a deleted example (``ids`` and the state's ``pending``),
+        restore the checkpoint before the earliest slice holding one and retrain that slice
+        and the later ones without the deleted examples; a ``stale`` shard holding none
+        gets its last checkpoint back. Raises UnknownIdsError for ids not (or no longer) in
+        the training data and ForgetSetError for an empty request or one deleting everything.
         """
         st = self._need_state()
         ids = [str(i) for i in ids]
         validate_forget_ids(st.data, ids)
-        gone = set(ids)
+        gone = set(ids) | set(st.pending)
         t0 = time.perf_counter()
         cost, affected, retrained = LoopStats(), [], 0
         for s, slices in enumerate(st.members):
             hit = [k for k, m in enumerate(slices) if gone.intersection(m)]
             if not hit:
+                if s in st.stale:
+                    self.shards[s].load_state_dict(st.checkpoints[s][len(slices)])
                 continue
             st.members[s] = [[i for i in m if i not in gone] for m in slices]
             cost += self._train_from(s, hit[0], progress)
@@ -218,6 +258,7 @@ class SisaEnsemble(nn.Module):
             retrained += len(slices) - hit[0]
             self.active[s] = any(st.members[s])
         st.data = st.data.without(ids, name=st.data.name)
+        st.pending, st.stale = {}, set()
         cost.wall_time_s = time.perf_counter() - t0
         self.eval()
         return SisaRequest(cost, affected, retrained)
@@ -251,6 +292,7 @@ def train_sisa(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
+    assign: str = "example",
 ) -> SisaEnsemble:
     """SISA training on ``data``: ``num_shards`` constituents, each trained over
     ``num_slices`` incremental slices for ``recipe.epochs * 2 / (R + 1)`` epochs each.
@@ -268,14 +310,13 @@ def train_sisa(
         raise ConfigError(
             f"{num_shards} shards for {len(data)} training examples: use at most as many shards as examples"
         )
-    shard, slc = sisa_assignment(data.example_ids, num_shards, num_slices, seed)
+    shard, slc = sisa_assignment(assignment_keys(data, assign), num_shards, num_slices, seed)
     sizes = np.bincount(shard, minlength=num_shards)
     if (sizes == 0).any():
         raise ConfigError(
             f"shard(s) {np.flatnonzero(sizes == 0).tolist()} received no examples out of {len(data)}: use fewer shards"
         )
-    ids = data.example_ids
-    members = [[sorted(ids[(shard == s) & (slc == k)].tolist()) for k in range(num_slices)] for s in range(num_shards)]
+    members = _members(data.example_ids, assignment_keys(data, assign), num_shards, num_slices, seed)
     device = torch.device(device)
     models = [model_factory(derive_seed(seed, "sisa-init", s) % (2**31)).to(device) for s in range(num_shards)]
     ens = SisaEnsemble(models, aggregation)
@@ -289,6 +330,7 @@ def train_sisa(
         seed,
         device,
         Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        assign=assign,
     )
     cost = LoopStats()
     for s in range(num_shards):
@@ -298,9 +340,77 @@ def train_sisa(
     return ens.eval()
 
 
+def sisa_checkpoints(ensemble: SisaEnsemble) -> list[list[dict[str, torch.Tensor]]]:
+    """Every checkpoint of a trained ensemble: ``[shard][k]``, the state before slice ``k``
+    (``k = R``: the trained constituent), to store beside the ensemble for :func:`resume_sisa`."""
+    return ensemble._need_state().checkpoints
+
+
+def resume_sisa(
+    ensemble: SisaEnsemble,
+    data: ExampleSet,
+    checkpoints: Sequence[Sequence[dict[str, torch.Tensor]]],
+    adapter,
+    recipe: TrainConfig,
+    seed: int,
+    device: str | torch.device = "cpu",
+    pending: dict[str, str] | None = None,
+    stale: Iterable[int] = (),
+    assign: str = "example",
+) -> SisaEnsemble:
+    """Give a loaded ensemble (its constituents as deployed) the state SISA training left:
+    ``data`` is the remaining training data, ``checkpoints`` those :func:`sisa_checkpoints`
+    gave, ``seed``, ``recipe`` and ``assign`` the training's; ``pending`` (id -> assignment
+    key) and ``stale`` as the module docstring says. Slice membership is recomputed from the
+    keys (a pure function of the seed), ``pending`` ids included, since the checkpoints
+    still hold them."""
+    num_shards = ensemble.num_shards
+    if len(checkpoints) != num_shards or len({len(row) for row in checkpoints}) != 1:
+        raise ConfigError(f"SISA checkpoints must be one row of R + 1 states per shard ({num_shards} shards)")
+    num_slices = len(checkpoints[0]) - 1
+    if num_slices < 1:
+        raise ConfigError("SISA checkpoints need at least two states per shard (before and after a slice)")
+    pending = {str(i): str(k) for i, k in (pending or {}).items()}
+    present = {str(i) for i in data.example_ids}
+    if set(pending) & present:
+        raise ConfigError(f"{len(set(pending) & present)} pending SISA deletion(s) are still in the training data")
+    stale = {int(s) for s in stale}
+    if not stale <= set(range(num_shards)):
+        raise ConfigError(f"stale SISA shards {sorted(stale)} out of range for {num_shards} shards")
+    ids = [str(i) for i in data.example_ids] + list(pending)
+    keys = assignment_keys(data, assign) + list(pending.values())
+    members = _members(ids, keys, num_shards, num_slices, seed)
+    slice_cfg = dataclasses.replace(recipe, epochs=recipe.epochs * 2.0 / (num_slices + 1))
+    ensemble.state = SisaState(
+        data,
+        members,
+        [list(row) for row in checkpoints],
+        adapter,
+        slice_cfg,
+        seed,
+        torch.device(device),
+        pending=pending,
+        stale=stale,
+        assign=assign,
+    )
+    return ensemble.eval()  # its parameters and ``active`` mask stay as loaded (as deployed)
+
+
 def sisa_forget(ensemble: SisaEnsemble, ids: Iterable[str], progress: bool = False) -> SisaRequest:
     """Apply one deletion request to a trained ensemble in place (see :meth:`SisaEnsemble.forget`)."""
     return ensemble.forget(ids, progress)
 
 
-__all__ = ["AGGREGATIONS", "SisaEnsemble", "SisaRequest", "SisaState", "sisa_assignment", "sisa_forget", "train_sisa"]
+__all__ = [
+    "AGGREGATIONS",
+    "ASSIGNMENTS",
+    "SisaEnsemble",
+    "assignment_keys",
+    "SisaRequest",
+    "SisaState",
+    "resume_sisa",
+    "sisa_assignment",
+    "sisa_checkpoints",
+    "sisa_forget",
+    "train_sisa",
+]

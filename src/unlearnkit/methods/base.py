@@ -286,7 +286,11 @@ class Method:
         )
 
     def model_template(self, task) -> nn.Module:
-        """An untrained model of the shape this method returns (to load a saved artifact into)."""
+        """An untrained model of the shape this method returns (to load a saved artifact into):
+        the original's shape (``task.base_template`` where the original is not
+        ``model_factory``'s, e.g. a sharded line's SISA ensemble)."""
+        if task.base_template is not None:
+            return task.base_template()
         return task.model_factory(task.seed).to(task.device)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..engines.loop import LoopStats
@@ -32,6 +33,16 @@ class Retrain(Method):
         "step_budget": "retraining follows the original's recipe, which is its budget; it has no max_steps",
         "divergence": "it has no learning rate of its own to misconfigure; it uses the recipe",
     }
+
+    def unlearn(self, task, seed: int = 0, progress: bool = False):
+        if task.base_template is not None:  # the original is another shape (a sharded line's SISA
+            # ensemble): the retrained model is model_factory's whatever the original
+            fresh = task.model_factory(task.seed).to(task.device)
+            task = dataclasses.replace(task, original=fresh, base_template=None, resume=None)
+        return super().unlearn(task, seed, progress)
+
+    def model_template(self, task):
+        return task.model_factory(task.seed).to(task.device)
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         fresh, stats = task.train_from_scratch(task.retain, seed, progress, desc="retrain")

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 
-from ..engines.sharded import AGGREGATIONS, SisaEnsemble, train_sisa
+from ..engines.sharded import AGGREGATIONS, ASSIGNMENTS, SisaEnsemble, SisaState, train_sisa
 from ..errors import ConfigError
 from .base import Method, UnlearnResult, hp, register
 
@@ -22,6 +22,7 @@ class SisaParams:
     num_shards: int = hp(5, "S: number of disjoint shards, one constituent model each")
     num_slices: int = hp(3, "R: incremental slices per shard, checkpointed after each")
     aggregation: str = hp("mean_prob", "mean_prob (average probabilities) or vote (majority, as the paper)")
+    assign: str = hp("example", "example (hash of the id, as the paper) or subject (a person's examples share a slice)")
 
     def __post_init__(self) -> None:
         if int(self.num_shards) != self.num_shards or self.num_shards < 1:
@@ -31,6 +32,8 @@ class SisaParams:
         self.num_shards, self.num_slices = int(self.num_shards), int(self.num_slices)
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"sisa: aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}")
+        if self.assign not in ASSIGNMENTS:
+            raise ConfigError(f"sisa: assign must be one of {', '.join(ASSIGNMENTS)}, not {self.assign!r}")
 
 
 @register
@@ -47,6 +50,11 @@ class Sisa(Method):
     original and reference, the ensemble's accuracy cost of sharding shows. Training
     follows ``task.recipe`` (per-shard epochs = the recipe's epochs); see the module
     docstring for the formulas and departures.
+
+    Where the task's original *is* a SISA ensemble saved with its checkpoints
+    (``task.resume``: a sharded model line's deployed version), nothing is prepared: the
+    request restores the affected shards from those checkpoints, with the deletions an
+    approximate method answered before (the state's ``pending``) removed exactly too.
     """
 
     contract_exempt = {
@@ -84,8 +92,28 @@ class Sisa(Method):
                 p.aggregation,
                 task.device,
                 progress=progress,
+                assign=p.assign,
             )
         return self._prepared[key]
+
+    def _resumed(self, task) -> SisaEnsemble:
+        """The deployed ensemble with the state it was saved with; its shape must be this
+        method's (a line's SISA parameters are fixed when it is registered)."""
+        state = task.resume
+        if not isinstance(state, SisaState) or not isinstance(task.original, SisaEnsemble):
+            raise ConfigError("sisa: the task's saved training state is not a SISA ensemble's")
+        p = self.params
+        shape = (task.original.num_shards, len(state.members[0]), task.original.aggregation, state.assign)
+        if shape != (p.num_shards, p.num_slices, p.aggregation, p.assign):
+            raise ConfigError(
+                f"sisa: the model was trained with {shape[0]} shards, {shape[1]} slices, {shape[2]} "
+                f"aggregation and {shape[3]} assignment, not {p.num_shards}, {p.num_slices}, {p.aggregation} "
+                f"and {p.assign}"
+            )
+        ens = SisaEnsemble(list(task.original.shards), task.original.aggregation)
+        ens.load_state_dict(task.original.state_dict())
+        ens.state = state
+        return ens
 
     def model_template(self, task) -> SisaEnsemble:
         """An untrained ensemble of this shape, to load a saved SISA ``state_dict`` into."""
@@ -95,11 +123,15 @@ class Sisa(Method):
 
     def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
         self._prepare(task)  # refuses a task of a modality it does not serve
-        prepared = self.prepare(task, seed, progress)
+        if task.resume is not None:
+            prepared = self._resumed(task)
+        else:
+            prepared = self.prepare(task, seed, progress)
         ens = prepared.clone()
         req = ens.forget(task.split.forget_ids, progress)
         extra = {
             "preparation_cost": prepared.state.preparation_cost.to_dict(),
+            "resumed": task.resume is not None,
             "affected_shards": req.affected_shards,
             "retrained_slices": req.retrained_slices,
             "total_slices": self.params.num_shards * self.params.num_slices,

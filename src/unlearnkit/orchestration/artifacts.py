@@ -61,6 +61,17 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+class _TensorHolder(nn.Module):
+    """A named set of tensors (a training checkpoint) seen as a state_dict."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        self._held = dict(tensors)
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102 - the held tensors, as they are
+        return dict(self._held)
+
+
 def _digest(tensors: dict[str, torch.Tensor], metadata_json: str) -> str:
     h = hashlib.sha256(metadata_json.encode())
     for name in sorted(tensors):
@@ -70,8 +81,8 @@ def _digest(tensors: dict[str, torch.Tensor], metadata_json: str) -> str:
     return h.hexdigest()
 
 
-def _serialise(model: nn.Module, metadata: dict | None) -> bytes:
-    tensors = _tensors(model)
+def _serialise(model: nn.Module | dict[str, torch.Tensor], metadata: dict | None) -> bytes:
+    tensors = _tensors(model) if isinstance(model, nn.Module) else _tensors(_TensorHolder(model))
     try:
         meta_json = json.dumps(metadata or {}, sort_keys=True)
     except (TypeError, ValueError) as e:
@@ -183,8 +194,9 @@ class ArtifactStore:
     def exists(self, hash: str) -> bool:
         return self.path(hash).is_file()
 
-    def save(self, model: nn.Module, metadata: dict | None = None) -> str:
-        """Write the model's weights; return their hash. Same content → same hash, one file.
+    def save(self, model: nn.Module | dict[str, torch.Tensor], metadata: dict | None = None) -> str:
+        """Write the model's weights (or a dict of named tensors: a training checkpoint);
+        return their hash. Same content → same hash, one file.
 
         ``metadata`` (JSON-serialisable) is part of the content: the same weights with
         other metadata get another hash.

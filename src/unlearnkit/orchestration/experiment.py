@@ -356,7 +356,9 @@ def task_of_run(
 def with_history(workspace: "Workspace", task: Task, history: dict | None) -> Task:
     """The task after earlier deletions (a deployed model line's later request).
 
-    ``history`` is ``{"excluded_ids": [...], "base_artifact": hash}``: the ids deleted
+    ``history`` is ``{"excluded_ids": [...], "base_artifact": hash}`` (and ``"base_state"``,
+    a training-state manifest, where the version is a SISA ensemble: see
+    :mod:`unlearnkit.orchestration.training_state`): the ids deleted
     before leave the training set, so neither the retain set, nor the reference's
     retraining, nor any split a metric reads holds them; the original becomes the model
     version the request starts from (``base_artifact``, hash verified). The spec records
@@ -376,15 +378,27 @@ def with_history(workspace: "Workspace", task: Task, history: dict | None) -> Ta
         raise ConfigError(f"{len(again)} example(s) were deleted before: {shown}")
     split = task.split
     train = split.train.without(excluded, name=split.train.name) if excluded else split.train
+    recorded = {"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}
+    state = history.get("base_state")
+    if state:
+        recorded["base_state"] = state
     task = _dc.replace(
         task,
         split=Split(train, split.test, split.forget_ids, split.holdout, split.scenario),
-        spec=dict(task.spec, history={"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}),
+        spec=dict(task.spec, history=recorded),
     ).without_examples(excluded)
     base = history.get("base_artifact")
     if base:
-        model = task.model_factory(task.seed).to(task.device)
-        workspace.artifacts.load(base, model)  # SHA-256 verified: a missing or corrupt version raises
+        if state:  # a sharded line's version: a SISA ensemble and its checkpoints
+            from . import training_state
+
+            make = training_state.template(state, task)
+            model = workspace.artifacts.load(base, make())  # SHA-256 verified, as every checkpoint
+            task.resume = training_state.restore(state, task, workspace.artifacts, model)
+            task.base_template = make
+        else:
+            model = task.model_factory(task.seed).to(task.device)
+            workspace.artifacts.load(base, model)  # SHA-256 verified: a missing or corrupt version raises
         model.eval()
         task.original = model
     return task

@@ -95,6 +95,11 @@ class Version(BaseModel):
     created_at: str
     status: str
     note: str | None
+    training_state: dict | None = Field(
+        None,
+        description="a sharded line's SISA state: shards, slices, pending_deletions (answered "
+        "approximately, still in the checkpoints), stale_shards; null on other lines",
+    )
 
 
 class TimelineEvent(BaseModel):

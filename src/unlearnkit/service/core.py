@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConfigError, UnknownIdsError, UnlearnkitError
+from ..methods import get_method
 from ..modalities import modality_of_spec
 from . import audit, crypto
 from .db import (
@@ -260,6 +261,9 @@ class Service:
             task = self._task(run.id)
         except UnlearnkitError as e:
             raise unprocessable(str(e), "invalid-policy" if isinstance(e, ConfigError) else "bad-run") from None
+        artifact, state, note = run.artifact, None, "registered"
+        if pol.sharding:  # a sharded line deploys a SISA ensemble, trained here once
+            artifact, state, note = self._train_sharded(task, pol)
         test_ids = [str(i) for i in task.split.test.example_ids]
         rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
         size = min(pol.canary_size, len(test_ids))
@@ -284,11 +288,12 @@ class Service:
                     insert(model_versions).values(
                         line_id=line_id,
                         version=0,
-                        artifact=run.artifact,
+                        artifact=artifact,
                         run_id=run.id,
                         created_at=at,
                         status="deployed",
-                        note="registered",
+                        note=note,
+                        training_state=state,
                     )
                 )
                 audit.append(
@@ -297,12 +302,43 @@ class Service:
                     "line.registered",
                     "line",
                     line_id,
-                    {"name": name, "train_run": run.id, "artifact": run.artifact, "policy_hash": body_hash(pol.raw)},
+                    {"name": name, "train_run": run.id, "artifact": artifact, "policy_hash": body_hash(pol.raw)},
                 )
         except IntegrityError:
             raise conflict(f"a model line named {name!r} exists already", "line-exists") from None
         log.info("line registered", extra={"event": "line.registered", "line": name})
         return self.get_line(name)
+
+    def _train_sharded(self, task, pol: Policy) -> tuple[str, dict, str]:
+        """SISA training of the train run's data for a sharded line's version 0: the
+        ensemble's artifact, its training state (checkpoints) and the version's note."""
+        from ..engines.sharded import train_sisa
+        from ..orchestration.training_state import export_training_state
+
+        sh = pol.sharding
+        try:
+            ens = train_sisa(
+                task.split.train,
+                task.model_factory,
+                task.adapter,
+                task.recipe,
+                sh["shards"],
+                sh["slices"],
+                pol.seed,
+                sh["aggregation"],
+                task.device,
+                assign=sh["by"],
+            )
+            artifact = self.workspace.artifacts.save(ens)
+            state = export_training_state(ens, self.workspace.artifacts)
+        except UnlearnkitError as e:
+            raise unprocessable(str(e), "invalid-policy") from None
+        cost = ens.state.preparation_cost
+        note = (
+            f"registered: SISA ensemble of {sh['shards']} shards x {sh['slices']} slices trained "
+            f"({cost.examples_backward} examples forward/backward, {cost.wall_time_s:.1f} s)"
+        )
+        return artifact, state, note
 
     def get_line(self, name: str) -> dict:
         with self.reader.connect() as conn:
@@ -339,7 +375,7 @@ class Service:
             rows = conn.execute(
                 select(model_versions).where(model_versions.c.line_id == line["id"]).order_by(model_versions.c.version)
             )
-            return [{k: v for k, v in r._mapping.items() if k != "line_id"} for r in rows]
+            return [_version_view(r._mapping) for r in rows]
 
     # ------------------------------------------------------------------ requests
     def submit(
@@ -684,6 +720,8 @@ class Service:
             "base_artifact": base.artifact,
             "base_run": base.run_id,
         }
+        if base.training_state:  # a sharded line: the ensemble's checkpoints
+            out["base_state"] = base.training_state
         return self._record_step(batch_id, "resolve", out)
 
     def _answer(self, b: dict, line: dict, pol: Policy, method: str, params: dict, run_id: str) -> dict:
@@ -696,6 +734,8 @@ class Service:
         rec = self.workspace.store.find(run_id)
         if rec is None:
             history = {"excluded_ids": r["excluded_ids"], "base_artifact": r["base_artifact"]}
+            if r.get("base_state"):
+                history["base_state"] = r["base_state"]
             try:
                 rec = answer_request(
                     self.workspace,
@@ -711,7 +751,16 @@ class Service:
                 ).record
             except UnlearnkitError as e:
                 return {"error": f"{type(e).__name__}: {e}", "method": method, "params": params}
-        return {"run_id": rec.id, "artifact": rec.artifact, "method": method, "params": rec.params, "cost": rec.cost}
+        out = {"run_id": rec.id, "artifact": rec.artifact, "method": method, "params": rec.params, "cost": rec.cost}
+        state = (rec.tags or {}).get("training_state")
+        if state is None and r.get("base_state"):  # an approximate method changed the ensemble
+            from ..orchestration.training_state import after_approximate
+
+            forgotten = self._task(line["train_run"]).split.train.select(r["forget_ids"])
+            state = after_approximate(r["base_state"], forgotten)
+        if state is not None:
+            out["training_state"] = state
+        return out
 
     def step_unlearn(self, batch_id: str) -> dict:
         """The policy's method on the batch's forget set, from the base version; the run's id
@@ -747,7 +796,9 @@ class Service:
                 )
             ).one()
             artifact = v.artifact
-            if v.batch_id is not None:
+            if v.batch_id is None:  # the train run's own model (a sharded line deploys an ensemble of it)
+                artifact = self.workspace.store.get(v.run_id).artifact
+            else:
                 steps = self._batch(conn, v.batch_id)["steps"]
                 artifact = (steps.get("verify_escalate") or steps.get("verify") or {}).get("reference_artifact")
         model = task.model_factory(task.seed).to(task.device)
@@ -796,14 +847,19 @@ class Service:
 
     def step_escalate(self, batch_id: str) -> dict:
         """The exact path: the retrained reference (train data without every deleted
-        example) becomes the candidate, stored as a ``retrain`` run."""
+        example) becomes the candidate, stored as a ``retrain`` run; on a sharded line,
+        SISA's restore-and-retrain of the affected shards from the base version's
+        checkpoints (a ``sisa`` run), which removes what approximate answers removed before
+        exactly too."""
         from ..requests import record_reference
 
         b, line, pol = self._steps(batch_id)
         if "escalate" in b["steps"]:
             return b["steps"]["escalate"]
         run_id = f"{batch_id}-retrain"
-        if "run_id" in b["steps"]["unlearn"]:  # the reference the gate retrained is the answer
+        if pol.sharding:
+            out = self._answer(b, line, pol, "sisa", pol.sisa_params, f"{batch_id}-sisa")
+        elif "run_id" in b["steps"]["unlearn"]:  # the reference the gate retrained is the answer
             try:
                 rec = record_reference(self.workspace, b["steps"]["unlearn"]["run_id"], pol.seed, run_id)
                 out = {"run_id": rec.id, "artifact": rec.artifact, "method": "retrain", "params": {}, "cost": rec.cost}
@@ -949,7 +1005,8 @@ class Service:
                     batch_id=batch_id,
                     created_at=_now(),
                     status="deployed",
-                    note="exact retrain (gate escalation)" if "escalate" in b["steps"] else "promoted",
+                    note=f"exact {cand['method']} (gate escalation)" if "escalate" in b["steps"] else "promoted",
+                    training_state=cand.get("training_state"),
                 )
             )
             self._set_requests(conn, members, version=new)
@@ -993,7 +1050,7 @@ class Service:
                     "certificate_id": cert_id,
                     "request_id": r.id,
                     "issued_at": _now(),
-                    "model_line": {"id": line["id"], "name": line["name"]},
+                    "model_line": {"id": line["id"], "name": line["name"], "sharding": pol.sharding},
                     "subjects": list(r.subjects),
                     "pseudonymisation": "HMAC-SHA256 with the service's secret key (raw ids are never stored)",
                     "examples": {"count": r.n_resolved, "merkle_root": crypto.merkle_root(r.resolved_ids)},
@@ -1014,7 +1071,7 @@ class Service:
                         "config_hash": body_hash(
                             {"method": cand["method"], "params": cand["params"], "seed": pol.seed}
                         ),
-                        "exact": "escalate" in s,
+                        "exact": bool(get_method(cand["method"]).exact),
                     },
                     "model": {
                         "before": {"version": s["resolve"]["base_version"], "artifact": s["resolve"]["base_artifact"]},
@@ -1208,6 +1265,25 @@ class Service:
         """Raise unless the database answers."""
         with self.reader.connect() as conn:
             conn.execute(select(func.count()).select_from(model_lines))
+
+
+def _version_view(row) -> dict:
+    """A version as the API shows it: a sharded line's training state summarised (how many
+    shards and slices, how many deletions are pending in its checkpoints, stale shards)."""
+    out = {k: v for k, v in row.items() if k not in ("line_id", "training_state")}
+    st = row.get("training_state")
+    out["training_state"] = (
+        {
+            "kind": st["kind"],
+            "shards": st["num_shards"],
+            "slices": st["num_slices"],
+            "pending_deletions": len(st.get("pending") or []),
+            "stale_shards": len(st.get("stale") or []),
+        }
+        if st
+        else None
+    )
+    return out
 
 
 def check_key_args(name: str, scopes: list[str], rate_per_minute: int) -> None:

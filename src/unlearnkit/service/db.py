@@ -78,6 +78,7 @@ model_versions = Table(
     Column("created_at", String(40), nullable=False),
     Column("status", String(16), nullable=False),  # deployed | superseded | rolled_back
     Column("note", Text),
+    Column("training_state", JSON),  # a sharded line's SISA checkpoints (migration 0002)
 )
 
 deletion_requests = Table(

@@ -20,6 +20,17 @@ Every field::
                                                  # each kind (checks may then bound ulira_auc ...)
     on_failure: retrain                          # retrain (the exact path) or reject
     limits: {max_fraction_per_request: 0.25}     # a larger request is refused as damaging
+    sharding: null                               # or {shards: 5, slices: 3, aggregation:
+                                                 # mean_prob, by: subject}: a sharded line
+
+A *sharded* line (``sharding`` given; classifiers) deploys a SISA ensemble (Bourtoule et al.
+2021) trained when the line is registered, its checkpoints stored with every version. Its
+method is ``sisa`` (exact: only the shards holding deleted examples retrain, from their
+checkpoints) or an approximate one applied to the whole ensemble; a failed gate escalates
+to ``sisa``, which also removes exactly what approximate answers removed before (see
+:mod:`unlearnkit.engines.sharded`). ``retrain`` would replace the ensemble by one model and
+is refused there. The gate compares with the retrained monolithic reference, as everywhere:
+a policy for a sharded line allows for the accuracy the sharding itself costs.
 
 The canary keys are ``max_reference_<measure>`` (how much the deletion itself, retrained
 with and without the data, changes never-trained examples; above it the batch is *held*
@@ -51,6 +62,7 @@ BASE_POLICY: dict = {
     "gate": {"checks": [], "canary": {"size": 100}, "privacy_shadows": 0},
     "on_failure": "retrain",
     "limits": {"max_fraction_per_request": 0.25},
+    "sharding": None,
 }
 
 
@@ -104,6 +116,18 @@ class Policy:
     on_failure: str
     max_fraction_per_request: float
     raw: dict = field(default_factory=dict)
+    sharding: dict | None = None  # {shards, slices, aggregation} on a sharded line
+
+    @property
+    def sisa_params(self) -> dict:
+        """The ``sisa`` method's parameters of a sharded line."""
+        sh = self.sharding or {}
+        return {
+            "num_shards": sh["shards"],
+            "num_slices": sh["slices"],
+            "aggregation": sh["aggregation"],
+            "assign": sh["by"],
+        }
 
     @property
     def needs_reference_metrics(self) -> bool:
@@ -148,8 +172,23 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
     serves = tuple(getattr(method, "modalities", ()) or ())
     if modality and serves and modality not in serves:
         raise ConfigError(f"policy: method {m['name']!r} does not serve {modality} tasks")
+    sharding = _sharding(raw.get("sharding"), modality)
     if m["name"] == "sisa":
-        raise ConfigError("policy: sisa's model is an ensemble; a line's versions must keep the original's shape")
+        if sharding is None:
+            raise ConfigError("policy: method sisa answers sharded lines only; give sharding: {shards: S, slices: R}")
+        want = {
+            "num_shards": sharding["shards"],
+            "num_slices": sharding["slices"],
+            "aggregation": sharding["aggregation"],
+            "assign": sharding["by"],
+        }
+        if params and {**want, **params} != want:
+            raise ConfigError("policy: sisa's params must be the line's sharding (leave them out)")
+        params = want
+    elif sharding is not None and m["name"] == "retrain":
+        raise ConfigError(
+            "policy: a sharded line's exact path is sisa; retrain would replace the ensemble by one model"
+        )
     b = raw.get("batch") or {}
     if not isinstance(b, dict):
         raise ConfigError("policy: batch must be a mapping")
@@ -214,7 +253,35 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
             lim.get("max_fraction_per_request", 0.25), "limits.max_fraction_per_request", 0.0, 1.0
         ),
         raw=copy.deepcopy(raw),
+        sharding=sharding,
     )
+
+
+def _sharding(sh: Any, modality: str | None) -> dict | None:
+    from ..engines.sharded import AGGREGATIONS, ASSIGNMENTS
+    from ..methods import get_method
+
+    if sh is None:
+        return None
+    if not isinstance(sh, dict):
+        raise ConfigError("policy: sharding must be null or {shards: S, slices: R, aggregation: mean_prob|vote}")
+    unknown = set(sh) - {"shards", "slices", "aggregation", "by"}
+    if unknown:
+        raise ConfigError(f"policy: unknown sharding field(s) {', '.join(sorted(unknown))}")
+    out = {
+        "shards": _integer(sh.get("shards", 5), "sharding.shards", 1),
+        "slices": _integer(sh.get("slices", 3), "sharding.slices", 1),
+        "aggregation": sh.get("aggregation", "mean_prob"),
+        "by": sh.get("by", "subject"),
+    }
+    if out["by"] not in ASSIGNMENTS:
+        raise ConfigError(f"policy: sharding.by must be one of {', '.join(ASSIGNMENTS)}")
+    if out["aggregation"] not in AGGREGATIONS:
+        raise ConfigError(f"policy: sharding.aggregation must be one of {', '.join(AGGREGATIONS)}")
+    serves = tuple(get_method("sisa").modalities or ())
+    if modality and serves and modality not in serves:
+        raise ConfigError(f"policy: sharded lines are SISA ensembles, which serve {', '.join(serves)} tasks only")
+    return out
 
 
 def load_policy_file(path: str | Path | None) -> dict:
@@ -250,6 +317,8 @@ def line_policy(modality, service_policy: dict | None, line_policy: dict | None)
     pol = parse_policy(raw, modality.name)
     if 0 < pol.privacy_shadows < 4:
         raise ConfigError("policy: gate.privacy_shadows must be 0 or >= 4 (U-LiRA holds one shadow out per side)")
+    if pol.privacy_shadows and pol.sharding:
+        raise ConfigError("policy: gate.privacy_shadows is not available on sharded lines (shadow SISA ensembles)")
     if pol.privacy_shadows and not modality.supports("shadow_privacy"):
         raise ConfigError(f"policy: gate.privacy_shadows needs shadow-model privacy, which {modality.name} lacks")
     return pol
