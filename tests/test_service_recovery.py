@@ -111,3 +111,59 @@ def test_sigkill_at_every_step_boundary_then_resume(home, db_url):  # noqa: F811
     assert made == [f"{batch}-retrain", f"{batch}-unlearn"]  # re-run steps found their runs
     report = audit.verify_log(exported["entries"], exported["checkpoints"], svc.public_key_pem())
     assert report.ok, report.problems
+
+
+SHARDED_BOUNDARIES = [f"{when}:{step}" for step in ("unlearn", "escalate", "promote") for when in ("before", "after")]
+
+
+@pytest.mark.timeout(600)
+def test_a_sharded_line_resumes_its_checkpoints_after_sigkill(home, db_url):  # noqa: F811
+    """The steps a sharded line does its own way (an approximate answer on the ensemble, the
+    SISA escalation from the stored checkpoints, the promotion carrying the training state),
+    each killed before and after: the deployed ensemble is still exactly SISA training on
+    what remains."""
+    import torch
+
+    from unlearnkit.engines.sharded import train_sisa
+    from unlearnkit.orchestration.training_state import template
+
+    h, run = home
+    if db_url:
+        share_runs(h, db_url)
+    policy = dict(POLICY, sharding={"shards": 3, "slices": 2})
+    svc = workflows.attach(Service(h, db_url, policy=policy))
+    svc.register_line("d", run)
+    ids = [svc.submit("d", subjects=[f"subject-02{i}"]).body["id"] for i in range(3)]
+    batch = svc.get_request(ids[0])["batch"]
+    for boundary in SHARDED_BOUNDARIES:
+        p = _worker(h, db_url, boundary)
+        try:
+            rc = p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail(f"the worker never reached {boundary}: {p.stderr.read()[-2000:]}")
+        assert rc == -signal.SIGKILL, f"{boundary}: exit {rc}: {p.stderr.read()[-2000:]}"
+    p = _worker(h, db_url, None)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if all(svc.get_request(i, timeline=False)["state"] == "answered" for i in ids):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"not answered after the last restart: {[svc.get_request(i)['state'] for i in ids]}")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+    made = sorted(r.id for r in svc.workspace.store.list() if r.id.startswith(batch))
+    assert made == [f"{batch}-sisa", f"{batch}-unlearn"]  # re-run steps found their runs
+    with svc.reader.connect() as c:
+        versions = c.execute(select(model_versions).order_by(model_versions.c.version)).all()
+        gone = sorted({i for r in c.execute(select(deletion_requests.c.resolved_ids)) for i in r.resolved_ids})
+    assert [(v.version, v.parent_version) for v in versions] == [(0, None), (1, 0)]
+    task = svc._task(run)
+    deployed = svc.workspace.artifacts.load(versions[1].artifact, template(versions[1].training_state, task)())
+    rest = task.split.train.without(gone, name=task.split.train.name)
+    exact = train_sisa(rest, task.model_factory, task.adapter, task.recipe, 3, 2, 0, "mean_prob", assign="subject")
+    a, b = deployed.state_dict(), exact.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
