@@ -39,8 +39,8 @@ or in your pytest suite, one test per (method, check)::
         check(method)
 
 The tiny tasks (a digits MLP that has learned one class; a one-layer Llama that has
-memorised ten people's profiles) are built once per process and shared
-(:func:`tiny_task`). A new modality gives the suite its tiny task with
+memorised ten people's profiles; a GCN that has fitted the karate club's edges) are built
+once per process and shared (:func:`tiny_task`). A new modality gives the suite its tiny task with
 :func:`register_contract_task` (see ``docs/adding-a-modality.md``).
 """
 
@@ -192,6 +192,19 @@ def tiny_lm_task(seed: int = 0, **kw) -> "Task":
     return make_lm_task(**args)
 
 
+def tiny_graph_task(seed: int = 0, **kw) -> "Task":
+    """Zachary's karate club as a link-prediction task with 10% of its training edges to
+    delete and a 2-layer GCN that fits its edges (the forget-edge loss well below the
+    reference's). Needs ``torch-geometric``."""
+    try:
+        import torch_geometric  # noqa: F401
+    except ImportError:
+        raise ConfigError("the graph contract task needs torch-geometric (pip install unlearnkit[graph])") from None
+    from .modalities.graph.task import tiny_graph_task as build
+
+    return build(seed, **kw)
+
+
 @torch.no_grad()
 def forget_accuracy(model: nn.Module, task) -> float:
     """Accuracy of ``model`` on the task's forget set."""
@@ -225,6 +238,11 @@ register_contract_task(
     )
 )
 
+register_contract_task(
+    ContractTask(
+        "graph", tiny_graph_task, forget_loss, direction=+1, learned=1.4, margin=0.3, score_name="forget edge loss"
+    )
+)
 
 # ----------------------------------------------------------------------------- helpers
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -541,6 +559,7 @@ __all__ = [
     "same_state",
     "state_of",
     "tiny_classifier_task",
+    "tiny_graph_task",
     "tiny_lm_task",
     "tiny_task",
 ]

@@ -27,7 +27,7 @@ class Finetune(Method):
     """
 
     name = "finetune"
-    modalities = ("classifier", "causal_lm")
+    modalities = ("classifier", "causal_lm", "graph")
     Params = FinetuneParams
     citation = "Golatkar et al. 2020 (CVPR), Eternal Sunshine, fine-tuning baseline; Warnecke et al. 2023"
     needs_retain = True

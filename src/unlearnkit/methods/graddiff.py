@@ -48,7 +48,7 @@ class GradDiff(Method):
     """
 
     name = "graddiff"
-    modalities = ("classifier", "causal_lm")
+    modalities = ("classifier", "causal_lm", "graph")
     Params = GradDiffParams
     citation = (
         "Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning, NegGrad+; "

@@ -43,7 +43,7 @@ class NPO(Method):
     """
 
     name = "npo"
-    modalities = ("classifier", "causal_lm")
+    modalities = ("classifier", "causal_lm", "graph")
     Params = NPOParams
     citation = (
         "Zhang et al. 2024 (COLM), Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"

@@ -24,7 +24,7 @@ class Retrain(Method):
     """
 
     name = "retrain"
-    modalities = ("classifier", "causal_lm")
+    modalities = ("classifier", "causal_lm", "graph")
     Params = RetrainParams
     citation = "Bourtoule et al. 2021, Machine Unlearning (IEEE S&P), the naive retraining baseline"
     exact = True

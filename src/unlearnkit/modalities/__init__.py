@@ -4,9 +4,9 @@
 >>> get_modality("causal_lm").supports("lora")
 True
 
-Built in: ``classifier`` (tabular and image classifiers) and ``causal_lm`` (causal
-language models). A third-party modality registers a :class:`Modality` naming its
-package (see ``docs/adding-a-modality.md``).
+Built in: ``classifier`` (tabular and image classifiers), ``causal_lm`` (causal
+language models) and ``graph`` (graph neural networks). A third-party modality registers a
+:class:`Modality` naming its package (see ``docs/adding-a-modality.md``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,15 @@ register_modality(
         summary="causal language models on question-answer pairs or verbatim text (Hugging Face models)",
         task_kinds=("profiles", "bible", "qa"),
         capabilities=frozenset({"lora", "default_forget", "service"}),
+    )
+)
+
+register_modality(
+    Modality(
+        "graph",
+        "unlearnkit.modalities.graph",
+        summary="graph neural networks on one graph: node classification and link prediction (PyG layers)",
+        task_kinds=("graph", "graph-link"),
     )
 )
 

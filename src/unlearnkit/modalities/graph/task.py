@@ -1,0 +1,579 @@
+"""Graph tasks: one graph, node classification or link prediction, a GNN trained on it, and
+what to delete (edges, nodes with their edges, node features, a class of nodes, ids,
+subjects).
+
+Splits (seeded by the task's seed):
+
+* node classification (``task="node"``): a ``test_fraction`` of the nodes are test nodes
+  (in the graph, labels never trained on; transductive, as Planetoid and GNNDelete
+  split); the training set holds a row per training node, per edge and per training
+  node's features;
+* link prediction (``task="link"``): a ``test_fraction`` of the edges are held out as test
+  edges (out of the graph, each with a fixed negative pair); the training set holds a row
+  per remaining edge, per node and per node's features.
+
+The holdout (never-trained examples of the forget set's kind) is the test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.graphs import Graph, load_graph
+from ...data.scenarios import Split
+from ...engines.loop import LoopStats, TrainConfig, run_loop
+from ...errors import ConfigError, ForgetSetError, UnknownIdsError
+from ...task import ModelCache, Task
+from ...utils import derive_seed, resolve_device, seed_everything
+from .adapter import EDGE, FEAT, NODE, GraphAdapter, GraphExampleSet
+from .models import ARCHS, build_graph_model
+
+TASK_KINDS = {"graph": "node", "graph-link": "link"}
+
+
+def default_recipe(task_kind: str = "node") -> TrainConfig:
+    """Full-batch Adam, 200 epochs (one step each on graphs up to 4,096 training rows)."""
+    return TrainConfig(epochs=200, batch_size=4096, lr=1e-2, optimizer="adam", weight_decay=5e-4)
+
+
+# --------------------------------------------------------------------------- scenarios
+@dataclass
+class GraphForget:
+    """What to delete from a graph task.
+
+    ``kind``: ``edges`` / ``nodes`` / ``features`` (``amount``: a fraction of the training
+    rows of that kind when < 1, else a count, drawn with the seed), ``class`` (every
+    training node of class ``label``), ``ids`` (example ids: ``node:<id>``,
+    ``edge:<u>-<v>``, ``node:<id>/x``) or ``subjects`` (user ids: their nodes, features and
+    every edge touching them). Deleting a node deletes its edges and feature row with it
+    (the forget set lists them all)."""
+
+    kind: str = "edges"
+    amount: float | None = None
+    label: int | None = None
+    ids: list[str] | None = None
+    subjects: list[str] | None = None
+    KINDS: ClassVar[tuple[str, ...]] = ("edges", "nodes", "features", "class", "ids", "subjects")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ConfigError(f"unknown graph scenario {self.kind!r}; choose one of {', '.join(self.KINDS)}")
+        if self.kind in ("edges", "nodes", "features"):
+            a = 0.05 if self.amount is None else float(self.amount)
+            if not (a > 0 and np.isfinite(a)) or (a >= 1 and a != int(a)):
+                raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a}")
+            self.amount = a
+        if self.kind == "class" and self.label is None:
+            raise ConfigError("class:<label> needs a class label")
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"kind": self.kind}
+        for k in ("amount", "label", "ids", "subjects"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = list(v) if isinstance(v, list) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GraphForget":
+        d = dict(d)
+        d.pop("count", None)
+        return cls(**{k: d[k] for k in ("kind", "amount", "label", "ids", "subjects") if k in d})
+
+    @classmethod
+    def parse(cls, text: str) -> "GraphForget":
+        """``edges:0.05``, ``edges:10``, ``nodes:3``, ``features:0.1``, ``class:2``."""
+        kind, _, arg = text.partition(":")
+        kind = kind.strip()
+        if kind == "class":
+            if not arg.strip().lstrip("-").isdigit():
+                raise ConfigError(f"class:<label> needs an integer label, not {arg!r}")
+            return cls("class", label=int(arg))
+        if kind in ("edges", "nodes", "features"):
+            try:
+                amount = float(arg) if arg else None
+            except ValueError:
+                raise ConfigError(f"{kind}:<amount> needs a number, not {arg!r}") from None
+            return cls(kind, amount=amount)
+        raise ConfigError(
+            f"unknown graph scenario {text!r}; use edges:<fraction|count>, nodes:<...>, features:<...> or class:<label>"
+        )
+
+    # ---------------------------------------------------------------- resolution
+    def resolve(self, train: GraphExampleSet, seed: int) -> list[str]:
+        """The forget ids (with what they take along), checked against the training graph."""
+        rng = np.random.default_rng(derive_seed(seed, "graph-forget", self.kind))
+        g = train.graph
+        if self.kind == "features" and not g.has_features:
+            raise ForgetSetError(
+                f"the graph {g.name!r} has no node features of its own (its features are synthetic): "
+                "there are no features to delete"
+            )
+        if self.kind in ("edges", "nodes", "features"):
+            want = {"edges": EDGE, "nodes": NODE, "features": FEAT}[self.kind]
+            cand = np.flatnonzero(train.kind == want)
+            if not len(cand):
+                raise ForgetSetError(f"the training set has no {self.kind} to delete")
+            n = int(round(self.amount * len(cand))) if self.amount <= 1 else int(self.amount)
+            if n > len(cand):
+                raise ForgetSetError(f"asked to delete {n} {self.kind} but the training set has {len(cand)}")
+            pos = np.sort(rng.choice(cand, size=max(1, n), replace=False))
+            ids = train.example_ids[pos].tolist()
+        elif self.kind == "class":
+            if train.task_kind != "node":
+                raise ConfigError("class:<label> deletes a class of nodes; it needs a node-classification task")
+            pos = np.flatnonzero((train.kind == NODE) & (train.labels.numpy() == int(self.label)))
+            if not len(pos):
+                raise ForgetSetError(f"no training node has class {self.label}")
+            ids = train.example_ids[pos].tolist()
+        elif self.kind == "subjects":
+            ids = train.ids_of_subjects(self.subjects or []).tolist()
+        else:
+            ids = [str(i) for i in self.ids or []]
+            _check_ids(train, ids)
+        if not ids:
+            raise ForgetSetError("the forget set is empty: select at least one node, edge or feature row")
+        return train.closure(ids)
+
+
+def _check_ids(train: GraphExampleSet, ids: Sequence[str]) -> None:
+    """Unknown ids as one error saying what each is (not an edge of the graph, a test node...)."""
+    missing = [i for i in ids if not train.has(i)]
+    if not missing:
+        return
+    g = train.graph
+    nodes = set(g.node_ids.tolist())
+    why = []
+    for i in missing[:5]:
+        if i.startswith("edge:"):
+            a, _, b = i[5:].partition("-")
+            if a not in nodes or b not in nodes:
+                why.append(f"{i} (no such node)")
+            else:
+                why.append(f"{i} (not a training edge of the graph)")
+        elif i.startswith("node:"):
+            nid = i[5:].split("/")[0]
+            if nid not in nodes:
+                why.append(f"{i} (no such node)")
+            elif i.endswith("/x") and not g.has_features:
+                why.append(f"{i} (the graph has no node features)")
+            else:
+                why.append(f"{i} (not a training node of this task)")
+        else:
+            why.append(f"{i} (ids are node:<id>, edge:<u>-<v> or node:<id>/x)")
+    more = " ..." if len(missing) > 5 else ""
+    raise UnknownIdsError(f"{len(missing)} id(s) not in the training graph {g.name!r}: {', '.join(why)}{more}")
+
+
+def _check_retain(retain: GraphExampleSet) -> None:
+    if retain.view.num_edges == 0:
+        raise ForgetSetError(
+            "the deletion removes every edge of the training graph: nothing would carry messages; "
+            "retrain on new data instead"
+        )
+    if len(retain.supervised()) == 0:
+        raise ForgetSetError("the deletion removes every training example of the task; nothing would remain")
+
+
+# --------------------------------------------------------------------------- task
+@dataclass
+class GraphTask(Task):
+    """A graph task. Besides :class:`~unlearnkit.task.Task`'s fields:
+
+    Attributes:
+        graph: the whole graph.
+        task_kind: ``"node"`` or ``"link"``.
+
+    ``task.forget`` is the forget rows scored on the retain graph (what a model sees once
+    the data are deleted); ``train_from_scratch(data)`` trains on ``data``'s supervised rows
+    with message passing over ``data``'s graph only.
+    """
+
+    graph: Graph | None = None
+    task_kind: str = "node"
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def forget(self) -> GraphExampleSet:
+        key = ("forget", self.split.forget_fingerprint, id(self.split))
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.split.forget.with_structure_of(self.split.retain, name="forget")
+            self.memo[key] = hit
+        return hit
+
+    def train_from_scratch(
+        self, data: GraphExampleSet, seed: int, progress: bool = False, desc: str = "retrain"
+    ) -> tuple[nn.Module, LoopStats]:
+        model = self.model_factory(seed).to(self.device)
+        sup = data.supervised(name=f"{data.name}/supervised")
+        adapter = self.adapter
+        n = data.graph.num_nodes
+        gen = torch.Generator().manual_seed(derive_seed(seed, "negatives") % (2**63))
+
+        def objective(ctx):
+            batch = ctx.batch("train")
+            if adapter.task_kind == "link":  # fresh negatives every step (seeded)
+                batch["neg"] = torch.randint(0, n, (len(batch["index"]),), generator=gen).to(ctx.device)
+            return adapter.per_example_loss(ctx.model, batch).mean()
+
+        stats = run_loop(
+            model,
+            objective,
+            {"train": sup},
+            self.recipe,
+            seed=seed,
+            device=self.device,
+            progress=progress,
+            desc=desc,
+            adapter=adapter,
+        )
+        return model, stats
+
+    def with_forget(self, forget_ids: Sequence[str], scenario: dict | None = None) -> "GraphTask":
+        ids = [str(i) for i in forget_ids]
+        _check_ids(self.split.train, ids)
+        return super().with_forget(self.split.train.closure(ids), scenario)
+
+
+def graph_fingerprint(g: Graph) -> str:
+    h = hashlib.sha256()
+    for t in (g.x, g.edges, g.y if g.y is not None else torch.zeros(0)):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update("|".join(g.node_ids.tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+def _negatives(g: Graph, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A node per row that is neither ``u`` nor one of its neighbours (uniform; the last
+    draw is kept after 20 tries on a near-complete neighbourhood)."""
+    n = g.num_nodes
+    adj = set(map(tuple, g.edges.tolist()))
+    out = np.empty(len(u), dtype=np.int64)
+    for i, a in enumerate(u.tolist()):
+        for _ in range(20):
+            b = int(rng.integers(0, n))
+            if b != a and (min(a, b), max(a, b)) not in adj:
+                break
+        out[i] = b
+    return out
+
+
+def _sets(g: Graph, task_kind: str, test_fraction: float, seed: int) -> tuple[GraphExampleSet, GraphExampleSet]:
+    rng = np.random.default_rng(derive_seed(seed, "graph-split", g.name, task_kind))
+    nid = g.node_ids
+    N, E = g.num_nodes, g.num_edges
+    ge = g.edges.numpy()
+    eid = np.asarray([f"edge:{nid[a]}-{nid[b]}" for a, b in ge], dtype=object)
+    subj = g.subject_ids
+    rows: dict[str, list] = {k: [] for k in ("kind", "u", "v", "eref", "neg", "y", "ids", "subj")}
+
+    def add(kind, u, v, eref, neg, y, ids, s):
+        for k, val in zip(rows, (kind, u, v, eref, neg, y, ids, s)):
+            rows[k].append(np.asarray(val))
+
+    def make(r, name, edge_keep, k):
+        kind = np.concatenate(r["kind"]).astype(np.int64)
+        u, v = np.concatenate(r["u"]).astype(np.int64), np.concatenate(r["v"]).astype(np.int64)
+        return GraphExampleSet(
+            torch.from_numpy(np.stack([kind, u, v], 1).astype(np.float32)),
+            torch.from_numpy(np.concatenate(r["y"]).astype(np.int64)),
+            np.concatenate(r["ids"]),
+            np.concatenate(r["subj"]),
+            num_classes=k,
+            name=name,
+            graph=g,
+            kind=kind,
+            u=u,
+            v=v,
+            eref=np.concatenate(r["eref"]).astype(np.int64),
+            neg=np.concatenate(r["neg"]).astype(np.int64),
+            edge_keep=edge_keep,
+            task_kind=task_kind,
+        )
+
+    if not 0 < test_fraction < 1:
+        raise ConfigError("test_fraction must be in (0, 1)")
+    if task_kind == "node":
+        if g.y is None:
+            raise ConfigError(
+                f"the graph {g.name!r} has no node labels; use a link-prediction task (--task graph-link)"
+            )
+        if E == 0:
+            raise ConfigError(f"the graph {g.name!r} has no edges")
+        perm = rng.permutation(N)
+        n_test = max(1, int(round(N * test_fraction)))
+        test_nodes, train_nodes = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        y = g.y.numpy()
+        k = g.num_classes
+        minus = lambda m: np.full(m, -1)  # noqa: E731
+        add(
+            np.full(len(train_nodes), NODE),
+            train_nodes,
+            minus(len(train_nodes)),
+            minus(len(train_nodes)),
+            minus(len(train_nodes)),
+            y[train_nodes],
+            [f"node:{nid[i]}" for i in train_nodes],
+            subj[train_nodes],
+        )
+        add(np.full(E, EDGE), ge[:, 0], ge[:, 1], np.arange(E), minus(E), minus(E), eid, subj[ge[:, 0]])
+        if g.has_features:
+            add(
+                np.full(len(train_nodes), FEAT),
+                train_nodes,
+                minus(len(train_nodes)),
+                minus(len(train_nodes)),
+                minus(len(train_nodes)),
+                y[train_nodes],
+                [f"node:{nid[i]}/x" for i in train_nodes],
+                subj[train_nodes],
+            )
+        keep = np.ones(E, bool)
+        train = make(rows, f"{g.name}/train", keep, k)
+        t: dict[str, list] = {key: [] for key in rows}
+        rows = t
+        m = len(test_nodes)
+        add(
+            np.full(m, NODE),
+            test_nodes,
+            minus(m),
+            minus(m),
+            minus(m),
+            y[test_nodes],
+            [f"node:{nid[i]}" for i in test_nodes],
+            subj[test_nodes],
+        )
+        test = make(rows, f"{g.name}/test", keep, k)
+        return train, test
+    # link prediction
+    if E < 4:
+        raise ConfigError(f"the graph {g.name!r} has {E} edges; link prediction needs at least 4")
+    perm = rng.permutation(E)
+    n_test = max(1, int(round(E * test_fraction)))
+    test_e, train_e = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    keep = np.zeros(E, bool)
+    keep[train_e] = True
+    minus = lambda m: np.full(m, -1)  # noqa: E731
+    nodes = np.arange(N)
+    m = len(train_e)
+    add(
+        np.full(m, EDGE),
+        ge[train_e, 0],
+        ge[train_e, 1],
+        train_e,
+        _negatives(g, ge[train_e, 0], rng),
+        np.ones(m),
+        eid[train_e],
+        subj[ge[train_e, 0]],
+    )
+    add(np.full(N, NODE), nodes, minus(N), minus(N), minus(N), minus(N), [f"node:{i}" for i in nid], subj)
+    if g.has_features:
+        add(np.full(N, FEAT), nodes, minus(N), minus(N), minus(N), minus(N), [f"node:{i}/x" for i in nid], subj)
+    train = make(rows, f"{g.name}/train", keep, 2)
+    rows = {key: [] for key in rows}
+    m = len(test_e)
+    add(
+        np.full(m, EDGE),
+        ge[test_e, 0],
+        ge[test_e, 1],
+        test_e,
+        _negatives(g, ge[test_e, 0], rng),
+        np.ones(m),
+        eid[test_e],
+        subj[ge[test_e, 0]],
+    )
+    test = make(rows, f"{g.name}/test", keep, 2)
+    return train, test
+
+
+def make_graph_task(
+    graph: str | Graph = "karate",
+    task: str = "node",
+    model: str = "gcn",
+    scenario: GraphForget | str | dict | None = None,
+    seed: int = 0,
+    recipe: TrainConfig | None = None,
+    model_kwargs: dict | None = None,
+    test_fraction: float = 0.2,
+    device: str | torch.device | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+) -> GraphTask:
+    """Load a graph, split it, choose what to delete, and train (or load from ``cache``) the
+    original GNN.
+
+    Args:
+        graph: a built-in name (``karate``, ``lesmis``, ``digits-knn``, ``sbm:500``, ...; see
+            :func:`unlearnkit.data.graphs.load_graph`), a PyG dataset folder, or a Graph.
+        task: ``node`` (node classification) or ``link`` (link prediction).
+        model: ``gcn``, ``gat``, ``gin`` or ``sage``; ``model_kwargs``: ``hidden`` (32),
+            ``layers`` (2), ``heads`` (GAT, 4), ``dropout`` (0).
+        scenario: a :class:`GraphForget`, its dict, or a string (``edges:0.05``, ``nodes:3``,
+            ``features:0.1``, ``class:2``); default ``edges:0.05``.
+    """
+    if task not in ("node", "link"):
+        raise ConfigError(f"a graph task is node (classification) or link (prediction), not {task!r}")
+    if model not in ARCHS:
+        raise ConfigError(f"unknown graph model {model!r}; choose one of {', '.join(ARCHS)}")
+    device = resolve_device(device)
+    source = graph if isinstance(graph, str) else None
+    g = load_graph(graph) if isinstance(graph, str) else graph
+    if isinstance(scenario, str):
+        scenario = GraphForget.parse(scenario)
+    elif isinstance(scenario, dict):
+        scenario = GraphForget.from_dict(scenario)
+    scenario = scenario or GraphForget("edges", 0.05)
+    train, test = _sets(g, task, test_fraction, seed)
+    forget_ids = scenario.resolve(train, seed)
+    sdict = dict(scenario.to_dict(), count=len(forget_ids))
+    split = Split(train, test, forget_ids, test, sdict)
+    _check_retain(split.retain)
+    recipe = recipe or default_recipe(task)
+    model_kwargs = dict(model_kwargs or {})
+    k = g.num_classes if task == "node" else 2
+    d_out = k if task == "node" else int(model_kwargs.get("hidden", 32))
+    adapter = GraphAdapter(task, k, device)
+
+    def factory(s: int) -> nn.Module:
+        seed_everything(derive_seed(s, "init") % (2**31))
+        return build_graph_model(model, int(g.x.shape[1]), d_out, **model_kwargs)
+
+    spec = {
+        "modality": "graph",
+        "task": task,
+        "dataset": g.name,
+        "source": source,
+        "graph_fingerprint": graph_fingerprint(g),
+        "model": model,
+        "model_kwargs": model_kwargs,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "scenario": split.scenario,
+    }
+    t = GraphTask(
+        split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec, graph=g, task_kind=task
+    )
+    adapter.check_model(t.original, train)
+    info = cache.get(f"original-{t.key}", t.original) if cache is not None else None
+    if info is None:
+        t.original, t.original_cost = t.train_from_scratch(train, seed, progress, desc="original")
+        if cache is not None:
+            cache.put(f"original-{t.key}", t.original, {"cost": t.original_cost.to_dict()})
+    else:
+        t.original_cost = LoopStats(**info["cost"])
+    t.original.eval()
+    return t
+
+
+# --------------------------------------------------------------------------- the layers above
+def task_from_spec(
+    spec: dict,
+    scenario: GraphForget | dict | None = None,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> GraphTask:
+    """Rebuild a stored graph task (the original from ``cache`` when it holds it)."""
+    if spec.get("source") is None:
+        raise ConfigError("this run's graph was built in memory; rebuild it in Python with make_graph_task")
+    return make_graph_task(
+        spec["source"],
+        spec["task"],
+        spec["model"],
+        scenario or spec["scenario"],
+        seed=spec["seed"],
+        recipe=TrainConfig(**spec["recipe"]),
+        model_kwargs=spec.get("model_kwargs"),
+        test_fraction=spec["test_fraction"],
+        device=device,
+        cache=cache,
+        progress=progress,
+    )
+
+
+def request_scenario(
+    ids: list[str] | None = None, subjects: list[str] | None = None, scenario: str | None = None
+) -> GraphForget:
+    """A deletion request's scenario: example ids (``node:<id>``, ``edge:<u>-<v>``,
+    ``node:<id>/x``), subject (user) ids, or a scenario string; exactly one."""
+    given = [x for x in (ids, subjects, scenario) if x]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --forget-ids, --forget-subjects or --scenario")
+    if ids:
+        return GraphForget("ids", ids=[str(i) for i in ids])
+    if subjects:
+        return GraphForget("subjects", subjects=[str(s) for s in subjects])
+    return GraphForget.parse(str(scenario))
+
+
+def build_task(
+    kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None, progress: bool = False
+) -> GraphTask:
+    """``unlearnkit train --task graph`` (node classification) or ``--task graph-link`` (link
+    prediction): ``dataset`` a graph name (``digits`` means ``digits-knn``) or PyG folder,
+    ``model`` gcn/gat/gin/sage, recipe overrides ``epochs``, ``lr``, ``batch_size``."""
+    from pathlib import Path
+
+    if kind not in TASK_KINDS:
+        raise ConfigError(f"graph task kinds are {', '.join(TASK_KINDS)}, not {kind!r}")
+    o = {k: v for k, v in options.items() if v is not None}
+    dataset = str(o.get("dataset", "karate"))
+    if dataset == "digits":
+        dataset = "digits-knn"
+    p = Path(dataset)
+    source = str(p.resolve()) if p.exists() else dataset
+    model = str(o.get("model") or "gcn")
+    task_kind = TASK_KINDS[kind]
+    recipe = replace(default_recipe(task_kind), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
+    return make_graph_task(source, task_kind, model, seed=seed, recipe=recipe, cache=cache, progress=progress)
+
+
+def train_metrics(task: GraphTask) -> dict[str, float]:
+    """Node classification: accuracy on the training and test nodes; link prediction: AUC
+    of the test edges against their negative pairs (DT AUC of the original)."""
+    from .scores import score_set
+
+    view = task.train.view
+    if task.task_kind == "node":
+        out = {}
+        for name, data in (("acc_train", task.train.supervised()), ("acc_test", task.test)):
+            sc = score_set(task.original, data, task.adapter, view)
+            out[name] = sc.accuracy()
+        return out
+    from .metrics import link_auc
+
+    sc = score_set(task.original, task.test, task.adapter, view)
+    auc, _ = link_auc(sc.pos_score, sc.neg_score)
+    return {"auc_test": auc}
+
+
+def task_label(spec: dict) -> str:
+    parts = [str(spec[k]) for k in ("dataset", "model", "task") if spec.get(k) not in (None, "")]
+    return " · ".join(parts) or "graph"
+
+
+# --------------------------------------------------------------------------- the contract's tiny task
+def tiny_graph_task(seed: int = 0, **kw) -> GraphTask:
+    """Karate club, link prediction, 10% of its training edges to delete, a 2-layer GCN
+    (hidden 16) trained 150 full-batch epochs: it fits its edges (forget loss well below the
+    reference's). Needs torch-geometric."""
+    args: dict[str, Any] = dict(
+        graph="karate",
+        task="link",
+        model="gcn",
+        scenario=GraphForget("edges", 0.1),
+        seed=seed,
+        recipe=TrainConfig(epochs=150, batch_size=4096, lr=1e-2, weight_decay=0.0),
+        model_kwargs={"hidden": 16},
+        device="cpu",
+    )
+    args.update(kw)
+    return make_graph_task(**args)
