@@ -293,3 +293,60 @@ def test_privacy_report_rejects_bad_input(tiny):
         privacy_report(tiny, "finetune", n_shadow=3)
     with pytest.raises(ConfigError):
         privacy_report(tiny, "no-such-method", n_shadow=4)
+
+
+# ----------------------------------------------------------------------------- stored with the evaluation
+def test_evaluate_privacy_keeps_ulira_per_example_beside_the_evaluation(home):
+    """`evaluate --privacy N` keeps U-LiRA's per-example result (one value per forget example,
+    in a file keyed by the evaluation id, not among the metrics); evaluating again gives the
+    same numbers; a read-only workspace computes them and writes nothing."""
+    import json
+
+    from unlearnkit.orchestration.experiment import Workspace
+    from unlearnkit.requests import (
+        DeletionRequest,
+        answer_request,
+        evaluate_run,
+        privacy_examples_path,
+        read_privacy_examples,
+    )
+
+    h, train = home
+    ws = Workspace.open(h)
+    run = answer_request(
+        ws, DeletionRequest(train, "finetune", {"epochs": 0.5}, ids=None, seed=0, scenario="random:0.05")
+    )
+    forget = [str(i) for i in ws.store.get(run.run_id).forget_ids]
+
+    first = evaluate_run(ws, run.run_id, privacy=4)
+    per = first.privacy_examples
+    assert sorted(per["ids"]) == sorted(forget) and len(per["ids"]) == len(forget)
+    assert len(per["ulira_acc"]) == len(per["ulira_auc"]) == len(forget)
+    assert all(0.0 <= v <= 1.0 for v in per["ulira_acc"] + per["ulira_auc"])
+    assert per["n_shadow"] == 4 and per["method"] == "finetune"
+    # the per-example mean is the aggregate; nothing per example became a metric
+    assert np.mean(per["ulira_acc"]) == pytest.approx(first.metrics["ulira_acc"], abs=1e-12)
+    assert not any(k.startswith("ulira_per_example") for k in first.metrics)
+    assert all(isinstance(v, float) for v in ws.store.evaluations(run.run_id)[-1].metrics.values())
+
+    path = privacy_examples_path(ws, first.evaluation.id)
+    assert first.privacy_file == path and path.parent == h / "privacy"
+    stored = read_privacy_examples(ws, first.evaluation.id)
+    assert stored["evaluation_id"] == first.evaluation.id and stored["run_id"] == run.run_id
+    assert {k: stored[k] for k in ("ids", "ulira_acc", "ulira_auc")} == {
+        k: per[k] for k in ("ids", "ulira_acc", "ulira_auc")
+    }
+    assert json.loads(path.read_text())["ids"] == per["ids"]
+
+    again = evaluate_run(ws, run.run_id, privacy=4)  # a new evaluation, the same numbers
+    assert again.evaluation.id != first.evaluation.id and again.same_inputs_as == first.evaluation.id
+    second = read_privacy_examples(ws, again.evaluation.id)
+    assert {k: second[k] for k in ("ids", "ulira_acc", "ulira_auc")} == {
+        k: stored[k] for k in ("ids", "ulira_acc", "ulira_auc")
+    }
+    assert read_privacy_examples(ws, "no-such-evaluation") is None
+
+    before = sorted(p.name for p in (h / "privacy").iterdir())
+    ro = evaluate_run(Workspace.open(h, mode="r"), run.run_id, privacy=4)
+    assert ro.stored is False and ro.privacy_file is None and ro.privacy_examples["ulira_acc"] == per["ulira_acc"]
+    assert sorted(p.name for p in (h / "privacy").iterdir()) == before

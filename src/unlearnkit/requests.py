@@ -16,6 +16,10 @@ service call::
 :func:`evaluate_run` evaluates a stored run again on exactly the splits its record
 names (forget and holdout ids, fingerprints of retain and test); each evaluation is
 appended to the store's ``evaluations`` table, and a run's own metrics are never replaced.
+With ``privacy=N`` it also runs the shadow-model privacy report; its aggregates are metrics,
+and U-LiRA's per-example result (a value per forget example, not a metric) is a small JSON
+file keyed by the evaluation's id, ``<home>/privacy/<evaluation id>.json``
+(:func:`privacy_examples_path`, read back by :func:`read_privacy_examples`).
 
 Nothing here prints: callers show the outcome.
 """
@@ -293,6 +297,9 @@ class EvaluationOutcome:
     scores_file: Path | None = None
     stored: bool = True
     not_computed: dict[str, str] = field(default_factory=dict)
+    #: U-LiRA per forget example (``privacy=N``): ``{ids, ulira_acc, ulira_auc, ...}``, else None
+    privacy_examples: dict | None = None
+    privacy_file: Path | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -305,7 +312,53 @@ class EvaluationOutcome:
             "stored": self.stored,
             "not_computed": self.not_computed,
             "scores_file": str(self.scores_file) if self.scores_file else None,
+            "privacy_file": str(self.privacy_file) if self.privacy_file else None,
         }
+
+
+#: where U-LiRA's per-example results live, under the workspace's root
+PRIVACY_DIR = "privacy"
+
+
+def privacy_examples_path(workspace: Workspace, evaluation_id: str) -> Path:
+    """The per-example privacy file of evaluation ``evaluation_id`` (whether or not it exists)."""
+    if not evaluation_id or "/" in evaluation_id or "\\" in evaluation_id or evaluation_id.startswith("."):
+        raise ConfigError(f"not an evaluation id: {evaluation_id!r}")
+    return Path(workspace.root) / PRIVACY_DIR / f"{evaluation_id}.json"
+
+
+def read_privacy_examples(workspace: Workspace, evaluation_id: str) -> dict | None:
+    """U-LiRA's per-example result stored with evaluation ``evaluation_id`` (``{evaluation_id,
+    run_id, n_shadow, seed, method, ids, ulira_acc, ulira_auc}``), or None when that
+    evaluation ran no privacy report (or its file is gone or unreadable)."""
+    import json
+
+    try:
+        doc = json.loads(privacy_examples_path(workspace, evaluation_id).read_text())
+    except (OSError, ValueError, ConfigError):
+        return None
+    if not isinstance(doc, dict) or doc.get("evaluation_id") != evaluation_id:
+        return None
+    ids, acc = doc.get("ids"), doc.get("ulira_acc")
+    if not (isinstance(ids, list) and isinstance(acc, list) and len(ids) == len(acc)):
+        return None
+    return doc
+
+
+def _write_privacy_examples(workspace: Workspace, evaluation: EvaluationRecord, doc: dict) -> Path:
+    import json
+
+    from .utils import atomic_write
+
+    path = privacy_examples_path(workspace, evaluation.id)
+    body = {"evaluation_id": evaluation.id, "run_id": evaluation.run_id, **doc}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as f:
+            json.dump(body, f, allow_nan=False)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot write the per-example privacy report {path}: {e}") from None
+    return path
 
 
 def evaluate_run(
@@ -345,14 +398,15 @@ def evaluate_run(
     cost = LoopStats(**{k: v for k, v in rec.cost.items() if k in LoopStats.__dataclass_fields__}) if rec.cost else None
     ev = evaluate_model(model, task, ref_scores, cost, ref_cost, rec.seed, reference_model=ref)
     metrics = dict(ev.metrics)
+    per_example = None
     if privacy:
-        from .evaluation.shadow import privacy_report
+        from .evaluation.shadow import privacy_evaluation
 
-        metrics.update(
-            privacy_report(
-                task, rec.method, rec.params, n_shadow=privacy, seed=rec.seed, cache=workspace.cache, progress=progress
-            )
+        aggregates, per_example = privacy_evaluation(
+            task, rec.method, rec.params, n_shadow=privacy, seed=rec.seed, cache=workspace.cache, progress=progress
         )
+        metrics.update(aggregates)
+        per_example = {"n_shadow": int(privacy), "seed": int(rec.seed), "method": rec.method, **per_example}
     ref_artifact = workspace.cache.artifact(f"reference-{task.reference_key(rec.seed)}")
     inputs = evaluation_inputs(task, rec.seed, rec.artifact, ref_artifact)
     if privacy:
@@ -364,14 +418,28 @@ def evaluate_run(
         )
     earlier = workspace.store.evaluations(rec.id)
     same = next((e.id for e in earlier if e.inputs_fingerprint == evaluation.inputs_fingerprint), None)
+    privacy_file = None
     if stored:
+        if per_example is not None:  # before the evaluation: a stored evaluation always has its file
+            privacy_file = _write_privacy_examples(workspace, evaluation, per_example)
         workspace.store.add_evaluation(evaluation)
         first_inputs = earlier[0].inputs_fingerprint if earlier else None
         if first_inputs in (None, evaluation.inputs_fingerprint):
             missing = {k: v for k, v in metrics.items() if k not in rec.metrics}
             if missing:
                 rec = workspace.store.update_metrics(rec.id, missing)
-    return EvaluationOutcome(rec, metrics, evaluation, same, ev.scores, export_scores, stored, ev.not_computed)
+    return EvaluationOutcome(
+        rec,
+        metrics,
+        evaluation,
+        same,
+        ev.scores,
+        export_scores,
+        stored,
+        ev.not_computed,
+        per_example,
+        privacy_file,
+    )
 
 
 def write_scores(path: Path, by_role: dict) -> Path:

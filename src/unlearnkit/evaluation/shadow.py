@@ -240,7 +240,22 @@ def privacy_report(
     cache: ModelCache | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Per-example privacy of ``method`` on ``task`` from ``n_shadow`` models of each kind.
+    """Per-example privacy of ``method`` on ``task`` from ``n_shadow`` models of each kind:
+    the aggregates of :func:`privacy_evaluation` (see there)."""
+    return privacy_evaluation(task, method, params, n_shadow, seed, cache, progress)[0]
+
+
+def privacy_evaluation(
+    task: Task,
+    method: str | Method,
+    params: dict | None = None,
+    n_shadow: int = 16,
+    seed: int = 0,
+    cache: ModelCache | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], dict[str, list]]:
+    """Per-example privacy of ``method`` on ``task`` from ``n_shadow`` models of each kind:
+    ``(aggregates, per_example)``.
 
     Trains (or reads from ``cache``) ``n_shadow`` shadow retrains and shadow originals, unlearns
     every shadow original with the method, and runs the method ``n_shadow`` times from the
@@ -257,6 +272,10 @@ def privacy_report(
       (examples through forward and backward passes to produce every model used, cached ones
       at their recorded cost) and ``privacy_cost_retrains`` (the same in units of one retrain);
       ``n_shadow``.
+
+    ``per_example``: U-LiRA per forget example, ``{"ids": [example id], "ulira_acc":
+    [balanced accuracy of the rule LLR > 0 on that example, 0.5 = chance], "ulira_auc":
+    [AUC over that example's 2N targets]}``, in the forget set's order.
     """
     _check_n(n_shadow)
     t0 = time.perf_counter()
@@ -279,6 +298,11 @@ def privacy_report(
     comp = np.mean([comparator_privacy(a, b)["privacy"] for a, b in zip(repeats.forget, retrains.forget)])
     examples = sum(_examples(x) for x in (retrains.cost, originals_cost, unlearns.cost, repeats.cost))
     per_retrain = _examples(retrains.cost) / n_shadow
+    per_example = {
+        "ids": [str(i) for i in retrains.forget[0].example_ids],
+        "ulira_acc": [float(v) for v in u["per_example_acc"]],
+        "ulira_auc": [float(v) for v in u["per_example_auc"]],
+    }
     return {
         "ulira_auc": u["auc"],
         "ulira_tpr_at_1fpr": u["tpr_at_1fpr"],
@@ -291,4 +315,4 @@ def privacy_report(
         "privacy_cost_examples": float(examples),
         "privacy_cost_retrains": examples / per_retrain if per_retrain else float("nan"),
         "n_shadow": float(n_shadow),
-    }
+    }, per_example
