@@ -235,6 +235,34 @@ def test_attack_features_are_the_comparators(client, ws_home):
     assert _finite(body)
 
 
+def test_attack_has_ulira_per_example_after_evaluate_privacy(home):
+    """`evaluate --privacy 4` keeps U-LiRA per forget example; the attack view reads it for the
+    run (ids = the run's forget set, aligned with the attack's forget ids) and says why the
+    reference has none."""
+    h, train = home
+    run = _cli("unlearn", "--home", str(h), "--from", train, "--method", "finetune", "--scenario", "random:0.05")
+    rid = run["run_id"]
+    models.clear_caches()
+    c = TestClient(create_app(Workspace.open(h, mode="existing")))  # trains the reference
+    before = c.get("/api/v1/attack", params={"a": rid}).json()["ulira"]
+    assert before["a"] is None and "privacy" in before["reason"]["a"]
+
+    ev = _cli("evaluate", rid, "--home", str(h), "--privacy", "4")
+    assert ev["privacy_file"] and ev["metrics"]["n_shadow"] == 4
+    body = c.get("/api/v1/attack", params={"a": rid}).json()
+    u = body["ulira"]
+    forget = Workspace.open(h, mode="r").store.get(rid).forget_ids
+    assert u["a"] is not None and u["reason"]["a"] is None and u["a"]["evaluation"] == ev["evaluation_id"]
+    assert sorted(u["a"]["ids"]) == sorted(map(str, forget)) and set(u["a"]["ids"]) == set(body["forget"]["ids"])
+    assert len(u["a"]["success"]) == len(u["a"]["auc"]) == len(forget) and u["a"]["n_shadow"] == 4
+    assert all(0.0 <= v <= 1.0 for v in u["a"]["success"])
+    assert np.mean(u["a"]["success"]) == pytest.approx(u["summary"]["a"]["ulira_acc"], abs=1e-9)
+    assert u["b"] is None and "not a run" in u["reason"]["b"] and _finite(body)
+    # the same answer with the models swapped, on the other side
+    swapped = c.get("/api/v1/attack", params={"a": f"reference:{rid}", "b": rid}).json()["ulira"]
+    assert swapped["b"] == u["a"] and swapped["a"] is None
+
+
 # --------------------------------------------------------------------------- the cache
 def test_a_cached_view_is_not_computed_again(ws_home, monkeypatch):
     home, ids = ws_home

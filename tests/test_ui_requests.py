@@ -52,6 +52,10 @@ def test_list_and_detail_of_an_answered_request(answered):
     assert row["batch"] == got["batch"] and row["version"] == 1 == got["version"]
     assert row["n_examples"] == got["examples"] > 0 and row["n_subjects"] == 1
     assert row["received_at"] == got["created_at"] and row["certificate"] == got["certificate"]
+    steps = svc._steps(got["batch"])[0]["steps"]
+    # the runs that answered it: the batch's unlearn run, stored in the workspace's runs
+    assert row["unlearn_run"] == steps["unlearn"]["run_id"] == row["run"] and row["escalate_run"] is None
+    assert row["runs"] == [row["run"]] and ws.store.get(row["run"]).kind == "unlearn"
 
     d = ui_requests.request_detail(ws, req["id"])
     assert d["request"]["id"] == req["id"] and d["request"]["subjects"] == got["subjects"]
@@ -142,5 +146,10 @@ def test_a_failed_gate_shows_the_escalation(home):
     events = [e["event"] for e in d["timeline"]]
     assert events.index("gate failed") < events.index("escalated") < events.index("promoted")
     assert d["batch"]["method"] == "retrain" and d["certificate"]["verified"] is True
+    steps = svc._steps(d["batch"]["id"])[0]["steps"]
+    (row,) = ui_requests.list_requests(Workspace.open(h, mode="r"))["requests"]
+    assert row["unlearn_run"] == steps["unlearn"]["run_id"] and row["escalate_run"] == steps["escalate"]["run_id"]
+    assert row["run"] == row["escalate_run"] == d["batch"]["run_id"] and row["runs"] == [row["unlearn_run"], row["run"]]
+    assert d["batch"]["unlearn_run"] == row["unlearn_run"] and d["batch"]["escalate_run"] == row["escalate_run"]
     body = d["certificate"]["document"]["body"]
     assert body["verification"]["escalated"] is True and body["method"]["name"] == "retrain"

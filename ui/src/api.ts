@@ -127,7 +127,39 @@ export interface AttackSide {
 
 export interface Ulira {
   ids: string[];
+  /** per forget example: U-LiRA's balanced accuracy (0.5 = chance: forgotten as by retraining) */
   success: (number | null)[];
+  /** per forget example: U-LiRA's AUC over its shadow targets */
+  auc?: (number | null)[] | null;
+  n_shadow?: number | null;
+  /** the evaluation whose privacy report this is */
+  evaluation?: string;
+}
+
+/** A deletion request as GET /requests lists it. */
+export interface RequestRow {
+  id: string;
+  line: string;
+  state: string;
+  received_at: string | null;
+  updated_at?: string | null;
+  batch: string | null;
+  version: number | null;
+  n_examples: number;
+  n_subjects: number;
+  reason?: string | null;
+  certificate?: string | null;
+  /** the batch's runs: the policy's method, the exact path after a failed gate */
+  unlearn_run?: string | null;
+  escalate_run?: string | null;
+  /** the run that answers it (the escalation's when there is one) */
+  run?: string | null;
+  runs?: string[];
+}
+
+export interface RequestsResponse {
+  requests: RequestRow[];
+  truncated: boolean;
 }
 
 export interface Attack {

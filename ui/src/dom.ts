@@ -59,6 +59,34 @@ export function loading(what: string): HTMLElement {
   return h("div", { class: "loading", testid: "loading" }, `Loading ${what}…`);
 }
 
+/**
+ * A loading line for something that may take long (a UMAP projection compiling umap-learn,
+ * a reference being trained): "Loading <what>…" at once; after `afterMs` a "computing" line
+ * with `why` and the seconds waited so far, ticking while the element is on the page.
+ * Same `loading` testid as loading(); the extra line is `computing` (data-seconds).
+ */
+export function computing(what: string, why: string, afterMs = 1200): HTMLElement {
+  const el = loading(what);
+  const line = h("div", { class: "computing", testid: "computing", "data-seconds": "0" });
+  const t0 = Date.now();
+  let seen = false;
+  const tick = () => {
+    const waited = Date.now() - t0;
+    if (el.isConnected) seen = true;
+    else {
+      if (seen || waited > 10_000) clearInterval(timer); // replaced by the answer (or never shown)
+      return;
+    }
+    if (waited < afterMs) return;
+    if (!line.isConnected) el.append(line);
+    const secs = Math.floor(waited / 1000);
+    line.setAttribute("data-seconds", String(secs));
+    line.textContent = `computing: ${why} · ${secs} s`;
+  };
+  const timer = setInterval(tick, 250);
+  return el;
+}
+
 /** Run an async render into el: a loading line, then the content or the error. */
 export async function into(el: HTMLElement, what: string, fn: () => Promise<Node>): Promise<void> {
   clear(el);
@@ -84,5 +112,8 @@ export function shortId(id: string): string {
   const m = /^(reference:|original:)?(.*)$/.exec(id);
   const prefix = m?.[1] ?? "";
   const rest = m?.[2] ?? id;
+  // the service's runs: <batch id>-<step> (bat-4d82fd50…-unlearn / -retrain): keep the step
+  const step = /^(.+)-([a-z]+)$/.exec(rest);
+  if (step && step[1].length > 10) return `${prefix}${step[1].slice(0, 8)}…-${step[2]}`;
   return prefix + (rest.length > 10 ? rest.slice(0, 8) : rest);
 }

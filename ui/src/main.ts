@@ -3,7 +3,7 @@
 // end-to-end tests use.
 
 import { cached, type Pair, type Workspace } from "./api";
-import { append, clear, errorBox, h, loading, notice, shortId } from "./dom";
+import { append, clear, computing, errorBox, h, loading, notice, shortId } from "./dom";
 import { exporters } from "./export";
 import type { PointCloud, ScreenPoint } from "./pointcloud";
 import { bindHash, createStore, encodeHash, type State, type View } from "./state";
@@ -104,12 +104,20 @@ function start(root: HTMLElement): void {
     return pairPromise;
   }
 
+  /** What loading a pair may be doing: training the retrained reference where one is asked for. */
+  function pairWork(s: State): string {
+    const wantsReference = [s.a, s.b].some((m) => m?.startsWith("reference:"));
+    if (wantsReference && !ctx.workspace?.read_only)
+      return "training the reference (the retrained model of this run's task, when the workspace has not cached it yet: seconds on a small classifier, minutes on a language model); it is cached for every later view";
+    return "loading the two models and checking their artifacts";
+  }
+
   async function mount(s: State) {
     const gen = ++generation;
     current?.destroy();
     current = null;
     clear(viewEl);
-    viewEl.append(loading(s.view));
+    viewEl.append(s.view === "runs" || s.view === "requests" || !s.a || !s.b ? loading(s.view) : computing(s.view, pairWork(s)));
     const el = h("div", { class: "view-body", testid: `view-${s.view}-root` });
     const done = (handle: ViewHandle) => {
       if (gen !== generation) {
@@ -170,7 +178,7 @@ function start(root: HTMLElement): void {
 
   store.subscribe((s, prev) => {
     renderTabs(s);
-    const key = `${s.view}|${s.a}|${s.b}`;
+    const key = mountKey(s);
     if (s.a !== prev.a || s.b !== prev.b) {
       void loadPair(s).then(() => renderPairBar(store.get()));
       renderPairBar(s);
@@ -220,9 +228,15 @@ function start(root: HTMLElement): void {
   const s = store.get();
   renderTabs(s);
   renderPairBar(s);
-  mounted = `${s.view}|${s.a}|${s.b}`;
+  mounted = mountKey(s);
   if (s.a && s.b) void loadPair(s).then(() => renderPairBar(store.get()));
   void mount(s);
+}
+
+/** What a view is mounted for: the requests view does not depend on the pair (picking a
+ * request sets it without redrawing the view). */
+function mountKey(s: State): string {
+  return s.view === "requests" ? s.view : `${s.view}|${s.a}|${s.b}`;
 }
 
 function boot(): void {

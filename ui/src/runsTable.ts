@@ -1,6 +1,6 @@
 // The runs screening table's logic (pure): filters, sorting, goal arrows, default pairs.
 
-import type { Column, Goal, Run } from "./api";
+import type { Column, Goal, RequestRow, Run } from "./api";
 
 export interface Filters {
   task?: string;
@@ -99,4 +99,40 @@ export function defaultPair(r: Run): { a: string; b: string } {
 /** The page's view for a modality (language models have their own). */
 export function viewFor(modality: string | undefined): "classifier" | "lm" {
   return modality && /lm|language/i.test(modality) ? "lm" : "classifier";
+}
+
+// ---- deletion requests in the screening table -----------------------------------------
+
+/** The run that answers a request (the exact path's after an escalation), or null. */
+export function answeringRun(r: RequestRow): string | null {
+  return r.run ?? r.escalate_run ?? r.unlearn_run ?? null;
+}
+
+/** Every run a request's batch made, in order (its unlearn run, then its escalation). */
+export function requestRunIds(r: RequestRow): string[] {
+  if (r.runs && r.runs.length) return [...r.runs];
+  return [r.unlearn_run, r.escalate_run].filter((x): x is string => typeof x === "string" && x !== "");
+}
+
+/** The pair a request opens: its answering run vs that run's retrained reference. */
+export function requestPair(r: RequestRow): { a: string; b: string } | null {
+  const run = answeringRun(r);
+  return run ? { a: run, b: `reference:${run}` } : null;
+}
+
+/** run id -> the ids of the requests whose batches made it (in the requests' order). */
+export function requestsByRun(rows: RequestRow[]): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const r of rows)
+    for (const run of requestRunIds(r)) {
+      const list = m.get(run) ?? [];
+      if (!list.includes(r.id)) list.push(r.id);
+      m.set(run, list);
+    }
+  return m;
+}
+
+/** Requests whose state or line is the filter's (empty: all); newest first. */
+export function filterRequests(rows: RequestRow[], state?: string, line?: string): RequestRow[] {
+  return rows.filter((r) => (!state || r.state === state) && (!line || r.line === line)).reverse();
 }

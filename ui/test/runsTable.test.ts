@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { Run } from "../src/api";
-import { defaultPair, filterRuns, goalArrow, metricColumns, options, sortRuns, viewFor } from "../src/runsTable";
+import type { RequestRow, Run } from "../src/api";
+import { answeringRun, defaultPair, filterRequests, filterRuns, goalArrow, metricColumns, options, requestPair, requestRunIds, requestsByRun, sortRuns, viewFor } from "../src/runsTable";
 
 function run(id: string, o: Partial<Run> = {}, metrics: Record<string, number | null> = {}): Run {
   return {
@@ -70,5 +70,50 @@ describe("metric columns", () => {
     expect(metricColumns(cols, false).map((c) => c.key)).toEqual(["acc_forget"]);
     expect(metricColumns(cols, true).map((c) => c.key)).toEqual(["acc_forget", "js_test"]);
     expect(metricColumns([{ ...cols[1] }], false).map((c) => c.key)).toEqual(["js_test"]);
+  });
+});
+
+describe("deletion requests in the runs table", () => {
+  const req = (id: string, o: Partial<RequestRow> = {}): RequestRow => ({
+    id,
+    line: "digits",
+    state: "answered",
+    received_at: "2026-01-01T00:00:00Z",
+    batch: `b-${id}`,
+    version: 1,
+    n_examples: 5,
+    n_subjects: 1,
+    ...o,
+  });
+  const answered = req("req-1", { unlearn_run: "b1-unlearn", escalate_run: null, run: "b1-unlearn", runs: ["b1-unlearn"] });
+  const escalated = req("req-2", { unlearn_run: "b2-unlearn", escalate_run: "b2-retrain", run: "b2-retrain", runs: ["b2-unlearn", "b2-retrain"] });
+  const pending = req("req-3", { state: "received", batch: null, version: null });
+
+  it("a request opens its answering run (the exact path's after an escalation) vs its reference", () => {
+    expect(answeringRun(answered)).toBe("b1-unlearn");
+    expect(requestPair(escalated)).toEqual({ a: "b2-retrain", b: "reference:b2-retrain" });
+    expect(requestPair(pending)).toBeNull();
+    // without the `run` field (an older server) the escalation still wins
+    expect(answeringRun(req("x", { unlearn_run: "u", escalate_run: "e" }))).toBe("e");
+  });
+
+  it("lists every run of a request and maps runs back to their requests", () => {
+    expect(requestRunIds(escalated)).toEqual(["b2-unlearn", "b2-retrain"]);
+    expect(requestRunIds(req("x", { unlearn_run: "u" }))).toEqual(["u"]);
+    expect(requestRunIds(pending)).toEqual([]);
+    const two = req("req-4", { unlearn_run: "b2-unlearn", runs: ["b2-unlearn"] }); // one batch, two requests
+    const m = requestsByRun([answered, escalated, pending, two]);
+    expect(m.get("b2-unlearn")).toEqual(["req-2", "req-4"]);
+    expect(m.get("b2-retrain")).toEqual(["req-2"]);
+    expect(m.has("b1-unlearn")).toBe(true);
+    expect(m.size).toBe(3);
+  });
+
+  it("filters requests by state and line, newest first", () => {
+    const rows = [answered, escalated, pending];
+    expect(filterRequests(rows).map((r) => r.id)).toEqual(["req-3", "req-2", "req-1"]);
+    expect(filterRequests(rows, "answered").map((r) => r.id)).toEqual(["req-2", "req-1"]);
+    expect(filterRequests(rows, undefined, "other")).toEqual([]);
+    expect(rows.map((r) => r.id)).toEqual(["req-1", "req-2", "req-3"]); // the input is left as it was
   });
 });

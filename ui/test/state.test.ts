@@ -124,3 +124,15 @@ describe("bindHash", () => {
     expect(store.get().view).toBe("runs");
   });
 });
+
+describe("the projection in the URL", () => {
+  it("a UMAP view is a link of its own; PCA, the default, writes nothing", () => {
+    const s = defaultState();
+    s.view = "classifier";
+    s.projection = "umap";
+    expect(encodeHash(s)).toBe("#view=classifier&projection=umap");
+    expect(decodeHash("#view=classifier&projection=umap").projection).toBe("umap");
+    s.projection = "pca";
+    expect(encodeHash(s)).toBe("#view=classifier");
+  });
+});

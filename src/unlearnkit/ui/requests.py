@@ -167,6 +167,25 @@ def _row(r, line: str) -> dict:
     }
 
 
+def _runs_of(steps: Any) -> dict:
+    """The runs a batch's steps name: ``unlearn_run`` (the policy's method), ``escalate_run``
+    (the exact path, after a failed gate), ``run`` (the one that answers: the escalation's
+    when there is one, else the unlearn run; None before the batch unlearned or when its
+    method failed) and ``runs`` (every one, in order)."""
+    steps = steps if isinstance(steps, dict) else {}
+    ids = {}
+    for name in ("unlearn", "escalate"):
+        step = steps.get(name)
+        rid = step.get("run_id") if isinstance(step, dict) else None
+        ids[name] = rid if isinstance(rid, str) and rid else None
+    return {
+        "unlearn_run": ids["unlearn"],
+        "escalate_run": ids["escalate"],
+        "run": ids["escalate"] or ids["unlearn"],
+        "runs": [r for r in (ids["unlearn"], ids["escalate"]) if r],
+    }
+
+
 def _line_names(conn: Connection) -> dict[str, str]:
     return {r.id: r.name for r in conn.execute(select(model_lines.c.id, model_lines.c.name))}
 
@@ -174,8 +193,9 @@ def _line_names(conn: Connection) -> dict[str, str]:
 # --------------------------------------------------------------------------- the list
 def list_requests(ws: Workspace) -> dict:
     """``{"requests": [{id, line, state, received_at, updated_at, batch, version, n_examples,
-    n_subjects, reason, certificate}], "truncated": bool}`` in submission order (the newest
-    :data:`MAX_REQUESTS`); 404 ``no-service`` without the service's tables."""
+    n_subjects, reason, certificate, unlearn_run, escalate_run, run, runs}], "truncated":
+    bool}`` in submission order (the newest :data:`MAX_REQUESTS`); the run ids are those of
+    the request's batch (:func:`_runs_of`); 404 ``no-service`` without the service's tables."""
     with _connect(ws) as conn:
         names = _line_names(conn)
         rows = conn.execute(
@@ -187,11 +207,22 @@ def list_requests(ws: Workspace) -> dict:
                 select(certificates.c.request_id, certificates.c.id).where(certificates.c.revoked_at.is_(None))
             )
         }
+        wanted = sorted({r.batch_id for r in rows[:MAX_REQUESTS] if r.batch_id})
+        steps: dict = {}
+        for i in range(0, len(wanted), 500):  # bounded IN lists
+            chunk = wanted[i : i + 500]
+            steps.update(
+                {
+                    b.id: b.steps
+                    for b in conn.execute(select(batches.c.id, batches.c.steps).where(batches.c.id.in_(chunk)))
+                }
+            )
     truncated = len(rows) > MAX_REQUESTS
     out = []
     for r in reversed(rows[:MAX_REQUESTS]):
         item = _row(r, names.get(r.line_id, r.line_id))
         item["certificate"] = certified.get(r.id)
+        item.update(_runs_of(steps.get(r.batch_id)))
         out.append(item)
     return _finite({"requests": out, "truncated": truncated})
 
@@ -358,6 +389,8 @@ def request_detail(ws: Workspace, request_id: str) -> dict:
                 "steps": list(steps),
                 "method": cand.get("method"),
                 "run_id": cand.get("run_id"),
+                "unlearn_run": _runs_of(steps)["unlearn_run"],
+                "escalate_run": _runs_of(steps)["escalate_run"],
                 "base_version": (steps.get("resolve") or {}).get("base_version"),
                 "reason": b.reason,
             }

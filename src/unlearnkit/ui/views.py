@@ -472,32 +472,51 @@ def instances_view(ws: Workspace, a: str, b: str | None, ids: str | list[str]) -
 
 # --------------------------------------------------------------------------- attack
 def _privacy_report(ws: Workspace, m: Resolved) -> dict:
-    """What the run's stored privacy report (``evaluate --privacy``) says, per example where
-    it holds that: ``{ids, success}`` or None, and why not."""
+    """What the run's newest privacy report (``evaluate --privacy N``) says: U-LiRA's
+    aggregates (metrics of that evaluation) and its per-example result, which
+    :func:`unlearnkit.requests.evaluate_run` keeps beside the evaluation
+    (:func:`~unlearnkit.requests.read_privacy_examples`): ``{ids, success, auc, n_shadow,
+    evaluation}`` or None, and why not."""
+    from ..requests import read_privacy_examples
+
     if m.kind != "run":
         return {"value": None, "reason": f"{m.label} is not a run with a privacy report", "summary": None}
     metrics = dict(m.record.metrics or {})
+    latest = None
     try:
-        for ev in ws.store.evaluations(m.record.id):
+        for ev in ws.store.evaluations(m.record.id):  # oldest first: the newest report wins
             if (ev.inputs or {}).get("privacy"):
                 metrics.update(ev.metrics or {})
+                latest = ev
     except UnlearnkitError:
         pass
-    summary = {k: metrics[k] for k in ("ulira_auc", "ulira_acc", "ulira_tpr_at_1fpr", "n_shadow") if k in metrics}
+    keys = ("ulira_auc", "ulira_acc", "ulira_tpr_at_1fpr", "ulira_tpr_at_01fpr", "n_shadow")
+    summary = {k: metrics[k] for k in keys if k in metrics}
     if not summary:
         return {
             "value": None,
             "reason": f"run {m.record.id} has no privacy report; run `unlearnkit evaluate {m.record.id} --privacy 16`",
             "summary": None,
         }
-    per = metrics.get("ulira_per_example_acc")
-    ids = metrics.get("ulira_per_example_ids") or [str(i) for i in (m.record.forget_ids or [])]
-    if isinstance(per, (list, tuple)) and len(per) == len(ids):
-        return {"value": {"ids": ids, "success": list(per)}, "reason": None, "summary": summary}
+    doc = read_privacy_examples(ws, latest.id) if latest is not None else None
+    if doc is None:
+        return {
+            "value": None,
+            "reason": "the stored privacy report holds U-LiRA's aggregates only (auc, acc, TPR at low FPR), "
+            f"not its per-example success; run `unlearnkit evaluate {m.record.id} --privacy "
+            f"{int(summary.get('n_shadow') or 16)}` again to keep it",
+            "summary": summary,
+        }
+    auc = doc.get("ulira_auc")
     return {
-        "value": None,
-        "reason": "the stored privacy report holds U-LiRA's aggregates only (auc, acc, TPR at low FPR), "
-        "not its per-example success",
+        "value": {
+            "ids": [str(i) for i in doc["ids"]],
+            "success": list(doc["ulira_acc"]),
+            "auc": list(auc) if isinstance(auc, list) and len(auc) == len(doc["ids"]) else None,
+            "n_shadow": doc.get("n_shadow"),
+            "evaluation": latest.id,
+        },
+        "reason": None,
         "summary": summary,
     }
 

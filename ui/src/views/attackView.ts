@@ -20,7 +20,7 @@ import {
 } from "../attack";
 import { cached, type Attack, type Pair, type Ulira } from "../api";
 import { COLOR_A, COLOR_B, COLOR_FORGET, COLOR_HOLDOUT, histogramChart } from "../charts";
-import { clear, errorBox, fmt, h, loading } from "../dom";
+import { clear, computing, errorBox, fmt, h, shortId } from "../dom";
 import { figure, svgExporter } from "../export";
 import { PointCloud } from "../pointcloud";
 import type { State } from "../state";
@@ -45,7 +45,7 @@ export function mountAttack(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHandle {
   const panel = new InstancePanel(store, pair, pair.task.classes ?? []);
   root.append(main, panel.el);
   el.append(root);
-  main.append(loading("attack features"));
+  main.append(computing("attack features", "scoring both models on the forget set and the holdout (once per pair; then cached)"));
   let data: Attack | null = null;
   const built = new Map<string, { a: ModelFeature; b: ModelFeature }>();
   let privacy: { a: number; b: number } | null = null;
@@ -270,10 +270,14 @@ export function mountAttack(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHandle {
       const selVals = r.ids.map((id, i) => (s.selection.has(id) ? r.success[i] : null)).filter((v): v is number => v !== null && Number.isFinite(v));
       const selMean = selVals.length ? selVals.reduce((x, y) => x + y, 0) / selVals.length : NaN;
       const counts = histogram(Float64Array.from(vals), 0, 1, 20);
+      const aucVals = (r.auc ?? []).filter((v): v is number => v !== null && Number.isFinite(v));
+      const aucSel = (r.auc ?? []).map((v, i) => (s.selection.has(r.ids[i]) ? v : null)).filter((v): v is number => v !== null && Number.isFinite(v));
       const svg = histogramChart({
         range: [0, 1],
-        up: { label: "forget: per-example success", color: model === "a" ? COLOR_A : COLOR_B, counts, selected: histogram(Float64Array.from(selVals), 0, 1, 20) },
-        down: { label: "", color: "#fff", counts: new Array(20).fill(0) },
+        up: { label: "success per example (balanced acc.)", color: model === "a" ? COLOR_A : COLOR_B, counts, selected: histogram(Float64Array.from(selVals), 0, 1, 20) },
+        down: aucVals.length
+          ? { label: "AUC per example", color: "#8a94a6", counts: histogram(Float64Array.from(aucVals), 0, 1, 20), selected: histogram(Float64Array.from(aucSel), 0, 1, 20) }
+          : { label: "", color: "#fff", counts: new Array(20).fill(0) },
         xLabel: "U-LiRA success",
         height: 160,
         testid: `svg-ulira-${model}`,
@@ -290,6 +294,12 @@ export function mountAttack(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHandle {
             "mean success ",
             h("b", { testid: `ulira-${model}-mean`, "data-value": mean }, fmt(mean, 4)),
             selVals.length ? h("span", null, " · selected ", h("b", { testid: `ulira-${model}-selected-mean`, "data-value": selMean }, fmt(selMean, 4))) : null,
+            ` · ${vals.filter((v) => v > 0.5).length} of ${vals.length} examples above chance`,
+          ),
+          h(
+            "p",
+            { class: "hint", testid: `ulira-${model}-about`, "data-n": r.ids.length },
+            `${r.ids.length} forget examples${r.n_shadow ? `, ${r.n_shadow} shadow unlearns vs ${r.n_shadow} shadow retrains` : ""}${r.evaluation ? ` (evaluation ${shortId(r.evaluation)})` : ""}. 0.5 = chance: the attack cannot tell the method's models from retrained ones on that example; 1 = always told apart. Drag across the histogram to select those examples.`,
           ),
           summaryLine(model),
         ),

@@ -4,7 +4,7 @@
 
 import { cached, type Cka, type Classes, type Embeddings, type Pair } from "../api";
 import { CLASS_PALETTE, COLOR_A, COLOR_B, groupedBars, lineChart, matrixChart } from "../charts";
-import { clear, errorBox, h, into, loading } from "../dom";
+import { clear, computing, errorBox, h, into, loading } from "../dom";
 import { figure, svgExporter } from "../export";
 import { PointCloud } from "../pointcloud";
 import { PROJECTIONS, type Projection, type State } from "../state";
@@ -23,6 +23,7 @@ export function mountClassifier(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHand
   let emb: Embeddings | null = null;
   let clouds: { a: PointCloud; b: PointCloud } | null = null;
   let activeCell: { model: "a" | "b"; i: number; j: number } | null = null;
+  let embRequest = 0; // the newest embeddings request: an older answer (another projection) is dropped
   const classNames = pair.task.classes ?? [];
   const panel = new InstancePanel(store, pair, classNames);
 
@@ -184,17 +185,27 @@ export function mountClassifier(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHand
     ctx.cloud("embedding-b", null);
     renderEmbControls(s);
     clear(embBody);
-    embBody.append(loading(`${s.projection.toUpperCase()} embeddings`));
-    cached<Embeddings>("/classifier/embeddings", { a: q.a, b: q.b, projection: s.projection }).then(
+    const projection = s.projection;
+    const why =
+      projection === "umap"
+        ? "UMAP of both models' layer outputs (the first UMAP in a server process compiles umap-learn, about 20 s; later ones take seconds, then the result is cached); the rest of the page stays usable, and PCA is one click away"
+        : "projecting both models' layer outputs (the first time for these models; then cached)";
+    const wait = computing(`${projection.toUpperCase()} embeddings`, why);
+    wait.setAttribute("data-projection", projection);
+    embBody.append(wait);
+    const mine = ++embRequest;
+    cached<Embeddings>("/classifier/embeddings", { a: q.a, b: q.b, projection }).then(
       (e) => {
+        if (mine !== embRequest) return;
         if (!e.sample.pred && e.pred) e.sample.pred = e.pred;
         emb = e;
         drawEmbeddings(e);
         drawClasses();
       },
       (err) => {
+        if (mine !== embRequest) return;
         clear(embBody);
-        embBody.append(errorBox(err, "embeddings"));
+        embBody.append(errorBox(err, `${projection.toUpperCase()} embeddings`));
       },
     );
   }
@@ -335,6 +346,7 @@ export function mountClassifier(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHand
       }
     },
     destroy() {
+      embRequest++; // a late embeddings answer draws nothing
       clouds?.a.destroy();
       clouds?.b.destroy();
       ctx.cloud("embedding-a", null);

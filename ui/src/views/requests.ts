@@ -1,8 +1,9 @@
 // Deletion requests answered by the service: the list, and per request its timeline, gate
 // checks against thresholds and the certificate with its verification status.
 
-import { cached } from "../api";
-import { clear, h, into, notice } from "../dom";
+import { cached, type RequestRow } from "../api";
+import { clear, h, into, notice, shortId } from "../dom";
+import { requestPair } from "../runsTable";
 import type { State } from "../state";
 import type { Ctx, ViewHandle } from "./common";
 import { cellText, isObj, kvTable, pick, rowsOf, table, type Json } from "./generic";
@@ -18,13 +19,17 @@ export function mountRequests(el: HTMLElement, ctx: Ctx): ViewHandle {
     const rows = rowsOf(r, "requests", "items", "rows");
     if (!rows.length) return notice("The service has answered no deletion requests in this workspace yet.", "requests-empty");
     const cur = store.get().request;
+    const scalar = new Set(rows.flatMap((row) => Object.keys(row).filter((k) => !isObj(row[k]) && !Array.isArray(row[k]))));
+    const columns = ["id", "line", "state", "received_at", "updated_at", "batch", "version", "n_examples", "n_subjects", "reason", "certificate", "run"].filter((c) => scalar.has(c));
     return h(
       "div",
       null,
       h("h3", null, "Deletion requests"),
+      h("p", { class: "hint" }, "Pick a request: its timeline, gate and certificate below, and the run that answered it compared with its reference (A and B)."),
       table(rows, "requests-table", {
         rowTestid: "request-row",
-        onRow: (row) => store.set({ request: String(pick(row, "id", "request_id")) }),
+        columns: columns.length ? columns : undefined,
+        onRow: (row) => store.set({ request: String(pick(row, "id", "request_id")), ...(requestPair(row as unknown as RequestRow) ?? {}) }),
         active: (row) => String(pick(row, "id", "request_id")) === cur,
       }),
     );
@@ -39,7 +44,7 @@ export function mountRequests(el: HTMLElement, ctx: Ctx): ViewHandle {
     const id = s.request;
     void into(detail, `request ${id}`, async () => {
       const r = await cached<Json>(`/requests/${encodeURIComponent(id)}`);
-      return requestDetail(id, r);
+      return requestDetail(id, r, store);
     });
   }
 
@@ -54,13 +59,39 @@ export function mountRequests(el: HTMLElement, ctx: Ctx): ViewHandle {
   };
 }
 
-function requestDetail(id: string, r: Json): HTMLElement {
+function requestDetail(id: string, r: Json, store: Ctx["store"]): HTMLElement {
   const out = h("div", null, h("h3", null, `Request ${id}`));
   const summary = isObj(r) ? (isObj(r.request) ? r.request : Object.fromEntries(Object.entries(r).filter(([, v]) => !isObj(v) && !Array.isArray(v)))) : {};
   if (Object.keys(summary).length) out.append(kvTable(summary as Record<string, Json>, "request-summary"));
 
   const batch = pick(r, "batch");
-  if (isObj(batch)) out.append(h("h4", null, "Batch"), kvTable(batch, "request-batch"));
+  if (isObj(batch)) {
+    out.append(h("h4", null, "Batch"), kvTable(batch, "request-batch"));
+    const runs = [batch.unlearn_run, batch.escalate_run].filter((x): x is string => typeof x === "string" && x !== "");
+    const answer = typeof batch.run_id === "string" && batch.run_id ? batch.run_id : runs[runs.length - 1];
+    if (runs.length)
+      out.append(
+        h(
+          "p",
+          { testid: "request-runs" },
+          "runs: ",
+          runs.map((id) =>
+            h(
+              "button",
+              {
+                type: "button",
+                class: `small mono ${store.get().a === id ? "active" : ""}`,
+                testid: "request-compare",
+                "data-id": id,
+                title: "compare this run with its retrained reference (A and B); the Classifier, Attack or Language models tab then shows them",
+                onclick: () => store.set({ a: id, b: `reference:${id}` }),
+              },
+              `${shortId(id)}${id === batch.escalate_run ? " (exact path)" : ""}${id === answer ? " · answer" : ""} vs reference`,
+            ),
+          ),
+        ),
+      );
+  }
 
   const timeline = rowsOf(r, "timeline", "events", "history");
   out.append(h("h4", null, "Timeline"));

@@ -1,8 +1,24 @@
 // The runs screening table: filter, sort (goal arrow per column), pick two runs to compare.
 
-import { cached, type Run, type RunsResponse } from "../api";
-import { clear, fmt, h, notice, shortId } from "../dom";
-import { BASE_COLUMNS, cellValue, metricColumns, defaultPair, filterRuns, goalArrow, options, sortRuns, viewFor, type Filters } from "../runsTable";
+import { cached, type RequestRow, type RequestsResponse, type Run, type RunsResponse, type Workspace } from "../api";
+import { clear, errorBox, fmt, h, loading, notice, shortId } from "../dom";
+import {
+  BASE_COLUMNS,
+  answeringRun,
+  cellValue,
+  defaultPair,
+  filterRequests,
+  filterRuns,
+  goalArrow,
+  metricColumns,
+  options,
+  requestPair,
+  requestRunIds,
+  requestsByRun,
+  sortRuns,
+  viewFor,
+  type Filters,
+} from "../runsTable";
 import type { Ctx, ViewHandle } from "./common";
 
 export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHandle {
@@ -15,6 +31,10 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
   const runs = data.runs;
   let allMetrics = false;
   let columns = [...BASE_COLUMNS, ...metricColumns(data.columns, allMetrics)];
+  let requests: RequestRow[] = [];
+  let byRun = new Map<string, string[]>();
+  let requestState = "";
+  let showAllRequests = false;
 
   if (runs.length === 0) {
     el.append(
@@ -29,7 +49,8 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
   const filterBar = h("div", { class: "filters", testid: "runs-filters" });
   const tableBox = h("div", { class: "table-box" });
   const pickBar = h("div", { class: "pick-bar", testid: "pick-bar" });
-  el.append(h("h2", null, "Runs"), filterBar, pickBar, tableBox);
+  const requestsBox = h("section", { class: "runs-requests", testid: "runs-requests" });
+  el.append(h("h2", null, "Runs"), filterBar, pickBar, tableBox, requestsBox);
 
   for (const key of ["task", "scenario", "method", "seed"] as (keyof Filters)[]) {
     const sel = h(
@@ -67,6 +88,12 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
   function compare(a: string, b: string) {
     const run = runs.find((r) => r.id === a) ?? runs.find((r) => a.endsWith(r.id));
     store.set({ a, b, view: viewFor(run?.modality), selection: [] });
+  }
+
+  /** A request's answering run vs its reference, in the request's own view. */
+  function openRequest(req: RequestRow) {
+    const p = requestPair(req);
+    store.set({ ...(p ?? {}), request: req.id, view: "requests", selection: [] });
   }
 
   function renderPick() {
@@ -113,6 +140,27 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
     );
   }
 
+  /** The deletion requests a run was made for (the service's batch runs), as links. */
+  function requestBadges(r: Run) {
+    return (byRun.get(r.id) ?? []).map((rid) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "small request-badge",
+          testid: "run-request",
+          "data-id": rid,
+          title: `made for deletion request ${rid}: open the request (its answering run vs its reference)`,
+          onclick: () => {
+            const req = requests.find((q) => q.id === rid);
+            if (req) openRequest(req);
+          },
+        },
+        `request ${rid.replace(/^req-/, "").slice(0, 6)}`,
+      ),
+    );
+  }
+
   function row(r: Run) {
     const radio = (which: "a" | "b") =>
       h("input", {
@@ -128,7 +176,7 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
         },
       });
     const cells = columns.map((c) => {
-      if (c.key === "id") return h("td", { class: "mono", title: r.id }, shortId(r.id));
+      if (c.key === "id") return h("td", { class: "mono", title: r.id }, shortId(r.id), requestBadges(r));
       const v = cellValue(r, c.key);
       return h("td", { class: typeof v === "number" ? "num" : "" }, typeof v === "number" ? fmt(v) : (v ?? "–"));
     });
@@ -181,8 +229,159 @@ export function mountRuns(el: HTMLElement, ctx: Ctx, data: RunsResponse): ViewHa
     );
   }
 
+  // ------------------------------------------------------------ deletion requests
+  function requestRow(q: RequestRow) {
+    const run = answeringRun(q);
+    const cur = store.get();
+    const link = (id: string) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "small link mono",
+          testid: "request-run-link",
+          "data-id": id,
+          "data-present": String(runs.some((r) => r.id === id)),
+          title: `${id === q.escalate_run ? "the exact path's run (after the gate failed)" : "the batch's unlearn run"}: compare it with its reference`,
+          onclick: (e: Event) => {
+            e.stopPropagation();
+            compare(id, `reference:${id}`);
+          },
+        },
+        shortId(id),
+        id === q.escalate_run ? " (exact)" : "",
+      );
+    return h(
+      "tr",
+      {
+        testid: "runs-request-row",
+        "data-id": q.id,
+        "data-state": q.state,
+        "data-run": run ?? "",
+        class: `clickable ${cur.request === q.id ? "active" : ""}`,
+        title: run ? "open this request: its answering run vs its reference" : "open this request (no run answers it yet)",
+        onclick: () => openRequest(q),
+      },
+      h("td", { class: "mono", title: q.id }, q.id),
+      h("td", null, q.line),
+      h("td", { "data-col": "state" }, q.state),
+      h("td", { class: "hint" }, q.received_at ?? "–"),
+      h("td", { class: "num" }, q.version === null || q.version === undefined ? "–" : String(q.version)),
+      h("td", { class: "num" }, String(q.n_examples)),
+      h("td", null, requestRunIds(q).map(link)),
+      h(
+        "td",
+        null,
+        h(
+          "button",
+          {
+            type: "button",
+            class: "small",
+            testid: "request-open",
+            onclick: (e: Event) => {
+              e.stopPropagation();
+              openRequest(q);
+            },
+          },
+          run ? "open (vs reference)" : "open",
+        ),
+      ),
+    );
+  }
+
+  const SHOWN_REQUESTS = 100;
+
+  function renderRequests(truncated: boolean) {
+    clear(requestsBox);
+    const states = [...new Set(requests.map((q) => q.state))].sort();
+    const shown = filterRequests(requests, requestState || undefined);
+    const visible = showAllRequests ? shown : shown.slice(0, SHOWN_REQUESTS);
+    requestsBox.append(
+      h("h2", null, "Deletion requests"),
+      h(
+        "div",
+        { class: "filters" },
+        h(
+          "label",
+          null,
+          "state ",
+          h(
+            "select",
+            {
+              testid: "filter-request-state",
+              onchange: (e: Event) => {
+                requestState = (e.target as HTMLSelectElement).value;
+                renderRequests(truncated);
+              },
+            },
+            h("option", { value: "" }, "all"),
+            states.map((st) => h("option", { value: st, selected: st === requestState }, st)),
+          ),
+        ),
+        h("span", { class: "hint" }, "click a request to compare the run that answered it with its retrained reference and open its timeline, gate and certificate"),
+      ),
+      h(
+        "div",
+        { class: "table-box" },
+        h(
+          "table",
+          { class: "runs requests", testid: "runs-requests-table" },
+          h("thead", null, h("tr", null, ["request", "line", "state", "received", "version", "examples", "runs", ""].map((c) => h("th", null, c)))),
+          h("tbody", null, visible.map(requestRow)),
+        ),
+      ),
+      h(
+        "div",
+        { class: "hint", testid: "runs-requests-count" },
+        `${visible.length} of ${requests.length} requests${truncated ? " (the newest; older ones are not listed)" : ""} `,
+        visible.length < shown.length
+          ? h(
+              "button",
+              {
+                type: "button",
+                class: "small",
+                testid: "requests-show-all",
+                onclick: () => {
+                  showAllRequests = true;
+                  renderRequests(truncated);
+                },
+              },
+              `show all ${shown.length}`,
+            )
+          : null,
+      ),
+    );
+  }
+
+  async function loadRequests() {
+    let ws: Workspace | null = ctx.workspace;
+    try {
+      ws = ws ?? (await cached<Workspace>("/workspace"));
+    } catch {
+      return; // the header shows the workspace's own error
+    }
+    if (!ws.service) return;
+    requestsBox.append(loading("deletion requests"));
+    try {
+      const r = await cached<RequestsResponse>("/requests");
+      requests = r.requests ?? [];
+      byRun = requestsByRun(requests);
+      if (!requests.length) {
+        clear(requestsBox);
+        requestsBox.append(h("h2", null, "Deletion requests"), notice("The service has answered no deletion requests in this workspace yet.", "runs-requests-empty"));
+        return;
+      }
+      renderRequests(Boolean(r.truncated));
+      renderTable();
+    } catch (e) {
+      clear(requestsBox);
+      requestsBox.append(errorBox(e, "deletion requests"));
+    }
+  }
+
   renderPick();
   renderTable();
+  void loadRequests();
   return { update() {}, destroy() {} };
 }
 
