@@ -25,7 +25,7 @@ def test_registry_lookups():
     with pytest.raises(ConfigError, match="unknown modality"):
         get_modality("nope")
     with pytest.raises(ConfigError, match="--task must be one of"):
-        modality_for_task_kind("graph")
+        modality_for_task_kind("no-such-kind")
 
 
 def test_task_records_and_answers_its_modality(iris_task):

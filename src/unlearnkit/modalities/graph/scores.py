@@ -1,7 +1,8 @@
 """Per-example scores of one graph model on every split, computed once per model.
 
 Every split is scored on the *retain graph* (message passing over the edges that remain,
-deleted features zeroed): once the data are deleted, that is the graph any model runs
+deleted features zeroed; a deleted node, isolated, keeps its own features:
+``GraphTask.scoring_view``): once the data are deleted, that is the graph any model runs
 on, so the original, the reference and the unlearned model are compared on the same
 input and the only difference left is what their weights remember. A forget edge is then
 scored as a pair of nodes the graph no longer joins, as GNNDelete scores its ``E_d``.
@@ -127,13 +128,13 @@ def member_attack(task):
     logistic regression on ``(1 - sigma(s), sigma(s))`` of an edge's score (GNNDelete's
     attack features), trained edges of the retain set (members, label 1) against the test
     edges, never trained on (non-members, label 0), in equal numbers (seeded)."""
-    key = ("mi-attack", task.split.forget_fingerprint)
+    key = ("mi-attack", task.split.forget_fingerprint, id(task.original))
     hit = task.memo.get(key)
     if hit is not None:
         return hit
     from sklearn.linear_model import LogisticRegression
 
-    view = task.retain.view
+    view = task.scoring_view
     members = score_set(task.original, task.retain.supervised(), task.adapter, view).pos_score
     non = score_set(task.original, task.test, task.adapter, view).pos_score
     rng = np.random.default_rng(task.seed)
@@ -155,11 +156,11 @@ def member_probabilities(attack, scores: GraphScores) -> np.ndarray | None:
 
 def score_model(model: nn.Module, task) -> dict[str, GraphScores]:
     """Scores of ``model`` on forget, retain, test and holdout, all on the retain graph."""
-    view = task.retain.view
+    view = task.scoring_view
     out = {s: score_set(model, getattr(task, s), task.adapter, view) for s in SPLITS}
     if task.task_kind == "link" and out["forget"].edge_rows.any():
         attack = member_attack(task)
-        key = ("forget-original", task.split.forget_fingerprint)
+        key = ("forget-original", task.split.forget_fingerprint, id(task.original))
         orig = task.memo.get(key)
         if orig is None:
             orig = score_set(task.original, task.forget, task.adapter, view)

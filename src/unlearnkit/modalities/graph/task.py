@@ -31,7 +31,7 @@ from ...engines.loop import LoopStats, TrainConfig, run_loop
 from ...errors import ConfigError, ForgetSetError, UnknownIdsError
 from ...task import ModelCache, Task
 from ...utils import derive_seed, resolve_device, seed_everything
-from .adapter import EDGE, FEAT, NODE, GraphAdapter, GraphExampleSet
+from .adapter import EDGE, FEAT, NODE, GraphAdapter, GraphExampleSet, GraphView
 from .models import ARCHS, build_graph_model
 
 TASK_KINDS = {"graph": "node", "graph-link": "link"}
@@ -47,8 +47,8 @@ def default_recipe(task_kind: str = "node") -> TrainConfig:
 class GraphForget:
     """What to delete from a graph task.
 
-    ``kind``: ``edges`` / ``nodes`` / ``features`` (``amount``: a fraction of the training
-    rows of that kind when < 1, else a count, drawn with the seed), ``class`` (every
+    ``kind``: ``edges`` / ``nodes`` / ``features`` (``amount``: a float is a fraction of the
+    training rows of that kind, in (0, 1]; an int a count; drawn with the seed), ``class`` (every
     training node of class ``label``), ``ids`` (example ids: ``node:<id>``,
     ``edge:<u>-<v>``, ``node:<id>/x``) or ``subjects`` (user ids: their nodes, features and
     every edge touching them). Deleting a node deletes its edges and feature row with it
@@ -65,9 +65,13 @@ class GraphForget:
         if self.kind not in self.KINDS:
             raise ConfigError(f"unknown graph scenario {self.kind!r}; choose one of {', '.join(self.KINDS)}")
         if self.kind in ("edges", "nodes", "features"):
-            a = 0.05 if self.amount is None else float(self.amount)
-            if not (a > 0 and np.isfinite(a)) or (a >= 1 and a != int(a)):
-                raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a}")
+            a = 0.05 if self.amount is None else self.amount
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not (a > 0 and np.isfinite(a)):
+                raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a!r}")
+            if isinstance(a, float) and a > 1:
+                if a != int(a):
+                    raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a}")
+                a = int(a)
             self.amount = a
         if self.kind == "class" and self.label is None:
             raise ConfigError("class:<label> needs a class label")
@@ -88,7 +92,8 @@ class GraphForget:
 
     @classmethod
     def parse(cls, text: str) -> "GraphForget":
-        """``edges:0.05``, ``edges:10``, ``nodes:3``, ``features:0.1``, ``class:2``."""
+        """``edges:0.05`` (a fraction), ``edges:10`` (a count), ``nodes:3``, ``features:0.1``,
+        ``class:2``; ``edges:1.0`` is every edge, ``edges:1`` one."""
         kind, _, arg = text.partition(":")
         kind = kind.strip()
         if kind == "class":
@@ -97,7 +102,7 @@ class GraphForget:
             return cls("class", label=int(arg))
         if kind in ("edges", "nodes", "features"):
             try:
-                amount = float(arg) if arg else None
+                amount = None if not arg else int(arg) if arg.strip().isdigit() else float(arg)
             except ValueError:
                 raise ConfigError(f"{kind}:<amount> needs a number, not {arg!r}") from None
             return cls(kind, amount=amount)
@@ -120,7 +125,8 @@ class GraphForget:
             cand = np.flatnonzero(train.kind == want)
             if not len(cand):
                 raise ForgetSetError(f"the training set has no {self.kind} to delete")
-            n = int(round(self.amount * len(cand))) if self.amount <= 1 else int(self.amount)
+            # an int is a count, a float a fraction (so nodes:1 is one node, edges:1.0 every edge)
+            n = int(self.amount) if isinstance(self.amount, int) else int(round(self.amount * len(cand)))
             if n > len(cand):
                 raise ForgetSetError(f"asked to delete {n} {self.kind} but the training set has {len(cand)}")
             pos = np.sort(rng.choice(cand, size=max(1, n), replace=False))
@@ -149,14 +155,22 @@ def _check_ids(train: GraphExampleSet, ids: Sequence[str]) -> None:
         return
     g = train.graph
     nodes = set(g.node_ids.tolist())
+    ge = g.edges.numpy()
+    held_out = (
+        {f"edge:{g.node_ids[a]}-{g.node_ids[b]}" for a, b in ge[~train.edge_keep]}
+        if train.task_kind == "link"
+        else set()
+    )
     why = []
     for i in missing[:5]:
         if i.startswith("edge:"):
             a, _, b = i[5:].partition("-")
             if a not in nodes or b not in nodes:
                 why.append(f"{i} (no such node)")
+            elif f"edge:{a}-{b}" in held_out:
+                why.append(f"{i} (a held-out test edge: never trained on)")
             else:
-                why.append(f"{i} (not a training edge of the graph)")
+                why.append(f"{i} (not an edge of the graph)")
         elif i.startswith("node:"):
             nid = i[5:].split("/")[0]
             if nid not in nodes:
@@ -164,7 +178,7 @@ def _check_ids(train: GraphExampleSet, ids: Sequence[str]) -> None:
             elif i.endswith("/x") and not g.has_features:
                 why.append(f"{i} (the graph has no node features)")
             else:
-                why.append(f"{i} (not a training node of this task)")
+                why.append(f"{i} (a test node: its label was never trained on)")
         else:
             why.append(f"{i} (ids are node:<id>, edge:<u>-<v> or node:<id>/x)")
     more = " ..." if len(missing) > 5 else ""
@@ -200,11 +214,35 @@ class GraphTask(Task):
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def scoring_view(self) -> GraphView:
+        """The graph every split is scored on, and the forget rows are unlearned on: the
+        retain graph (the deleted edges gone, every edge of a deleted node gone, deleted
+        features zeroed), except that a deleted node keeps its own features: it has no
+        edge left, so they reach no other node, and the model is asked about the node from
+        its own features alone (zeroed, every deleted node would look the same)."""
+        key = ("view", self.split.forget_fingerprint, id(self.split))
+        hit = self.memo.get(key)
+        if hit is None:
+            r, f = self.split.retain, self.split.forget
+            gone = f.u[f.kind == NODE]
+            if len(gone):
+                x_zero = r.x_zero.copy()
+                x_zero[gone] = False
+                hit = GraphView(r.graph, r.edge_keep, x_zero)
+            else:
+                hit = r.view
+            self.memo[key] = hit
+        return hit
+
+    @property
     def forget(self) -> GraphExampleSet:
+        """The forget rows on :attr:`scoring_view` (the graph once they are deleted)."""
         key = ("forget", self.split.forget_fingerprint, id(self.split))
         hit = self.memo.get(key)
         if hit is None:
+            view = self.scoring_view
             hit = self.split.forget.with_structure_of(self.split.retain, name="forget")
+            hit.x_zero, hit._view = view.x_zero, view
             self.memo[key] = hit
         return hit
 
@@ -541,7 +579,7 @@ def train_metrics(task: GraphTask) -> dict[str, float]:
     of the test edges against their negative pairs (DT AUC of the original)."""
     from .scores import score_set
 
-    view = task.train.view
+    view = task.train.view  # the graph the original was trained on
     if task.task_kind == "node":
         out = {}
         for name, data in (("acc_train", task.train.supervised()), ("acc_test", task.test)):
