@@ -29,7 +29,8 @@ def train(
     task_kind: str = typer.Option(
         "classifier",
         "--task",
-        help="classifier (--dataset), profiles (generated "
+        help="classifier (--dataset), graph / graph-link (node classification / link prediction on a graph: "
+        "--dataset karate, lesmis, florentine, davis, karate-nx, digits-knn, sbm:<n> or a PyG folder), profiles (generated "
         "TOFU-style QA about fictitious people), bible (MUSE-style verbatim text of "
         "KJV books) or qa (--dataset: a folder of <split>.jsonl QA files, TOFU or MUSE-style text on "
         "disk). The last three train a tiny causal language model.",
@@ -54,7 +55,11 @@ def train(
     label: Optional[str] = typer.Option(None, "--label", help="Label column of a CSV/parquet file."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Example-id column of a table."),
     subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject-id column of a table."),
-    model: str = typer.Option("mlp", "--model", help="linear, mlp, cnn or resnet18."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="Classifiers: linear, mlp (default), cnn or resnet18; graphs: gcn (default), gat, gin or sage.",
+    ),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default: the model's recipe)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),

@@ -1,0 +1,111 @@
+"""Graph runs through the CLI (in process: PyG's import is paid once): train a link
+predictor on the karate club, unlearn edges named in a file, evaluate; bad input (an edge
+not in the graph, a deletion removing every edge, feature deletion on a featureless graph)
+gives one ``error:`` line, exit status 2 and nothing stored."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytest.importorskip("torch_geometric")
+
+from unlearnkit.cli import main  # noqa: E402
+
+
+def uk(capsys, monkeypatch, *args, home):
+    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_unlearn_evaluate_and_bad_input(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    code, out, err = uk(
+        capsys,
+        monkeypatch,
+        "train",
+        "--task",
+        "graph-link",
+        "--dataset",
+        "karate",
+        "--epochs",
+        "60",
+        "--json",
+        home=home,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["modality"] == "graph" and doc["dataset"] == "karate" and 0.5 < doc["metrics"]["auc_test"] <= 1
+    run = doc["run_id"]
+    ids = tmp_path / "edges.txt"
+    ids.write_text("edge:0-3\nedge:0-5\n")
+    code, out, err = uk(
+        capsys,
+        monkeypatch,
+        "unlearn",
+        "--from",
+        run,
+        "--method",
+        "finetune",
+        "--forget-ids",
+        str(ids),
+        "--evaluate",
+        "--json",
+        home=home,
+    )
+    assert code == 0, err
+    u = json.loads(out)
+    m = u["metrics"]
+    assert {"dt_auc", "df_auc", "mi_ratio", "gap_df_auc", "cost_ratio_time"} <= set(m)
+    assert u["n_forget"] == 2
+    from unlearnkit.utils import fingerprint_ids
+
+    assert u["forget_fingerprint"] == fingerprint_ids(["edge:0-3", "edge:0-5"])
+    code, out, err = uk(capsys, monkeypatch, "evaluate", u["run_id"], "--json", home=home)
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["dt_auc"] == pytest.approx(m["dt_auc"])
+
+    code, out, _ = uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    n_runs = len(json.loads(out))
+    bad = tmp_path / "bad.txt"
+    for args, words in (
+        (["--forget-ids", str(bad)], "edge:0-99 (no such node)"),
+        (["--scenario", "edges:1.0"], "removes every edge"),
+        (["--scenario", "features:0.1"], "no node features"),
+    ):
+        bad.write_text("edge:0-99\n")
+        code, out, err = uk(capsys, monkeypatch, "unlearn", "--from", run, "--method", "npo", *args, home=home)
+        assert code == 2 and err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1, err
+    code, out, _ = uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    assert len(json.loads(out)) == n_runs  # nothing written
+
+
+def test_node_classification_train(tmp_path, capsys, monkeypatch):
+    code, out, err = uk(
+        capsys,
+        monkeypatch,
+        "train",
+        "--task",
+        "graph",
+        "--dataset",
+        "sbm:80",
+        "--model",
+        "sage",
+        "--epochs",
+        "40",
+        "--json",
+        home=tmp_path,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["metrics"]["acc_train"] > 0.8 and doc["n_test"] == 16
+    code, _, err = uk(capsys, monkeypatch, "train", "--task", "graph", "--dataset", "nope", home=tmp_path)
+    assert code == 2 and "unknown graph 'nope'" in err
