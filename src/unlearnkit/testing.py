@@ -244,6 +244,7 @@ register_contract_task(
     )
 )
 
+
 # ----------------------------------------------------------------------------- helpers
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of ``model``'s state dict."""
