@@ -67,12 +67,7 @@ def digits(trained, tmp_path_factory):
     other = _cli("train", "--home", h, "--model", "linear", "--epochs", "1")
     ws = Workspace.open(home, mode="existing")
     ws.artifacts.path(ws.store.get(gone["run_id"]).artifact).unlink()
-    server = Server(home)
-    # the views of (a, its reference) computed one at a time: computed concurrently (as the page
-    # asks for them) they race (test_classifier_view_on_a_cold_cache)
-    pair = {"a": a["run_id"], "b": f"reference:{a['run_id']}"}
-    for view in ("pair", "classifier/classes", "classifier/embeddings", "classifier/cka", "attack"):
-        server.api(view, **pair)
+    server = Server(home)  # no view computed beforehand: the page's concurrent requests on a cold cache
     yield server, {"train": train_id, "a": a["run_id"], "gone": gone["run_id"], "other": other["run_id"]}
     server.stop()
 
@@ -290,14 +285,6 @@ def test_classifier_view_on_a_cold_cache(digits, open_page):
         timeout=WAIT_MS,
     )
     errors = page.get_by_test_id("view").get_by_test_id("error")
-    if errors.count():
-        detail = " / ".join(e.inner_text() for e in errors.all())
-        if "representations of the same examples" in detail:
-            pytest.xfail(
-                "API bug (race): /classifier/cka and /classifier/embeddings computed at the same time "
-                "on the same cached model share its forward hooks (ui/analysis.py layer_outputs), so one "
-                f"collects the other's batches: the page shows {detail!r}"
-            )
     expect(errors).to_have_count(0)
     expect(page.get_by_test_id("svg-cka")).to_be_visible()
     console.check()

@@ -10,6 +10,7 @@ them into the JSON of docs/comparator.md and caches it.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -100,32 +101,95 @@ def layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES) and n]
 
 
+# Forward hooks on a shared model, and why they filter by thread.
+#
+# The models a view reads are cached once per process (unlearnkit.ui.models) and FastAPI runs
+# the sync endpoints in a thread pool, so /classifier/cka, /classifier/embeddings and any view
+# that scores a model run forward passes through the *same* module objects at the same time.
+# A forward hook fires for every pass through its module, whichever thread makes it: a plain
+# hook registered by one request collected the other requests' batches too (CKA answered 422
+# "(2143, 256) and (1000, 256)", the embeddings could silently take another batch's inputs,
+# which is what ClassifierAdapter.representations does: it keeps the last input its hook saw).
+#
+# The hooks here record into a buffer of their own call and only the forward passes of the
+# thread that registered them (a module's hooks run synchronously in the thread calling it;
+# one request is one thread). That keeps the fix where the hooks are: a lock per cached model
+# would have to be taken by *every* forward pass through it (the scoring in views.py, lm.py,
+# the instance panel...), and one pass that forgets it brings the race back without a sign;
+# per-request copies of the models cost their memory (a language model) and time. Nothing of
+# the shared model is written either: its mode is switched (and restored) only when it is in
+# training mode, which a cached model never is.
+
+
+class _OwnPasses:
+    """Forward hooks on ``modules[name]`` for ``names`` that record ``out`` (``what="output"``)
+    or the first input (``"input"``) of the forward passes of the calling thread only, each
+    into this object's own lists (``seen[name]``); removed on exit."""
+
+    def __init__(self, modules: dict[str, nn.Module], names: Sequence[str], what: str = "output"):
+        self.modules, self.names, self.what = modules, list(names), what
+        self.seen: dict[str, list[torch.Tensor]] = {n: [] for n in self.names}
+        self._owner = threading.get_ident()
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def record(_m, inputs, out):
+            if threading.get_ident() != self._owner:
+                return  # another request's forward pass through the shared model
+            t = out if self.what == "output" else inputs[0]
+            self.seen[name].append(t.detach().float().cpu())
+
+        return record
+
+    def __enter__(self) -> "_OwnPasses":
+        try:
+            for n in self.names:
+                self._handles.append(self.modules[n].register_forward_hook(self._hook(n)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class _EvalMode:
+    """The model in eval mode for a block; a model already in eval mode (every cached model
+    of the comparator) is left untouched, so concurrent calls never flip each other's mode."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> nn.Module:
+        if self.was_training:
+            self.model.eval()
+        return self.model
+
+    def __exit__(self, *_exc) -> None:
+        if self.was_training:
+            self.model.train(True)
+
+
 @torch.no_grad()
 def layer_outputs(
     model: nn.Module, data: ExampleSet, adapter, layers: Sequence[str] | None = None, batch_size: int = 512
 ) -> dict[str, np.ndarray]:
     """The output of each named layer (default: every Linear/Conv layer) for every example of
     ``data``, flattened per example: ``{name: (N, D) float64}``, from forward hooks during one
-    pass of the adapter's ``logits`` per batch (eval mode)."""
+    pass of the adapter's ``logits`` per batch (eval mode). Safe to call while other threads
+    run forward passes through the same model: only this call's passes are recorded."""
     modules = dict(model.named_modules())
     names = list(layers) if layers is not None else layer_names(model)
     missing = [n for n in names if n not in modules]
     if missing:
         raise ModelDataMismatchError(f"the model has no module(s) {missing[:3]}")
-    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: seen[n].append(out.detach().float().cpu()))
-        for n in names
-    ]
-    was_training = model.training
-    model.eval()
-    try:
+    with _EvalMode(model), _OwnPasses(modules, names, "output") as rec:
         for batch in data.batches(batch_size):
             adapter.logits(model, batch)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    seen = rec.seen
     return {n: torch.cat([t.reshape(t.shape[0], -1) for t in seen[n]]).double().numpy() for n in names if seen[n]}
 
 
@@ -133,14 +197,26 @@ def layer_outputs(
 def penultimate(
     model: nn.Module, data: ExampleSet, adapter, layer: str | None = None, batch_size: int = 512
 ) -> np.ndarray:
-    """The adapter's representation of every example (for a classifier: the input of its last
-    ``nn.Linear``, the penultimate layer), ``(N, D)`` float64."""
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [adapter.representations(model, b, layer).float().cpu() for b in data.batches(batch_size)]
-    finally:
-        model.train(was_training)
+    """The representation of every example that ``ClassifierAdapter.representations`` defines:
+    the input of the module named ``layer``, by default of the last ``nn.Linear`` (the
+    penultimate layer), flattened per example, ``(N, D)`` float64. Read through this module's
+    own hook (one forward pass of the adapter's ``logits`` per batch, eval mode), not the
+    adapter's, whose hook keeps whatever input the module saw last in any thread."""
+    modules = dict(model.named_modules())
+    name = layer if layer is not None else penultimate_name(model)
+    if not name:
+        raise ModelDataMismatchError("the model has no nn.Linear layer; name the layer to read")
+    if name not in modules:
+        raise ModelDataMismatchError(f"the model has no module {name!r}")
+    parts = []
+    with _EvalMode(model), _OwnPasses(modules, [name], "input") as rec:
+        for batch in data.batches(batch_size):
+            rec.seen[name].clear()
+            adapter.logits(model, batch)
+            if not rec.seen[name]:
+                raise ModelDataMismatchError(f"the forward pass does not go through {name!r}")
+            last = rec.seen[name][-1]  # a module called twice in one pass: its last call, as the adapter
+            parts.append(last.reshape(last.shape[0], -1))
     return torch.cat(parts).double().numpy() if parts else np.zeros((0, 0))
 
 
