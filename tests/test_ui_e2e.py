@@ -258,6 +258,22 @@ def test_classifier_view(digits, open_page, shots):
         assert {k: v for k, v in drawn.items() if v} == {(i, j): int(m[i, j]) for i, j in zip(*np.nonzero(m))}
     emb = server.api("classifier/embeddings", a=ids["a"], b=f"reference:{ids['a']}")
     assert int(page.get_by_test_id("canvas-embedding-a").get_attribute("data-points")) == len(emb["sample"]["ids"])
+    # the CKA chart's legend: every series, each label inside the chart
+    cka = page.get_by_test_id("svg-cka")
+    labels = cka.get_by_test_id("legend").locator("text")
+    expect(labels).to_have_count(5)
+    assert [t.text_content() for t in labels.all()] == [
+        "A vs original",
+        "A vs reference",
+        "B vs original",
+        "B vs reference",
+        "A vs B",
+    ]
+    chart = cka.bounding_box()
+    for t in labels.all():
+        bb = t.bounding_box()
+        assert chart["x"] <= bb["x"] and bb["x"] + bb["width"] <= chart["x"] + chart["width"], t.text_content()
+        assert chart["y"] <= bb["y"] and bb["y"] + bb["height"] <= chart["y"] + chart["height"], t.text_content()
     # a matrix cell selects the sampled instances of that true and predicted class: A's most
     # common mistake on the forgotten class
     row = np.array(classes["matrix"]["a"]["forget"][3])
@@ -504,15 +520,24 @@ def test_dragging_the_threshold_slider(digits, open_page):
     for _ in range(3):
         page.keyboard.press("ArrowRight")
     keyed = int(page.get_by_test_id("threshold-slider").input_value())
+    # 60 px of a track of about 200 steps over its width: well past one step
+    assert dragged >= 130, f"a drag of 60 px from index 100 stopped at {dragged}"
+    assert keyed == dragged + 3, f"3 x ArrowRight: {dragged} -> {keyed}"
+    assert page.evaluate("document.activeElement?.dataset.testid") == "threshold-slider"
+    # the page follows the slider: the state, the shown threshold and the scores
+    att = server.api("attack", a=ids["a"], b=f"reference:{ids['a']}")
+    g = support.grid(*att["ranges"]["entropy"], att["bins"])
+    assert state(page)["threshold"] == pytest.approx(g[keyed], abs=1e-12)
+    assert float(page.get_by_test_id("threshold-value").get_attribute("data-value")) == pytest.approx(
+        g[keyed], abs=1e-12
+    )
+    priv = {m: support.privacy(att, m) for m in ("a", "b")}
+    for m in ("a", "b"):
+        _assert_scores(page, support.custom(att, m, "entropy", g[keyed]), priv[m], m)
+    # one slider element all along, its testids and range attributes kept
+    expect(page.get_by_test_id("threshold-slider")).to_have_count(1)
+    expect(page.get_by_test_id("threshold-slider")).to_have_attribute("data-max", str(att["ranges"]["entropy"][1]))
     console.check()
-    if dragged < 120:
-        pytest.xfail(
-            "page bug: every input event re-renders the attack controls (attackView.ts renderControls "
-            "replaces the slider element), so a drag of 60 px stops after the first step "
-            f"(index 100 -> {dragged}, expected ~145) and the slider loses the keyboard focus "
-            f"(3 x ArrowRight: {dragged} -> {keyed}, expected {dragged + 3})"
-        )
-    assert dragged >= 130 and keyed == dragged + 3
 
 
 def test_the_url_hash_reproduces_the_view(digits, open_page):
@@ -565,7 +590,12 @@ def test_png_and_svg_exports_are_valid_files(digits, open_page, tmp_path):
             wait_cloud(page, "attack-a")
         idle(page)
         on_page = page.evaluate("[...document.querySelectorAll('figure[data-plot]')].map(f => f.dataset.plot)")
-        assert on_page and set(on_page) <= set(page.evaluate(f"{U}.plots()"))
+        # exactly the plots on the page: none of a view already left
+        assert on_page and page.evaluate(f"{U}.plots()") == on_page
+        if view == "attack":
+            for gone in ("embedding-a", "embedding-b", "cka", "matrix-a", "class-accuracy"):
+                assert page.evaluate(f"{U}.exportSvg({json.dumps(gone)})") is None, gone
+                assert page.evaluate(f"{U}.pngDataUrl({json.dumps(gone)})") is None, gone
         for name in on_page:
             svg = page.evaluate(f"{U}.exportSvg({json.dumps(name)})")
             root = ET.fromstring(svg.encode())

@@ -36,19 +36,54 @@ function axisStyle(g: G): void {
   g.attr("font-family", FONT).attr("font-size", 10);
 }
 
-export function legend(svg: Svg, x: number, y: number, items: { label: string; color: string; dash?: string }[]): void {
-  const g = svg.append("g").attr("transform", `translate(${x},${y})`);
+export type LegendItem = { label: string; color: string; dash?: string };
+
+/** Row height of a wrapped legend (px). */
+export const LEGEND_ROW = 16;
+
+/** An item's estimated width (swatch, gap, text at 11 px, spacing before the next). */
+export function legendItemWidth(label: string): number {
+  return 26 + Math.max(30, label.length * 6.2);
+}
+
+/** Where each legend item goes, pure: `{dx, row}` per item, a new row whenever the next item
+ * would pass `maxWidth` (an item alone on its row always fits there, however long). */
+export function legendLayout(labels: string[], maxWidth = Infinity): { dx: number; row: number }[] {
+  const out: { dx: number; row: number }[] = [];
   let dx = 0;
-  for (const it of items) {
-    if (it.dash !== undefined) {
-      g.append("line").attr("x1", dx).attr("x2", dx + 16).attr("y1", 0).attr("y2", 0).attr("stroke", it.color).attr("stroke-width", 2).attr("stroke-dasharray", it.dash || null);
-    } else {
-      g.append("rect").attr("x", dx).attr("y", -5).attr("width", 10).attr("height", 10).attr("fill", it.color);
+  let row = 0;
+  for (const label of labels) {
+    const w = legendItemWidth(label);
+    // the last item needs no spacing after it: its text ends 7 px before w
+    if (dx > 0 && dx + w - 7 > maxWidth) {
+      row++;
+      dx = 0;
     }
-    const t = g.append("text").attr("x", dx + 19).attr("y", 4).attr("fill", "#222").text(it.label);
-    dx += 26 + Math.max(30, it.label.length * 6.2);
-    void t;
+    out.push({ dx, row });
+    dx += w;
   }
+  return out;
+}
+
+/** A legend at (x, y); items wrap onto rows of LEGEND_ROW px within `maxWidth`. Returns the
+ * number of rows. */
+export function legend(svg: Svg, x: number, y: number, items: LegendItem[], maxWidth = Infinity): number {
+  const g = svg.append("g").attr("transform", `translate(${x},${y})`).attr("data-testid", "legend");
+  const at = legendLayout(
+    items.map((it) => it.label),
+    maxWidth,
+  );
+  items.forEach((it, i) => {
+    const { dx, row } = at[i];
+    const dy = row * LEGEND_ROW;
+    if (it.dash !== undefined) {
+      g.append("line").attr("x1", dx).attr("x2", dx + 16).attr("y1", dy).attr("y2", dy).attr("stroke", it.color).attr("stroke-width", 2).attr("stroke-dasharray", it.dash || null);
+    } else {
+      g.append("rect").attr("x", dx).attr("y", dy - 5).attr("width", 10).attr("height", 10).attr("fill", it.color);
+    }
+    g.append("text").attr("x", dx + 19).attr("y", dy + 4).attr("fill", "#222").text(it.label);
+  });
+  return at.length ? at[at.length - 1].row + 1 : 0;
 }
 
 // ------------------------------------------------------------------ grouped bars
@@ -204,8 +239,16 @@ export function lineChart(o: {
   testid?: string;
 }): SVGSVGElement {
   const width = o.width ?? Math.max(380, 80 + o.xLabels.length * 60);
-  const height = o.height ?? 240;
+  const items = o.series.map((s) => ({ label: s.label, color: s.color, dash: s.dash ?? "" }));
   const m = { t: 40, r: 16, b: 50, l: 44 };
+  // the legend wraps within the chart's width; each extra row moves the plot down
+  const layout = legendLayout(
+    items.map((it) => it.label),
+    width - m.l - m.r,
+  );
+  const rows = layout.length ? layout[layout.length - 1].row + 1 : 1;
+  m.t += (rows - 1) * LEGEND_ROW;
+  const height = (o.height ?? 240) + (rows - 1) * LEGEND_ROW;
   const svg = svgRoot(width, height, o.testid);
   const x = scaleLinear().domain([0, Math.max(1, o.xLabels.length - 1)]).range([m.l + 10, width - m.r - 10]);
   const y = scaleLinear().domain(o.yDomain ?? [0, 1]).range([height - m.b, m.t]);
@@ -220,7 +263,7 @@ export function lineChart(o: {
   axisStyle(gx);
   gx.selectAll("text").attr("transform", "rotate(-25)").attr("text-anchor", "end");
   axisStyle(svg.append("g").attr("transform", `translate(${m.l},0)`).call(axisLeft(y).ticks(5)));
-  if (o.yLabel) svg.append("text").attr("x", 6).attr("y", 30).attr("fill", "#444").text(o.yLabel);
+  if (o.yLabel) svg.append("text").attr("x", 6).attr("y", m.t - 10).attr("fill", "#444").text(o.yLabel);
   for (const s of o.series) {
     const pts = s.values.map((v, i) => [i, v] as [number, number | null]).filter((p): p is [number, number] => p[1] !== null && Number.isFinite(p[1]));
     svg
@@ -240,7 +283,7 @@ export function lineChart(o: {
         .append("title")
         .text(`${s.label} · ${o.xLabels[p[0]]}: ${p[1].toFixed(3)}`);
   }
-  legend(svg, m.l, 14, o.series.map((s) => ({ label: s.label, color: s.color, dash: s.dash ?? "" })));
+  legend(svg, m.l, 14, items, width - m.l - m.r);
   return svg.node()!;
 }
 

@@ -10,10 +10,23 @@ export interface Exporter {
   canvas(): Promise<HTMLCanvasElement>;
 }
 
-const registry = new Map<string, Exporter>();
+// The exporter of each plot hangs off its <figure>; what is on the page is what the document
+// holds. A name-keyed registry filled by figure() kept the plots of views already left (and
+// of redrawn plots, and of an old view's answers arriving after it unmounted), so the page's
+// list of plots and a name's export could be a plot no longer shown.
+const exporterOf = new WeakMap<Element, Exporter>();
 
-export function exporters(): Map<string, Exporter> {
-  return registry;
+/** The plots on the page now, by name, in document order: the exporters of the figures
+ * figure() made that are in the document (a plot goes with its figure when a view unmounts
+ * or redraws it). */
+export function exporters(root: ParentNode = document): Map<string, Exporter> {
+  const out = new Map<string, Exporter>();
+  root.querySelectorAll<HTMLElement>("figure[data-plot]").forEach((f) => {
+    const e = exporterOf.get(f);
+    const name = f.dataset.plot;
+    if (e && name && f.isConnected && !out.has(name)) out.set(name, e);
+  });
+  return out;
 }
 
 export function serializeSvg(svg: SVGSVGElement): string {
@@ -67,23 +80,27 @@ export function download(name: string, blob: Blob): void {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-export async function exportPng(name: string): Promise<void> {
-  const e = registry.get(name);
-  if (!e) throw new Error(`no plot named ${name}`);
+function plot(name: string): Exporter {
+  const e = exporters().get(name);
+  if (!e) throw new Error(`no plot named ${name} on the page`);
+  return e;
+}
+
+/** Download the PNG of a plot (on the page, by name, or the given exporter). */
+export async function exportPng(name: string, e: Exporter = plot(name)): Promise<void> {
   const c = await e.canvas();
   const blob = await new Promise<Blob | null>((r) => c.toBlob(r, "image/png"));
   if (blob) download(`${name}.png`, blob);
 }
 
-export function exportSvg(name: string): void {
-  const e = registry.get(name);
-  if (!e) throw new Error(`no plot named ${name}`);
+/** Download the SVG of a plot (on the page, by name, or the given exporter). */
+export function exportSvg(name: string, e: Exporter = plot(name)): void {
   download(`${name}.svg`, new Blob([e.svg()], { type: "image/svg+xml" }));
 }
 
-/** A titled figure with PNG/SVG buttons; registers the exporter under `name`. */
+/** A titled figure with PNG/SVG buttons (which export this figure's plot); `exporters()`
+ * lists it under `name` while it is in the document. */
 export function figure(name: string, title: string, body: Node, exporter: Exporter, extra?: Node | null): HTMLElement {
-  registry.set(name, exporter);
   const err = h("span", { class: "export-error" });
   const guard = (fn: () => unknown) => async () => {
     err.textContent = "";
@@ -93,7 +110,7 @@ export function figure(name: string, title: string, body: Node, exporter: Export
       err.textContent = `export failed: ${e instanceof Error ? e.message : String(e)}`;
     }
   };
-  return h(
+  const el = h(
     "figure",
     { class: "plot", testid: `plot-${name}`, "data-plot": name },
     h(
@@ -104,13 +121,15 @@ export function figure(name: string, title: string, body: Node, exporter: Export
       h(
         "span",
         { class: "exports" },
-        h("button", { type: "button", class: "small", testid: `export-png-${name}`, title: "Download PNG", onclick: guard(() => exportPng(name)) }, "PNG"),
-        h("button", { type: "button", class: "small", testid: `export-svg-${name}`, title: "Download SVG", onclick: guard(() => exportSvg(name)) }, "SVG"),
+        h("button", { type: "button", class: "small", testid: `export-png-${name}`, title: "Download PNG", onclick: guard(() => exportPng(name, exporter)) }, "PNG"),
+        h("button", { type: "button", class: "small", testid: `export-svg-${name}`, title: "Download SVG", onclick: guard(() => exportSvg(name, exporter)) }, "SVG"),
         err,
       ),
     ),
     body,
   );
+  exporterOf.set(el, exporter);
+  return el;
 }
 
 export function escapeXml(s: string): string {

@@ -92,61 +92,81 @@ export function mountAttack(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHandle {
     return applyStrategy(s.strategy, a.sets, b.sets, t, bins());
   }
 
-  function renderControls(s: State) {
+  // The controls are built once and updated in place: rebuilding them on every state change
+  // replaced the slider under the pointer at its first input event, which ended a drag after
+  // one step and dropped the keyboard focus after one arrow key.
+  let controlEls: {
+    select: HTMLSelectElement;
+    buttons: Map<string, HTMLButtonElement>;
+    slider: HTMLInputElement;
+    output: HTMLOutputElement;
+    hint: HTMLElement;
+    feature: string;
+    grid: number[];
+  } | null = null;
+
+  function buildControls() {
     if (!controls || !data) return;
     clear(controls);
-    const feature = currentFeature(s);
-    const range = featureRange(feature, data.ranges);
-    const grid = thresholdGrid(range, bins());
-    const shown = result ? result.a.threshold : (s.threshold ?? grid[Math.floor(grid.length / 2)]);
-    let idx = 0;
-    for (let i = 1; i < grid.length; i++) if (Math.abs(grid[i] - shown) < Math.abs(grid[idx] - shown)) idx = i;
+    const select = h(
+      "select",
+      { testid: "attack-feature", onchange: (e: Event) => store.set({ feature: (e.target as HTMLSelectElement).value }) },
+      data.features.map((f) => h("option", { value: f }, f)),
+    );
+    const buttons = new Map<string, HTMLButtonElement>();
+    for (const st of STRATEGIES)
+      buttons.set(st, h("button", { type: "button", class: "small", testid: `strategy-${st}`, "aria-pressed": "false", onclick: () => store.set({ strategy: st }) }, STRATEGY_LABELS[st]));
     const slider = h("input", {
       type: "range",
       min: 0,
-      max: grid.length - 1,
+      max: bins() - 1,
       step: 1,
-      value: idx,
       testid: "threshold-slider",
       "aria-label": "threshold",
-      "data-min": range[0],
-      "data-max": range[1],
       oninput: (e: Event) => {
+        const grid = controlEls?.grid;
+        if (!grid) return;
         const i = Number((e.target as HTMLInputElement).value);
         store.set({ threshold: grid[i], strategy: "custom" });
       },
     });
+    const output = h("output", { testid: "threshold-value" });
+    const hint = h("span", { class: "hint" });
     controls.append(
-      h(
-        "label",
-        null,
-        "feature ",
-        h(
-          "select",
-          { testid: "attack-feature", onchange: (e: Event) => store.set({ feature: (e.target as HTMLSelectElement).value }) },
-          data.features.map((f) => h("option", { value: f, selected: f === feature }, f)),
-        ),
-      ),
-      h(
-        "span",
-        { class: "strategies", testid: "attack-strategy" },
-        STRATEGIES.map((st) =>
-          h(
-            "button",
-            { type: "button", class: `small ${s.strategy === st ? "active" : ""}`, testid: `strategy-${st}`, "aria-pressed": String(s.strategy === st), onclick: () => store.set({ strategy: st }) },
-            STRATEGY_LABELS[st],
-          ),
-        ),
-      ),
-      h(
-        "label",
-        { class: "slider" },
-        "threshold ",
-        slider,
-        h("output", { testid: "threshold-value", "data-value": shown }, shown.toFixed(4)),
-        h("span", { class: "hint" }, ` [${range[0]}, ${range[1]}], ${grid.length} steps`),
-      ),
+      h("label", null, "feature ", select),
+      h("span", { class: "strategies", testid: "attack-strategy" }, [...buttons.values()]),
+      h("label", { class: "slider" }, "threshold ", slider, output, hint),
     );
+    controlEls = { select, buttons, slider, output, hint, feature: "", grid: [] };
+  }
+
+  function renderControls(s: State) {
+    if (!controls || !data) return;
+    if (!controlEls) buildControls();
+    const c = controlEls!;
+    const feature = currentFeature(s);
+    const range = featureRange(feature, data.ranges);
+    if (feature !== c.feature) {
+      c.feature = feature;
+      c.grid = thresholdGrid(range, bins());
+      c.slider.max = String(c.grid.length - 1);
+      c.slider.setAttribute("data-min", String(range[0]));
+      c.slider.setAttribute("data-max", String(range[1]));
+      c.hint.textContent = ` [${range[0]}, ${range[1]}], ${c.grid.length} steps`;
+    }
+    if (c.select.value !== feature) c.select.value = feature;
+    for (const [st, b] of c.buttons) {
+      b.classList.toggle("active", s.strategy === st);
+      b.setAttribute("aria-pressed", String(s.strategy === st));
+    }
+    const grid = c.grid;
+    const shown = result ? result.a.threshold : (s.threshold ?? grid[Math.floor(grid.length / 2)]);
+    let idx = 0;
+    for (let i = 1; i < grid.length; i++) if (Math.abs(grid[i] - shown) < Math.abs(grid[idx] - shown)) idx = i;
+    // only when it differs: writing the value the user is dragging to is a no-op, not a reset
+    if (c.slider.value !== String(idx)) c.slider.value = String(idx);
+    c.output.setAttribute("data-value", String(shown));
+    c.output.textContent = shown.toFixed(4);
   }
 
   function scoreTable(model: "a" | "b", p: AttackPoint): HTMLElement {
