@@ -29,6 +29,7 @@ from ..orchestration.report.summary import scenario_label
 from ..task import Task
 from ..utils import derive_seed
 from . import analysis
+from . import graph as gviews
 from .cache import ResultCache
 from .models import Resolved, UIError, resolve_model, resolve_pair, task_label
 
@@ -80,7 +81,20 @@ def _artifact(m: Resolved) -> str:
     return m.artifact or f"unsaved:{m.id}"
 
 
+#: why the classifier views are not offered on a link-prediction pair (the page shows it)
+NOT_FOR_LINKS = (
+    "not for link prediction: the classifier views (class-wise accuracy, prediction matrix, "
+    "embeddings, CKA) read class predictions of nodes, and a link-prediction model scores pairs of "
+    "nodes; open the attack view (forget edges vs test edges) and its instance panel"
+)
+
+
 def _require_classifier(task: Task) -> None:
+    kind = gviews.graph_kind(task)
+    if kind == "node":
+        return
+    if kind == "link":
+        raise UIError(422, f"the classifier views are {NOT_FOR_LINKS}", "wrong-view")
     if not isinstance(task.adapter, ClassifierAdapter):
         raise UIError(
             422,
@@ -259,13 +273,51 @@ def pair_view(ws: Workspace, a: str, b: str | None = None) -> dict:
         "n_test": len(task.test),
         "n_holdout": len(task.holdout),
     }
-    if isinstance(task.adapter, ClassifierAdapter):
+    unavailable: dict[str, str] = {}
+    kind = gviews.graph_kind(task)
+    if kind is not None:
+        info["graph"] = _graph_info(task)
+        if kind == "node":
+            info["classes"] = _classes(task)
+            info["forget_classes"] = _graph_forget_classes(task)
+            views = ["classifier", "attack"]
+        else:
+            info["classes"] = list(gviews.LINK_CLASSES)
+            info["forget_classes"] = []
+            views = ["attack"]
+            unavailable["classifier"] = f"The classifier views are {NOT_FOR_LINKS}."
+    elif isinstance(task.adapter, ClassifierAdapter):
         info["classes"] = _classes(task)
         info["forget_classes"] = forget_classes(task)
         views = ["classifier", "attack"]
     else:
         views = ["lm"]
-    return {"a": ma.to_json(), "b": mb.to_json(), "task": info, "views": views}
+    out = {"a": ma.to_json(), "b": mb.to_json(), "task": info, "views": views}
+    if unavailable:
+        out["unavailable"] = unavailable
+    return out
+
+
+def _graph_info(task: Task) -> dict:
+    """A graph task's ``{task_kind, nodes, edges, has_features, retain_edges, forget_kinds}``
+    (``forget_kinds``: the forget rows per kind: node, edge, features)."""
+    g = task.graph
+    return {
+        "task_kind": gviews.graph_kind(task),
+        "nodes": int(g.num_nodes),
+        "edges": int(g.num_edges),
+        "has_features": bool(g.has_features),
+        "retain_edges": int(task.scoring_view.num_edges),
+        "forget_kinds": task.forget.describe_kinds(),
+    }
+
+
+def _graph_forget_classes(task: Task) -> list[int]:
+    """The classes whose every training node is in the forget set (node rows)."""
+    train, forget = task.train, task.forget
+    tl = train.labels.numpy()[(train.kind == gviews.NODE) & (train.labels.numpy() >= 0)]
+    fl = forget.labels.numpy()[(forget.kind == gviews.NODE) & (forget.labels.numpy() >= 0)]
+    return [int(c) for c in np.unique(fl) if (fl == c).sum() == (tl == c).sum()]
 
 
 # --------------------------------------------------------------------------- classifier
@@ -280,7 +332,7 @@ def classes_view(ws: Workspace, a: str, b: str | None = None) -> dict:
     def compute() -> dict:
         acc, mat = {}, {}
         for side, m in (("a", ma), ("b", mb)):
-            sc = scores_of(m)
+            sc = _class_scores(m)
             acc[side] = {s: analysis.class_accuracy(sc[s], k) for s in CLASS_SPLITS}
             mat[side] = {s: analysis.prediction_matrix(sc[s], k) for s in CLASS_SPLITS}
         return _clean(
@@ -294,6 +346,39 @@ def classes_view(ws: Workspace, a: str, b: str | None = None) -> dict:
         )
 
     return _cache(ws).get_or_compute("classes", [_artifact(ma), _artifact(mb)], task.key, _split_params(task), compute)
+
+
+def _class_scores(m: Resolved) -> dict:
+    """Per split, the scores the class views read: a classifier's :class:`Scores`; a graph
+    node task's node rows (node and feature rows with a label, as ``node_acc_*``)."""
+    sc = scores_of(m)
+    if gviews.graph_kind(m.task) is None:
+        return sc
+    return {s: gviews.node_rows(sc[s], getattr(m.task, s)) for s in ("forget", "retain", "test", "holdout")}
+
+
+def _graph_sample(task: Task, n: int, seed: int) -> dict:
+    """A seeded sample of at most ``n`` nodes of the forget, retain and test node rows (one
+    row per node: a node deleted with its features counts once): ``{ids, split, label, u}``."""
+    per: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for s in analysis.SAMPLE_SPLITS:
+        d = getattr(task, s)
+        lab = d.labels.numpy()
+        mask = (d.kind != gviews.EDGE) & (lab >= 0)
+        pos = np.flatnonzero(mask)
+        _, first = np.unique(d.u[pos], return_index=True)
+        pos = pos[np.sort(first)]
+        per[s] = (d.example_ids[pos].astype(str), lab[pos], d.u[pos])
+    idx = analysis.sample_indices({s: len(per[s][0]) for s in per}, n, seed)
+    out: dict = {"ids": [], "split": [], "label": [], "u": []}
+    for s in analysis.SAMPLE_SPLITS:
+        ids, lab, u = per[s]
+        j = idx[s]
+        out["ids"] += ids[j].tolist()
+        out["split"] += [s] * len(j)
+        out["label"] += lab[j].tolist()
+        out["u"] += u[j].tolist()
+    return out
 
 
 def _sample(task: Task, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -326,7 +411,35 @@ def embeddings_view(
     _require_classifier(task)
     seed = int(task.seed)
 
+    def compute_graph() -> dict:
+        smp = _graph_sample(task, int(sample), seed)
+        u = np.asarray(smp["u"], dtype=np.int64)
+        reps, preds = {}, {}
+        for side, m in (("a", ma), ("b", mb)):
+            h, out = gviews.penultimate_nodes(m.model, task.scoring_view, task.adapter)
+            reps[side], preds[side] = h[u], out[u].argmax(1)
+        try:
+            pa = analysis.project(reps["a"], projection, seed)
+            pb = analysis.project(reps["b"], projection, seed)
+        except analysis.MissingDependency as e:
+            raise UIError(501, str(e), "missing-dependency", "Not available") from None
+        pb, disparity = analysis.procrustes_align(pa, pb)
+        layers = gviews.gnn_layer_names(ma.model)
+        return _clean(
+            {
+                "projection": projection,
+                "sample": {"ids": smp["ids"], "split": smp["split"], "label": smp["label"]},
+                "a": np.round(pa, 5),
+                "b": np.round(pb, 5),
+                "pred": preds,
+                "procrustes_disparity": disparity,
+                "layer": f"input of {layers[-1]} (every node, on the retain graph)" if layers else "",
+            }
+        )
+
     def compute() -> dict:
+        if gviews.graph_kind(task) is not None:
+            return compute_graph()
         idx = _sample(task, int(sample), seed)
         data, split = _sample_set(task, idx)
         xa = analysis.penultimate(ma.model, data, task.adapter)
@@ -382,17 +495,29 @@ def cka_view(ws: Workspace, a: str, b: str | None = None) -> dict:
     seed = int(task.seed)
 
     def compute() -> dict:
-        idx = _sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
-        data, _ = _sample_set(task, idx)
         models = {"a": ma.model, "b": mb.model, "original": task.original}
         if ref is not None:
             models["reference"] = ref.model
-        names = [set(analysis.layer_names(m)) for m in models.values()]
-        layers = [n for n in analysis.layer_names(ma.model) if all(n in s for s in names)]
-        reps = {k: analysis.layer_outputs(m, data, task.adapter, layers) for k, m in models.items()}
+        if gviews.graph_kind(task) is not None:  # per GNN layer, every sampled node's output
+            smp = _graph_sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
+            u = np.asarray(smp["u"], dtype=np.int64)
+            names = [set(gviews.gnn_layer_names(m)) for m in models.values()]
+            layers = [n for n in gviews.gnn_layer_names(ma.model) if all(n in s for s in names)]
+            reps = {}
+            for k, m in models.items():
+                full, _ = gviews.node_layer_outputs(m, task.scoring_view, task.adapter, layers)
+                reps[k] = {n: v[u] for n, v in full.items()}
+            n_rows = len(u)
+        else:
+            idx = _sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
+            data, _ = _sample_set(task, idx)
+            names = [set(analysis.layer_names(m)) for m in models.values()]
+            layers = [n for n in analysis.layer_names(ma.model) if all(n in s for s in names)]
+            reps = {k: analysis.layer_outputs(m, data, task.adapter, layers) for k, m in models.items()}
+            n_rows = len(data)
         out = {
             "layers": layers,
-            "n": len(data),
+            "n": n_rows,
             "a_vs_original": analysis.cka_by_layer(reps["a"], reps["original"], layers),
             "b_vs_original": analysis.cka_by_layer(reps["b"], reps["original"], layers),
             "a_vs_b": analysis.cka_by_layer(reps["a"], reps["b"], layers),
@@ -440,6 +565,8 @@ def instances_view(ws: Workspace, a: str, b: str | None, ids: str | list[str]) -
         raise UIError(422, f"at most {MAX_INSTANCES} instances at a time, not {len(want)}")
     ma, mb = resolve_pair(ws, a, b)
     task = ma.task
+    if gviews.graph_kind(task) is not None:
+        return _graph_instances(ma, mb, want)
     _require_classifier(task)
     rows = []
     for split in ("forget", "retain", "test", "holdout"):
@@ -465,6 +592,75 @@ def instances_view(ws: Workspace, a: str, b: str | None, ids: str | list[str]) -
                     },
                 }
             )
+    order = {i: n for n, i in enumerate(want)}
+    rows.sort(key=lambda r: order[r["id"]])
+    return _clean({"rows": rows})
+
+
+def _graph_instances(ma: Resolved, mb: Resolved, want: list[str]) -> dict:
+    """The instance panel of a graph task: per node row its id, label, degree (in the whole
+    graph and in the retain graph the models are scored on) and top features (or "no
+    features"); per edge row its end nodes and each model's edge probability
+    ``sigma(s(u, v))`` (``probs``: ``[1 - p, p]``, classes "no edge", "edge"); both models'
+    probabilities, prediction and loss. A row the task does not supervise (an edge of a node
+    task, a node of a link task) has ``a``/``b`` with empty ``probs`` and a null loss."""
+    task = ma.task
+    kind = gviews.graph_kind(task)
+    g = task.graph
+    view = task.scoring_view
+    edges = g.edges.numpy()
+    deg = gviews.degrees(edges, g.num_nodes)
+    deg_retain = gviews.degrees(edges, g.num_nodes, view.edge_keep)
+    node_ids = np.asarray(g.node_ids).astype(str)
+    rows = []
+    for split in ("forget", "retain", "test", "holdout"):
+        mine = [i for i, s in _locate(task, want) if s == split]
+        if not mine:
+            continue
+        data = getattr(task, split)
+        pos = data.positions(mine)
+        sc = {side: scores_of(m)[split] for side, m in (("a", ma), ("b", mb))}
+        for eid, j in zip(mine, pos.tolist()):
+            rk, u, v = int(data.kind[j]), int(data.u[j]), int(data.v[j])
+            label = int(data.labels[j])
+            if rk == gviews.EDGE:
+                info = {
+                    "kind": "edge",
+                    "u": node_ids[u],
+                    "v": node_ids[v],
+                    "degree_u": int(deg[u]),
+                    "degree_v": int(deg[v]),
+                    "in_retain_graph": bool(data.edge_keep[int(data.eref[j])]) if int(data.eref[j]) >= 0 else False,
+                }
+                inp = {"kind": "edge", "u": node_ids[u], "v": node_ids[v]}
+            else:
+                info = {
+                    "kind": "node" if rk == gviews.NODE else "features",
+                    "node": node_ids[u],
+                    "degree": int(deg[u]),
+                    "degree_retain": int(deg_retain[u]),
+                }
+                inp = gviews.node_input(g, u, bool(view.x_zero[u]))
+            sides = {}
+            for side, s in sc.items():
+                z = np.asarray(s.logits[j], dtype=np.float64)
+                loss = float(s.loss[j])
+                if label < 0:
+                    sides[side] = {"probs": [], "pred": -1, "loss": None}
+                elif kind == "link":
+                    p = float(1.0 / (1.0 + np.exp(-np.clip(z[0], -50, 50))))
+                    sides[side] = {"probs": [1.0 - p, p], "pred": int(p >= 0.5), "loss": loss, "edge_prob": p}
+                else:
+                    e = np.exp(z - z.max())
+                    sides[side] = {"probs": e / e.sum(), "pred": int(z.argmax()), "loss": loss}
+            row = {"id": eid, "split": split, "label": label, "graph": info, "input": inp, **sides}
+            if label < 0:
+                row["note"] = (
+                    "an edge of a node-classification task: it reaches the models only through the graph"
+                    if rk == gviews.EDGE
+                    else "a node of a link-prediction task: the models score edges, not nodes"
+                )
+            rows.append(row)
     order = {i: n for n, i in enumerate(want)}
     rows.sort(key=lambda r: order[r["id"]])
     return _clean({"rows": rows})
@@ -527,18 +723,31 @@ def attack_view(ws: Workspace, a: str, b: str | None = None) -> dict:
     U-LiRA's per-example success where a run's privacy report holds it."""
     ma, mb = resolve_pair(ws, a, b)
     task = ma.task
-    _require_classifier(task)
+    kind = gviews.graph_kind(task)
+    if kind is None:
+        _require_classifier(task)
+
+    def features(m: Resolved, split: str) -> tuple[list[str], dict]:
+        sc = scores_of(m)[split]
+        if kind == "link":  # the edge rows: forget edges vs test edges
+            rows = gviews.edge_rows(sc, getattr(task, split))
+            return rows.example_ids.tolist(), gviews.link_attack_features(rows)
+        if kind == "node":  # the node rows: forget nodes vs test nodes
+            rows = gviews.node_rows(sc, getattr(task, split))
+            return rows.example_ids.tolist(), analysis.attack_features(rows)
+        return [str(i) for i in sc.example_ids], analysis.attack_features(sc)
 
     def compute() -> dict:
         out: dict = {"features": list(analysis.ATTACK_FEATURES)}
         for split in ("forget", "holdout"):
             block: dict = {}
             for side, m in (("a", ma), ("b", mb)):
-                sc = scores_of(m)[split]
-                block["ids"] = [str(i) for i in sc.example_ids]
-                feats = analysis.attack_features(sc)
+                block["ids"], feats = features(m, split)
                 block[side] = {k: np.round(v, 6) for k, v in feats.items()}
             out[split] = block
+        if kind is not None:
+            out["about"] = dict(gviews.LINK_FEATURE_ABOUT if kind == "link" else gviews.NODE_FEATURE_ABOUT)
+            out["rows"] = "edges" if kind == "link" else "nodes"
         out["ranges"] = {k: list(v) for k, v in analysis.FEATURE_RANGE.items()}
         out["temperatures"] = dict(analysis.FEATURE_TEMPERATURE)
         out["bins"] = analysis.BINS
