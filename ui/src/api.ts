@@ -54,8 +54,20 @@ export interface Model {
 export interface Pair {
   a: Model;
   b: Model;
-  task: { key: string; label: string; modality: string; classes?: string[] };
+  task: { key: string; label: string; modality: string; classes?: string[]; graph?: GraphInfo };
   views: string[];
+  /** per view not offered for this pair: why (a sentence the page shows), e.g. classifier on link prediction */
+  unavailable?: Record<string, string>;
+}
+
+/** A graph task's shape (pair.task.graph). */
+export interface GraphInfo {
+  task_kind: "node" | "link";
+  nodes: number;
+  edges: number;
+  has_features: boolean;
+  retain_edges: number;
+  forget_kinds: Record<string, number>;
 }
 
 export type SplitMap<T> = Record<string, T>;
@@ -99,14 +111,22 @@ export interface Cka {
 
 export type InstanceInput =
   | { kind: "image"; height: number; width: number; channels?: number; pixels: number[] }
-  | { kind: "row"; features: [string, number | null][] }
+  | { kind: "row"; features: [string, number | null][]; note?: string }
+  | { kind: "edge"; u: string; v: string }
   | { kind: "text"; text: string };
 
 export interface InstanceModel {
   probs: (number | null)[];
   pred: number;
   loss: number | null;
+  /** link prediction: sigma(s(u, v)) */
+  edge_prob?: number | null;
 }
+
+/** What the instance panel shows of a graph element. */
+export type GraphElement =
+  | { kind: "node" | "features"; node: string; degree: number; degree_retain: number }
+  | { kind: "edge"; u: string; v: string; degree_u: number; degree_v: number; in_retain_graph: boolean };
 
 export interface InstanceRow {
   id: string;
@@ -115,6 +135,10 @@ export interface InstanceRow {
   input: InstanceInput;
   a: InstanceModel;
   b: InstanceModel;
+  /** graph tasks: the node or edge */
+  graph?: GraphElement;
+  /** why a row has no prediction (an element the task does not supervise) */
+  note?: string;
 }
 
 export type FeatureValues = Record<string, (number | null)[]>;
@@ -177,6 +201,9 @@ export interface Attack {
   /** optional clip ranges per feature (else attack.ts's defaults) */
   ranges?: Record<string, [number, number]>;
   bins?: number;
+  /** graph tasks: what the rows are ("nodes" | "edges") and what each feature means there */
+  rows?: string;
+  about?: Record<string, string>;
 }
 
 /** An RFC 9457 problem, a network failure (status 0) or a malformed answer. */

@@ -160,9 +160,12 @@ function start(root: HTMLElement): void {
         return;
       }
       if (!pair.views.includes(s.view)) {
+        const why = pair.unavailable?.[s.view];
         el.append(
           notice(
-            `The ${s.view} view is not available for this pair: its task is a ${pair.task.modality} task (available: ${pair.views.join(", ") || "none"}).`,
+            why
+              ? `${why} (available: ${pair.views.join(", ") || "none"})`
+              : `The ${s.view} view is not available for this pair: its task is a ${pair.task.modality} task (available: ${pair.views.join(", ") || "none"}).`,
             "view-unavailable",
           ),
         );

@@ -370,7 +370,7 @@ export function mountAttack(el: HTMLElement, ctx: Ctx, pair: Pair): ViewHandle {
           h("div", { class: "attack-row" }, h("div", null, histBoxes![model], stripBoxes![model]), scoreBoxes![model]),
         );
       main.append(
-        h("section", { class: "card" }, h("h3", null, "Attack simulation"), h("p", { class: "hint" }, `Members = the forget set (${d.forget.ids.length}), non-members = the holdout (${d.holdout.ids.length}). A threshold on one per-example feature flags members; both directions are tried. Privacy score = 1 − the worst attack score over ${d.features.join(", ")}.`), controls),
+        h("section", { class: "card" }, h("h3", null, "Attack simulation"), h("p", { class: "hint" }, `Members = the forget set (${d.forget.ids.length}${d.rows ? ` ${d.rows}` : ""}), non-members = the holdout (${d.holdout.ids.length}${d.rows ? ` test ${d.rows}` : ""}). A threshold on one per-example feature flags members; both directions are tried. Privacy score = 1 − the worst attack score over ${d.features.join(", ")}.`), d.about ? h("ul", { class: "hint attack-about", testid: "attack-about" }, d.features.map((f) => h("li", null, h("b", null, f), `: ${d.about?.[f] ?? ""}`))) : null, controls),
         modelCard("a"),
         modelCard("b"),
         uliraBox,

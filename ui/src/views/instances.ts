@@ -1,7 +1,7 @@
 // The instance panel: the selected instances' input (image, feature row or text), label,
 // and both models' probabilities, predictions and losses.
 
-import { cached, type InstanceInput, type InstanceRow, type Pair } from "../api";
+import { cached, type GraphElement, type InstanceInput, type InstanceRow, type Pair } from "../api";
 import { COLOR_A, COLOR_B, probBars } from "../charts";
 import { append, clear, errorBox, fmt, h, loading } from "../dom";
 import type { State, Store } from "../state";
@@ -32,12 +32,32 @@ export function drawInput(input: InstanceInput): HTMLElement {
     const feats = input.features.slice(0, 12);
     return h(
       "table",
-      { class: "features", testid: "instance-features" },
+      { class: "features", testid: "instance-features", "data-count": input.features.length },
       feats.map(([n, v]) => h("tr", null, h("td", null, n), h("td", { class: "num" }, fmt(v)))),
       input.features.length > 12 ? h("tr", null, h("td", { colspan: 2, class: "hint" }, `+${input.features.length - 12} more`)) : null,
+      input.note || !input.features.length ? h("tr", null, h("td", { colspan: 2, class: "hint", testid: "instance-features-note" }, input.note ?? "no features")) : null,
     );
   }
+  if (input.kind === "edge") {
+    return h("div", { class: "edge-input", testid: "instance-edge", "data-u": input.u, "data-v": input.v }, `${input.u} — ${input.v}`);
+  }
   return h("div", { class: "text-input", testid: "instance-text" }, input.text);
+}
+
+/** A graph element's line: a node's degree (in the graph, and in the retain graph the models
+ * are scored on), an edge's end nodes and their degrees. */
+export function graphLine(g: GraphElement): HTMLElement {
+  if (g.kind === "edge")
+    return h(
+      "div",
+      { class: "hint graph-line", testid: "instance-graph", "data-kind": g.kind },
+      `edge ${g.u}–${g.v} · degrees ${g.degree_u}, ${g.degree_v}${g.in_retain_graph ? "" : " · not in the retain graph"}`,
+    );
+  return h(
+    "div",
+    { class: "hint graph-line", testid: "instance-graph", "data-kind": g.kind, "data-degree": g.degree },
+    `${g.kind === "features" ? "features of node" : "node"} ${g.node} · degree ${g.degree} (${g.degree_retain} in the retain graph)`,
+  );
 }
 
 export class InstancePanel {
@@ -95,7 +115,7 @@ export class InstancePanel {
   }
 
   private row(r: InstanceRow): HTMLElement {
-    const cls = (i: number) => this.classes[i] ?? String(i);
+    const cls = (i: number) => (i < 0 ? "—" : (this.classes[i] ?? String(i)));
     const side = (name: string, color: string, m: InstanceRow["a"]) =>
       h(
         "div",
@@ -105,7 +125,9 @@ export class InstancePanel {
         h("b", { class: m.pred === r.label ? "ok" : "bad", "data-pred": m.pred }, cls(m.pred)),
         ` · loss `,
         h("span", { "data-loss": m.loss ?? "" }, fmt(m.loss)),
+        m.edge_prob != null ? [" · p(edge) ", h("span", { "data-edge-prob": m.edge_prob }, fmt(m.edge_prob))] : null,
       );
+    const hasProbs = r.a.probs.length > 0 || r.b.probs.length > 0;
     return h(
       "div",
       { class: "instance-row", testid: "instance-row", "data-id": r.id, "data-split": r.split },
@@ -114,9 +136,11 @@ export class InstancePanel {
         "div",
         { class: "instance-info" },
         h("div", null, h("code", null, r.id), " ", h("span", { class: `split split-${r.split}` }, r.split), " label ", h("b", null, cls(r.label))),
+        r.graph ? graphLine(r.graph) : null,
+        r.note ? h("div", { class: "hint", testid: "instance-note" }, r.note) : null,
         side(this.pair.a.label ? "A" : "A", COLOR_A, r.a),
         side("B", COLOR_B, r.b),
-        probBars({ classes: this.classes, a: r.a.probs, b: r.b.probs, label: r.label }),
+        hasProbs ? probBars({ classes: this.classes, a: r.a.probs, b: r.b.probs, label: r.label }) : null,
       ),
     );
   }
