@@ -291,6 +291,19 @@ class GraphAdapter:
         logits = torch.stack([s_pos, s_neg], dim=1)
         return torch.where(is_edge.unsqueeze(1), logits, torch.zeros((), device=dev, dtype=z.dtype))
 
+    def readout(self, z: torch.Tensor, batch: dict) -> torch.Tensor:
+        """:meth:`logits` from node outputs ``z`` (N, D) already computed on the batch's graph
+        (a method that reads several layers of one forward pass)."""
+        return self._rows(z, batch)
+
+    def row_embedding(self, h: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Per row, a representation read from node representations ``h`` (N, D): a node's
+        (and a feature row's) own ``h_u``, an edge's ``h_u * h_v`` (as :meth:`representations`)."""
+        dev = h.device
+        u, v = batch["u"].to(dev), batch["v"].to(dev)
+        is_edge = (batch["kind"].to(dev) == EDGE).unsqueeze(1)
+        return torch.where(is_edge, h[u] * h[v.clamp(min=0)], h[u])
+
     def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """Per row, shape (B, num_classes): a node's class logits (node classification); an
         edge's ``(s(u, v), s(u, neg))`` (link prediction); 0 for rows the task does not
@@ -340,10 +353,7 @@ class GraphAdapter:
         x, ei = batch["graph"].on(self.device)
         if not hasattr(model, "hidden"):
             raise ModelDataMismatchError("the graph model has no hidden(x, edge_index, layer) to read")
-        h = model.hidden(x, ei, layer)
-        u, v = batch["u"].to(h.device), batch["v"].to(h.device)
-        is_edge = (batch["kind"].to(h.device) == EDGE).unsqueeze(1)
-        return torch.where(is_edge, h[u] * h[v.clamp(min=0)], h[u])
+        return self.row_embedding(model.hidden(x, ei, layer), batch)
 
     def check_model(self, model: nn.Module, data: GraphExampleSet) -> None:
         """Raise ModelDataMismatchError if the model cannot run on ``data``'s graph or its

@@ -8,6 +8,8 @@ in the adapter). PyG is imported when a model is built, never at import time.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -53,11 +55,23 @@ class GNN(nn.Module):
         )
         self.dropout = dropout
 
-    def layer_outputs(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
-        """The input of every layer and the final output: ``[x, h1, ..., out]``."""
+    def layer_outputs(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        after: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+        into: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """The input of every layer and the final output: ``[x, h1, ..., out]``.
+
+        ``after(i, h)``, where given, replaces layer ``i``'s output ``h`` before its activation
+        (GNNDelete's deletion operators go there); ``into(i, h)`` replaces what enters layer
+        ``i`` (e.g. ``h.detach()``, to give each layer's operator only its own layer's loss)."""
         outs = [x]
         for i, conv in enumerate(self.convs):
-            x = conv(x, edge_index)
+            x = conv(x if into is None else into(i, x), edge_index)
+            if after is not None:
+                x = after(i, x)
             if i < len(self.convs) - 1:
                 x = torch.relu(x)
                 if self.dropout:
