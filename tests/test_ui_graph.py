@@ -115,13 +115,13 @@ def test_node_classification_pair(client, graph_home):
     n = len(emb["sample"]["ids"])
     assert 0 < n <= 40 and len(emb["a"]) == len(emb["b"]) == n and all(len(p) == 2 for p in emb["a"])
     assert len(emb["pred"]["a"]) == n and set(emb["pred"]["a"]) <= set(range(k))
-    assert len(set(emb["sample"]["ids"])) == n and emb["layer"].startswith("input of convs.")
+    assert len(set(emb["sample"]["ids"])) == n and emb["layer"].startswith("input of layer 2")
     forget_pts = [i for i, s in zip(emb["sample"]["ids"], emb["sample"]["split"]) if s == "forget"]
     assert forget_pts and set(forget_pts) <= forget
     assert 0 <= emb["procrustes_disparity"] <= 1
 
     cka = _ok(client.get("/api/v1/classifier/cka", params=q))
-    assert cka["layers"] == ["convs.0", "convs.1"] and cka["n"] == 80  # every node (80 < 1000)
+    assert cka["layers"] == ["layer 1", "layer 2"] and cka["n"] == 80  # every node (80 < 1000)
     for key in ("a_vs_original", "b_vs_original", "a_vs_b", "a_vs_reference", "b_vs_reference"):
         assert len(cka[key]) == 2 and all(v is None or 0 <= v <= 1 for v in cka[key]), key
     assert cka["b_vs_reference"] == pytest.approx([1.0, 1.0])
@@ -225,3 +225,40 @@ def test_graph_views_computed_at_once_on_a_cold_cache(graph_home, tmp_path, monk
         futures = [(k, pool.submit(calls[k])) for k in jobs]
         for k, fut in futures:
             assert fut.result(timeout=120) == alone[k], k
+
+
+def test_layers_of_a_model_without_layer_outputs_are_read_through_hooks():
+    """A GNN without layer_outputs()/hidden() is read through this call's hooks on its
+    message-passing layers, and gives what the built-in GNN's layer_outputs() gives."""
+    import torch
+    from torch import nn
+
+    from unlearnkit.modalities.graph.task import tiny_graph_task
+    from unlearnkit.ui import graph as gviews
+
+    task = tiny_graph_task(seed=0)
+    gnn = task.original.eval()
+
+    class Plain(nn.Module):
+        def __init__(self, convs):
+            super().__init__()
+            self.convs = convs
+
+        def forward(self, x, ei):
+            for i, c in enumerate(self.convs):
+                x = c(x, ei)
+                if i < len(self.convs) - 1:
+                    x = torch.relu(x)
+            return x
+
+    plain = Plain(gnn.convs).eval()
+    view = task.scoring_view
+    want, out = gviews.gnn_layers(gnn, view, task.adapter)
+    got, out2 = gviews.gnn_layers(plain, view, task.adapter)
+    assert len(got) == len(want) == 2 and np.allclose(out, out2)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and np.allclose(g, w, atol=1e-6)
+    h, _ = gviews.penultimate_nodes(gnn, view, task.adapter)
+    h2, _ = gviews.penultimate_nodes(plain, view, task.adapter)
+    assert np.allclose(h, h2, atol=1e-6) and np.allclose(h, want[0], atol=1e-6)
+    assert not plain.convs[0]._forward_hooks  # hooks removed

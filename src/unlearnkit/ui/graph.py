@@ -16,10 +16,13 @@ graph, ``GraphTask.scoring_view``), as the graph metrics are:
   ``softplus(-s(u, v)) + softplus(s(u, neg))`` (:attr:`GraphScores.loss`); the classifier
   views are not for link prediction.
 
-Hidden representations come from forward hooks on the model's message-passing layers, through
-:class:`unlearnkit.ui.analysis._OwnPasses` (only the calling thread's passes, into a buffer of
-the call's own), never from the adapter's ``representations``: the models are shared by the
-server's threads (see the comment above ``_OwnPasses``).
+Hidden representations come from the model's own pure functions (``layer_outputs``,
+``hidden``: they record nothing on the model), or, for a model without them, from forward hooks
+on its message-passing layers through :class:`unlearnkit.ui.analysis._OwnPasses` (only the
+calling thread's passes, into a buffer of the call's own): the models are shared by the
+server's threads (see the comment above ``_OwnPasses``). Layers are matched across models by
+position (``layer 1`` .. ``layer L``), so a GNNDelete model (the GNN inside a wrapper, its
+deletion operators after each layer) compares with the original it was made from.
 """
 
 from __future__ import annotations
@@ -168,18 +171,55 @@ def node_layer_outputs(
     return reps, out.detach().float().cpu().numpy()
 
 
-def penultimate_nodes(model: nn.Module, view, adapter) -> tuple[np.ndarray, np.ndarray, str]:
-    """Every node's representation entering the last message-passing layer (what the graph
-    adapter's ``representations`` defines for a node), ``(N, D)``; the model's output; and the
-    layer's name."""
+def _np(t: torch.Tensor, n: int) -> np.ndarray:
+    return t.detach().reshape(n, -1).double().cpu().numpy()
+
+
+@torch.no_grad()
+def gnn_layers(model: nn.Module, view, adapter) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every node's output of each GNN layer, ``[(N, D_1), ..., (N, D_L)]`` (the last is the
+    model's output), and the output ``(N, C)``, from one forward pass on ``view`` (eval mode).
+
+    A model with ``layer_outputs(x, edge_index) -> [x, h_1, ..., out]`` (the built-in GNNs,
+    GNNDelete's model with its deletion operators applied) is asked for them: a pure function
+    of its inputs, nothing recorded on the shared model, so concurrent calls cannot mix. Any
+    other model is read through forward hooks on its message-passing layers
+    (:func:`node_layer_outputs`: this call's own passes only)."""
+    x, ei = view.on(adapter.device)
+    with analysis._EvalMode(model):
+        if callable(getattr(model, "layer_outputs", None)):
+            outs = model.layer_outputs(x, ei)
+            n = int(outs[-1].shape[0])
+            return [_np(t, n) for t in outs[1:]], outs[-1].detach().float().cpu().numpy()
+    names = gnn_layer_names(model)
+    if not names:
+        raise ModelDataMismatchError("the graph model has no layer_outputs() and no message-passing layer to read")
+    # layer i's output as the next layer receives it (after its activation), as layer_outputs
+    # gives it: the input of layer i + 1; the last layer's is the model's output
+    reps, out = node_layer_outputs(model, view, adapter, names[1:], "input")
+    return [reps[n] for n in names[1:] if n in reps] + [out.astype(np.float64)], out
+
+
+@torch.no_grad()
+def penultimate_nodes(model: nn.Module, view, adapter) -> tuple[np.ndarray, np.ndarray]:
+    """Every node's representation entering the model's last layer, ``(N, D)`` (what the graph
+    adapter's ``representations`` defines for a node: ``model.hidden(x, edge_index)``, a pure
+    function; else the input of the last message-passing layer, through this call's own
+    hooks), and the model's output ``(N, C)``."""
+    x, ei = view.on(adapter.device)
+    if callable(getattr(model, "hidden", None)):
+        with analysis._EvalMode(model):
+            h = model.hidden(x, ei)
+            out = model(x, ei)
+        n = int(out.shape[0])
+        return _np(h, n), out.detach().float().cpu().numpy()
     layers = gnn_layer_names(model)
     if not layers:
-        raise ModelDataMismatchError("the graph model has no message-passing layer to read representations from")
-    last = layers[-1]
-    reps, out = node_layer_outputs(model, view, adapter, [last], "input")
-    if last not in reps:
-        raise ModelDataMismatchError(f"the forward pass does not go through {last!r}")
-    return reps[last], out
+        raise ModelDataMismatchError("the graph model has no hidden() and no message-passing layer to read")
+    reps, out = node_layer_outputs(model, view, adapter, [layers[-1]], "input")
+    if layers[-1] not in reps:
+        raise ModelDataMismatchError(f"the forward pass does not go through {layers[-1]!r}")
+    return reps[layers[-1]], out
 
 
 # --------------------------------------------------------------------------- the instance panel
@@ -213,6 +253,7 @@ __all__ = [
     "gnn_layer_names",
     "node_layer_outputs",
     "penultimate_nodes",
+    "gnn_layers",
     "degrees",
     "node_input",
     "LINK_CLASSES",

@@ -418,13 +418,13 @@ def embeddings_view(
         for side, m in (("a", ma), ("b", mb)):
             h, out = gviews.penultimate_nodes(m.model, task.scoring_view, task.adapter)
             reps[side], preds[side] = h[u], out[u].argmax(1)
+        n_layers = len(gviews.gnn_layers(ma.model, task.scoring_view, task.adapter)[0])
         try:
             pa = analysis.project(reps["a"], projection, seed)
             pb = analysis.project(reps["b"], projection, seed)
         except analysis.MissingDependency as e:
             raise UIError(501, str(e), "missing-dependency", "Not available") from None
         pb, disparity = analysis.procrustes_align(pa, pb)
-        layers = gviews.gnn_layer_names(ma.model)
         return _clean(
             {
                 "projection": projection,
@@ -433,7 +433,7 @@ def embeddings_view(
                 "b": np.round(pb, 5),
                 "pred": preds,
                 "procrustes_disparity": disparity,
-                "layer": f"input of {layers[-1]} (every node, on the retain graph)" if layers else "",
+                "layer": f"input of layer {n_layers}, the last GNN layer (every node, on the retain graph)",
             }
         )
 
@@ -501,12 +501,10 @@ def cka_view(ws: Workspace, a: str, b: str | None = None) -> dict:
         if gviews.graph_kind(task) is not None:  # per GNN layer, every sampled node's output
             smp = _graph_sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
             u = np.asarray(smp["u"], dtype=np.int64)
-            names = [set(gviews.gnn_layer_names(m)) for m in models.values()]
-            layers = [n for n in gviews.gnn_layer_names(ma.model) if all(n in s for s in names)]
-            reps = {}
-            for k, m in models.items():
-                full, _ = gviews.node_layer_outputs(m, task.scoring_view, task.adapter, layers)
-                reps[k] = {n: v[u] for n, v in full.items()}
+            per = {k: gviews.gnn_layers(m, task.scoring_view, task.adapter)[0] for k, m in models.items()}
+            depth = min(len(v) for v in per.values())  # layers matched by position
+            layers = [f"layer {i + 1}" for i in range(depth)]
+            reps = {k: {layers[i]: v[i][u] for i in range(depth)} for k, v in per.items()}
             n_rows = len(u)
         else:
             idx = _sample(task, CKA_SAMPLE, derive_seed(seed, "cka") % (2**31))
