@@ -262,3 +262,19 @@ def test_layers_of_a_model_without_layer_outputs_are_read_through_hooks():
     h2, _ = gviews.penultimate_nodes(plain, view, task.adapter)
     assert np.allclose(h, h2, atol=1e-6) and np.allclose(h, want[0], atol=1e-6)
     assert not plain.convs[0]._forward_hooks  # hooks removed
+
+
+def test_node_task_forgetting_only_edges_has_no_attack(client, graph_home):
+    """Edges deleted on a node task: the class views answer (no forget node: every forget
+    count 0), the attack is not listed and answers 422 saying why."""
+    home, runs = graph_home
+    node_train = Workspace.open(home, mode="existing").store.get(runs["node"]).parent
+    e = _cli("unlearn", "--home", str(home), "--from", node_train, "--method", "finetune", "--scenario", "edges:4")
+    q = {"a": e["run_id"], "b": f"original:{e['run_id']}"}
+    pair = _ok(client.get("/api/v1/pair", params=q))
+    assert pair["views"] == ["classifier"] and "no labelled node" in pair["unavailable"]["attack"]
+    classes = _ok(client.get("/api/v1/classifier/classes", params=q))
+    assert np.asarray(classes["matrix"]["a"]["forget"]).sum() == 0
+    assert np.asarray(classes["matrix"]["a"]["retain"]).sum() + pair["task"]["n_test"] == 80
+    body = _problem(client.get("/api/v1/attack", params=q), 422, "wrong-view")
+    assert "no labelled node" in body["detail"]

@@ -281,6 +281,9 @@ def pair_view(ws: Workspace, a: str, b: str | None = None) -> dict:
             info["classes"] = _classes(task)
             info["forget_classes"] = _graph_forget_classes(task)
             views = ["classifier", "attack"]
+            if not _forget_has_nodes(task):
+                views = ["classifier"]
+                unavailable["attack"] = NO_FORGET_NODES
         else:
             info["classes"] = list(gviews.LINK_CLASSES)
             info["forget_classes"] = []
@@ -296,6 +299,18 @@ def pair_view(ws: Workspace, a: str, b: str | None = None) -> dict:
     if unavailable:
         out["unavailable"] = unavailable
     return out
+
+
+NO_FORGET_NODES = (
+    "The attack view is not for this forget set: it holds no labelled node (only edges), and a "
+    "node-classification model makes no prediction of its own about an edge to attack; the "
+    "class views show what the deletion did to the nodes"
+)
+
+
+def _forget_has_nodes(task: Task) -> bool:
+    f = task.forget
+    return bool(((f.kind != gviews.EDGE) & (f.labels.numpy() >= 0)).any())
 
 
 def _graph_info(task: Task) -> dict:
@@ -724,6 +739,8 @@ def attack_view(ws: Workspace, a: str, b: str | None = None) -> dict:
     kind = gviews.graph_kind(task)
     if kind is None:
         _require_classifier(task)
+    elif kind == "node" and not _forget_has_nodes(task):
+        raise UIError(422, NO_FORGET_NODES, "wrong-view")
 
     def features(m: Resolved, split: str) -> tuple[list[str], dict]:
         sc = scores_of(m)[split]
