@@ -50,6 +50,17 @@ def _worker(home: Path, url: str | None, crash: str | None) -> subprocess.Popen:
     )
 
 
+def _killed_at(home: Path, url: str | None, boundary: str) -> None:
+    """Run a worker that SIGKILLs itself at ``boundary``; fail unless it got there."""
+    p = _worker(home, url, boundary)
+    try:
+        rc = p.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        pytest.fail(f"the worker never reached {boundary}: {p.stderr.read()[-2000:]}")
+    assert rc == -signal.SIGKILL, f"{boundary}: exit {rc}: {p.stderr.read()[-2000:]}"
+
+
 @pytest.mark.timeout(600)
 def test_sigkill_at_every_step_boundary_then_resume(home, db_url):  # noqa: F811
     h, run = home
@@ -62,13 +73,7 @@ def test_sigkill_at_every_step_boundary_then_resume(home, db_url):  # noqa: F811
     assert svc.get_batch(batch)["state"] == "closed"  # full: answered at once
 
     for boundary in BOUNDARIES:
-        p = _worker(h, db_url, boundary)
-        try:
-            rc = p.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            pytest.fail(f"the worker never reached {boundary}: {p.stderr.read()[-2000:]}")
-        assert rc == -signal.SIGKILL, f"{boundary}: exit {rc}: {p.stderr.read()[-2000:]}"
+        _killed_at(h, db_url, boundary)
         promoted = boundary in ("after:promote", "before:certify", "after:certify")
         assert svc.get_line("d")["current_version"] == int(promoted)  # never promoted early, never lost
 
@@ -136,13 +141,7 @@ def test_a_sharded_line_resumes_its_checkpoints_after_sigkill(home, db_url):  # 
     ids = [svc.submit("d", subjects=[f"subject-02{i}"]).body["id"] for i in range(3)]
     batch = svc.get_request(ids[0])["batch"]
     for boundary in SHARDED_BOUNDARIES:
-        p = _worker(h, db_url, boundary)
-        try:
-            rc = p.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            pytest.fail(f"the worker never reached {boundary}: {p.stderr.read()[-2000:]}")
-        assert rc == -signal.SIGKILL, f"{boundary}: exit {rc}: {p.stderr.read()[-2000:]}"
+        _killed_at(h, db_url, boundary)
     p = _worker(h, db_url, None)
     try:
         deadline = time.monotonic() + 90

@@ -22,6 +22,26 @@ def _as_str_array(values: Iterable) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 
 
+def subject_mask(all_subjects: np.ndarray, subjects: Iterable[str], name: str) -> np.ndarray:
+    """Which of ``all_subjects`` are one of ``subjects`` or under one of them (a subject id
+    may be a path, ``institution/patient/study``: a subject names itself and everything
+    below it, never a sibling with a longer name); unknown subjects raise
+    :class:`UnknownIdsError` naming ``name``."""
+    subjects = [str(s).rstrip("/") for s in subjects]
+    all_subjects = np.asarray(all_subjects).astype(str)
+    mask = np.zeros(len(all_subjects), dtype=bool)
+    missing = []
+    for s in subjects:
+        hit = (all_subjects == s) | np.char.startswith(all_subjects, s + "/") if s else np.zeros_like(mask)
+        if not hit.any():
+            missing.append(s)
+        mask |= hit
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UnknownIdsError(f"{len(missing)} subject id(s) not in {name!r}: {shown}")
+    return mask
+
+
 @dataclass
 class ExampleSet:
     """A table of examples.
@@ -155,19 +175,7 @@ class ExampleSet:
         ``hospital-a/patient-70``."""
         if self.subject_ids is None:
             raise UnknownIdsError(f"{self.name!r} has no subject ids; select by example id instead")
-        subjects = [str(s).rstrip("/") for s in subjects]
-        all_subjects = self.subject_ids.astype(str)
-        mask = np.zeros(len(all_subjects), dtype=bool)
-        missing = []
-        for s in subjects:
-            hit = (all_subjects == s) | np.char.startswith(all_subjects, s + "/") if s else np.zeros_like(mask)
-            if not hit.any():
-                missing.append(s)
-            mask |= hit
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise UnknownIdsError(f"{len(missing)} subject id(s) not in {self.name!r}: {shown}")
-        return self.example_ids[mask]
+        return self.example_ids[subject_mask(self.subject_ids, subjects, self.name)]
 
     def take(self, positions: np.ndarray | Sequence[int], name: str | None = None) -> "ExampleSet":
         pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..utils import atomic_write
 
 #: bump when a cached view's JSON changes (old files are then never read again)
@@ -25,20 +27,25 @@ VERSION = 1
 FOLDER = "ui-cache"
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+def finite_json(obj: Any) -> Any:
+    """``obj`` as JSON: NaN / infinities become None, numpy scalars and arrays plain
+    numbers and lists (JSON has no NaN)."""
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
     if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return {str(k): finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [finite_json(v) for v in obj]
     return obj
 
 
 def cache_key(view: str, artifacts: list[str | None], task_key: str, params: dict | None = None) -> str:
     """The SHA-256 (hex) naming the cached result of ``view`` on these models, task and params."""
     doc = {"version": VERSION, "view": view, "artifacts": list(artifacts), "task": task_key, "params": params or {}}
-    text = json.dumps(_finite(doc), sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(finite_json(doc), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -77,7 +84,7 @@ class ResultCache:
         was written (read-only workspace, or the folder cannot be written)."""
         if not self.writable:
             return False
-        text = json.dumps({"key": key, "value": _finite(value)}, allow_nan=False, separators=(",", ":"))
+        text = json.dumps({"key": key, "value": finite_json(value)}, allow_nan=False, separators=(",", ":"))
         try:
             with atomic_write(self.path(key), "w") as fh:
                 fh.write(text)
@@ -100,6 +107,6 @@ class ResultCache:
             self.hits += 1
             return found
         self.misses += 1
-        value = _finite(compute())
+        value = finite_json(compute())
         self.put(key, value)
         return value

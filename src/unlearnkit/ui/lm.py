@@ -41,7 +41,7 @@ from ..orchestration.experiment import Workspace
 from ..orchestration.records import RunRecord
 from ..orchestration.report.summary import scenario_label
 from ..task import Task
-from .cache import ResultCache
+from .cache import ResultCache, finite_json
 from .models import Resolved, UIError, resolve_model, resolve_pair, task_label
 
 LM = "causal_lm"
@@ -61,18 +61,6 @@ SPLITS = ("forget", "retain")
 
 
 # --------------------------------------------------------------------------- helpers
-def _finite(obj: Any) -> Any:
-    """``obj`` as JSON: NaN / infinities become None, numpy scalars plain numbers."""
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _number(v: Any) -> float | None:
@@ -130,7 +118,7 @@ def _run_row(run: RunRecord, headline: list[str]) -> dict:
         "id": run.id,
         "kind": run.kind,
         "method": run.method,
-        "params": _finite(run.params or {}),
+        "params": finite_json(run.params or {}),
         "seed": int(run.seed),
         "status": run.status,
         "task_key": run.task_key,
@@ -214,7 +202,7 @@ def overview(ws: Workspace) -> dict:
         for k in keys
         if k in ("forget_quality", "model_utility") or any(k in r["metrics"] for r in rows)
     ]
-    return _finite(
+    return finite_json(
         {
             "runs": rows,
             "groups": out_groups,
@@ -415,7 +403,7 @@ def probes(ws: Workspace, a: str, b: str | None = None) -> dict:
     ]
     if len(task.forget) < 2:
         missing.append({"probe": "relearn", "why": "the relearning attack needs at least 2 forget questions"})
-    return _finite(
+    return finite_json(
         {
             "a": ma.to_json(),
             "b": mb.to_json(),
@@ -578,7 +566,7 @@ def question(ws: Workspace, a: str, b: str | None, split: str, index: int) -> di
             return None
         return [x - y for x, y in zip(answers[side]["logprobs"], r["logprobs"])]
 
-    return _finite(
+    return finite_json(
         {
             "split": split,
             "index": index,

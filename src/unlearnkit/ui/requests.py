@@ -22,7 +22,6 @@ reach the service's tables, so they never reach the page either). Every failure 
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +33,7 @@ from ..orchestration.experiment import Workspace
 from ..orchestration.store import _readonly_sqlite_url
 from ..service import crypto
 from ..service.db import audit_log, batches, certificates, deletion_requests, model_lines
+from .cache import finite_json
 from .models import UIError
 
 #: the tables the views read; all of them must exist for the workspace to "have" the service
@@ -67,15 +67,6 @@ EVENTS = {
 
 
 # --------------------------------------------------------------------------- helpers
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN / infinities as None (JSON has no NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _default_store(ws: Workspace) -> bool:
@@ -224,7 +215,7 @@ def list_requests(ws: Workspace) -> dict:
         item["certificate"] = certified.get(r.id)
         item.update(_runs_of(steps.get(r.batch_id)))
         out.append(item)
-    return _finite({"requests": out, "truncated": truncated})
+    return finite_json({"requests": out, "truncated": truncated})
 
 
 # --------------------------------------------------------------------------- one request
@@ -401,7 +392,7 @@ def request_detail(ws: Workspace, request_id: str) -> dict:
             "gate": _gate(steps),
             "certificate": _certificate(conn, ws, r.id),
         }
-    return _finite(out)
+    return finite_json(out)
 
 
 __all__ = ["has_service", "list_requests", "request_detail", "verify_certificate", "public_key"]

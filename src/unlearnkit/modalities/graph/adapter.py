@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.dataset import ExampleSet
+from ...data.dataset import ExampleSet, subject_mask
 from ...data.graphs import Graph
-from ...errors import ModelDataMismatchError, UnknownIdsError
+from ...errors import ModelDataMismatchError
 
 NODE, EDGE, FEAT = 0, 1, 2
 KIND_NAMES = {NODE: "node", EDGE: "edge", FEAT: "features"}
@@ -209,18 +209,7 @@ class GraphExampleSet(ExampleSet):
         """Every row about these subjects: their nodes and feature rows and every edge with
         one of their nodes at either end (a subject may name a path prefix, as in
         :meth:`ExampleSet.ids_of_subjects`); unknown subjects raise."""
-        node_subj = self.graph.subject_ids.astype(str)
-        subjects = [str(s).rstrip("/") for s in subjects]
-        hit_nodes = np.zeros(len(node_subj), bool)
-        missing = []
-        for s in subjects:
-            hit = (node_subj == s) | np.char.startswith(node_subj, s + "/") if s else np.zeros_like(hit_nodes)
-            if not hit.any():
-                missing.append(s)
-            hit_nodes |= hit
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise UnknownIdsError(f"{len(missing)} subject id(s) not in {self.name!r}: {shown}")
+        hit_nodes = subject_mask(self.graph.subject_ids, subjects, self.name)
         v = np.where(self.v >= 0, self.v, self.u)
         rows = hit_nodes[self.u] | ((self.kind == EDGE) & hit_nodes[v])
         return self.example_ids[rows]
