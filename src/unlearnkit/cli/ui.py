@@ -41,7 +41,8 @@ def ui(
     open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in a browser."),
 ) -> None:
     """Compare models in a web page: runs, class-wise accuracy, embeddings, CKA, attacks
-    (read-only; everything heavy is computed once and cached in <home>/ui-cache)."""
+    (runs are never changed; everything heavy is computed once and cached in
+    <home>/ui-cache, and a missing reference is trained there once)."""
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be in 1..65535, not {port}")
     try:
