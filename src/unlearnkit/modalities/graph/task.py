@@ -400,33 +400,27 @@ def _sets(g: Graph, task_kind: str, test_fraction: float, seed: int) -> tuple[Gr
     keep[train_e] = True
     minus = lambda m: np.full(m, -1)  # noqa: E731
     nodes = np.arange(N)
-    m = len(train_e)
-    add(
-        np.full(m, EDGE),
-        ge[train_e, 0],
-        ge[train_e, 1],
-        train_e,
-        _negatives(g, ge[train_e, 0], rng),
-        np.ones(m),
-        eid[train_e],
-        subj[ge[train_e, 0]],
-    )
+
+    def add_edges(idx: np.ndarray) -> None:  # edge rows, each with its seeded negative
+        src = ge[idx, 0]
+        add(
+            np.full(len(idx), EDGE),
+            src,
+            ge[idx, 1],
+            idx,
+            _negatives(g, src, rng),
+            np.ones(len(idx)),
+            eid[idx],
+            subj[src],
+        )
+
+    add_edges(train_e)
     add(np.full(N, NODE), nodes, minus(N), minus(N), minus(N), minus(N), [f"node:{i}" for i in nid], subj)
     if g.has_features:
         add(np.full(N, FEAT), nodes, minus(N), minus(N), minus(N), minus(N), [f"node:{i}/x" for i in nid], subj)
     train = make(rows, f"{g.name}/train", keep, 2)
     rows = {key: [] for key in rows}
-    m = len(test_e)
-    add(
-        np.full(m, EDGE),
-        ge[test_e, 0],
-        ge[test_e, 1],
-        test_e,
-        _negatives(g, ge[test_e, 0], rng),
-        np.ones(m),
-        eid[test_e],
-        subj[ge[test_e, 0]],
-    )
+    add_edges(test_e)
     test = make(rows, f"{g.name}/test", keep, 2)
     return train, test
 
