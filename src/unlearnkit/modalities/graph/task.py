@@ -1,6 +1,6 @@
 """Graph tasks: one graph, node classification or link prediction, a GNN trained on it, and
-what to delete (edges, nodes with their edges, node features, a class of nodes, ids,
-subjects).
+what to delete (edges, nodes with their edges, node features, a class of nodes, a class of
+edges, edges inside or outside the 2-hop enclosing subgraph of the test set, ids, subjects).
 
 Splits (seeded by the task's seed):
 
@@ -43,28 +43,55 @@ def default_recipe(task_kind: str = "node") -> TrainConfig:
 
 
 # --------------------------------------------------------------------------- scenarios
+AMOUNT_KINDS = ("edges", "nodes", "features", "edges-in", "edges-out")
+#: GNNDelete's two ways to sample the deleted edges (Cheng et al., ICLR 2023; official
+#: ``prepare_dataset.py``): inside / outside the 2-hop enclosing subgraph of the test set
+REGION_HOPS = 2
+
+
 @dataclass
 class GraphForget:
     """What to delete from a graph task.
 
-    ``kind``: ``edges`` / ``nodes`` / ``features`` (``amount``: a float is a fraction of the
-    training rows of that kind, in (0, 1]; an int a count; drawn with the seed), ``class`` (every
-    training node of class ``label``), ``ids`` (example ids: ``node:<id>``,
-    ``edge:<u>-<v>``, ``node:<id>/x``) or ``subjects`` (user ids: their nodes, features and
-    every edge touching them). Deleting a node deletes its edges and feature row with it
-    (the forget set lists them all)."""
+    ``kind``:
+
+    * ``edges`` / ``nodes`` / ``features`` (``amount``: a float is a fraction of the training
+      rows of that kind, in (0, 1]; an int a count; drawn with the seed);
+    * ``edges-in`` / ``edges-out`` (GNNDelete's settings): edges drawn among the training
+      edges inside (both end nodes within 2 hops of a test element) or outside (the rest) the
+      2-hop enclosing subgraph of the test set, over the training graph; ``amount`` as for
+      ``edges`` (a fraction of *all* training edges, as GNNDelete's ``df_size``);
+    * ``class`` (every training node of class ``label``);
+    * ``edge-class`` (every training edge both of whose end nodes have class ``label``, or,
+      with ``label_b``, that joins a node of class ``label`` and one of class ``label_b``);
+    * ``ids`` (example ids: ``node:<id>``, ``edge:<u>-<v>``, ``node:<id>/x``) or ``subjects``
+      (user ids: their nodes, features and every edge touching them).
+
+    Deleting a node deletes its edges and feature row with it (the forget set lists them all)."""
 
     kind: str = "edges"
     amount: float | None = None
     label: int | None = None
     ids: list[str] | None = None
     subjects: list[str] | None = None
-    KINDS: ClassVar[tuple[str, ...]] = ("edges", "nodes", "features", "class", "ids", "subjects")
+    label_b: int | None = None
+    KINDS: ClassVar[tuple[str, ...]] = (
+        "edges",
+        "nodes",
+        "features",
+        "edges-in",
+        "edges-out",
+        "class",
+        "edge-class",
+        "ids",
+        "subjects",
+    )
+    FIELDS: ClassVar[tuple[str, ...]] = ("kind", "amount", "label", "label_b", "ids", "subjects")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ConfigError(f"unknown graph scenario {self.kind!r}; choose one of {', '.join(self.KINDS)}")
-        if self.kind in ("edges", "nodes", "features"):
+        if self.kind in AMOUNT_KINDS:
             a = 0.05 if self.amount is None else self.amount
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not (a > 0 and np.isfinite(a)):
                 raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a!r}")
@@ -73,12 +100,22 @@ class GraphForget:
                     raise ConfigError(f"{self.kind}:<amount> needs a fraction in (0, 1] or a whole count, not {a}")
                 a = int(a)
             self.amount = a
-        if self.kind == "class" and self.label is None:
-            raise ConfigError("class:<label> needs a class label")
+        if self.kind in ("class", "edge-class") and self.label is None:
+            raise ConfigError(f"{self.kind}:<label> needs a class label")
+        if self.kind == "edge-class":  # one canonical form: integers, a <= b, and a-a is a
+            for v in (self.label, self.label_b):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                    raise ConfigError(f"edge-class:<a>-<b> needs integer class labels, not {v!r}")
+            a, b = int(self.label), None if self.label_b is None else int(self.label_b)
+            if b is not None and b < a:
+                a, b = b, a
+            self.label, self.label_b = a, (None if b == a else b)
+        elif self.label_b is not None:
+            raise ConfigError(f"label_b belongs to edge-class scenarios, not {self.kind}")
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"kind": self.kind}
-        for k in ("amount", "label", "ids", "subjects"):
+        for k in self.FIELDS[1:]:
             v = getattr(self, k)
             if v is not None:
                 d[k] = list(v) if isinstance(v, list) else v
@@ -88,31 +125,42 @@ class GraphForget:
     def from_dict(cls, d: dict) -> "GraphForget":
         d = dict(d)
         d.pop("count", None)
-        return cls(**{k: d[k] for k in ("kind", "amount", "label", "ids", "subjects") if k in d})
+        return cls(**{k: d[k] for k in cls.FIELDS if k in d})
 
     @classmethod
     def parse(cls, text: str) -> "GraphForget":
         """``edges:0.05`` (a fraction), ``edges:10`` (a count), ``nodes:3``, ``features:0.1``,
-        ``class:2``; ``edges:1.0`` is every edge, ``edges:1`` one."""
+        ``edges-in:0.05``, ``edges-out:20``, ``class:2``, ``edge-class:1`` (edges within class
+        1), ``edge-class:0-3`` (edges joining classes 0 and 3); ``edges:1.0`` is every edge,
+        ``edges:1`` one."""
         kind, _, arg = text.partition(":")
-        kind = kind.strip()
+        kind, arg = kind.strip(), arg.strip()
         if kind == "class":
-            if not arg.strip().lstrip("-").isdigit():
+            if not arg.lstrip("-").isdigit():
                 raise ConfigError(f"class:<label> needs an integer label, not {arg!r}")
             return cls("class", label=int(arg))
-        if kind in ("edges", "nodes", "features"):
+        if kind == "edge-class":
+            a, dash, b = arg.partition("-")
+            if not a.strip().isdigit() or (dash and not b.strip().isdigit()):
+                raise ConfigError(
+                    f"edge-class:<a> or edge-class:<a>-<b> needs class labels (integers >= 0), not {arg!r}"
+                )
+            return cls("edge-class", label=int(a), label_b=int(b) if dash else None)
+        if kind in AMOUNT_KINDS:
             try:
-                amount = None if not arg else int(arg) if arg.strip().isdigit() else float(arg)
+                amount = None if not arg else int(arg) if arg.isdigit() else float(arg)
             except ValueError:
                 raise ConfigError(f"{kind}:<amount> needs a number, not {arg!r}") from None
             return cls(kind, amount=amount)
         raise ConfigError(
-            f"unknown graph scenario {text!r}; use edges:<fraction|count>, nodes:<...>, features:<...> or class:<label>"
+            f"unknown graph scenario {text!r}; use edges:<fraction|count>, edges-in:<...>, edges-out:<...>, "
+            "nodes:<...>, features:<...>, class:<label> or edge-class:<a>[-<b>]"
         )
 
     # ---------------------------------------------------------------- resolution
-    def resolve(self, train: GraphExampleSet, seed: int) -> list[str]:
-        """The forget ids (with what they take along), checked against the training graph."""
+    def resolve(self, train: GraphExampleSet, seed: int, test: GraphExampleSet | None = None) -> list[str]:
+        """The forget ids (with what they take along), checked against the training graph
+        (``test``: the task's test set, which ``edges-in`` / ``edges-out`` are drawn around)."""
         rng = np.random.default_rng(derive_seed(seed, "graph-forget", self.kind))
         g = train.graph
         if self.kind == "features" and not g.has_features:
@@ -120,16 +168,31 @@ class GraphForget:
                 f"the graph {g.name!r} has no node features of its own (its features are synthetic): "
                 "there are no features to delete"
             )
-        if self.kind in ("edges", "nodes", "features"):
-            want = {"edges": EDGE, "nodes": NODE, "features": FEAT}[self.kind]
-            cand = np.flatnonzero(train.kind == want)
-            if not len(cand):
-                raise ForgetSetError(f"the training set has no {self.kind} to delete")
-            # an int is a count, a float a fraction (so nodes:1 is one node, edges:1.0 every edge)
-            n = int(self.amount) if isinstance(self.amount, int) else int(round(self.amount * len(cand)))
+        if self.kind in AMOUNT_KINDS:
+            want = {"nodes": NODE, "features": FEAT}.get(self.kind, EDGE)
+            every = np.flatnonzero(train.kind == want)
+            what = "edges" if want == EDGE else self.kind
+            if not len(every):
+                raise ForgetSetError(f"the training set has no {what} to delete")
+            cand, where = every, ""
+            if self.kind in ("edges-in", "edges-out"):
+                inside = in_test_region(train, test)[every]
+                cand = every[inside if self.kind == "edges-in" else ~inside]
+                side = "inside" if self.kind == "edges-in" else "outside"
+                where = f" {side} the {REGION_HOPS}-hop enclosing subgraph of the test {_test_things(train)}"
+            # an int is a count, a float a fraction of the training rows of that kind (so
+            # nodes:1 is one node, edges:1.0 every edge, edges-in:0.1 a tenth of all edges)
+            n = int(self.amount) if isinstance(self.amount, int) else int(round(self.amount * len(every)))
+            n = max(1, n)
+            if n > len(cand) and not where:
+                raise ForgetSetError(f"asked to delete {n} {what} but the training set has {len(cand)}")
             if n > len(cand):
-                raise ForgetSetError(f"asked to delete {n} {self.kind} but the training set has {len(cand)}")
-            pos = np.sort(rng.choice(cand, size=max(1, n), replace=False))
+                raise ForgetSetError(
+                    f"asked to delete {n} edges{where} but only {len(cand)} of the {len(every)} training edges "
+                    "lie there (with many test elements the region covers the graph: use a smaller test_fraction "
+                    "or a larger graph)"
+                )
+            pos = np.sort(rng.choice(cand, size=n, replace=False))
             ids = train.example_ids[pos].tolist()
         elif self.kind == "class":
             if train.task_kind != "node":
@@ -138,6 +201,8 @@ class GraphForget:
             if not len(pos):
                 raise ForgetSetError(f"no training node has class {self.label}")
             ids = train.example_ids[pos].tolist()
+        elif self.kind == "edge-class":
+            ids = train.example_ids[_edges_of_classes(train, int(self.label), self.label_b)].tolist()
         elif self.kind == "subjects":
             ids = train.ids_of_subjects(self.subjects or []).tolist()
         else:
@@ -146,6 +211,72 @@ class GraphForget:
         if not ids:
             raise ForgetSetError("the forget set is empty: select at least one node, edge or feature row")
         return train.closure(ids)
+
+
+def within_hops(edge_index: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """Per node, whether it is within ``hops`` hops of a ``seeds`` node (bool, N) over
+    ``edge_index`` (2, M), both directions listed (the node set of PyG's ``k_hop_subgraph``
+    on an undirected graph)."""
+    src, dst = np.asarray(edge_index[0]), np.asarray(edge_index[1])
+    cur = np.asarray(seeds, bool).copy()
+    for _ in range(hops):
+        nxt = cur.copy()
+        nxt[dst[cur[src]]] = True
+        cur = nxt
+    return cur
+
+
+def _test_things(train: GraphExampleSet) -> str:
+    return "edges" if train.task_kind == "link" else "nodes"
+
+
+def in_test_region(train: GraphExampleSet, test: GraphExampleSet | None, hops: int = REGION_HOPS) -> np.ndarray:
+    """Per row of ``train``, whether it is an edge inside the ``hops``-hop enclosing subgraph
+    of the test set: both end nodes within ``hops`` hops, over the training graph's edges, of
+    an end node of a test edge (link prediction) or of a test node (node classification).
+
+    GNNDelete (official ``prepare_dataset.py``) takes the edge mask of
+    ``k_hop_subgraph(test end nodes, 2, train_pos_edge_index)``: an edge is in when both its
+    end nodes are in the 2-hop node set; ``edges-in`` samples there, ``edges-out`` outside."""
+    if test is None:
+        raise ConfigError("edges-in / edges-out are drawn around the test set; resolve them with the task's test set")
+    n = train.graph.num_nodes
+    seeds = np.zeros(n, bool)
+    if train.task_kind == "link":
+        e = test.kind == EDGE
+        seeds[test.u[e]] = True
+        seeds[test.v[e]] = True
+    else:
+        seeds[test.u[test.kind == NODE]] = True
+    near = within_hops(train.view.edge_index.numpy(), seeds, hops)
+    is_edge = train.kind == EDGE
+    out = np.zeros(len(train), bool)
+    out[is_edge] = near[train.u[is_edge]] & near[train.v[is_edge]]
+    return out
+
+
+def _edges_of_classes(train: GraphExampleSet, a: int, b: int | None) -> np.ndarray:
+    """Positions of the training edges joining a node of class ``a`` and one of class ``b``
+    (``b`` None: both end nodes of class ``a``), by the graph's node labels."""
+    g = train.graph
+    name = f"edge-class:{a}" + (f"-{b}" if b is not None else "")
+    if g.y is None:
+        raise ConfigError(f"{name} selects edges by their end nodes' classes; the graph {g.name!r} has no node labels")
+    y = g.y.numpy()
+    classes = np.unique(y)
+    for c in (a,) if b is None else (a, b):
+        if c not in classes:
+            raise ConfigError(
+                f"{name}: the graph {g.name!r} has no class {c} (its classes: {', '.join(map(str, classes.tolist()))})"
+            )
+    b = a if b is None else b
+    e = np.flatnonzero(train.kind == EDGE)
+    yu, yv = y[train.u[e]], y[train.v[e]]
+    pos = e[((yu == a) & (yv == b)) | ((yu == b) & (yv == a))]
+    if not len(pos):
+        joined = f"both end nodes of class {a}" if a == b else f"a node of class {a} and one of class {b}"
+        raise ConfigError(f"{name}: no training edge of the graph {g.name!r} has {joined}")
+    return pos
 
 
 def _check_ids(train: GraphExampleSet, ids: Sequence[str]) -> None:
@@ -448,7 +579,8 @@ def make_graph_task(
         model: ``gcn``, ``gat``, ``gin`` or ``sage``; ``model_kwargs``: ``hidden`` (32),
             ``layers`` (2), ``heads`` (GAT, 4), ``dropout`` (0).
         scenario: a :class:`GraphForget`, its dict, or a string (``edges:0.05``, ``nodes:3``,
-            ``features:0.1``, ``class:2``); default ``edges:0.05``.
+            ``features:0.1``, ``edges-in:0.05``, ``edges-out:0.05``, ``class:2``,
+            ``edge-class:1``, ``edge-class:0-3``); default ``edges:0.05``.
     """
     if task not in ("node", "link"):
         raise ConfigError(f"a graph task is node (classification) or link (prediction), not {task!r}")
@@ -463,7 +595,7 @@ def make_graph_task(
         scenario = GraphForget.from_dict(scenario)
     scenario = scenario or GraphForget("edges", 0.05)
     train, test = _sets(g, task, test_fraction, seed)
-    forget_ids = scenario.resolve(train, seed)
+    forget_ids = scenario.resolve(train, seed, test)
     sdict = dict(scenario.to_dict(), count=len(forget_ids))
     split = Split(train, test, forget_ids, test, sdict)
     _check_retain(split.retain)
