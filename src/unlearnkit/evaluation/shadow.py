@@ -11,8 +11,16 @@ Per-example attacks need many models (Hayes et al. 2024). For a task and a metho
   (:func:`shadow_originals`);
 * **shadow unlearns**: each shadow original unlearned by the method (:func:`shadow_unlearns`).
 
-All training goes through :func:`unlearnkit.ensemble.train_many` (DP-SGD originals through
-:func:`unlearnkit.dp.train_dp_original`, one at a time). Each model is scored once
+Classifier shadows are trained through :func:`unlearnkit.ensemble.train_many` (DP-SGD
+originals through :func:`unlearnkit.dp.train_dp_original`, one at a time) and scored with
+:func:`~unlearnkit.modalities.classifier.scores.compute_scores`. A modality with a ``privacy``
+part (:func:`privacy_part`; the graph's is :mod:`unlearnkit.modalities.graph.privacy`) trains
+and scores its own: ``train_shadows(task, data, seeds, progress)`` and
+``shadow_outputs(model, task)`` (the forget rows' ids, labels and logits in the classifier's
+form, whose logit-scaled confidence is the modality's membership statistic, and the retain
+and test utility), with ``privacy_check(task)`` refusing a forget set it has no statistic
+for before anything is trained. Everything else (caching, seeds, U-LiRA, the competition and
+comparator scores, cost) is the same code for every modality. Each model is scored once
 per split (forget, retain, test); the attacks read the forget set's logit-scaled confidence.
 
 :func:`privacy_report` runs the three evaluations:
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable, Sequence
 
 import numpy as np
@@ -65,7 +74,8 @@ PRIVACY_OUTPUTS = {
 
 @dataclass
 class ShadowSet:
-    """Scores of ``N`` models of one kind on a task: the forget set's, and retain/test accuracy.
+    """Scores of ``N`` models of one kind on a task: the forget set's, and retain/test utility
+    (accuracy; a modality's ``privacy`` part may give another: a graph link task's edge AUROC).
 
     ``cost`` is what producing the models cost (as recorded when they were trained, also
     for models read from a cache).
@@ -116,8 +126,25 @@ def _per_model(total: LoopStats, n: int) -> LoopStats:
 Fit = Callable[[list[int]], tuple[list[nn.Module], LoopStats]]
 
 
+def privacy_part(task: Task) -> ModuleType | None:
+    """The task's modality's ``privacy`` part (``<package>.privacy``: ``train_shadows``,
+    ``shadow_outputs``, ``privacy_check``), or None where it has none: then shadows are
+    trained and scored here as classifiers."""
+    info = task.modality_info
+    try:
+        return info.part("privacy")
+    except ModuleNotFoundError as e:
+        if e.name != f"{info.package}.privacy":
+            raise
+        return None
+
+
 def _fit_many(task: Task, data, progress: bool) -> Fit:
-    """Train with the task's recipe, all seeds together (:func:`train_many`)."""
+    """Train with the task's recipe: the modality's ``train_shadows``, else all seeds together
+    (:func:`train_many`)."""
+    part = privacy_part(task)
+    if part is not None:
+        return lambda seeds: part.train_shadows(task, data, seeds, progress)
     return lambda seeds: train_many(
         task.model_factory, data, task.adapter, task.recipe, seeds, device=task.device, progress=progress
     )
@@ -174,12 +201,26 @@ def _train(
     return models, cost  # type: ignore[return-value]
 
 
+def _outputs(task: Task, model: nn.Module, part: ModuleType | None) -> tuple[Scores, float, float]:
+    """One model's forget-set scores and retain / test utility."""
+    if part is None:
+        return (
+            compute_scores(model, task.forget, task.adapter),
+            compute_scores(model, task.retain, task.adapter).accuracy(),
+            compute_scores(model, task.test, task.adapter).accuracy(),
+        )
+    o = part.shadow_outputs(model, task)
+    return Scores(o["example_ids"], o["labels"], o["logits"]), o["utility_retain"], o["utility_test"]
+
+
 def _score(task: Task, kind: str, seeds: list[int], models: Sequence[nn.Module], cost: LoopStats) -> ShadowSet:
     forget, ra, ta = [], [], []
+    part = privacy_part(task)
     for m in models:
-        forget.append(compute_scores(m, task.forget, task.adapter))
-        ra.append(compute_scores(m, task.retain, task.adapter).accuracy())
-        ta.append(compute_scores(m, task.test, task.adapter).accuracy())
+        f, r, t = _outputs(task, m, part)
+        forget.append(f)
+        ra.append(r)
+        ta.append(t)
     return ShadowSet(kind, list(seeds), forget, np.array(ra), np.array(ta), cost)
 
 
@@ -280,6 +321,9 @@ def privacy_evaluation(
     _check_n(n_shadow)
     t0 = time.perf_counter()
     m = method if isinstance(method, Method) else get_method(method, **(params or {}))
+    part = privacy_part(task)
+    if part is not None:
+        part.privacy_check(task)
     retrains = shadow_retrains(task, n_shadow, seed, cache, progress)
     originals, originals_cost = shadow_originals(task, n_shadow, seed, cache, progress)
     unlearns = shadow_unlearns(task, m, originals, derive_seed(seed, "shadow-unlearns"), progress)
