@@ -372,7 +372,7 @@ def evaluate_run(
     an evaluation on other inputs (the data or the reference changed) stays beside it.
     ``export_scores`` (.parquet/.csv) is checked for writability first and written before
     the store is touched. On a read-only workspace (an auditor's) nothing is stored. ``privacy``: shadow models of each kind for the per-example
-    privacy report (classifier unlearn runs).
+    privacy report (unlearn runs of a modality with ``shadow_privacy``: classifiers, graphs).
     """
     check_output_path(export_scores, "--export-scores", EXPORT_SUFFIXES)
     if privacy < 0:
@@ -386,7 +386,7 @@ def evaluate_run(
     if privacy:
         if not modality_of_spec(rec.task_spec).supports("shadow_privacy"):
             raise ConfigError(
-                "--privacy (U-LiRA with shadow models) serves classifier tasks; language-model "
+                "--privacy (U-LiRA with shadow models) serves classifier and graph tasks; language-model "
                 "tasks report loss/zlib/Min-K% attacks and privleak among their metrics"
             )
         if rec.kind != "unlearn":

@@ -25,7 +25,7 @@ def evaluate(
         "--privacy",
         help="Also run the per-example privacy evaluation with this "
         "many shadow models of each kind (U-LiRA, competition score, comparator "
-        "privacy); 0 = off. Unlearn runs only.",
+        "privacy); 0 = off. Unlearn runs of classifier and graph tasks only.",
     ),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,

@@ -44,7 +44,9 @@ def unlearn(
         "--scenario",
         help="random:0.1, class:3, subclass:3, "
         "subjects:5, mislabelled:0.1; language-model tasks: a split "
-        "name (forget01, forget05, forget10)",
+        "name (forget01, forget05, forget10); graph tasks: edges:0.05, nodes:3, "
+        "features:0.1, class:2, edge-class:1 or edge-class:0-3 (edges between classes), "
+        "edges-in:0.05 / edges-out:0.05 (edges inside / outside the test set's 2-hop subgraph)",
     ),
     param: List[str] = typer.Option([], "--param", "-p", help="Hyperparameter NAME=VALUE (repeatable)."),
     lora: int = typer.Option(
