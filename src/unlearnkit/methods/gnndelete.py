@@ -141,11 +141,20 @@ class GNNDeleteModel(nn.Module):
             )
         return torch.where(mask.unsqueeze(1), h @ self.deletion[i], h)
 
-    def layer_outputs(self, x: torch.Tensor, edge_index: torch.Tensor, isolate: bool = False) -> list[torch.Tensor]:
+    @property
+    def convs(self) -> nn.ModuleList:
+        return self.base.convs
+
+    def layer_outputs(
+        self, x: torch.Tensor, edge_index: torch.Tensor, isolate: bool = False, after=None, into=None
+    ) -> list[torch.Tensor]:
         """``[x, DEL^1(h1), ..., DEL^L(out)]``; ``isolate`` detaches what enters each layer, so
-        layer ``l``'s loss reaches only ``W_D^l`` (the paper trains the operators layer-wise)."""
-        into = (lambda i, h: h.detach()) if isolate else None
-        return self.base.layer_outputs(x, edge_index, after=self._delete, into=into)
+        layer ``l``'s loss reaches only ``W_D^l`` (the paper trains the operators layer-wise).
+        ``after``/``into`` as the GNN's, applied after this model's operators, so a later
+        deletion can wrap this model in operators of its own (a model line's next request)."""
+        into = into or ((lambda i, h: h.detach()) if isolate else None)
+        then = self._delete if after is None else (lambda i, h: after(i, self._delete(i, h)))
+        return self.base.layer_outputs(x, edge_index, after=then, into=into)
 
     def hidden(self, x: torch.Tensor, edge_index: torch.Tensor, layer: int | str | None = None) -> torch.Tensor:
         outs = self.layer_outputs(x, edge_index)
@@ -257,7 +266,7 @@ class GNNDelete(Method):
     def model_template(self, task) -> GNNDeleteModel:
         """An untrained original plus identity operators and empty masks, to load a stored
         GNNDelete model into (its masks come with its weights)."""
-        base = task.model_factory(task.seed).to(task.device)
+        base = task.base_template() if task.base_template else task.model_factory(task.seed).to(task.device)
         _check_gnn(base)
         dims = _layer_dims(base, task)
         return GNNDeleteModel(base, dims, torch.zeros(len(dims), task.graph.num_nodes, dtype=torch.bool)).to(

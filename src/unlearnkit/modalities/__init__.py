@@ -79,7 +79,7 @@ register_modality(
         "unlearnkit.modalities.graph",
         summary="graph neural networks on one graph: node classification and link prediction (PyG layers)",
         task_kinds=("graph", "graph-link"),
-        capabilities=frozenset({"shadow_privacy"}),
+        capabilities=frozenset({"service", "shadow_privacy"}),
     )
 )
 

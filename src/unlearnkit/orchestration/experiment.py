@@ -372,11 +372,19 @@ def with_history(workspace: "Workspace", task: Task, history: dict | None) -> Ta
     if not history:
         return task
     excluded = sorted({str(i) for i in history.get("excluded_ids") or []})
-    again = sorted(set(excluded) & {str(i) for i in task.split.forget_ids})
+    forget = [str(i) for i in task.split.forget_ids]
+    # ids a request names that were deleted before are an error; ids its modality took along
+    # with the named ones (a graph node's edges: closure) that were deleted before leave the forget set
+    named = {str(i) for i in (task.split.scenario or {}).get("ids") or forget}
+    again = sorted(set(excluded) & named & set(forget))
     if again:
         shown = ", ".join(again[:5]) + (" ..." if len(again) > 5 else "")
         raise ConfigError(f"{len(again)} example(s) were deleted before: {shown}")
     split = task.split
+    if set(excluded) & set(forget):
+        split = Split(
+            split.train, split.test, [i for i in forget if i not in set(excluded)], split.holdout, split.scenario
+        )
     train = split.train.without(excluded, name=split.train.name) if excluded else split.train
     recorded = {"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}
     state = history.get("base_state")

@@ -98,7 +98,9 @@ class Version(BaseModel):
     training_state: dict | None = Field(
         None,
         description="a sharded line's SISA state: shards, slices, pending_deletions (answered "
-        "approximately, still in the checkpoints), stale_shards; null on other lines",
+        "approximately, still in the checkpoints), stale_shards; a version whose model a method "
+        "built around the original (GNNDelete's operators): kind model and the methods, in order; "
+        "null otherwise",
     )
 
 

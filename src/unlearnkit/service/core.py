@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConfigError, UnknownIdsError, UnlearnkitError
 from ..methods import get_method
-from ..modalities import modality_of_spec
+from ..modalities import get_modality, modality_of_spec
 from . import audit, crypto
 from .db import (
     api_keys,
@@ -256,7 +256,7 @@ class Service:
                 "modality-not-served",
             )
         try:
-            pol = line_policy(modality, self.policy, policy)
+            pol = line_policy(modality, self.policy, policy, run.task_spec)
             self.workspace.artifacts.load_state_dict(run.artifact)  # present and hash-verified
             task = self._task(run.id)
         except UnlearnkitError as e:
@@ -456,14 +456,21 @@ class Service:
         if bool(subjects) == bool(example_ids):
             raise unprocessable("give either subjects or example_ids, non-empty", "empty-request")
         train = self._task(line["train_run"]).split.train
+        # a modality whose ids take others along (a graph node its edges) resolves them itself
+        expand = _task_hook(line["modality"], "resolve_request_ids")
         try:
-            ids = train.ids_of_subjects(subjects) if subjects else train.select(example_ids).example_ids
+            if subjects:
+                ids = train.ids_of_subjects(subjects)
+            else:
+                ids = expand(train, example_ids) if expand else train.select(example_ids).example_ids
         except UnknownIdsError as e:
             # never echo raw subject ids (they are personal data): count them only
             what = "subject id(s)" if subjects else "example id(s)"
             n = str(e).split(" ", 1)[0]
+            why = getattr(e, "reasons", None) if not subjects else None  # counted by reason, no id named
+            reason = f" ({why})" if why else ""
             raise unprocessable(
-                f"{n} {what} of this request are not in the training data of line {line['name']!r}",
+                f"{n} {what} of this request are not in the training data of line {line['name']!r}{reason}",
                 "unknown-subject" if subjects else "unknown-example",
             ) from None
         return sorted({str(i) for i in ids})
@@ -488,6 +495,15 @@ class Service:
                 raise unprocessable(
                     "this request would delete every remaining example of the training data", "deletes-everything"
                 )
+            check = _task_hook(line["modality"], "check_deletion")
+            if check is not None:  # e.g. a graph line keeps an edge to carry messages
+                try:
+                    check(self._task(line["train_run"]).split.train, sorted(deleted | set(new)))
+                except UnlearnkitError as e:
+                    raise unprocessable(
+                        f"this request cannot be answered with the line's deletions before it: {e}",
+                        "deletes-everything",
+                    ) from None
             if len(new) > pol.max_fraction_per_request * n_train:
                 raise unprocessable(
                     f"this request deletes {len(new)} of {n_train} training examples, more than the policy's "
@@ -720,7 +736,7 @@ class Service:
             "base_artifact": base.artifact,
             "base_run": base.run_id,
         }
-        if base.training_state:  # a sharded line: the ensemble's checkpoints
+        if base.training_state:  # a sharded line's checkpoints, or a method-built model's shape
             out["base_state"] = base.training_state
         return self._record_step(batch_id, "resolve", out)
 
@@ -753,11 +769,19 @@ class Service:
                 return {"error": f"{type(e).__name__}: {e}", "method": method, "params": params}
         out = {"run_id": rec.id, "artifact": rec.artifact, "method": method, "params": rec.params, "cost": rec.cost}
         state = (rec.tags or {}).get("training_state")
-        if state is None and r.get("base_state"):  # an approximate method changed the ensemble
-            from ..orchestration.training_state import after_approximate
+        base_state = r.get("base_state")
+        if state is None and base_state and base_state["kind"] == "sisa":  # an approximate method
+            from ..orchestration.training_state import after_approximate  # changed the ensemble
 
             forgotten = self._task(line["train_run"]).split.train.select(r["forget_ids"])
-            state = after_approximate(r["base_state"], forgotten)
+            state = after_approximate(base_state, forgotten)
+        elif state is None:  # the shape of the method's model, where it is not model_factory's
+            from ..orchestration.training_state import after_method
+
+            try:
+                state = after_method(base_state, method, rec.params, self._task(line["train_run"]))
+            except UnlearnkitError as e:  # a model no later request could load: not a candidate
+                return {"error": f"{type(e).__name__}: {e}", "method": method, "params": params}
         if state is not None:
             out["training_state"] = state
         return out
@@ -1272,17 +1296,18 @@ def _version_view(row) -> dict:
     shards and slices, how many deletions are pending in its checkpoints, stale shards)."""
     out = {k: v for k, v in row.items() if k not in ("line_id", "training_state")}
     st = row.get("training_state")
-    out["training_state"] = (
-        {
+    if not st:
+        out["training_state"] = None
+    elif st["kind"] == "model":  # a method-built shape (GNNDelete's operators around the GNN)
+        out["training_state"] = {"kind": "model", "methods": [m["name"] for m in st["methods"]]}
+    else:
+        out["training_state"] = {
             "kind": st["kind"],
             "shards": st["num_shards"],
             "slices": st["num_slices"],
             "pending_deletions": len(st.get("pending") or []),
             "stale_shards": len(st.get("stale") or []),
         }
-        if st
-        else None
-    )
     return out
 
 
@@ -1295,6 +1320,12 @@ def check_key_args(name: str, scopes: list[str], rate_per_minute: int) -> None:
         raise ConfigError("a key needs a name of 1-128 characters")
     if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1:
         raise ConfigError("rate_per_minute must be an integer >= 1")
+
+
+def _task_hook(modality: str, name: str) -> Callable | None:
+    """The service hook ``name`` of a modality's task module, where it has one
+    (``resolve_request_ids``, ``check_deletion``, ``canary_examples``: see the graph's)."""
+    return getattr(get_modality(modality).part("task"), name, None)
 
 
 def _summary(step: str, out: dict) -> dict:
@@ -1323,7 +1354,8 @@ def canary_measures(task, base, reference, candidate, canary_ids: list[str]) -> 
 
     if not canary_ids:
         return {}
-    data = task.split.test.select(canary_ids)
+    rows = _task_hook(task.modality_info.name, "canary_examples")  # scored as every split is
+    data = rows(task, canary_ids) if rows else task.split.test.select(canary_ids)
     adapter = task.adapter
     outs = {"base": ([], []), "reference": ([], []), "candidate": ([], [])}
     models = {"base": base, "reference": reference, "candidate": candidate}

@@ -15,6 +15,10 @@ Every field::
         - {metric: gap_acc_test, max: 0.03}      # a catalogue metric and one bound: max, min,
         - {metric: model_utility, min_ratio_to_reference: 0.95}  # or a bound relative to the
                                                  # reference's own value (max_gap_to_reference too)
+        - {metric: dt_auc, min_ratio_to_reference: 0.95, when: {task: link}}
+                                                 # when: only on lines whose training task's
+                                                 # spec has these values (kept or dropped when
+                                                 # the line is registered)
       canary: {size: 100, max_reference_flip_rate: 0.05, max_excess_flip_rate: 0.03}
       privacy_shadows: 0                         # >= 4: U-LiRA with that many shadow models of
                                                  # each kind (checks may then bound ulira_auc ...)
@@ -83,6 +87,12 @@ class Check:
     metric: str
     bound: str
     value: float
+    when: tuple[tuple[str, Any], ...] = ()  # task-spec fields a line must have for the check to apply
+
+    def applies(self, spec: dict | None) -> bool:
+        """Whether a line trained on a task of ``spec`` runs this check (every ``when`` field
+        of the spec has the given value; a check without ``when`` applies to every line)."""
+        return all((spec or {}).get(k) == v for k, v in self.when)
 
     def evaluate(self, metrics: dict, reference: dict) -> dict:
         """``{metric, bound, threshold, value, passed}``; a metric not computed fails."""
@@ -202,14 +212,20 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
     for i, c in enumerate(g.get("checks") or []):
         if not isinstance(c, dict) or not isinstance(c.get("metric"), str):
             raise ConfigError(f"policy: gate.checks[{i}] must be {{metric: NAME, max|min|...: VALUE}}")
-        bounds = [k for k in c if k != "metric"]
+        bounds = [k for k in c if k not in ("metric", "when")]
         if len(bounds) != 1 or bounds[0] not in BOUNDS:
             raise ConfigError(f"policy: gate.checks[{i}] needs exactly one of {', '.join(BOUNDS)}")
         if c["metric"] not in known:
             raise ConfigError(
                 f"policy: gate.checks[{i}]: {c['metric']!r} is not a catalogue metric (`unlearnkit metrics`)"
             )
-        checks.append(Check(c["metric"], bounds[0], _number(c[bounds[0]], f"gate.checks[{i}].{bounds[0]}")))
+        when = c.get("when") or {}
+        if not isinstance(when, dict) or any(
+            not isinstance(k, str) or not isinstance(v, (str, int, float, bool)) for k, v in when.items()
+        ):
+            raise ConfigError(f"policy: gate.checks[{i}].when must map task-spec fields to values ({{task: link}})")
+        bound = _number(c[bounds[0]], f"gate.checks[{i}].{bounds[0]}")
+        checks.append(Check(c["metric"], bounds[0], bound, tuple(sorted(when.items()))))
     unknown_gate = set(g) - {"checks", "canary", "privacy_shadows"}
     if unknown_gate:
         raise ConfigError(f"policy: unknown gate field(s) {', '.join(sorted(unknown_gate))}")
@@ -311,10 +327,18 @@ def load_policy_file(path: str | Path | None) -> dict:
     return data
 
 
-def line_policy(modality, service_policy: dict | None, line_policy: dict | None) -> Policy:
-    """The policy of a line of ``modality`` (a :class:`~unlearnkit.modalities.Modality`)."""
+def line_policy(modality, service_policy: dict | None, line_policy: dict | None, spec: dict | None = None) -> Policy:
+    """The policy of a line of ``modality`` (a :class:`~unlearnkit.modalities.Modality`).
+    With ``spec`` (the line's training task spec), the checks whose ``when`` the task does
+    not match are dropped: the line's policy lists exactly the checks its gate runs (a
+    graph line's link-prediction checks on a link task, its node checks on a node task)."""
     raw = merge(merge(merge(BASE_POLICY, modality.service_policy), service_policy), line_policy)
     pol = parse_policy(raw, modality.name)
+    if spec is not None and any(not c.applies(spec) for c in pol.checks):
+        gate = dict(raw.get("gate") or {})
+        gate["checks"] = [c for c, parsed in zip(gate.get("checks") or [], pol.checks) if parsed.applies(spec)]
+        raw = dict(raw, gate=gate)
+        pol = parse_policy(raw, modality.name)
     if 0 < pol.privacy_shadows < 4:
         raise ConfigError("policy: gate.privacy_shadows must be 0 or >= 4 (U-LiRA holds one shadow out per side)")
     if pol.privacy_shadows and pol.sharding:

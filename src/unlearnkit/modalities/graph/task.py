@@ -741,3 +741,85 @@ def tiny_graph_task(seed: int = 0, **kw) -> GraphTask:
     )
     args.update(kw)
     return make_graph_task(**args)
+
+
+# --------------------------------------------------------------------------- service hooks
+# What the deletion-request service (unlearnkit.service.core) asks a graph model line for,
+# found by name in this module like task_from_spec: a request's ids with what they take
+# along, the check that a line keeps a graph to train on, and the canary rows scored as
+# every split is.
+def resolve_request_ids(train: GraphExampleSet, ids: Sequence[str]) -> list[str]:
+    """A deletion request's example ids (``node:<id>``, ``edge:<u>-<v>``, ``node:<id>/x``) and
+    what deleting them deletes with them (:meth:`GraphExampleSet.closure`: a node's edges and
+    feature row). Ids not in the training graph raise :class:`UnknownIdsError`; its
+    ``reasons`` count them by reason and name none (the service shows them to the requester
+    and never echoes ids)."""
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if not train.has(i)]
+    if missing:
+        reasons: dict[str, int] = {}
+        for why in _why_not_trained(train, missing):
+            reasons[why] = reasons.get(why, 0) + 1
+        counted = ", ".join(f"{why}: {n}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        err = UnknownIdsError(f"{len(missing)} id(s) not in the training graph {train.graph.name!r}: {counted}")
+        err.reasons = counted  # type: ignore[attr-defined]
+        raise err
+    return train.closure(ids)
+
+
+def _why_not_trained(train: GraphExampleSet, ids: Sequence[str]) -> list[str]:
+    """Per id (none of them a training row), why not: no such node, a held-out test edge, not
+    an edge of the graph, a test node, no node features, or not a graph id at all."""
+    g = train.graph
+    nodes = set(g.node_ids.tolist())
+    ge = g.edges.numpy()
+    nid = g.node_ids
+    held_out = {f"edge:{nid[a]}-{nid[b]}" for a, b in ge[~train.edge_keep]} if train.task_kind == "link" else set()
+    out = []
+    for i in ids:
+        if i.startswith("edge:"):
+            a, _, b = i[5:].partition("-")
+            if a not in nodes or b not in nodes:
+                out.append("no such node")
+            elif i in held_out:
+                out.append("held-out test edge (never trained on)")
+            else:
+                out.append("not an edge of the graph")
+        elif i.startswith("node:"):
+            n = i[5:].split("/")[0]
+            if n not in nodes:
+                out.append("no such node")
+            elif i.endswith("/x") and not g.has_features:
+                out.append("features of a graph without node features")
+            else:
+                out.append("test node (its label never trained on)")
+        else:
+            out.append("not a graph id (node:<id>, edge:<u>-<v> or node:<id>/x)")
+    return out
+
+
+def check_deletion(train: GraphExampleSet, ids: Sequence[str]) -> None:
+    """Raise :class:`ForgetSetError` if deleting ``ids`` (a line's every deletion so far and
+    a new request's) would leave no edge to carry messages or no training example."""
+    _check_retain(train.without(ids))
+
+
+def canary_examples(task: GraphTask, ids: Sequence[str]) -> GraphExampleSet:
+    """The test rows ``ids`` (a line's canary: test edges of link prediction, test nodes of
+    node classification) on :attr:`GraphTask.scoring_view`, the graph every split is scored
+    on, so canary outputs see the graph without every deleted element."""
+    view = task.scoring_view
+    rows = task.split.test.select([str(i) for i in ids], name="canary")
+    out = rows.with_structure_of(task.split.retain, name="canary")
+    out.x_zero, out._view = view.x_zero, view
+    return out
+
+
+def _without_examples(self: GraphTask, ids: Sequence[str]) -> GraphTask:
+    """Task.without_examples for graphs: the split (filtered by ``with_history``) already
+    carries the graph without the earlier deletions and nodes keep their positions, so only
+    the cached views and scores (``memo``, keyed by the split) start afresh."""
+    return replace(self, memo={})
+
+
+GraphTask.without_examples = _without_examples  # type: ignore[method-assign]
