@@ -217,15 +217,60 @@ class EraserState:
 
 
 def _shard_data(task, data, shard_of: np.ndarray, s: int):
-    """Shard ``s``'s training rows of ``data`` on its subgraph: the rows whose nodes all lie
-    in the shard's graph (its nodes, and on node tasks the test nodes), and the edges of
-    ``data``'s graph with both ends there."""
+    """Shard ``s``'s training rows of ``data`` on its subgraph, as a graph of its own: the
+    nodes of the shard's graph (its nodes, and on node tasks the test nodes) renumbered in
+    order, the edges of ``data``'s graph with both ends there, and the rows whose nodes all
+    lie there (example ids unchanged). A GNN's outputs at these nodes equal its outputs on
+    the whole graph with only these edges, so this is the official induced shard graph,
+    computed at the shard's size. Returns the rows and the shard's nodes (positions in the
+    task's graph)."""
+    from ..data.graphs import Graph
+    from ..modalities.graph.adapter import GraphExampleSet
+
     seen = _seen(task, shard_of, s)
+    nodes = np.flatnonzero(seen)
+    pos = np.full(len(seen), -1, dtype=np.int64)
+    pos[nodes] = np.arange(len(nodes))
+    g = task.graph
+    ge = g.edges.numpy()
+    inside = seen[ge[:, 0]] & seen[ge[:, 1]]
+    epos = np.full(len(ge), -1, dtype=np.int64)
+    epos[inside] = np.arange(int(inside.sum()))
+    sub = Graph(
+        g.x[torch.from_numpy(nodes)],
+        torch.from_numpy(pos[ge[inside]]),  # a monotone renumbering keeps the edges' sorted order
+        None if g.y is None else g.y[torch.from_numpy(nodes)],
+        node_ids=g.node_ids[nodes],
+        subject_ids=g.subject_ids[nodes],
+        has_features=g.has_features,
+        name=f"{g.name}/shard{s}",
+    )
     v = np.where(data.v >= 0, data.v, data.u)
     rows = np.flatnonzero(seen[data.u] & seen[v])
-    ge = task.graph.edges.numpy()
-    keep = data.edge_keep & seen[ge[:, 0]] & seen[ge[:, 1]]
-    return dataclasses.replace(data.take(rows, name=f"{data.name}/shard{s}"), edge_keep=keep)
+    tr = torch.from_numpy(rows)
+
+    def remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+        a = a[rows]
+        return np.where(a >= 0, table[np.maximum(a, 0)], -1)
+
+    out = GraphExampleSet(
+        data.inputs[tr],
+        data.labels[tr],
+        data.example_ids[rows],
+        None if data.subject_ids is None else data.subject_ids[rows],
+        num_classes=data.num_classes,
+        name=f"{data.name}/shard{s}",
+        graph=sub,
+        kind=data.kind[rows],
+        u=remap(data.u, pos),
+        v=remap(data.v, pos),
+        eref=remap(data.eref, epos),
+        neg=remap(data.neg, pos),
+        edge_keep=data.edge_keep[inside],
+        x_zero=data.x_zero[nodes],
+        task_kind=data.task_kind,
+    )
+    return out, nodes
 
 
 def _seen(task, shard_of: np.ndarray, s: int) -> np.ndarray:
@@ -265,6 +310,10 @@ class GraphEraser(Method):
        holds all its nodes; exactly those shards are retrained from their initialisation on
        their remaining rows (the partition is kept, the official ``repartition=False``), the
        others are kept bit for bit, and LBAggr's weights are refitted on the remaining rows.
+       Exact in SISA's sense (``exact = True``): no shard model and no weight saw a deleted row.
+       The partition is fixed before any request, as the paper's; BEKM's is computed from the
+       original's outputs and BLPA's from the training edges, both of which the deleted rows
+       were part of (``random`` depends on the node count alone).
 
     Preparation (partition and training every shard, cached per task and seed like ``sisa``) is
     in ``extra["preparation_cost"]``; ``cost`` is the request's: the retrained shards and the
@@ -352,14 +401,14 @@ class GraphEraser(Method):
     def _train_shard(self, task, data, shard_of: np.ndarray, s: int, seed: int, progress: bool):
         """Shard ``s``'s GNN trained from its initialisation on its rows of ``data``: the
         model and its cost (None, zero cost when the shard has no training row left)."""
-        sub = _shard_data(task, data, shard_of, s)
+        sub, nodes = _shard_data(task, data, shard_of, s)
         sup = sub.supervised(name=f"{sub.name}/supervised")
         s_seed = derive_seed(seed, "graph-eraser", "shard", s) % (2**31)
         model = task.model_factory(s_seed).to(task.device)
         if len(sup) == 0:
             return model, LoopStats(), False
         adapter = task.adapter
-        pool = torch.from_numpy(np.flatnonzero(shard_of == s))
+        pool = torch.from_numpy(np.flatnonzero(shard_of[nodes] == s))  # the shard's own nodes, renumbered
         gen = torch.Generator().manual_seed(derive_seed(s_seed, "negatives") % (2**63))
 
         def objective(ctx):
