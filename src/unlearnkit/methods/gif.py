@@ -133,7 +133,7 @@ def lissa(hvp, v: torch.Tensor, iterations: int, scale: float, damping: float) -
 
 @register
 class GIF(Method):
-    """GIF, the Graph Influence Function (Wu, Yang, Zhao, Wang, He, Jia and Wang 2023, WWW,
+    """GIF, the Graph Influence Function (Wu, Yang, Qian, Sui, Wang and He 2023, WWW,
     "GIF: A General Graph Unlearning Strategy via Influence Function"; code
     github.com/wujcan/GIF-torch, read).
 
@@ -181,8 +181,8 @@ class GIF(Method):
     Params = GIFParams
     modalities = ("graph",)
     citation = (
-        "Wu, Yang, Zhao, Wang, He, Jia and Wang 2023 (WWW), GIF: A General Graph Unlearning Strategy via "
-        "Influence Function"
+        "Wu, Yang, Qian, Sui, Wang and He 2023 (WWW), GIF: A General Graph Unlearning Strategy via Influence "
+        "Function"
     )
     uses_lora = False
     contract_exempt = {
