@@ -181,8 +181,7 @@ class GIF(Method):
     Params = GIFParams
     modalities = ("graph",)
     citation = (
-        "Wu, Yang, Qian, Sui, Wang and He 2023 (WWW), GIF: A General Graph Unlearning Strategy via Influence "
-        "Function"
+        "Wu, Yang, Qian, Sui, Wang and He 2023 (WWW), GIF: A General Graph Unlearning Strategy via Influence Function"
     )
     uses_lora = False
     contract_exempt = {
