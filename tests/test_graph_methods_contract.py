@@ -20,6 +20,10 @@ def test_the_shared_methods_serve_graphs():
     assert {"retrain", "finetune", "gradient_ascent", "graddiff", "npo"} <= set(GRAPH_METHODS)
 
 
+def test_the_graph_baselines_are_checked():
+    assert {"gif", "graph_eraser"} <= set(GRAPH_METHODS)
+
+
 @parametrize_with_checks(
     GRAPH_METHODS,
     modalities=["graph"],
