@@ -211,3 +211,13 @@ def test_a_stored_graph_eraser_run_loads_back_and_evaluates_the_same(tmp_path, c
     model = load_run_model(ws, rec, task)
     assert isinstance(model, GraphEraserModel) and len(model.shards) == 3
     assert sum(model.weights.tolist()) == pytest.approx(1.0) and bool(model.active.any())  # buffers came along
+
+
+def test_graph_eraser_bad_input(karate):
+    before = state_of(karate.original)
+    with pytest.raises(ConfigError, match="100 shards for 34 nodes"):
+        METHODS["graph_eraser"](num_shards=100).unlearn(karate, seed=0)
+    for bad in ({"num_shards": 0}, {"partition": "metis"}, {"aggregation": "max"}, {"shard_size_delta": 2.0}):
+        with pytest.raises(ConfigError, match="graph_eraser"):
+            METHODS["graph_eraser"](**bad)
+    assert same_state(state_of(karate.original), before)
