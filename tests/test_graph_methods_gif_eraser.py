@@ -66,7 +66,7 @@ def _optimum(task, model, data):
 
 
 @pytest.mark.parametrize("scenario", ["nodes:3", "edges:0.1"])
-def test_gif_step_lands_near_the_retain_optimum(scenario):
+def test_gif_step_lands_near_the_retrain(scenario):
     t = make_graph_task("sbm:60", "node", "gcn", scenario, seed=0, recipe=FAST, model_kwargs={"layers": 1})
     task = dataclasses.replace(t, original=_optimum(t, t.original, t.train))  # at the optimum of the full objective
     star = _optimum(task, task.model_factory(1), task.retain)  # the retrain: convex, one optimum from any start
