@@ -240,3 +240,37 @@ def test_cli_unlearn_by_edge_class_and_evaluate_re_resolves_the_same_edges(tmp_p
         assert code == 2 and err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1, err
     code, out, _ = _uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
     assert len(json.loads(out)) == n_runs  # nothing written
+
+
+def test_sbm_mean_degree_shorthand_and_its_errors():
+    sparse, dense = load_graph("sbm:400:3"), load_graph("sbm:400")
+    assert 2.4 < 2 * sparse.num_edges / sparse.num_nodes < 3.6 and 8 < 2 * dense.num_edges / dense.num_nodes < 12
+    assert sparse.name == "sbm400-d3" and dense.name == "sbm400"  # the default keeps its old name (cache keys)
+    for bad, words in (("sbm:400:x", "needs a number"), ("sbm:400:-1", "positive"), ("sbm:400:nan", "positive")):
+        with pytest.raises(ConfigError, match=words):
+            load_graph(bad)
+
+
+def test_cli_test_fraction_opens_the_out_region(tmp_path, capsys, monkeypatch):
+    """On a dense graph the 2-hop region of a 20% test split is the whole graph; a 5% split (as
+    GNNDelete's) leaves edges outside it, and --test-fraction is refused where it means nothing."""
+    home = tmp_path / "home"
+    train = ("train", "--task", "graph-link", "--dataset", "sbm:300:3", "--epochs", "5", "--json")
+    code, out, err = _uk(capsys, monkeypatch, *train, "--test-fraction", "0.05", home=home)
+    assert code == 0, err
+    run = json.loads(out)["run_id"]
+    unlearn = ("unlearn", "--from", run, "--method", "utu", "--scenario", "edges-out:0.02", "--json")
+    code, out, err = _uk(capsys, monkeypatch, *unlearn, home=home)
+    assert code == 0, err
+    from unlearnkit.orchestration.experiment import Workspace
+
+    rec = Workspace.open(home).store.get(json.loads(out)["run_id"])
+    assert rec.task_spec["test_fraction"] == 0.05 and rec.scenario["kind"] == "edges-out"
+    for bad, words in (
+        (("--test-fraction", "1.5"), "(0, 1)"),
+        (("--test-fraction", "nan"), "finite"),
+        (("--task", "classifier", "--test-fraction", "0.1"), "graph tasks"),
+    ):
+        code, _, err = _uk(capsys, monkeypatch, "train", *train[1:-1], *bad, home=tmp_path / "bad")
+        assert code == 2 and err.startswith("error: ") and words in err, err
+    assert not (tmp_path / "bad" / "runs.db").exists()

@@ -63,6 +63,12 @@ def train(
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default: the model's recipe)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    test_fraction: Optional[float] = typer.Option(
+        None,
+        "--test-fraction",
+        help="Graph tasks: the share of nodes (graph) or edges (graph-link) held out as the test set "
+        "(default 0.2; GNNDelete's edges-out setting needs a small one, e.g. 0.05, on dense graphs).",
+    ),
     trainer: str = typer.Option(
         "loop",
         "--trainer",
@@ -90,6 +96,14 @@ def train(
     finite("--epochs", epochs, 0)
     finite("--lr", lr, 0)
     finite("--objective-noise", objective_noise, 0, strict=False)
+    if test_fraction is not None:
+        finite("--test-fraction", test_fraction, 0)
+        if not test_fraction < 1 or modality.name != "graph":
+            raise ConfigError(
+                "--test-fraction must be in (0, 1)"
+                if modality.name == "graph"
+                else "--test-fraction applies to graph tasks (--task graph or graph-link)"
+            )
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
     options = dict(
@@ -103,6 +117,7 @@ def train(
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
+        test_fraction=test_fraction,
         forget=forget,
         people=people,
         qa_per_person=qa_per_person,

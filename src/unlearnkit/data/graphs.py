@@ -24,6 +24,7 @@ Sources, all offline:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,20 +225,24 @@ def sbm_graph(
     features: int = 16,
     seed: int = 0,
     noise: float = 1.0,
+    degree: float = 10.0,
 ) -> Graph:
     """A stochastic block model: ``n`` nodes in ``blocks`` equal blocks (the labels), an edge
     inside a block with probability ``p_in``, across with ``p_out`` (defaults keep the mean
-    degree near 8 inside and 2 across whatever ``n``), features = a random mean per block
-    plus Gaussian noise of std ``noise``. Seeded; O(E) memory (edges are sampled per block
-    pair, not from a dense matrix)."""
+    degree near ``degree`` whatever ``n``, 80% of it inside the block and 20% across: 8 and 2
+    at the default 10), features = a random mean per block plus Gaussian noise of std
+    ``noise``. Seeded; O(E) memory (edges are sampled per block pair, not from a dense
+    matrix)."""
     if n < blocks or blocks < 1:
         raise ConfigError("sbm needs n >= blocks >= 1")
+    if not (math.isfinite(degree) and degree > 0):
+        raise ConfigError(f"sbm: the mean degree must be a positive number, not {degree!r}")
     rng = np.random.default_rng(seed)
     size = n // blocks
     y = np.minimum(np.arange(n) // size, blocks - 1)
     per = np.bincount(y, minlength=blocks)
-    p_in = min(1.0, 8.0 / max(1, size - 1)) if p_in is None else p_in
-    p_out = min(1.0, 2.0 / max(1, n - size)) if p_out is None else p_out
+    p_in = min(1.0, 0.8 * degree / max(1, size - 1)) if p_in is None else p_in
+    p_out = min(1.0, 0.2 * degree / max(1, n - size)) if p_out is None else p_out
     starts = np.concatenate([[0], np.cumsum(per)[:-1]])
     edges = []
     for a in range(blocks):
@@ -258,8 +263,8 @@ def sbm_graph(
         torch.from_numpy(e),
         torch.from_numpy(y),
         subject_ids=[f"user-{i}" for i in range(n)],
-        name=f"sbm{n}",
-        meta={"source": "sbm", "n": n, "blocks": blocks, "p_in": p_in, "p_out": p_out, "seed": seed},
+        name=f"sbm{n}" if degree == 10.0 else f"sbm{n}-d{degree:g}",
+        meta={"source": "sbm", "n": n, "blocks": blocks, "p_in": p_in, "p_out": p_out, "seed": seed, "degree": degree},
     )
 
 
@@ -360,8 +365,8 @@ BUILTIN_GRAPHS = ("karate", "karate-nx", "lesmis", "florentine", "davis", "digit
 
 def load_graph(name: str, **kwargs) -> Graph:
     """A built-in graph by name (see :data:`BUILTIN_GRAPHS`; ``digits-knn`` takes ``k``, ``sbm``
-    takes ``n``, ``blocks``, ``seed``...; ``sbm:<n>`` and ``digits-knn:<k>`` are shorthand) or a
-    path to a PyG dataset on disk."""
+    takes ``n``, ``blocks``, ``degree``, ``seed``...; ``sbm:<n>``, ``sbm:<n>:<mean degree>`` and
+    ``digits-knn:<k>`` are shorthand) or a path to a PyG dataset on disk."""
     base, _, arg = name.partition(":")
     if base == "karate":
         return karate()
@@ -372,10 +377,17 @@ def load_graph(name: str, **kwargs) -> Graph:
     if base == "sbm":
         kw = dict(kwargs)
         if arg:
-            if not arg.isdigit():
-                raise ConfigError(f"sbm:<n> needs a node count, not {arg!r}")
-            kw["n"] = int(arg)
-        return sbm_graph(**{k: v for k, v in kw.items() if k in ("n", "blocks", "p_in", "p_out", "features", "seed")})
+            count, _, degree = arg.partition(":")
+            if not count.isdigit():
+                raise ConfigError(f"sbm:<n> needs a node count, not {count!r}")
+            kw["n"] = int(count)
+            if degree:
+                try:
+                    kw["degree"] = float(degree)
+                except ValueError:
+                    raise ConfigError(f"sbm:<n>:<mean degree> needs a number, not {degree!r}") from None
+        keys = ("n", "blocks", "p_in", "p_out", "features", "seed", "degree")
+        return sbm_graph(**{k: v for k, v in kw.items() if k in keys})
     if Path(name).exists() or "/" in name:
         return load_pyg_folder(name)
     raise ConfigError(f"unknown graph {name!r}; choose one of {', '.join(BUILTIN_GRAPHS)} or a PyG dataset folder")

@@ -189,8 +189,8 @@ class GraphForget:
             if n > len(cand):
                 raise ForgetSetError(
                     f"asked to delete {n} edges{where} but only {len(cand)} of the {len(every)} training edges "
-                    "lie there (with many test elements the region covers the graph: use a smaller test_fraction "
-                    "or a larger graph)"
+                    "lie there (with many test elements the region covers the graph: train with a smaller "
+                    "--test-fraction, or use a sparser or larger graph)"
                 )
             pos = np.sort(rng.choice(cand, size=n, replace=False))
             ids = train.example_ids[pos].tolist()
@@ -683,7 +683,8 @@ def build_task(
 ) -> GraphTask:
     """``unlearnkit train --task graph`` (node classification) or ``--task graph-link`` (link
     prediction): ``dataset`` a graph name (``digits`` means ``digits-knn``) or PyG folder,
-    ``model`` gcn/gat/gin/sage, recipe overrides ``epochs``, ``lr``, ``batch_size``."""
+    ``model`` gcn/gat/gin/sage, recipe overrides ``epochs``, ``lr``, ``batch_size``, and
+    ``test_fraction`` (default 0.2)."""
     from pathlib import Path
 
     if kind not in TASK_KINDS:
@@ -697,7 +698,8 @@ def build_task(
     model = str(o.get("model") or "gcn")
     task_kind = TASK_KINDS[kind]
     recipe = replace(default_recipe(task_kind), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
-    return make_graph_task(source, task_kind, model, seed=seed, recipe=recipe, cache=cache, progress=progress)
+    split = {"test_fraction": float(o["test_fraction"])} if "test_fraction" in o else {}
+    return make_graph_task(source, task_kind, model, seed=seed, recipe=recipe, cache=cache, progress=progress, **split)
 
 
 def train_metrics(task: GraphTask) -> dict[str, float]:
