@@ -109,3 +109,32 @@ def test_node_classification_train(tmp_path, capsys, monkeypatch):
     assert doc["metrics"]["acc_train"] > 0.8 and doc["n_test"] == 16
     code, _, err = uk(capsys, monkeypatch, "train", "--task", "graph", "--dataset", "nope", home=tmp_path)
     assert code == 2 and "unknown graph 'nope'" in err
+
+
+def test_bench_grid_and_report_on_graph_runs(tmp_path, capsys, monkeypatch):
+    """A bench grid of a graph task (scenarios as strings and as mappings) stores every run,
+    and `report` tables them with the graph metrics (DT/DF AUC), not a classifier's."""
+    home = tmp_path / "home"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "task: graph-link\ndataset: karate\nmodel: gcn\nseeds: [0]\n"
+        "options: {epochs: 30}\n"
+        'scenarios: ["edges-in:3", {kind: edge-class, label: 0}]\n'
+        "methods: [utu, {name: finetune, params: {epochs: 2}}]\nworkers: 1\n"
+    )
+    code, out, err = uk(capsys, monkeypatch, "bench", str(grid), "--json", home=home)
+    assert code == 0, err
+    code, out, err = uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    runs = json.loads(out)
+    unlearn = [r for r in runs if r["kind"] == "unlearn"]
+    assert sorted((r["method"], r["scenario"]["kind"]) for r in unlearn) == [
+        ("finetune", "edge-class"),
+        ("finetune", "edges-in"),
+        ("utu", "edge-class"),
+        ("utu", "edges-in"),
+    ]
+    code, out, err = uk(capsys, monkeypatch, "report", "--out", str(tmp_path / "rep"), "--json", home=home)
+    assert code == 0, err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "dt_auc" in md and "df_auc" in md and "acc_test" not in md
+    assert (tmp_path / "rep" / "report.html").is_file()

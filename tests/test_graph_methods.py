@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("torch_geometric")
 
-from unlearnkit.data.graphs import Graph  # noqa: E402
+from unlearnkit.data.graphs import Graph, k_hop_masks  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
@@ -25,7 +25,6 @@ from unlearnkit.methods.gnndelete import (  # noqa: E402
     GNNDeleteModel,
     deletion_spec,
     gnndelete_layer_loss,
-    k_hop_masks,
 )
 from unlearnkit.modalities.graph.adapter import EDGE  # noqa: E402
 from unlearnkit.modalities.graph.metrics import df_auc  # noqa: E402

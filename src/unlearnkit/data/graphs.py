@@ -359,6 +359,28 @@ def _load_ogb(p: Path):
     return data
 
 
+def k_hop_masks(edge_index: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """``(hops, N)`` bool: row ``h`` marks the nodes within ``h + 1`` hops of ``seeds`` over
+    ``edge_index`` (2, M), both directions listed."""
+    src, dst = np.asarray(edge_index[0]), np.asarray(edge_index[1])
+    cur = np.asarray(seeds, bool).copy()
+    out = []
+    for _ in range(hops):
+        nxt = cur.copy()
+        nxt[dst[cur[src]]] = True
+        nxt[src[cur[dst]]] = True
+        out.append(nxt)
+        cur = nxt
+    return np.stack(out) if out else np.zeros((0, len(cur)), bool)
+
+
+def within_hops(edge_index: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """Per node, whether it is within ``hops`` hops of a ``seeds`` node (bool, N): the node
+    set of PyG's ``k_hop_subgraph`` on an undirected graph (the last row of
+    :func:`k_hop_masks`)."""
+    return k_hop_masks(edge_index, seeds, hops)[-1] if hops > 0 else np.asarray(seeds, bool).copy()
+
+
 #: built-in graph names (``load_graph``)
 BUILTIN_GRAPHS = ("karate", "karate-nx", "lesmis", "florentine", "davis", "digits-knn", "sbm")
 

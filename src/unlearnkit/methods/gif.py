@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.graphs import k_hop_masks
 from ..engines.loop import LoopStats
 from ..errors import ConfigError, DivergenceError
 from ..modalities.graph.adapter import EDGE, NODE
@@ -26,7 +27,6 @@ from .curvature import (
     trainable,
     unflatten,
 )
-from .gnndelete import k_hop_masks
 
 SOLVERS = ("lissa", "cg")
 

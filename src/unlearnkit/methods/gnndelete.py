@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.graphs import k_hop_masks
 from ..engines.loop import run_loop
 from ..errors import ConfigError, ModelDataMismatchError
 from ..modalities.graph.adapter import EDGE
@@ -63,21 +64,6 @@ class DeletionSpec:
     def ni_nodes(self, layer: int) -> np.ndarray:
         """Layer ``layer``'s Neighbourhood Influence nodes: ``S^l`` without the seeds."""
         return self.influenced[layer] & ~self.seeds
-
-
-def k_hop_masks(edge_index: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
-    """``(hops, N)`` bool: row ``h`` marks the nodes within ``h + 1`` hops of ``seeds`` over
-    ``edge_index`` (2, M), both directions listed."""
-    src, dst = np.asarray(edge_index[0]), np.asarray(edge_index[1])
-    cur = np.asarray(seeds, bool).copy()
-    out = []
-    for _ in range(hops):
-        nxt = cur.copy()
-        nxt[dst[cur[src]]] = True
-        nxt[src[cur[dst]]] = True
-        out.append(nxt)
-        cur = nxt
-    return np.stack(out) if out else np.zeros((0, len(cur)), bool)
 
 
 def deletion_spec(task, layers: int, seed: int) -> DeletionSpec:

@@ -91,7 +91,8 @@ class Grid:
                 sc = self.modality.request_scenario(scenario=s)
                 out.append(sc.to_dict() if hasattr(sc, "to_dict") else sc)
             elif isinstance(s, dict):
-                out.append(dict(s) if s.get("kind") == "lm" else scenario_from_dict(s).to_dict())
+                from_dict = getattr(self.modality.part("task"), "scenario_from_dict", scenario_from_dict)
+                out.append(dict(s) if s.get("kind") == "lm" else from_dict(s).to_dict())
             else:
                 raise ConfigError(f"grid: a scenario is a string or a mapping, not {s!r}")
         return out

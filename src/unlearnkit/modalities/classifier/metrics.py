@@ -423,6 +423,9 @@ register_outputs(
     "Hayes et al. 2024 (U-LiRA, 'Inexact unlearning needs more careful evaluations'); NeurIPS 2023 "
     "machine unlearning competition (Triantafillou et al. 2024); Lee et al. 2025 (Unlearning Comparator).",
     computed_by="unlearnkit.evaluation.shadow.privacy_report (`unlearnkit privacy`)",
+    # one report for both (graphs through modalities/graph/privacy.py); declared here because
+    # the catalogue loads every modality's metrics, this one's included
+    modalities=("classifier", "graph"),
     order=35,
     help={
         "ulira_auc": (

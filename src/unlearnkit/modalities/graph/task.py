@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.graphs import Graph, load_graph
+from ...data.graphs import Graph, load_graph, within_hops
 from ...data.scenarios import Split
 from ...engines.loop import LoopStats, TrainConfig, run_loop
 from ...errors import ConfigError, ForgetSetError, UnknownIdsError
@@ -213,19 +213,6 @@ class GraphForget:
         return train.closure(ids)
 
 
-def within_hops(edge_index: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
-    """Per node, whether it is within ``hops`` hops of a ``seeds`` node (bool, N) over
-    ``edge_index`` (2, M), both directions listed (the node set of PyG's ``k_hop_subgraph``
-    on an undirected graph)."""
-    src, dst = np.asarray(edge_index[0]), np.asarray(edge_index[1])
-    cur = np.asarray(seeds, bool).copy()
-    for _ in range(hops):
-        nxt = cur.copy()
-        nxt[dst[cur[src]]] = True
-        cur = nxt
-    return cur
-
-
 def _test_things(train: GraphExampleSet) -> str:
     return "edges" if train.task_kind == "link" else "nodes"
 
@@ -253,6 +240,14 @@ def in_test_region(train: GraphExampleSet, test: GraphExampleSet | None, hops: i
     out = np.zeros(len(train), bool)
     out[is_edge] = near[train.u[is_edge]] & near[train.v[is_edge]]
     return out
+
+
+def scenario_from_dict(d: dict) -> GraphForget:
+    """A scenario given as a mapping (a bench grid's ``{kind: edges, amount: 0.05}``, a stored
+    record's) as a validated :class:`GraphForget`."""
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+        raise ConfigError(f"a graph scenario mapping needs a kind (edges, nodes, ...), not {d!r}")
+    return GraphForget.from_dict(d)
 
 
 def _edges_of_classes(train: GraphExampleSet, a: int, b: int | None) -> np.ndarray:
