@@ -65,6 +65,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -75,7 +76,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError, DivergenceError
 from ..utils import derive_seed, seed_everything
-from .loop import LoopStats, TrainConfig, count_steps, make_optimizer, run_loop
+from .loop import LoopStats, StepContext, TrainConfig, count_steps, make_optimizer, run_loop
 
 #: steps of batch indices drawn ahead at a time (bounds the memory of the data order)
 _BLOCK = 256
@@ -632,3 +633,334 @@ def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor, batch_size: in
         raise ConfigError("batch_size must be >= 1")
     f = stack_models(models)
     return torch.cat([f(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], dim=1)
+
+
+# ---------------------------------------------------------------------------- any objective, many models
+@dataclass
+class LoopPlan:
+    """One :func:`~unlearnkit.loop.run_loop` call as data: what a loop-based method's update is.
+
+    ``model`` is trained in place on ``objective`` over ``streams`` (``primary``, ``steps``,
+    ``params``, ``callbacks`` and ``desc`` as :func:`run_loop` takes them). ``frozen``: every
+    module the objective reads besides ``model`` (frozen teachers and references, or a module
+    holding per-model tensors as buffers): the vectorised path stacks them like the trained
+    models. ``grad_masks``: per-parameter masks the gradient is multiplied by after each
+    backward pass, before clipping (SalUn's saliency). ``cost``: what preparing the plan cost
+    (a saliency or influence pass), added to the loop's.
+    """
+
+    model: nn.Module
+    objective: Callable
+    streams: dict[str, ExampleSet]
+    cfg: TrainConfig
+    seed: int
+    primary: str | None = None
+    steps: int | None = None
+    params: Sequence[nn.Parameter] | None = None
+    frozen: Sequence[nn.Module] = ()
+    grad_masks: dict[str, torch.Tensor] | None = None
+    callbacks: Sequence[Callable] = ()
+    desc: str = "train"
+    cost: LoopStats = field(default_factory=LoopStats)
+
+    def total_steps(self) -> int:
+        primary = self.primary or next(iter(self.streams))
+        if self.steps is None:
+            return count_steps(self.cfg, len(self.streams[primary]))
+        return self.steps if self.cfg.max_steps is None else min(self.steps, self.cfg.max_steps)
+
+
+def run_plan(plan: LoopPlan, device: torch.device | str = "cpu", adapter=None, progress: bool = False) -> LoopStats:
+    """The plan's :func:`run_loop` (the one-model path); returns ``plan.cost`` plus its cost."""
+    hook = None
+    if plan.grad_masks is not None:
+        masks = plan.grad_masks
+
+        def hook(m: nn.Module) -> None:
+            for name, p in m.named_parameters():
+                if p.grad is not None and name in masks:
+                    p.grad.mul_(masks[name])
+
+    stats = run_loop(
+        plan.model,
+        plan.objective,
+        plan.streams,
+        plan.cfg,
+        plan.seed,
+        primary=plan.primary,
+        steps=plan.steps,
+        callbacks=plan.callbacks,
+        grad_hook=hook,
+        device=device,
+        progress=progress,
+        desc=plan.desc,
+        params=plan.params,
+        adapter=adapter,
+    )
+    return plan.cost + stats
+
+
+def run_plans(
+    plans: Sequence[LoopPlan],
+    device: torch.device | str = "cpu",
+    adapter=None,
+    vectorize: bool | None = None,
+    progress: bool = False,
+) -> list[LoopStats]:
+    """Run every plan; returns each plan's cost (``wall_time_s`` split evenly within a
+    vectorised group, so the costs sum to the time spent).
+
+    ``vectorize=None``: plans that agree on everything but their models, frozen modules,
+    data order and data (same stream names and sizes, step count, recipe, trainable
+    parameter names, number of frozen modules, masks or none; no callbacks; no normalisation
+    layer with running statistics) run as one vectorised group each (see the module
+    docstring); a group whose objective ``vmap`` cannot run, or of one plan, runs
+    :func:`run_plan` per plan. ``True``: vectorise or raise :class:`ConfigError` with the
+    reason; ``False``: :func:`run_plan` per plan.
+    """
+    plans = list(plans)
+    device = torch.device(device)
+    out: list[LoopStats | None] = [None] * len(plans)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(plans):
+        groups[_plan_signature(p)].append(i)
+    for members in groups.values():
+        stats, reason = None, "one plan"
+        if vectorize is not False and len(members) > 1:
+            stats, reason = _run_plans_vectorized([plans[i] for i in members], device, adapter, progress)
+        if stats is None:
+            if vectorize and len(plans) > 1:
+                raise ConfigError(f"cannot vectorise these plans: {reason}; pass vectorize=None or False")
+            stats = [run_plan(plans[i], device, adapter, progress) for i in members]
+        for i, s in zip(members, stats):
+            out[i] = s
+    return out  # type: ignore[return-value]
+
+
+def _trainable_names(plan: LoopPlan) -> list[str]:
+    if plan.params is None:
+        return [n for n, p in plan.model.named_parameters() if p.requires_grad]
+    chosen = {id(p) for p in plan.params if p.requires_grad}
+    return [n for n, p in plan.model.named_parameters() if id(p) in chosen]
+
+
+def _plan_signature(p: LoopPlan) -> tuple:
+    return (
+        tuple((k, len(v)) for k, v in p.streams.items()),
+        p.primary,
+        p.total_steps(),
+        tuple(sorted(p.cfg.to_dict().items())),
+        tuple(_trainable_names(p)),
+        len(p.frozen),
+        None if p.grad_masks is None else tuple(sorted(p.grad_masks)),
+        bool(p.callbacks),
+    )
+
+
+class _Bundle(nn.Module):
+    """The trained model (``m.0``) and the frozen modules (``m.1``, ...) under one root, so that
+    one :func:`~torch.func.functional_call` swaps in every model's own tensors. It keeps the
+    modules' own train/eval modes."""
+
+    def __init__(self, modules: Sequence[nn.Module], ctx: "_StackedContext", objective: Callable):
+        super().__init__()
+        self.m = nn.ModuleList(modules)
+        self._ctx, self._objective = ctx, objective
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        self._ctx.e = e
+        return self._objective(self._ctx)
+
+
+class _StackedContext(StepContext):
+    """The :class:`~unlearnkit.loop.StepContext` an objective sees inside the vectorised step.
+
+    The objective runs once per step under ``vmap`` over the ``E`` models: ``batch(name)``
+    draws the next batch of stream ``name`` for every model (each in its own seeded order,
+    as ``run_loop`` draws it) and hands the objective the slice of the model it is traced
+    for; counts are per model (every model pulls batches of the same sizes)."""
+
+    def __init__(self, model, orders, stats, total_steps, device, adapter, X, Y):
+        super().__init__(model, {}, stats, total_steps, device, adapter)
+        self._orders, self._X, self._Y = orders, X, Y
+        self.e: torch.Tensor | None = None
+
+    def batch(self, name: str) -> dict:
+        if name not in self._orders:
+            raise ConfigError(f"no data stream named {name!r} (have {sorted(self._orders)})")
+        pos, rows = self._orders[name].next()
+        n = pos.shape[1]
+        self.stats.examples_forward += n
+        self.stats.examples_backward += n
+        pick = self.e.reshape(1)  # the vmapped model index
+
+        def mine(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, pick)[0]
+
+        return {"x": mine(self._X[rows]), "y": mine(self._Y[rows]), "index": mine(pos)}
+
+
+class _LazyOrders:
+    """One stream's batches for ``E`` models of equal set sizes, drawn ahead in blocks outside
+    the vectorised objective (which only pops them): ``next()`` gives positions in each
+    model's own set ``(E, B)`` and pool rows ``(E, B)``."""
+
+    #: batches kept ready before each step (an objective pulls at most this many per stream and step)
+    READY = 8
+
+    def __init__(self, rows: torch.Tensor, seeds, batch_size: int, name: str, steps: int, device):
+        n = rows.shape[1]
+        self.orders = _Orders([torch.arange(n)] * len(seeds), seeds, batch_size, name)
+        self.rows, self.left, self.device = rows.to(device), steps + self.READY, device
+        self.ready: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def refill(self) -> None:
+        """Outside the vectorised call: keep :attr:`READY` batches drawn."""
+        if len(self.ready) >= self.READY:
+            return
+        k = max(self.READY, min(_BLOCK, self.left))
+        self.left = max(0, self.left - k)
+        block = self.orders.next_block(k)
+        counts = (block[:, 0] >= 0).sum(1).tolist()  # the same for every model: one set size
+        new = []
+        for b, c in zip(block.unbind(0), counts):
+            pos = b[:, :c].to(self.device)
+            new.append((pos, self.rows.gather(1, pos)))
+        self.ready = new[::-1] + self.ready
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.ready:
+            raise ConfigError(f"the objective drew more than {self.READY} batches of one stream in one step")
+        return self.ready.pop()
+
+
+def _stack(models: Sequence[nn.Module], prefix: str) -> tuple[dict, dict]:
+    """Every model's parameters and buffers stacked ``(E, ...)`` under ``prefix.name`` (detached)."""
+    with torch.no_grad():
+        params = {
+            f"{prefix}.{n}": torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+            for n, _ in models[0].named_parameters()
+        }
+        buffers = {
+            f"{prefix}.{n}": torch.stack([dict(m.named_buffers())[n].detach() for m in models])
+            for n, _ in models[0].named_buffers()
+        }
+    return params, buffers
+
+
+def _plans_blocker(plans: Sequence[LoopPlan]) -> str | None:
+    p0 = plans[0]
+    if p0.callbacks:
+        return "callbacks (early stopping, checkpoints) act on one model at a time"
+    reason = vectorize_blocker(p0.model)
+    if reason is not None:
+        return reason
+    slots = [[p.model for p in plans]] + [[p.frozen[k] for p in plans] for k in range(len(p0.frozen))]
+    if any(_architecture_mismatch(s) is not None for s in slots):
+        return "the plans' models (or frozen modules) differ in architecture"
+    return None
+
+
+def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopStats] | None, str]:
+    """Train the plans' models as one: per step, ``vmap`` of :func:`torch.func.grad_and_value` of
+    the objective (through :func:`~torch.func.functional_call` on every model's stacked
+    tensors) gives every model's loss and gradient; then :func:`run_loop`'s guard, per-model
+    clipping and the recipe's optimiser on the stacked leaves. ``(None, reason)`` when the
+    plans cannot be vectorised (the models stay untouched)."""
+    from torch.func import grad_and_value
+
+    reason = _plans_blocker(plans)
+    if reason is not None:
+        return None, reason
+    E, p0 = len(plans), plans[0]
+    cfg, steps, seeds = p0.cfg, p0.total_steps(), [p.seed for p in plans]
+    trainable = _trainable_names(p0)
+    if not trainable:
+        return None, "the plan trains no parameter"
+    t0 = time.perf_counter()
+    student, student_buffers = _stack([p.model for p in plans], "m.0")
+    leaves = {f"m.0.{k}": student.pop(f"m.0.{k}").requires_grad_() for k in trainable}
+    other = {**student, **student_buffers}
+    for k in range(len(p0.frozen)):
+        fp, fb = _stack([p.frozen[k] for p in plans], f"m.{k + 1}")
+        other.update(fp)
+        other.update(fb)
+    masks = None
+    if p0.grad_masks is not None:
+        masks = {
+            f"m.0.{k}": torch.stack([p.grad_masks[k] for p in plans]).to(device)
+            for k in trainable
+            if k in p0.grad_masks
+        }
+    names = list(p0.streams)
+    X, Y, rows = _pool([p.streams[s] for s in names for p in plans])
+    X, Y = X.to(device), Y.to(device)
+    orders = {
+        s: _LazyOrders(torch.stack(rows[j * E : (j + 1) * E]), seeds, cfg.batch_size, s, steps, device)
+        for j, s in enumerate(names)
+    }
+    stats = LoopStats()
+    ctx = _StackedContext(p0.model, orders, stats, steps, device, adapter, X, Y)
+    was = [m.training for m in p0.model.modules()]
+    p0.model.train()
+    bundle = _Bundle([p0.model, *p0.frozen], ctx, p0.objective)
+
+    def one(train, rest, e):
+        return functional_call(bundle, (train, rest), (e,))
+
+    step_fn = vmap(grad_and_value(one), in_dims=(0, 0, 0), randomness="different")
+    leaf_list = list(leaves.values())
+    opt = _optimizer(leaf_list, cfg)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cfg.schedule == "cosine" else None
+    seed_everything(derive_seed(seeds[0], "loop", "ensemble", E) % (2**31))  # dropout masks
+    eidx = torch.arange(E, device=device)
+    losses: list[torch.Tensor] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"{p0.desc} x{E}", leave=False, dynamic_ncols=True)
+    try:
+        for step in range(steps):
+            ctx.step = step
+            for o in orders.values():
+                o.refill()
+            detached = {k: v.detach() for k, v in leaves.items()}
+            try:
+                grads, loss = step_fn(detached, other, eidx)
+            except (ConfigError, DivergenceError):
+                raise
+            except Exception as e:  # noqa: BLE001 - the objective cannot run under vmap: the loop
+                if step:
+                    raise
+                for m, w in zip(p0.model.modules(), was):
+                    m.training = w
+                return None, f"vmap cannot run the objective ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            _guard(loss.detach(), cfg.divergence_threshold, seeds, step, "loss")
+            for k, v in leaves.items():
+                v.grad = grads[k]
+                if masks is not None and k in masks:
+                    v.grad.mul_(masks[k])
+            if cfg.grad_clip:
+                _clip_per_model(leaf_list, cfg.grad_clip, seeds, step)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.detach())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    with torch.no_grad():
+        for e, p in enumerate(plans):
+            for k, v in leaves.items():
+                p.model.get_parameter(k[len("m.0.") :]).copy_(v[e])
+    for p in plans:
+        p.model.eval()
+    L = torch.stack(losses).T.cpu().tolist() if losses else [[] for _ in plans]
+    wall = (time.perf_counter() - t0) / E
+    fwd, bwd = stats.examples_forward, stats.examples_backward
+    return [
+        p.cost + LoopStats(steps, fwd, bwd, wall, L[e][-1] if L[e] else float("nan"), L[e]) for e, p in enumerate(plans)
+    ], ""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import ExampleSet
-from ..engines.loop import LoopStats, run_loop
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
@@ -70,7 +70,7 @@ class BadTeacher(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
         competent = copy.deepcopy(model).eval().requires_grad_(False)
@@ -87,14 +87,6 @@ class BadTeacher(Method):
             forget = (batch["index"] < n_forget).to(logits.device)[:, None]
             return kl_to_teacher(logits, torch.where(forget, bad, good), p.temperature)
 
-        return run_loop(
-            model,
-            objective,
-            {"train": data},
-            p.train_config(),
-            seed,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
-            desc=self.name,
+        return LoopPlan(
+            model, objective, {"train": data}, p.train_config(), seed, frozen=[competent, incompetent], desc=self.name
         )

@@ -20,7 +20,8 @@ from typing import Any, ClassVar, Sequence
 
 from torch import nn
 
-from ..engines.loop import LoopStats, TrainConfig, run_loop
+from ..engines.ensemble import LoopPlan, run_plan
+from ..engines.loop import LoopStats, TrainConfig
 from ..errors import ConfigError
 from ..modalities import get_modality
 
@@ -96,6 +97,9 @@ class Method:
     #: afterwards). False for methods that change no weights (ICUL) or bring their own
     #: adapters (bounded_lora).
     uses_lora: ClassVar[bool] = True
+    #: how :meth:`unlearn_many` runs many models: ``None`` vectorised where possible, ``False``
+    #: one by one (the loop path), ``True`` vectorised or a ConfigError; set it on an instance
+    vectorize: bool | None = None
 
     def __init__(self, **params: Any):
         names = {f.name for f in dataclasses.fields(self.Params)}
@@ -195,6 +199,20 @@ class Method:
         return UnlearnResult(model, cost, self.name, dataclasses.asdict(self.params), seed)
 
     def _unlearn(self, model: nn.Module, task, seed: int, progress: bool) -> LoopStats:
+        """The method's update of ``model`` (a copy of the original): by default the
+        :meth:`loop_plan`'s :func:`~unlearnkit.ensemble.run_plan`."""
+        if type(self).loop_plan is Method.loop_plan:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _unlearn nor loop_plan")
+        return run_plan(self.loop_plan(model, task, seed), task.device, task.adapter, progress)
+
+    def loop_plan(self, model: nn.Module, task, seed: int) -> LoopPlan:
+        """The method's update of ``model`` as one :class:`~unlearnkit.ensemble.LoopPlan`
+        (objective, streams, recipe, frozen teachers and references, masks): a method that
+        gives one gets :meth:`_unlearn` (the plan's ``run_loop``) and a vectorised
+        :meth:`unlearn_many` (every model's plan as one ensemble,
+        :func:`~unlearnkit.ensemble.run_plans`) for free. The objective must read every
+        module other than ``model`` through ``plan.frozen`` and every per-model tensor
+        through a module there, so that the ensemble can stack them."""
         raise NotImplementedError
 
     def unlearn_many(
@@ -204,11 +222,49 @@ class Method:
         architecture, e.g. shadow originals), run ``i`` seeded with ``seeds[i]``: the models
         :meth:`unlearn` would return for ``task`` with that original, and their summed cost.
 
-        One :meth:`unlearn` per model here; methods whose update is plain training on one
-        data stream override it with :func:`unlearnkit.ensemble.train_many` (all models as
-        one vectorised ensemble)."""
+        Methods with a :meth:`loop_plan` run every model's plan as one vectorised ensemble
+        (:func:`~unlearnkit.ensemble.run_plans`; where it cannot vectorise, one by one);
+        methods whose update is plain weighted training override it with
+        :meth:`_train_many` (:func:`unlearnkit.ensemble.train_many`); the rest run one
+        :meth:`unlearn` per model. ``self.vectorize`` (``None``: where possible; ``False``:
+        one by one, the loop path; ``True``: vectorise or raise) chooses."""
         if len(originals) != len(seeds):
             raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
+        if type(self).loop_plan is not Method.loop_plan:
+            self._prepare(task)
+            many = self._plan_many(task, originals, seeds, progress)
+            if many is not None:
+                return many
+        return self._one_by_one(task, originals, seeds, progress)
+
+    def _vectorisable(self, task, n: int) -> bool:
+        """Whether :meth:`unlearn_many` may vectorise ``n`` models on ``task``: ``vectorize``
+        is not False, two or more models, a modality with the ``ensembles`` capability and
+        a task that does not wrap the trained model."""
+        if self.vectorize is False:
+            return False
+        ok = n >= 2 and task.modality_info.supports("ensembles") and not task.wraps_model(self)
+        if not ok and self.vectorize:
+            raise ConfigError(f"method {self.name!r} cannot vectorise {n} models on this task; set vectorize=None")
+        return ok
+
+    def _plan_many(self, task, originals, seeds, progress) -> tuple[list[nn.Module], LoopStats] | None:
+        """Every model's :meth:`loop_plan` run as one ensemble (:func:`~unlearnkit.ensemble.run_plans`)."""
+        if not self._vectorisable(task, len(originals)):
+            return None
+        from ..engines.ensemble import run_plans
+
+        t0 = time.perf_counter()
+        models = [task.trainable_model(copy.deepcopy(o).to(task.device), self) for o in originals]
+        plans = [self.loop_plan(m, task, s) for m, s in zip(models, seeds)]
+        stats = run_plans(plans, task.device, task.adapter, vectorize=self.vectorize, progress=progress)
+        cost = LoopStats()
+        for s in stats:
+            cost = cost + s
+        cost.wall_time_s = time.perf_counter() - t0
+        return [task.finished_model(m, self).eval() for m in models], cost
+
+    def _one_by_one(self, task, originals, seeds, progress) -> tuple[list[nn.Module], LoopStats]:
         models, cost = [], LoopStats()
         for original, s in zip(originals, seeds):
             result = self.unlearn(dataclasses.replace(task, original=original), seed=s, progress=progress)
@@ -233,7 +289,7 @@ class Method:
         each with its own seed's data order. ``None`` where that does not apply (a modality
         without the ``ensembles`` capability, a task that wraps the trained model, fewer than
         two models): the caller then goes one by one."""
-        if len(originals) < 2 or not task.modality_info.supports("ensembles") or task.wraps_model(self):
+        if not self._vectorisable(task, len(originals)):
             return None
         from ..engines.ensemble import train_many
 
@@ -252,6 +308,7 @@ class Method:
             stream=stream,
             weight=weight,
             extra_streams={k: (sets[k], w) for k, w in (extra or {}).items()},
+            vectorize=self.vectorize,
         )
 
     def run_forget_loop(
@@ -261,6 +318,14 @@ class Method:
         forget batch, plus ``params.retain_weight`` times the mean retain loss (label or answer
         NLL, the "RT" / GradDiff regulariser of NPO, SimNPO, WGA, ...) when that weight is
         positive; ``epochs`` counts passes over the forget set."""
+        plan = self.forget_loop_plan(model, task, forget_loss, seed, **loop_kwargs)
+        return run_plan(plan, task.device, task.adapter, progress)
+
+    def forget_loop_plan(
+        self, model: nn.Module, task, forget_loss, seed: int, frozen: Sequence[nn.Module] = (), **loop_kwargs
+    ) -> LoopPlan:
+        """:meth:`run_forget_loop` as a :class:`~unlearnkit.ensemble.LoopPlan` (``frozen``: the
+        modules ``forget_loss`` reads besides ``ctx.model``, e.g. NPO's reference)."""
         p, adapter = self.params, task.adapter
         weight = float(getattr(p, "retain_weight", 0.0) or 0.0)
 
@@ -271,16 +336,14 @@ class Method:
             return loss
 
         streams = {"forget": task.forget} | ({"retain": task.retain} if weight else {})
-        return run_loop(
+        return LoopPlan(
             model,
             objective,
             streams,
             p.train_config(),
             seed,
             primary="forget",
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
+            frozen=tuple(frozen),
             desc=self.name,
             **loop_kwargs,
         )

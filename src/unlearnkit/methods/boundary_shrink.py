@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import LoopStats, cross_entropy_objective
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
@@ -78,20 +79,16 @@ class BoundaryShrink(Method):
         "via Shifting the Decision Space"
     )
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         n = len(task.forget)
         labels = nearest_wrong_labels(model, task, p.eps)
-        search = LoopStats(examples_forward=2 * n, examples_backward=n)
-        stats = run_loop(
+        return LoopPlan(
             model,
             cross_entropy_objective(task.adapter, "forget"),
             {"forget": task.forget.with_labels(labels, name="forget-neighbours")},
             p.train_config(),
             seed,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
             desc=self.name,
+            cost=LoopStats(examples_forward=2 * n, examples_backward=n),
         )
-        return search + stats

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import ce_u_loss, prediction_positions
@@ -65,7 +65,7 @@ class CEU(Method):
     Params = CEUParams
     citation = "Yang 2025, CE-U: Cross Entropy Unlearning (arXiv 2503.01224)"
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
 
@@ -78,4 +78,4 @@ class CEU(Method):
                 loss = ce_u_loss(logits, targets)
             return loss
 
-        return self.run_forget_loop(model, task, forget_loss, seed, progress)
+        return self.forget_loop_plan(model, task, forget_loss, seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engines.loop import LoopStats, run_loop
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
@@ -52,7 +52,7 @@ class L1Sparse(Method):
     citation = "Jia et al. 2023 (NeurIPS), Model Sparsity Can Simplify Machine Unlearning (l1-sparse)"
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
 
@@ -63,14 +63,4 @@ class L1Sparse(Method):
                 loss = loss + gamma_t * sum(w.abs().sum() for w in ctx.model.parameters() if w.requires_grad)
             return loss
 
-        return run_loop(
-            model,
-            objective,
-            {"retain": task.retain},
-            p.train_config(),
-            seed,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
-            desc=self.name,
-        )
+        return LoopPlan(model, objective, {"retain": task.retain}, p.train_config(), seed, desc=self.name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import npo_loss
@@ -50,7 +50,7 @@ class NPO(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
         ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -63,4 +63,4 @@ class NPO(Method):
             loss = npo_loss(log_lik, ref_log_lik, p.beta)
             return loss
 
-        return self.run_forget_loop(model, task, forget_loss, seed, progress)
+        return self.forget_loop_plan(model, task, forget_loss, seed, frozen=[ref])

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data.dataset import ExampleSet
-from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import cross_entropy_objective
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
 from .losses import random_label_targets
@@ -54,16 +55,13 @@ class RandomLabels(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
-        return run_loop(
+        return LoopPlan(
             model,
             cross_entropy_objective(task.adapter, "train"),
             {"train": random_label_data(task, seed, p.use_retain)},
             p.train_config(),
             seed,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
             desc=self.name,
         )

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import LoopStats, cross_entropy_objective
 from ..errors import ConfigError
 from .base import Method, hp, register
 from .losses import saliency_mask
@@ -70,27 +71,17 @@ class SalUn(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         masks = saliency_mask(forget_gradients(model, task), p.sparsity)
         n = len(task.forget)
-        saliency_cost = LoopStats(examples_forward=n, examples_backward=n)
-
-        def apply_mask(m: nn.Module) -> None:
-            for name, param in m.named_parameters():
-                if param.grad is not None and name in masks:
-                    param.grad.mul_(masks[name])
-
-        stats = run_loop(
+        return LoopPlan(
             model,
             cross_entropy_objective(task.adapter, "train"),
             {"train": random_label_data(task, seed, p.use_retain)},
             p.train_config(),
             seed,
-            grad_hook=apply_mask,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
+            grad_masks=masks,
             desc=self.name,
+            cost=LoopStats(examples_forward=n, examples_backward=n),
         )
-        return saliency_cost + stats

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats, Objective, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import Objective
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import kl_to_teacher
@@ -68,7 +69,7 @@ class Scrub(Method):
     citation = "Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning (SCRUB)"
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         cfg = p.train_config()
         phases = scrub_schedule(
@@ -77,25 +78,28 @@ class Scrub(Method):
             math.ceil(len(task.forget) / cfg.batch_size),
             math.ceil(len(task.retain) / cfg.batch_size),
         )
-        return run_loop(
+        teacher = frozen_copy(model)
+        return LoopPlan(
             model,
-            scrub_objective(task.adapter, model, phases, p),
+            scrub_objective(task.adapter, teacher, phases, p),
             {"forget": task.forget, "retain": task.retain},
             cfg,
             seed,
             steps=len(phases),
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
+            frozen=[teacher],
             desc=self.name,
         )
 
 
-def scrub_objective(adapter, model: torch.nn.Module, phases: list[str], p: ScrubParams) -> Objective:
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model`` (eval mode, no gradients): a teacher or reference."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def scrub_objective(adapter, teacher: torch.nn.Module, phases: list[str], p: ScrubParams) -> Objective:
     """SCRUB's step objective: ``-d`` on a forget batch at "max" steps, ``alpha * d + gamma * CE``
-    on a retain batch at "min" steps, with a frozen copy of ``model`` (taken now) as teacher.
-    The teacher's forward passes are counted."""
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    on a retain batch at "min" steps, against the frozen ``teacher`` (:func:`frozen_copy` of the
+    original). The teacher's forward passes are counted."""
 
     def objective(ctx):
         phase = phases[ctx.step]

@@ -12,7 +12,7 @@ from ..data.dataset import ExampleSet
 from ..engines.loop import LoopStats, run_loop
 from ..errors import ConfigError
 from .base import UnlearnResult, hp, register
-from .scrub import Scrub, ScrubParams, scrub_objective, scrub_schedule
+from .scrub import Scrub, ScrubParams, frozen_copy, scrub_objective, scrub_schedule
 
 
 @dataclass
@@ -70,6 +70,12 @@ class ScrubR(Scrub):
         result.extra.update(self._rewind)
         return result
 
+    def unlearn_many(self, task, originals, seeds, progress: bool = False):
+        """One :meth:`unlearn` per model, not SCRUB's vectorised ensemble: each model keeps its
+        own checkpoints (a callback with per-model Python state) and is rewound to the step its
+        own forget error picks."""
+        return self._one_by_one(task, originals, seeds, progress)
+
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
         p = self.params
         cfg = p.train_config()
@@ -89,7 +95,7 @@ class ScrubR(Scrub):
 
         stats = run_loop(
             model,
-            scrub_objective(task.adapter, model, phases, p),
+            scrub_objective(task.adapter, frozen_copy(model), phases, p),
             {"forget": task.forget, "retain": task.retain},
             cfg,
             seed,

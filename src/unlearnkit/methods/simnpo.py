@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import simnpo_loss
@@ -52,7 +52,7 @@ class SimNPO(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
 
@@ -63,4 +63,4 @@ class SimNPO(Method):
             )
             return loss
 
-        return self.run_forget_loop(model, task, forget_loss, seed, progress)
+        return self.forget_loop_plan(model, task, forget_loss, seed)

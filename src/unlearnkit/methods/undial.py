@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, undial_loss
@@ -64,7 +64,7 @@ class Undial(Method):
         "Robust Unlearning in Large Language Models"
     )
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
@@ -77,4 +77,4 @@ class Undial(Method):
             loss = undial_loss(s_logits, t_logits, targets, p.gamma)
             return loss
 
-        return self.run_forget_loop(model, task, forget_loss, seed, progress)
+        return self.forget_loop_plan(model, task, forget_loss, seed, frozen=[teacher])

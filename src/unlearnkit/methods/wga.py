@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import prediction_positions, wga_loss
@@ -57,7 +57,7 @@ class WGA(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
 
@@ -67,4 +67,4 @@ class WGA(Method):
             loss = wga_loss(log_probs, p.beta)
             return loss
 
-        return self.run_forget_loop(model, task, forget_loss, seed, progress)
+        return self.forget_loop_plan(model, task, forget_loss, seed)
