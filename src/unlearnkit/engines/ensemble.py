@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -646,7 +647,8 @@ class LoopPlan:
     holding per-model tensors as buffers): the vectorised path stacks them like the trained
     models. ``grad_masks``: per-parameter masks the gradient is multiplied by after each
     backward pass, before clipping (SalUn's saliency). ``cost``: what preparing the plan cost
-    (a saliency or influence pass), added to the loop's.
+    (a saliency or influence pass), added to the loop's. ``after``: called once the plan has
+    run, on either path (e.g. to restore ``requires_grad`` flags set for the run).
     """
 
     model: nn.Module
@@ -662,6 +664,7 @@ class LoopPlan:
     callbacks: Sequence[Callable] = ()
     desc: str = "train"
     cost: LoopStats = field(default_factory=LoopStats)
+    after: Callable[[], None] | None = None
 
     def total_steps(self) -> int:
         primary = self.primary or next(iter(self.streams))
@@ -681,22 +684,26 @@ def run_plan(plan: LoopPlan, device: torch.device | str = "cpu", adapter=None, p
                 if p.grad is not None and name in masks:
                     p.grad.mul_(masks[name])
 
-    stats = run_loop(
-        plan.model,
-        plan.objective,
-        plan.streams,
-        plan.cfg,
-        plan.seed,
-        primary=plan.primary,
-        steps=plan.steps,
-        callbacks=plan.callbacks,
-        grad_hook=hook,
-        device=device,
-        progress=progress,
-        desc=plan.desc,
-        params=plan.params,
-        adapter=adapter,
-    )
+    try:
+        stats = run_loop(
+            plan.model,
+            plan.objective,
+            plan.streams,
+            plan.cfg,
+            plan.seed,
+            primary=plan.primary,
+            steps=plan.steps,
+            callbacks=plan.callbacks,
+            grad_hook=hook,
+            device=device,
+            progress=progress,
+            desc=plan.desc,
+            params=plan.params,
+            adapter=adapter,
+        )
+    finally:
+        if plan.after is not None:
+            plan.after()
     return plan.cost + stats
 
 
@@ -728,6 +735,9 @@ def run_plans(
         stats, reason = None, "one plan"
         if vectorize is not False and len(members) > 1:
             stats, reason = _run_plans_vectorized([plans[i] for i in members], device, adapter, progress)
+            for i in members if stats is not None else ():
+                if plans[i].after is not None:
+                    plans[i].after()
         if stats is None:
             if vectorize and len(plans) > 1:
                 raise ConfigError(f"cannot vectorise these plans: {reason}; pass vectorize=None or False")
@@ -927,7 +937,9 @@ def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopSt
                 o.refill()
             detached = {k: v.detach() for k, v in leaves.items()}
             try:
-                grads, loss = step_fn(detached, other, eidx)
+                with warnings.catch_warnings():  # an op without a batching rule is looped inside: slower, same result
+                    warnings.filterwarnings("ignore", "There is a performance drop because we have not yet implemented")
+                    grads, loss = step_fn(detached, other, eidx)
             except (ConfigError, DivergenceError):
                 raise
             except Exception as e:  # noqa: BLE001 - the objective cannot run under vmap: the loop

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..engines.loop import LoopStats, cross_entropy_objective, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import cross_entropy_objective
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 
@@ -25,14 +26,12 @@ def last_k_layers(model: nn.Module, k: int) -> list[nn.Module]:
     return layers[-k:]
 
 
-def train_last_k(
-    model: nn.Module, layers: list[nn.Module], task, cfg, seed: int, progress: bool, desc: str
-) -> LoopStats:
+def last_k_plan(model: nn.Module, layers: list[nn.Module], task, cfg, seed: int, desc: str) -> LoopPlan:
     """Minimise the retain cross-entropy over the parameters of ``layers`` only.
 
     Every other parameter is frozen (no gradient) and every other module is kept in eval
     mode, so frozen BatchNorm statistics do not move either. ``requires_grad`` flags are
-    restored afterwards.
+    restored once the plan has run.
     """
     trainable = {id(p) for m in layers for p in m.parameters(recurse=False)}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -46,22 +45,20 @@ def train_last_k(
             m.training = id(m) in train_modules
         return base(ctx)
 
-    try:
-        return run_loop(
-            model,
-            objective,
-            {"retain": task.retain},
-            cfg,
-            seed,
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
-            desc=desc,
-            params=[p for m in layers for p in m.parameters(recurse=False)],
-        )
-    finally:
+    def restore() -> None:
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
+
+    return LoopPlan(
+        model,
+        objective,
+        {"retain": task.retain},
+        cfg,
+        seed,
+        params=[p for m in layers for p in m.parameters(recurse=False)],
+        desc=desc,
+        after=restore,
+    )
 
 
 @dataclass
@@ -96,6 +93,6 @@ class CFk(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
-        return train_last_k(model, last_k_layers(model, p.k), task, p.train_config(), seed, progress, self.name)
+        return last_k_plan(model, last_k_layers(model, p.k), task, p.train_config(), seed, self.name)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engines.loop import LoopStats
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from ..utils import derive_seed, seed_everything
 from .base import LoopParams, Method, hp, register
-from .cf_k import last_k_layers, train_last_k
+from .cf_k import last_k_layers, last_k_plan
 
 
 @dataclass
@@ -45,7 +45,7 @@ class EUk(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         layers = last_k_layers(model, p.k)
         seed_everything(derive_seed(seed, "eu_k", "init") % (2**31))
@@ -56,4 +56,4 @@ class EUk(Method):
                     "reset_parameters(); use cf_k or a smaller k"
                 )
             m.reset_parameters()
-        return train_last_k(model, layers, task, p.train_config(), seed, progress, self.name)
+        return last_k_plan(model, layers, task, p.train_config(), seed, self.name)

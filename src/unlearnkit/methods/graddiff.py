@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats, run_loop
+from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import gradient_difference_loss
@@ -56,7 +56,7 @@ class GradDiff(Method):
     )
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         adapter, alpha = task.adapter, self.params.alpha
         ref = copy.deepcopy(model).eval().requires_grad_(False) if self.params.retain_loss == "kl" else None
 
@@ -72,22 +72,21 @@ class GradDiff(Method):
                 lr = adapter.per_example_kl(adapter.logits(ctx.model, retain), teacher, retain)
             return gradient_difference_loss(lf, lr, alpha)
 
-        return run_loop(
+        return LoopPlan(
             model,
             objective,
             {"forget": task.forget, "retain": task.retain},
             self.params.train_config(),
             seed,
             primary="forget",
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
+            frozen=[ref] if ref is not None else [],
             desc=self.name,
         )
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):
-        """With ``retain_loss="nll"`` every model at once (:meth:`Method._train_many`: the
-        objective is ``-(1 - alpha) * forget CE + alpha * retain CE``); else one by one."""
+        """Every model at once: with ``retain_loss="nll"`` as plain weighted training
+        (:meth:`Method._train_many`: ``-(1 - alpha) * forget CE + alpha * retain CE``), with
+        ``"kl"`` through the :meth:`loop_plan` (the frozen originals stacked as references)."""
         self._prepare(task)
         a = self.params.alpha
         many = (

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engines.loop import LoopStats, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import LoopStats
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .curvature import head_parameters, per_example_grads
@@ -87,40 +88,47 @@ class IMU(Method):
     Params = IMUParams
     citation = "Fan, Wu, Zhou, Liang and Phung 2025 (arXiv:2508.01620), IMU: Influence-guided Machine Unlearning"
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
         positions, weights = influence_weights(model, task, p.damping, p.top_fraction, p.clip_quantile)
         data = task.forget.take(positions.numpy(), "imu-forget")
-        weights = weights.to(task.device)
+        held = _Weights(weights.to(task.device))  # a module, so the vectorised path stacks each model's weights
         head = head_parameters(model, task.num_classes)
         frozen = [w for name, w in model.named_parameters() if name not in head and w.requires_grad]
 
         def objective(ctx):
             batch = ctx.batch("forget")
-            w = weights[batch["index"].to(weights.device)]
+            w = held.w[batch["index"].to(held.w.device)]
             loss = -(w * adapter.per_example_loss(ctx.model, batch)).sum() / w.sum()
             if p.l1:
                 loss = loss + p.l1 * sum(t.abs().sum() for t in head.values())
             return loss
 
-        for w in frozen:
-            w.requires_grad_(False)
-        try:
-            stats = run_loop(
-                model,
-                objective,
-                {"forget": data},
-                p.train_config(),
-                seed,
-                params=list(head.values()),
-                device=task.device,
-                adapter=task.adapter,
-                progress=progress,
-                desc=self.name,
-            )
-        finally:
+        def restore() -> None:
             for w in frozen:
                 w.requires_grad_(True)
+
+        for w in frozen:
+            w.requires_grad_(False)
         n = len(task.forget)
-        return LoopStats(examples_forward=n, examples_backward=n) + stats
+        return LoopPlan(
+            model,
+            objective,
+            {"forget": data},
+            p.train_config(),
+            seed,
+            params=list(head.values()),
+            frozen=[held],
+            desc=self.name,
+            cost=LoopStats(examples_forward=n, examples_backward=n),
+            after=restore,
+        )
+
+
+class _Weights(torch.nn.Module):
+    """IMU's per-example weights as a buffer (the objective reads them through this module)."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w", w)

@@ -71,7 +71,7 @@ class ScrubR(Scrub):
         return result
 
     def unlearn_many(self, task, originals, seeds, progress: bool = False):
-        """One :meth:`unlearn` per model, not SCRUB's vectorised ensemble: each model keeps its
+        """One by one (an :meth:`unlearn` per model), not SCRUB's vectorised ensemble: each model keeps its
         own checkpoints (a callback with per-model Python state) and is rewound to the step its
         own forget error picks."""
         return self._one_by_one(task, originals, seeds, progress)

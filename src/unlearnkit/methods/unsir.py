@@ -131,6 +131,11 @@ class UNSIR(Method):
     checked on digits (the paper: ResNets on CIFAR, 1000 retain images per class, one
     impair epoch at Adam 0.02, one repair epoch at 0.01; here 50% of the retain set,
     impair at 3e-3, two repair epochs at 1e-3); the noise is not clamped to the input range.
+
+    :meth:`unlearn_many` runs the models one by one: UNSIR is three loops in a row (noise,
+    impair, repair) and the second's data is what the first learned, so it is not one
+    :class:`~unlearnkit.ensemble.LoopPlan` (a vectorised form would need plans built from
+    the previous phase's results).
     """
 
     name = "unsir"
