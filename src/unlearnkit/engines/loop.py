@@ -257,12 +257,10 @@ def run_loop(
             ctx.step = step
             opt.zero_grad(set_to_none=True)
             loss = objective(ctx)
-            if not torch.isfinite(loss) or (
-                cfg.divergence_threshold is not None and abs(loss.item()) > cfg.divergence_threshold
-            ):
+            lv = float(loss.detach())  # the step's one read of the loss (a device sync on a GPU)
+            if not math.isfinite(lv) or (cfg.divergence_threshold is not None and abs(lv) > cfg.divergence_threshold):
                 raise DivergenceError(
-                    f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or the step budget",
-                    step,
+                    f"{desc}: loss became {lv} at step {step}; lower the learning rate or the step budget", step
                 )
             loss.backward()
             if grad_hook is not None:
@@ -277,7 +275,6 @@ def run_loop(
             if sched is not None:
                 sched.step()
             stats.steps += 1
-            lv = float(loss.detach())
             stats.losses.append(lv)
             stats.final_loss = lv
             if bar is not None:

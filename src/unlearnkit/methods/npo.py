@@ -39,7 +39,10 @@ class NPO(Method):
     task ``log p(y|x)`` is the summed answer-token log-probability and ``beta = 0.1``, as in
     the paper (``modalities/causal_lm/defaults.py``). Departure for classifiers: ``log p(y|x)`` is the class
     log-likelihood and the default ``beta = 2`` was tuned on the digits task.
-    The reference model's forward passes are counted in the cost.
+    The reference model's forward passes are counted in the cost. On a causal LM each forget
+    row's ``log p_ref(y|x)`` is computed the first time a batch draws it and reused at later
+    epochs (the reference is frozen and the rows fixed; ``FrozenLogLikelihood``), and the
+    likelihoods come from the answer positions' logits only (``sequence_log_likelihood``).
     """
 
     name = "npo"
@@ -54,8 +57,16 @@ class NPO(Method):
         p = self.params
         adapter = task.adapter
         ref = copy.deepcopy(model).eval().requires_grad_(False)
+        # a causal LM's adapter keeps each forget row's reference log-likelihood once computed
+        cached = getattr(adapter, "frozen_log_likelihood", None)
+        ref_cache = cached(ref, len(task.forget)) if cached is not None else None
 
         def forget_loss(ctx, batch):
+            if ref_cache is not None:
+                log_lik = adapter.sequence_log_likelihood(ctx.model, batch)
+                ref_log_lik, n_ref = ref_cache(batch)
+                ctx.count_forward(n_ref)
+                return npo_loss(log_lik, ref_log_lik, p.beta)
             log_lik = adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"])
             with torch.no_grad():
                 ref_log_lik = adapter.log_likelihood(adapter.logits(ref, batch), batch["y"])

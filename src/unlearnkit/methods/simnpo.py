@@ -57,10 +57,12 @@ class SimNPO(Method):
         adapter = task.adapter
 
         def forget_loss(ctx, batch):
+            if hasattr(adapter, "sequence_log_likelihood"):  # a causal LM: answer positions' logits only
+                log_lik = adapter.sequence_log_likelihood(ctx.model, batch)
+            else:
+                log_lik = adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"])
             length = adapter.answer_length(batch["y"]) if hasattr(adapter, "answer_length") else 1
-            loss = simnpo_loss(
-                adapter.log_likelihood(adapter.logits(ctx.model, batch), batch["y"]), p.beta, p.gamma, length
-            )
+            loss = simnpo_loss(log_lik, p.beta, p.gamma, length)
             return loss
 
         return self.forget_loop_plan(model, task, forget_loss, seed)

@@ -277,23 +277,66 @@ class CausalLMAdapter:
         am = batch.get("attention_mask")
         return model(input_ids=ids, attention_mask=None if am is None else am.to(self.device)).logits
 
-    @staticmethod
-    def _token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @classmethod
+    def _token_log_probs(cls, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """From full ``(B, T, V)`` logits; the log-softmax runs on the answer positions only
+        (it is row-wise, so the values are the same as over every position)."""
         labels = labels.to(logits.device)
-        mask = labels != IGNORE
-        tgt = labels[:, 1:].clamp_min(0)
-        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, tgt[..., None])[..., 0]
-        lp = F.pad(lp, (1, 0)) * mask
-        return lp, mask
+        return cls._flat_token_log_probs(logits[:, :-1][labels[:, 1:] != IGNORE], labels)
+
+    def answer_logits(self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The next-token logits of the answer predictions only, ``(N, V)``: position ``t - 1``
+        of each row wherever ``labels[:, t]`` is an answer token, in row-major order (the
+        order of ``labels[:, 1:][labels[:, 1:] != -100]``).
+
+        The vocabulary projection (and, downstream, the log-softmax and its backward) then
+        runs on the answer positions only instead of all ``B * T``: transformers' boolean
+        ``logits_to_keep`` mask, which slices the hidden states before ``lm_head`` (and before
+        any logit soft-capping, so the values are the full logits' rows). ``None`` where the
+        model does not take that argument (it then returns all ``(B, T, V)`` logits, or
+        refuses the keyword); callers fall back to :meth:`logits`."""
+        labels = (batch["labels"] if labels is None else labels).to(self.device)
+        keep = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
+        ids = batch["input_ids"].to(self.device)
+        am = batch.get("attention_mask")
+        try:
+            out = model(
+                input_ids=ids, attention_mask=None if am is None else am.to(self.device), logits_to_keep=keep
+            ).logits
+        except TypeError:
+            return None
+        return out if out.ndim == 2 else None
 
     def token_log_probs(
         self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(token_t | tokens_<t), mask)``, both ``(B, T)`` aligned with ``labels``;
-        ``mask`` marks answer tokens and the log-probs are 0 elsewhere."""
+        ``mask`` marks answer tokens and the log-probs are 0 elsewhere. Without ``logits``,
+        only the answer positions' logits are computed (:meth:`answer_logits`); the values
+        are those of the full logits up to float rounding of the smaller projection."""
+        labels = batch["labels"] if labels is None else labels
         if logits is None:
+            flat = self.answer_logits(model, batch, labels)
+            if flat is not None:
+                return self._flat_token_log_probs(flat, labels.to(flat.device))
             logits = self.logits(model, batch)
-        return self._token_log_probs(logits, batch["labels"] if labels is None else labels)
+        return self._token_log_probs(logits, labels)
+
+    @staticmethod
+    def _flat_token_log_probs(flat: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_token_log_probs` from :meth:`answer_logits`' ``(N, V)`` rows."""
+        mask = labels != IGNORE
+        tgt = labels[:, 1:][mask[:, 1:]]
+        lp_flat = torch.log_softmax(flat.float(), -1).gather(-1, tgt[:, None])[:, 0]
+        lp = lp_flat.new_zeros(mask[:, 1:].shape).masked_scatter(mask[:, 1:], lp_flat)
+        return F.pad(lp, (1, 0)), mask
+
+    def sequence_log_likelihood(
+        self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``log p(answer | question)`` of each row of ``batch``, ``(B,)``: the same number as
+        ``log_likelihood(logits(model, batch), labels)`` from the answer positions' logits only."""
+        return self.token_log_probs(model, batch, labels)[0].sum(1)
 
     def per_example_loss(
         self, model: nn.Module, batch: dict, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None
@@ -305,6 +348,10 @@ class CausalLMAdapter:
     def log_likelihood(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``log p(answer | question)`` = summed answer-token log-probability, ``(B,)``."""
         return self._token_log_probs(logits, labels)[0].sum(1)
+
+    def frozen_log_likelihood(self, model: nn.Module, n_rows: int) -> "FrozenLogLikelihood":
+        """:class:`FrozenLogLikelihood` of ``model`` (frozen) over an example set of ``n_rows`` rows."""
+        return FrozenLogLikelihood(self, model, n_rows)
 
     def per_example_kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Mean over each example's answer tokens of the next-token ``KL(teacher || student)``,
@@ -365,6 +412,43 @@ class CausalLMAdapter:
                 f"sequences of {data.inputs.shape[1]} tokens exceed the model's "
                 f"context of {ctx}: encode with max_length={ctx}"
             )
+
+
+class FrozenLogLikelihood:
+    """``log p_ref(y | x)`` of the rows of one example set under a frozen model (NPO's
+    reference), each row's computed the first time a batch draws it and reused afterwards.
+
+    A frozen model in eval mode on a fixed row gives the same number at every epoch, so
+    only the first epoch pays for the reference's forward passes (a batch's rows not yet
+    seen go through the reference as one sub-batch trimmed to their longest row). A value
+    reused from an earlier batch can differ from recomputing it in the current batch only
+    by float rounding (a different batch shape); the first epoch's are the same numbers.
+    ``batch["index"]`` must hold the rows' positions in the example set (every
+    :meth:`TokenExampleSet.batches` batch does).
+    """
+
+    def __init__(self, adapter: CausalLMAdapter, model: nn.Module, n_rows: int):
+        self.adapter, self.model = adapter, model
+        self.values = torch.zeros(n_rows, device=adapter.device)
+        self.have = torch.zeros(n_rows, dtype=torch.bool)  # on the CPU: which rows to compute is a host decision
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """``(log p_ref(y|x)`` of the batch's rows ``(B,)``, rows computed now``)``."""
+        idx = batch["index"].cpu()
+        new = ~self.have[idx]
+        n = int(new.sum())
+        if n:
+            rows = new.nonzero()[:, 0]
+            am = batch["attention_mask"][rows.to(batch["attention_mask"].device)]
+            t = max(1, int(am.sum(1).max()))
+            sub = {k: batch[k][rows.to(batch[k].device)][:, :t] for k in ("input_ids", "labels")}
+            sub["attention_mask"] = am[:, :t]
+            with torch.no_grad():
+                ll = self.adapter.sequence_log_likelihood(self.model, sub)
+            pos = idx[rows]
+            self.values[pos.to(self.values.device)] = ll.to(self.values.dtype)
+            self.have[pos] = True
+        return self.values[idx.to(self.values.device)], n
 
 
 def with_lora(
