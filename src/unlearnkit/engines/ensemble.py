@@ -1,7 +1,9 @@
 """Train and evaluate many small models at once (shadow models for per-example privacy attacks).
 
 :func:`train_many` is the one entry point for training many models: one model per seed,
-each on its own data (or all on the same data), with a task's recipe. :func:`ensemble_logits`
+each on its own data (or all on the same data), with a task's recipe (or a weighted sum of
+mean losses on several streams). :func:`run_plans` runs any loop-based method's objective for
+many models the same way (see "Any loop-based objective, many models" below). :func:`ensemble_logits`
 and :func:`stack_models` score many models on the same inputs.
 
 The vectorised path trains the ``E`` models as one: their parameters become stacked leaves
@@ -58,6 +60,44 @@ probe fails on data-dependent control flow and on operations ``vmap`` cannot bat
 Otherwise the loop. ``vectorize=True`` raises :class:`ConfigError` with the reason instead.
 The adapter must accept precomputed logits (``per_example_loss(model, batch, logits=...)``,
 as :class:`~unlearnkit.modalities.classifier.ClassifierAdapter` does).
+
+**Any loop-based objective, many models** (:class:`LoopPlan`, :func:`run_plans`). A method
+whose update is one :func:`~unlearnkit.loop.run_loop` call describes that call as a
+:class:`LoopPlan` (``Method.loop_plan``): the model, the objective it already passes to the
+loop, the streams, the recipe, the frozen modules the objective reads (teachers, references,
+a module holding per-model tensors as buffers), gradient masks and what preparing the plan
+cost. One model runs the plan through :func:`run_plan` (exactly the loop it ran before);
+``Method.unlearn_many`` builds one plan per model (each from its own original and seed:
+its own teacher copies, relabelled data, saliency masks) and :func:`run_plans` trains them
+as one. The objective is written once and is not changed: at every step it runs once, under
+``vmap`` over the ``E`` models of :func:`torch.func.grad_and_value` of
+:func:`torch.func.functional_call` on a root module holding the plan's model and frozen
+modules, with every model's parameters, buffers and frozen modules stacked ``(E, ...)``
+(``stack_module_state``-style, the frozen ones the same way). Inside, ``ctx.model`` and each
+frozen module compute with the traced model's own tensors, ``ctx.batch(name)`` hands the
+objective that model's own batch (drawn, outside the vectorised call, exactly as
+``run_loop``'s stream ``name`` draws it with that model's seed), and the cost counters count
+per model. The result is every model's loss ``(E,)`` and gradient, then, as above, the
+divergence guard per model, the gradient masks, per-model clipping and the recipe's
+optimiser on the stacked leaves; the trained leaves are written back into each plan's model.
+``requires_grad`` inside the objective is true exactly for the plan's trainable parameters
+(``params``; a frozen layer reads as frozen, as in the loop), and ``torch.no_grad`` blocks
+(teachers) are respected.
+
+The models of one vectorised group must pull batches of the same sizes at every step, so
+:func:`run_plans` groups plans by stream sizes, step count, recipe, trainable parameter
+names, number of frozen modules and masks: shadow models of one task agree on all of these
+(an IMU run keeps a per-model number of forget examples: those models form smaller groups).
+It runs a group one by one instead when the plan has callbacks (checkpoints, early stopping:
+per-model Python state), when a model has normalisation layers with running statistics, when
+the architectures differ, or when ``vmap`` cannot run the objective on the first step
+(``.item()``, a Python branch on a tensor, an operation without a batching rule that fails):
+nothing has changed by then. Operations ``vmap`` has no batching rule for but can loop over
+inside (in-place ``scatter_``: CE-U's and UNDIAL's logit edits) give the same result, more
+slowly. Results agree with the loop to float32 rounding as above (tests/test_vectorised_methods.py:
+parameters within 1e-4 after a dozen Adam steps; measured at most 4e-7). Everything that
+holds data or models lives on the plan's device; only the data order's generators are on
+the CPU, as in the loop.
 """
 
 from __future__ import annotations

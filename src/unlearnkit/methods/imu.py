@@ -80,7 +80,9 @@ class IMU(Method):
     defaults to 1 (all negatively influential examples; the code's ``top_data`` flag
     studies subsets); Adam with defaults set on the digits task. The influence pass
     (``|D_f|`` forward and backward) is counted in the cost. The step budget bounds the
-    ascent; the divergence guard stops it.
+    ascent; the divergence guard stops it. In :meth:`unlearn_many` models that keep the same
+    number of forget examples are vectorised together (their batches have one size); each
+    model's weights are a buffer of a frozen module, stacked like a teacher.
     """
 
     name = "imu"
