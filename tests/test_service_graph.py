@@ -246,3 +246,25 @@ def test_a_gnndelete_version_is_deployed_and_answered_from_again(trained_graphs,
     assert set(three["steps"]["resolve"]["excluded_ids"]) == set(edges[:2])
     four = answer("retrain", edges[3])  # the exact path gives model_factory's GNN back
     assert four["version"]["training_state"] is None and type(four["model"]).__name__ == "GNN"
+
+
+def test_policy_when_and_model_manifests_are_checked():
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.orchestration import training_state
+
+    graph = get_modality("graph")
+    node = line_policy(graph, {}, {}, {"task": "node"})
+    assert {c.metric for c in node.checks} == {"node_acc_test", "gap_node_acc_retain"}
+    assert len(line_policy(graph, {}, {}).checks) == 4  # no spec: nothing dropped
+    for bad in ([1], {"task": ["link"]}, "link"):
+        with pytest.raises(ConfigError, match="when"):
+            line_policy(graph, {}, {"gate": {"checks": [{"metric": "dt_auc", "max": 1, "when": bad}]}})
+    for bad in ({"kind": "model"}, {"kind": "model", "methods": []}, {"kind": "model", "methods": [{"params": {}}]}):
+        with pytest.raises(ConfigError, match="methods"):
+            training_state.check_manifest(bad)
+    manifest = {"kind": "model", "methods": [{"name": "gnndelete", "params": {}}]}
+    # a method keeping its original's shape keeps the manifest, without building a model
+    assert training_state.after_method(manifest, "finetune", {}, None) == manifest
+    assert training_state.after_method(None, "graddiff", {}, None) is None
+    with pytest.raises(ConfigError, match="pending"):
+        training_state.after_approximate(manifest, None)
