@@ -1,7 +1,9 @@
 """State stored beside a model artifact that the artifact alone does not give: what shape of
 model to load it into, and what an exact method needs to continue its training in another
-process. Two kinds of *manifest*, plain JSON kept in the run's tags (``training_state``)
-and on the model version it deploys:
+process. Two kinds of *manifest*, plain JSON kept on the model version it deploys
+(``model_versions.training_state``), in the history of every later request's task spec
+(``base_state``, so ``rebuild_task`` loads the same shape), and for SISA also in the run's
+tags (``training_state``):
 
 * ``model``: a model that is not ``task.model_factory``'s shape, built by methods that wrap
   the original (GNNDelete's deletion operators around the GNN, GNNDeleteModel);
