@@ -689,6 +689,8 @@ class LoopPlan:
     backward pass, before clipping (SalUn's saliency). ``cost``: what preparing the plan cost
     (a saliency or influence pass), added to the loop's. ``after``: called once the plan has
     run, on either path (e.g. to restore ``requires_grad`` flags set for the run).
+    ``checkpoints``: step counts after which the model's ``state_dict`` is kept (cloned) in
+    ``states[step]``, on either path (SCRUB+R rewinds to one of them).
     """
 
     model: nn.Module
@@ -705,6 +707,8 @@ class LoopPlan:
     desc: str = "train"
     cost: LoopStats = field(default_factory=LoopStats)
     after: Callable[[], None] | None = None
+    checkpoints: Sequence[int] = ()
+    states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def total_steps(self) -> int:
         primary = self.primary or next(iter(self.streams))
@@ -724,6 +728,16 @@ def run_plan(plan: LoopPlan, device: torch.device | str = "cpu", adapter=None, p
                 if p.grad is not None and name in masks:
                     p.grad.mul_(masks[name])
 
+    callbacks = list(plan.callbacks)
+    if plan.checkpoints:
+        at = set(plan.checkpoints)
+
+        def keep(ctx, loss) -> bool:
+            if ctx.step + 1 in at:
+                plan.states[ctx.step + 1] = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+            return False
+
+        callbacks.append(keep)
     try:
         stats = run_loop(
             plan.model,
@@ -733,7 +747,7 @@ def run_plan(plan: LoopPlan, device: torch.device | str = "cpu", adapter=None, p
             plan.seed,
             primary=plan.primary,
             steps=plan.steps,
-            callbacks=plan.callbacks,
+            callbacks=callbacks,
             grad_hook=hook,
             device=device,
             progress=progress,
@@ -804,6 +818,7 @@ def _plan_signature(p: LoopPlan) -> tuple:
         len(p.frozen),
         None if p.grad_masks is None else tuple(sorted(p.grad_masks)),
         bool(p.callbacks),
+        tuple(sorted(p.checkpoints)),
     )
 
 
@@ -922,6 +937,8 @@ def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopSt
     reason = _plans_blocker(plans)
     if reason is not None:
         return None, reason
+    for p in plans:  # as run_loop moves its model
+        p.model.to(device)
     E, p0 = len(plans), plans[0]
     cfg, steps, seeds = p0.cfg, p0.total_steps(), [p.seed for p in plans]
     trainable = _trainable_names(p0)
@@ -964,6 +981,7 @@ def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopSt
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cfg.schedule == "cosine" else None
     seed_everything(derive_seed(seeds[0], "loop", "ensemble", E) % (2**31))  # dropout masks
     eidx = torch.arange(E, device=device)
+    checkpoints, kept = set(p0.checkpoints), {}
     losses: list[torch.Tensor] = []
     bar = None
     if progress:
@@ -999,6 +1017,8 @@ def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopSt
             if sched is not None:
                 sched.step()
             losses.append(loss.detach())
+            if step + 1 in checkpoints:
+                kept[step + 1] = {k: v.detach().clone() for k, v in leaves.items()}
             if bar is not None:
                 bar.update(1)
     finally:
@@ -1008,6 +1028,10 @@ def _run_plans_vectorized(plans, device, adapter, progress) -> tuple[list[LoopSt
         for e, p in enumerate(plans):
             for k, v in leaves.items():
                 p.model.get_parameter(k[len("m.0.") :]).copy_(v[e])
+            if kept:  # only the trainable leaves moved: the rest of each state is the model's own
+                state = {k: v.detach().clone() for k, v in p.model.state_dict().items()}
+                for s, ls in kept.items():
+                    p.states[s] = {**state, **{k[len("m.0.") :]: v[e].clone() for k, v in ls.items()}}
     for p in plans:
         p.model.eval()
     L = torch.stack(losses).T.cpu().tolist() if losses else [[] for _ in plans]

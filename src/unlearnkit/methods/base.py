@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generator, Sequence
 
 from torch import nn
 
@@ -199,11 +199,19 @@ class Method:
         return UnlearnResult(model, cost, self.name, dataclasses.asdict(self.params), seed)
 
     def _unlearn(self, model: nn.Module, task, seed: int, progress: bool) -> LoopStats:
-        """The method's update of ``model`` (a copy of the original): by default the
-        :meth:`loop_plan`'s :func:`~unlearnkit.ensemble.run_plan`."""
-        if type(self).loop_plan is Method.loop_plan:
+        """The method's update of ``model`` (a copy of the original): by default its
+        :meth:`loop_plans` run one after the other (:func:`~unlearnkit.ensemble.run_plan`)."""
+        if not self._planned():
             raise NotImplementedError(f"{type(self).__name__} implements neither _unlearn nor loop_plan")
-        return run_plan(self.loop_plan(model, task, seed), task.device, task.adapter, progress)
+        plans = self.loop_plans(model, task, seed)
+        total, stats = LoopStats(), None
+        try:
+            while True:
+                plan = plans.send(stats)
+                stats = run_plan(plan, task.device, task.adapter, progress)
+                total = total + stats
+        except StopIteration as done:
+            return total + (done.value or LoopStats())
 
     def loop_plan(self, model: nn.Module, task, seed: int) -> LoopPlan:
         """The method's update of ``model`` as one :class:`~unlearnkit.ensemble.LoopPlan`
@@ -214,6 +222,17 @@ class Method:
         module other than ``model`` through ``plan.frozen`` and every per-model tensor
         through a module there, so that the ensemble can stack them."""
         raise NotImplementedError
+
+    def loop_plans(self, model: nn.Module, task, seed: int) -> Generator[LoopPlan, LoopStats, LoopStats | None]:
+        """A method whose update is several loops in a row (UNSIR's noise, impair, repair) or
+        needs a step after its loop (SCRUB+R's rewinding) yields one plan per loop; each
+        ``yield`` receives the cost of the plan it yielded, once it has run, and the generator
+        may return an extra cost (evaluation passes). Default: :meth:`loop_plan` alone."""
+        yield self.loop_plan(model, task, seed)
+        return None
+
+    def _planned(self) -> bool:
+        return type(self).loop_plan is not Method.loop_plan or type(self).loop_plans is not Method.loop_plans
 
     def unlearn_many(
         self, task, originals: Sequence[nn.Module], seeds: Sequence[int], progress: bool = False
@@ -230,7 +249,7 @@ class Method:
         one by one, the loop path; ``True``: vectorise or raise) chooses."""
         if len(originals) != len(seeds):
             raise ConfigError(f"give one seed per model ({len(seeds)} seeds for {len(originals)} models)")
-        if type(self).loop_plan is not Method.loop_plan:
+        if self._planned():
             self._prepare(task)
             many = self._plan_many(task, originals, seeds, progress)
             if many is not None:
@@ -256,11 +275,26 @@ class Method:
 
         t0 = time.perf_counter()
         models = [task.trainable_model(copy.deepcopy(o).to(task.device), self) for o in originals]
-        plans = [self.loop_plan(m, task, s) for m, s in zip(models, seeds)]
-        stats = run_plans(plans, task.device, task.adapter, vectorize=self.vectorize, progress=progress)
+        gens = [self.loop_plans(m, task, s) for m, s in zip(models, seeds)]
+        per = [LoopStats() for _ in gens]  # each model's cost, summed in model order below
+        sent: list[LoopStats | None] = [None] * len(gens)
+        active = list(range(len(gens)))
+        while active:  # the models' k-th plans run together
+            plans, still = [], []
+            for i in active:
+                try:
+                    plans.append(gens[i].send(sent[i]))
+                    still.append(i)
+                except StopIteration as done:
+                    per[i] = per[i] + (done.value or LoopStats())
+            stats = run_plans(plans, task.device, task.adapter, vectorize=self.vectorize, progress=progress)
+            for i, st in zip(still, stats):
+                sent[i] = st
+                per[i] = per[i] + st
+            active = still
         cost = LoopStats()
-        for s in stats:
-            cost = cost + s
+        for c in per:
+            cost = cost + c
         cost.wall_time_s = time.perf_counter() - t0
         return [task.finished_model(m, self).eval() for m in models], cost
 

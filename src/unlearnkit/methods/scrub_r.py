@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..data.dataset import ExampleSet
-from ..engines.loop import LoopStats, run_loop
+from ..engines.ensemble import LoopPlan
+from ..engines.loop import LoopStats
 from ..errors import ConfigError
 from .base import UnlearnResult, hp, register
 from .scrub import Scrub, ScrubParams, frozen_copy, scrub_objective, scrub_schedule
@@ -70,13 +71,10 @@ class ScrubR(Scrub):
         result.extra.update(self._rewind)
         return result
 
-    def unlearn_many(self, task, originals, seeds, progress: bool = False):
-        """One by one (an :meth:`unlearn` per model), not SCRUB's vectorised ensemble: each model keeps its
-        own checkpoints (a callback with per-model Python state) and is rewound to the step its
-        own forget error picks."""
-        return self._one_by_one(task, originals, seeds, progress)
-
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plans(self, model, task, seed):
+        """SCRUB's plan keeping the checkpoints, then the rewinding (evaluation passes returned
+        as extra cost): :meth:`unlearn_many` trains every model's SCRUB as one ensemble and
+        rewinds each model by its own forget error."""
         p = self.params
         cfg = p.train_config()
         fb, rb = math.ceil(len(task.forget) / cfg.batch_size), math.ceil(len(task.retain) / cfg.batch_size)
@@ -85,27 +83,24 @@ class ScrubR(Scrub):
         for e in range(int(math.ceil(p.epochs))):
             at += (fb if e < p.msteps else 0) + rb
             ends.add(min(at, len(phases)))
-        checkpoints: dict[int, dict[str, torch.Tensor]] = {}
-
-        def keep(ctx, loss) -> bool:
-            s = ctx.step + 1
-            if s in ends or (p.checkpoint_every and s % p.checkpoint_every == 0):
-                checkpoints[s] = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-            return False
-
-        stats = run_loop(
+        teacher = frozen_copy(model)
+        plan = LoopPlan(
             model,
-            scrub_objective(task.adapter, frozen_copy(model), phases, p),
+            scrub_objective(task.adapter, teacher, phases, p),
             {"forget": task.forget, "retain": task.retain},
             cfg,
             seed,
             steps=len(phases),
-            callbacks=[keep],
-            device=task.device,
-            adapter=task.adapter,
-            progress=progress,
+            frozen=[teacher],
             desc=self.name,
+            checkpoints=[
+                s
+                for s in range(1, len(phases) + 1)
+                if s in ends or (p.checkpoint_every and s % p.checkpoint_every == 0)
+            ],
         )
+        stats = yield plan
+        checkpoints = dict(plan.states)
         checkpoints[stats.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         target = error_rate(model, task.holdout, task.adapter)
         gaps = {}
@@ -119,4 +114,4 @@ class ScrubR(Scrub):
             "holdout_error": target,
             "forget_error_gaps": {str(k): v for k, v in gaps.items()},
         }
-        return stats + LoopStats(examples_forward=len(task.holdout) + len(checkpoints) * len(task.forget))
+        return LoopStats(examples_forward=len(task.holdout) + len(checkpoints) * len(task.forget))

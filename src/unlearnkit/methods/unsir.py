@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import ExampleSet
-from ..engines.loop import LoopStats, TrainConfig, cross_entropy_objective, run_loop
+from ..engines.ensemble import LoopPlan, run_plan
+from ..engines.loop import LoopStats, TrainConfig, cross_entropy_objective
 from ..errors import ConfigError
 from ..utils import derive_seed
 from .base import LoopParams, Method, hp, register
@@ -60,11 +61,20 @@ def learn_noise(
     ``argmin_N -mean_i CE(f(N_i; w_o), y_i) + lambda * mean_i ||N_i||^2`` from ``N ~ N(0, I)``, by
     Adam with the model frozen (eval mode). Every input's gradient is its own term scaled by
     ``1/len(labels)``, so with Adam (scale-invariant) learning all labels in one batch equals
-    learning each label's noise on its own, as the paper does."""
+    learning each label's noise on its own, as the paper does. (:func:`noise_plan`, run.)"""
+    plan = noise_plan(model, task, labels, p, seed, steps)
+    stats = run_plan(plan, task.device, task.adapter)
+    return plan.model.x.detach().cpu(), stats
+
+
+def noise_plan(model: nn.Module, task, labels: torch.Tensor, p: UNSIRParams, seed: int, steps: int) -> LoopPlan:
+    """:func:`learn_noise`'s loop as a plan: the trained "model" is the noise, ``model`` is frozen
+    (eval mode, no gradients until the plan has run)."""
     gen = torch.Generator().manual_seed(derive_seed(seed, "unsir", "noise") % (2**63))
     noise = _Noise(torch.randn((len(labels), *task.forget.input_shape), generator=gen))
     y = labels.to(task.device)
     flags = [q.requires_grad for q in model.parameters()]
+    was = model.training
     model.eval().requires_grad_(False)
 
     def objective(ctx):
@@ -74,24 +84,24 @@ def learn_noise(
         ce = F.cross_entropy(task.adapter.logits(model, {"x": x}), y)
         return -ce + p.noise_lambda * x.pow(2).flatten(1).sum(1).mean()
 
-    cfg = TrainConfig(epochs=1, lr=p.noise_lr, optimizer="adam", grad_clip=None)
-    try:
-        # the stream is not drawn from: the noise itself is the data
-        stats = run_loop(
-            noise,
-            objective,
-            {"forget": task.forget},
-            cfg,
-            derive_seed(seed, "unsir-noise"),
-            steps=steps,
-            device=task.device,
-            adapter=task.adapter,
-            desc="unsir-noise",
-        )
-    finally:
+    def restore() -> None:
         for q, f in zip(model.parameters(), flags):
             q.requires_grad_(f)
-    return noise.x.detach().cpu(), stats
+        model.train(was)
+
+    cfg = TrainConfig(epochs=1, lr=p.noise_lr, optimizer="adam", grad_clip=None)
+    # the stream is not drawn from: the noise itself is the data
+    return LoopPlan(
+        noise,
+        objective,
+        {"forget": task.forget},
+        cfg,
+        derive_seed(seed, "unsir-noise"),
+        steps=steps,
+        frozen=[model],
+        desc="unsir-noise",
+        after=restore,
+    )
 
 
 def retain_subset(task, fraction: float, seed: int) -> ExampleSet:
@@ -132,10 +142,8 @@ class UNSIR(Method):
     impair epoch at Adam 0.02, one repair epoch at 0.01; here 50% of the retain set,
     impair at 3e-3, two repair epochs at 1e-3); the noise is not clamped to the input range.
 
-    :meth:`unlearn_many` runs the models one by one: UNSIR is three loops in a row (noise,
-    impair, repair) and the second's data is what the first learned, so it is not one
-    :class:`~unlearnkit.ensemble.LoopPlan` (a vectorised form would need plans built from
-    the previous phase's results).
+    :meth:`unlearn_many` runs every model's noise, impair and repair loops as three vectorised
+    ensembles in a row (:meth:`loop_plans`; the noise is the trained "model" of the first).
     """
 
     name = "unsir"
@@ -144,13 +152,15 @@ class UNSIR(Method):
     citation = "Tarun et al. 2023 (IEEE TNNLS), Fast Yet Effective Machine Unlearning (UNSIR)"
     needs_retain = True
 
-    def _unlearn(self, model, task, seed, progress) -> LoopStats:
+    def loop_plans(self, model, task, seed):
         p = self.params
         budget = p.max_steps if p.max_steps is not None else math.inf
         labels, counts = np.unique(task.forget.labels.numpy(), return_counts=True)
         sizes = np.minimum(counts, p.noise_size)
         noise_labels = torch.as_tensor(np.repeat(labels, sizes))
-        noise, total = learn_noise(model, task, noise_labels, p, seed, int(min(p.noise_steps, budget)))
+        plan = noise_plan(model, task, noise_labels, p, seed, int(min(p.noise_steps, budget)))
+        total = yield plan
+        noise = plan.model.x.detach().cpu()
         # each label's noise batch, cycled to as many inputs as the forget set has of that label
         first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         pick = np.concatenate([f + np.arange(n) % k for f, n, k in zip(first, counts, sizes)])
@@ -171,15 +181,14 @@ class UNSIR(Method):
             if left <= 0:
                 break
             cfg = p.train_config(epochs=epochs, lr=lr, max_steps=None if left == math.inf else int(left))
-            total = total + run_loop(
-                model,
-                cross_entropy_objective(task.adapter, "train"),
-                {"train": data},
-                cfg,
-                derive_seed(seed, desc),
-                device=task.device,
-                adapter=task.adapter,
-                progress=progress,
-                desc=desc,
+            total = total + (
+                yield LoopPlan(
+                    model,
+                    cross_entropy_objective(task.adapter, "train"),
+                    {"train": data},
+                    cfg,
+                    derive_seed(seed, desc),
+                    desc=desc,
+                )
             )
-        return total
+        return None
