@@ -275,6 +275,25 @@ def test_link_metrics_on_constructed_scores():
     assert mi_ratio(np.array([0.2, 0.3]), np.array([0.4, 0.6])) == pytest.approx(0.5)
 
 
+def test_link_auc_is_scikit_learns_auroc_and_average_precision_with_ties():
+    """link_auc computes what roc_auc_score and average_precision_score do (ties included),
+    in NumPy; DF AUC's seeded draws are rng.choice's."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pos = rng.integers(0, 4, size=int(rng.integers(1, 20))).astype(float)
+        neg = rng.integers(0, 4, size=int(rng.integers(1, 20))).astype(float)
+        y, s = np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]
+        auc, ap = link_auc(pos, neg)
+        assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert ap == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    deleted, retained = rng.normal(size=30), rng.normal(size=200) + 0.5
+    draw = np.random.default_rng(3)
+    by_hand = [link_auc(draw.choice(retained, 30, replace=False), deleted) for _ in range(5)]
+    assert df_auc(deleted, retained, seed=3, rounds=5) == pytest.approx(tuple(np.mean(by_hand, axis=0)), abs=1e-12)
+
+
 def _scores(kind, labels, logits, task_kind, **kw):
     n = len(labels)
     return GraphScores(

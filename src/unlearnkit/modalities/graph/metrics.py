@@ -29,17 +29,35 @@ CITATION = (
 DF_ROUNDS = 100
 
 
-def link_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
-    """AUROC and AUPRC of scores ``pos`` (label 1) against ``neg`` (label 0); nan if either
-    is empty."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def _auc_ap(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """AUROC and average precision of ``pos`` (label 1) against ``neg`` (label 0), both
+    non-empty: the definitions scikit-learn's ``roc_auc_score`` and
+    ``average_precision_score`` implement (ties count one half in the AUROC; the AP is
+    ``sum_n (R_n - R_(n-1)) P_n`` over the distinct scores, descending), in NumPy without
+    their input validation, which dominated the DF AUC's 100 rounds."""
+    neg_sorted = np.sort(neg)
+    below = np.searchsorted(neg_sorted, pos, side="left")
+    ties = np.searchsorted(neg_sorted, pos, side="right") - below
+    auc = float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each distinct score
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return auc, ap
 
+
+def link_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """AUROC and AUPRC (average precision) of scores ``pos`` (label 1) against ``neg``
+    (label 0); nan if either is empty."""
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
     if not len(pos) or not len(neg):
         return NAN, NAN
-    s = np.concatenate([pos, neg])
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
+    return _auc_ap(pos, neg)
 
 
 def df_auc(deleted: np.ndarray, retained: np.ndarray, seed: int = 0, rounds: int = DF_ROUNDS) -> tuple[float, float]:
@@ -52,13 +70,9 @@ def df_auc(deleted: np.ndarray, retained: np.ndarray, seed: int = 0, rounds: int
     if len(retained) <= len(deleted):
         return link_auc(retained, deleted)
     rng = np.random.default_rng(seed)
-    aucs, aups = [], []
-    for _ in range(rounds):
-        r = rng.choice(retained, len(deleted), replace=False)
-        a, p = link_auc(r, deleted)
-        aucs.append(a)
-        aups.append(p)
-    return float(np.mean(aucs)), float(np.mean(aups))
+    # the same draws as rng.choice(retained, ...) (choice picks positions, then indexes)
+    draws = [_auc_ap(retained[rng.choice(len(retained), len(deleted), replace=False)], deleted) for _ in range(rounds)]
+    return float(np.mean([a for a, _ in draws])), float(np.mean([p for _, p in draws]))
 
 
 def mi_ratio(p_after: np.ndarray | None, p_before: np.ndarray | None) -> float:
