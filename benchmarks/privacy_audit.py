@@ -20,8 +20,9 @@ two ``unlearn_many`` calls; ``issue`` = shadow retrains + the unlearning of the 
 originals (the count of issue 12: "16 shadow retrains plus 16 shadow originals unlearned").
 ``examples`` = examples through forward + backward passes of the two ``unlearn_many`` calls
 (the same on both paths). ``vectorised``: how the ensemble ran (``plans`` = LoopPlan
-groups, ``train_many`` = plain weighted training, ``loop`` = one by one; ``plans 3/16`` = 3
-of the 16 models in groups of two or more).
+groups, ``train_many`` = plain weighted training, ``loop`` = one by one; ``plans 23/32`` = 23
+of 32 model runs in vectorised groups, the rest one by one: IMU's models keep different
+numbers of forget examples).
 
     OMP_NUM_THREADS=1 python benchmarks/privacy_audit.py [--methods scrub,npo] [--n-shadow 16]
 """
@@ -78,11 +79,12 @@ def loop_based_classifier_methods() -> list[str]:
 
 
 class Spy:
-    """Counts how unlearn_many's models ran: in LoopPlan groups, through train_many, or one by one."""
+    """Counts how unlearn_many's model runs went: vectorised LoopPlan groups, train_many, or
+    plans run one by one (a multi-loop method such as UNSIR counts one run per model and loop)."""
 
     def __init__(self):
-        self.plans = self.train_many = 0
-        self._p, self._t = ens._run_plans_vectorized, ens._train_vectorized
+        self.plans = self.looped = self.train_many = 0
+        self._p, self._r, self._t = ens._run_plans_vectorized, ens.run_plan, ens._train_vectorized
 
     def __enter__(self):
         def plans(p, *a, **k):
@@ -90,15 +92,19 @@ class Spy:
             self.plans += len(p) if r[0] is not None else 0
             return r
 
+        def one(*a, **k):
+            self.looped += 1
+            return self._r(*a, **k)
+
         def tm(models, *a, **k):
             self.train_many += len(models)
             return self._t(models, *a, **k)
 
-        ens._run_plans_vectorized, ens._train_vectorized = plans, tm
+        ens._run_plans_vectorized, ens.run_plan, ens._train_vectorized = plans, one, tm
         return self
 
     def __exit__(self, *exc):
-        ens._run_plans_vectorized, ens._train_vectorized = self._p, self._t
+        ens._run_plans_vectorized, ens.run_plan, ens._train_vectorized = self._p, self._r, self._t
 
 
 def retrain_time(task) -> float:
@@ -128,7 +134,7 @@ def audit(task, name: str, vectorize: bool | None, n: int, cache) -> dict:
     if spy.train_many:
         how = "train_many"
     elif spy.plans:
-        how = "plans" if spy.plans == 2 * n else f"plans {spy.plans}/{2 * n}"
+        how = "plans" if not spy.looped else f"plans {spy.plans}/{spy.plans + spy.looped}"
     return {
         "method_s": wall,
         "unlearn_s": sum(c[0] for c in calls),
