@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generator, Sequence
 
 from torch import nn
 
-from ..engines.ensemble import LoopPlan, run_plan
+from ..engines.ensemble import LoopPlan, run_plan, run_plans
 from ..engines.loop import LoopStats, TrainConfig
 from ..errors import ConfigError
 from ..modalities import get_modality
@@ -241,7 +241,7 @@ class Method:
         architecture, e.g. shadow originals), run ``i`` seeded with ``seeds[i]``: the models
         :meth:`unlearn` would return for ``task`` with that original, and their summed cost.
 
-        Methods with a :meth:`loop_plan` run every model's plan as one vectorised ensemble
+        Methods with a :meth:`loop_plan` (or :meth:`loop_plans`) run every model's plans as one vectorised ensemble
         (:func:`~unlearnkit.ensemble.run_plans`; where it cannot vectorise, one by one);
         methods whose update is plain weighted training override it with
         :meth:`_train_many` (:func:`unlearnkit.ensemble.train_many`); the rest run one
@@ -268,11 +268,10 @@ class Method:
         return ok
 
     def _plan_many(self, task, originals, seeds, progress) -> tuple[list[nn.Module], LoopStats] | None:
-        """Every model's :meth:`loop_plan` run as one ensemble (:func:`~unlearnkit.ensemble.run_plans`)."""
+        """Every model's :meth:`loop_plans` advanced together: the models' ``k``-th plans run as
+        one ensemble (:func:`~unlearnkit.ensemble.run_plans`), then each generator goes on."""
         if not self._vectorisable(task, len(originals)):
             return None
-        from ..engines.ensemble import run_plans
-
         t0 = time.perf_counter()
         models = [task.trainable_model(copy.deepcopy(o).to(task.device), self) for o in originals]
         gens = [self.loop_plans(m, task, s) for m, s in zip(models, seeds)]
