@@ -272,6 +272,18 @@ def _samples(model: nn.Module, task, seed: int, n: int) -> tuple[list[torch.Tens
     return prompts, conts
 
 
+def _self_logprob(model: nn.Module, task, seed: int, n: int) -> np.ndarray:
+    """``log p(sample | prompt)`` of a model's own :func:`_samples` under itself: a quantity of
+    that model alone, cached with its samples (the reference's is computed once, not at every
+    model compared with it)."""
+    key = ("fade_self_logprob", id(task), seed, n)
+    hit = _CACHE.get(model, key)
+    if hit is None:
+        hit = _sequence_logprob(model, task, *_samples(model, task, seed, n))
+        _CACHE.put(model, key, hit)
+    return hit
+
+
 def fade_divergence(
     model: nn.Module, reference: nn.Module, task, seed: int = 0, n_samples: int = FADE_SAMPLES
 ) -> dict[str, float]:
@@ -286,8 +298,8 @@ def fade_divergence(
         return {"fade_sym_kl": 0.0, "fade_kl_model_ref": 0.0, "fade_kl_ref_model": 0.0}
     pm, cm = _samples(model, task, seed, n_samples)
     pr, cr = _samples(reference, task, seed, n_samples)
-    kl_mr = float(np.mean(_sequence_logprob(model, task, pm, cm) - _sequence_logprob(reference, task, pm, cm)))
-    kl_rm = float(np.mean(_sequence_logprob(reference, task, pr, cr) - _sequence_logprob(model, task, pr, cr)))
+    kl_mr = float(np.mean(_self_logprob(model, task, seed, n_samples) - _sequence_logprob(reference, task, pm, cm)))
+    kl_rm = float(np.mean(_self_logprob(reference, task, seed, n_samples) - _sequence_logprob(model, task, pr, cr)))
     return {"fade_sym_kl": 0.5 * (kl_mr + kl_rm), "fade_kl_model_ref": kl_mr, "fade_kl_ref_model": kl_rm}
 
 

@@ -201,16 +201,27 @@ def _teacher_forced(model: nn.Module, data, adapter, tok, batch_size: int) -> di
         )
     }
     for b in data.batches(batch_size):
-        logits = adapter.logits(model, b).float()
-        lab = b["labels"].to(logits.device)
-        lp, mask = adapter.token_log_probs(model, b, logits=logits)
-        full = torch.log_softmax(logits[:, :-1], -1)
+        # every quantity below is read at answer positions only: compute the logits, the
+        # log-softmax, Min-K%++'s mu / sigma and the argmax there (N rows instead of B * T)
+        lab = b["labels"].to(adapter.device)
+        keep = lab[:, 1:] != IGNORE
+        flat = adapter.answer_logits(model, b)
+        if flat is None:
+            flat = adapter.logits(model, b)[:, :-1][keep]
+        full = torch.log_softmax(flat.float(), -1)
         p = full.exp()
         safe = torch.where(p > 0, full, torch.zeros_like(full))
-        mu = (p * safe).sum(-1)
-        sigma = ((p * safe * safe).sum(-1) - mu * mu).clamp_min(0).sqrt()
-        pred = F.pad(logits[:, :-1].argmax(-1), (1, 0), value=-1)
-        mu, sigma = F.pad(mu, (1, 0)), F.pad(sigma, (1, 0))
+        mu_f = (p * safe).sum(-1)
+        sigma_f = ((p * safe * safe).sum(-1) - mu_f * mu_f).clamp_min(0).sqrt()
+
+        def at_answers(v: torch.Tensor, fill: float) -> torch.Tensor:
+            """``(B, T)`` with ``v`` at the answer positions (aligned with ``labels``), ``fill`` elsewhere."""
+            out = torch.full(keep.shape, fill, dtype=v.dtype, device=v.device).masked_scatter(keep, v)
+            return F.pad(out, (1, 0), value=fill)
+
+        mask = lab != IGNORE
+        lp = at_answers(full.gather(-1, lab[:, 1:][keep][:, None])[:, 0], 0.0)
+        pred, mu, sigma = at_answers(flat.argmax(-1), -1), at_answers(mu_f, 0.0), at_answers(sigma_f, 0.0)
         lp_n, m_n = lp.cpu().double().numpy(), mask.cpu().numpy()
         pred_n, tgt_n = pred.cpu().numpy(), lab.clamp_min(0).cpu().numpy()
         m_body = drop_final_eos(m_n, tgt_n, tok.eos_token_id)
@@ -250,7 +261,10 @@ def decode_batch(
     decoded with the KV cache for at most ``max_new_tokens`` tokens; a row stops at its
     first eos, which is kept in the returned ids (so its likelihood can be scored).
     Sampling draws from ``generator`` only, so it is reproducible without touching the
-    global RNG.
+    global RNG. Greedy decoding drops a row from the batch (and its KV cache) once it has
+    emitted eos, so the steps after cost only the rows still running; the tokens are the
+    same. Sampling keeps every row to the end, so each step draws the same random numbers
+    whichever rows have finished.
     """
     b, plen = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((b, plen), pad_id, dtype=torch.long)
@@ -260,9 +274,11 @@ def decode_batch(
         am[i, plen - len(p) :] = 1
     ids, am = ids.to(device), am.to(device)
     pos = (am.cumsum(1) - 1).clamp_min(0)
+    toks = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    rows = torch.arange(b, device=device)  # the batch rows still decoding, in cache order
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    steps, past, cur, cur_pos = [], None, ids, pos
-    for _ in range(max_new_tokens):
+    past, cur, cur_pos, n_steps = None, ids, pos, 0
+    for step in range(max_new_tokens):
         out = model(input_ids=cur, attention_mask=am, position_ids=cur_pos, past_key_values=past, use_cache=True)
         past = out.past_key_values
         logits = out.logits[:, -1].float()
@@ -271,13 +287,19 @@ def decode_batch(
         else:
             nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        steps.append(nxt)
+        toks[rows, step] = nxt
+        n_steps = step + 1
         done |= nxt == eos_id
-        if bool(done.all()):
+        n_done = int(done.sum())  # the step's one device sync
+        if n_done == len(rows):
             break
-        am = torch.cat([am, torch.ones((b, 1), dtype=am.dtype, device=device)], 1)
+        am = torch.cat([am, torch.ones((len(rows), 1), dtype=am.dtype, device=device)], 1)
         cur, cur_pos = nxt[:, None], cur_pos[:, -1:] + 1
-    toks = torch.stack(steps, 1).cpu().tolist()
+        if n_done and not sample and hasattr(past, "batch_select_indices"):
+            live = (~done).nonzero()[:, 0]
+            past.batch_select_indices(live)
+            rows, done, am, cur, cur_pos = rows[live], done[live], am[live], cur[live], cur_pos[live]
+    toks = toks[:, :n_steps].cpu().tolist()
     res = []
     for row in toks:
         k = row.index(eos_id) + 1 if eos_id in row else len(row)
