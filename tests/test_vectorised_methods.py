@@ -19,6 +19,7 @@ import dataclasses
 import pytest
 import torch
 
+import unlearnkit.engines.ensemble as ens
 from unlearnkit.engines.ensemble import LoopPlan, run_plans, train_many
 from unlearnkit.engines.loop import TrainConfig
 from unlearnkit.errors import ConfigError, DivergenceError
@@ -171,3 +172,36 @@ def test_plans_of_different_sizes_run_as_separate_groups(shadow):
     assert [x for v in vec for x in v.losses] == pytest.approx([x for r in ref for x in r.losses], abs=1e-5)
     with pytest.raises(ConfigError, match="one plan"):  # the 40-example plan is a group of one
         run_plans([plan(copy.deepcopy(o), d, s) for o, d, s in zip(originals, sets, [1, 2, 3])], vectorize=True)
+
+
+def test_convolutional_models_stay_in_the_loop_on_a_cpu_unless_forced(shadow, monkeypatch):
+    """vmap runs a batch of convolutions as a grouped convolution, slower than the loop on a CPU."""
+    task, _ = shadow
+
+    def conv(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 10))
+
+    cfg = TrainConfig(max_steps=3, batch_size=16, lr=1e-3)
+
+    def plans(models):
+        def objective(ctx):
+            return task.adapter.per_example_loss(ctx.model, ctx.batch("forget")).mean()
+
+        return [LoopPlan(m, objective, {"forget": task.forget}, cfg, s) for m, s in zip(models, [1, 2])]
+
+    auto, forced, loop = ([conv(0), conv(1)] for _ in range(3))
+    seen = []
+    real = ens._run_plans_vectorized
+
+    def spy(p, *a):
+        seen.append(len(p))
+        return real(p, *a)
+
+    monkeypatch.setattr(ens, "_run_plans_vectorized", spy)
+    run_plans(plans(auto), "cpu", task.adapter)
+    assert seen == []
+    run_plans(plans(forced), "cpu", task.adapter, vectorize=True)
+    assert seen == [2]
+    run_plans(plans(loop), "cpu", task.adapter, vectorize=False)
+    assert max_param_diff(auto, loop) == 0.0 and max_param_diff(forced, loop) < 1e-5

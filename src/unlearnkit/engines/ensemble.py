@@ -776,8 +776,10 @@ def run_plans(
     parameter names, number of frozen modules, masks or none; no callbacks; no normalisation
     layer with running statistics) run as one vectorised group each (see the module
     docstring); a group whose objective ``vmap`` cannot run, or of one plan, runs
-    :func:`run_plan` per plan. ``True``: vectorise or raise :class:`ConfigError` with the
-    reason; ``False``: :func:`run_plan` per plan.
+    :func:`run_plan` per plan; so do plans with convolutions on a CPU, where ``vmap`` runs a
+    batch of convolutions as one grouped convolution, measured slower than the loop (16 small
+    CNNs on tiny digits, 20 SCRUB steps: 4.5 s against 3.6 s). ``True``: vectorise or raise
+    :class:`ConfigError` with the reason; ``False``: :func:`run_plan` per plan.
     """
     plans = list(plans)
     device = torch.device(device)
@@ -787,7 +789,9 @@ def run_plans(
         groups[_plan_signature(p)].append(i)
     for members in groups.values():
         stats, reason = None, "one plan"
-        if vectorize is not False and len(members) > 1:
+        if vectorize is None and device.type == "cpu" and _has_conv(plans[members[0]]):
+            reason = "on a CPU convolutional models are not vectorised (grouped convolutions are slower)"
+        elif vectorize is not False and len(members) > 1:
             stats, reason = _run_plans_vectorized([plans[i] for i in members], device, adapter, progress)
             for i in members if stats is not None else ():
                 if plans[i].after is not None:
@@ -799,6 +803,10 @@ def run_plans(
         for i, s in zip(members, stats):
             out[i] = s
     return out  # type: ignore[return-value]
+
+
+def _has_conv(plan: LoopPlan) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for x in (plan.model, *plan.frozen) for m in x.modules())
 
 
 def _trainable_names(plan: LoopPlan) -> list[str]:
