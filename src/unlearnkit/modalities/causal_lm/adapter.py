@@ -21,6 +21,7 @@ aliases ``x`` (= ``input_ids``) and ``y`` (= ``labels``, the same tensors), so
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -239,6 +240,24 @@ def replace_answers(
     )
 
 
+def _forward_takes(cls: type, name: str) -> bool:
+    try:
+        return name in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model``'s forward is a transformers causal LM's that takes ``logits_to_keep``
+    (directly, or through a peft wrapper, which passes its keywords to the base model)."""
+    if _forward_takes(type(model), "logits_to_keep"):
+        return True
+    base = getattr(model, "get_base_model", None)
+    if callable(base) and type(model).__module__.startswith("peft"):
+        return _forward_takes(type(base()), "logits_to_keep")
+    return False
+
+
 @dataclass
 class CausalLMAdapter:
     """Answer-token losses and log-likelihoods for Hugging Face causal LMs.
@@ -294,7 +313,12 @@ class CausalLMAdapter:
         ``logits_to_keep`` mask, which slices the hidden states before ``lm_head`` (and before
         any logit soft-capping, so the values are the full logits' rows). ``None`` where the
         model does not take that argument (it then returns all ``(B, T, V)`` logits, or
-        refuses the keyword); callers fall back to :meth:`logits`."""
+        refuses the keyword), and for any model that is not a transformers causal LM taking
+        ``logits_to_keep`` itself (or a peft wrapper of one): a wrapper that changes the
+        sequence (ICUL's in-context model) must see its own inputs only. Callers then fall
+        back to :meth:`logits`."""
+        if not _takes_logits_to_keep(model):
+            return None
         labels = (batch["labels"] if labels is None else labels).to(self.device)
         keep = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
         ids = batch["input_ids"].to(self.device)
