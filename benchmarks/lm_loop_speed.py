@@ -143,22 +143,33 @@ def make_peer_trainer(method: str, params: dict, model, ref, forget, retain, arg
     return trainer
 
 
-def run_peer(method: str, params: dict, task, args, out_dir: str) -> float:
-    t0 = time.perf_counter()
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_peer(method: str, params: dict, task, args, out_dir: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one peer unlearning call."""
+    _sync(args.device)
+    t0, c0 = time.perf_counter(), time.process_time()
     model = copy.deepcopy(task.original).to(task.device).train()
     ref = copy.deepcopy(task.original).to(task.device).eval().requires_grad_(False) if method == "npo" else None
     trainer = make_peer_trainer(method, params, model, ref, task.forget, task.retain, args, out_dir)
     trainer.train()
-    return time.perf_counter() - t0
+    _sync(args.device)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_ours(method: str, params: dict, task, args) -> float:
+def run_ours(method: str, params: dict, task, args) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one ``Method.unlearn`` call."""
     from unlearnkit.methods import METHODS
 
     m = METHODS[method](**params, max_steps=args.steps, batch_size=args.batch_size, epochs=1000.0)
-    t0 = time.perf_counter()
+    _sync(args.device)
+    t0, c0 = time.perf_counter(), time.process_time()
     res = m.unlearn(task, seed=0)
-    elapsed = time.perf_counter() - t0
+    _sync(args.device)
+    elapsed = time.perf_counter() - t0, time.process_time() - c0
     assert res.cost.steps == args.steps, res.cost.steps
     return elapsed
 
@@ -174,6 +185,90 @@ def method_params(method: str) -> dict:
         out["retain_weight"] = p.retain_weight
     if method == "graddiff" and p.retain_loss != "nll":
         raise SystemExit("error: graddiff's causal-LM default retain_loss is not nll; the peer writes nll")
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+#: the parts an LM evaluation's time is split into (exclusive times; the relearning attack
+#: includes the training, scoring and generation it runs)
+EVAL_PARTS = {
+    "forward passes (teacher forcing)": ("teacher_forced",),
+    "greedy generation": ("greedy_generation",),
+    "relearning attack": ("relearn", "relearn/training", "relearn/teacher_forced", "relearn/greedy_generation"),
+    "FADE sampling": ("fade_sampling",),
+    "FADE scoring": ("fade_scoring",),
+}
+
+
+class _Timer:
+    """Exclusive wall time per nested label of the wrapped functions."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.excl: dict[str, float] = {}
+
+    def wrap(self, module, name: str, label: str) -> None:
+        f = getattr(module, name)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            self.stack.append(label)
+            try:
+                return f(*a, **k)
+            finally:
+                d = time.perf_counter() - t
+                self.stack.pop()
+                key = "/".join([*self.stack, label])
+                self.excl[key] = self.excl.get(key, 0.0) + d
+                if self.stack:
+                    outer = "/".join(self.stack)
+                    self.excl[outer] = self.excl.get(outer, 0.0) - d
+
+        setattr(module, name, timed)
+
+    def split(self, total: float) -> dict[str, float]:
+        parts = {k: sum(self.excl.get(x, 0.0) for x in keys) for k, keys in EVAL_PARTS.items()}
+        parts["metrics and the rest"] = total - sum(self.excl.values())
+        return parts
+
+
+def eval_benchmark(task, args) -> dict:
+    """Time one NPO run (the causal-LM defaults) and the full LM evaluation of its model."""
+    import copy as _copy
+
+    from unlearnkit.engines import loop as loop_mod
+    from unlearnkit.methods import METHODS
+    from unlearnkit.modalities.causal_lm import attacks, scores
+    from unlearnkit.orchestration import experiment as E
+
+    timer = _Timer()
+    timer.wrap(scores, "_teacher_forced", "teacher_forced")
+    timer.wrap(scores, "generate_answers", "greedy_generation")
+    timer.wrap(attacks, "relearn_attack", "relearn")
+    timer.wrap(loop_mod, "run_loop", "training")  # relearn_attack imports it at call time
+    timer.wrap(attacks, "_samples", "fade_sampling")
+    timer.wrap(attacks, "_sequence_logprob", "fade_scoring")
+    t0 = time.perf_counter()
+    res = METHODS["npo"]().unlearn(task, seed=0)
+    t_npo = time.perf_counter() - t0
+    if args.save_model:
+        torch.save(res.model.state_dict(), args.save_model)
+    if args.load_model:  # the same weights before and after a change: metric values comparable
+        res.model.load_state_dict(torch.load(args.load_model))
+    if args.reference == "retrain":
+        ref, _, _ = E.get_reference(task, 0, cache=args.cache)
+    else:
+        ref = task.original
+    ref_scores = E.score_model(ref, task)
+    E.evaluate_model(ref, task, ref_scores, reference_model=ref)  # compare()'s reference row first
+    out = {"npo_s": t_npo, "npo_steps": res.cost.steps}
+    for label, model in (("cold", res.model), ("warm", _copy.deepcopy(res.model))):
+        timer.excl.clear()
+        t0 = time.perf_counter()
+        ev = E.evaluate_model(model, task, ref_scores, res.cost, task.original_cost, reference_model=ref)
+        total = time.perf_counter() - t0
+        out[label] = {"eval_s": total, "ratio_to_npo": total / t_npo, "split_s": timer.split(total)}
+        out.setdefault("metrics", {k: v for k, v in ev.metrics.items()})
     return out
 
 
@@ -194,6 +289,23 @@ def main() -> None:
     ap.add_argument("--home", default=None, help="workspace whose model cache holds (or receives) the original")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--eval",
+        action="store_true",
+        help="instead: time one NPO run and the full LM evaluation of its model (split by part)",
+    )
+    ap.add_argument(
+        "--reference",
+        choices=("original", "retrain"),
+        default="original",
+        help="--eval: the reference the metrics compare with (retrain: the cached retrain, trained if absent)",
+    )
+    ap.add_argument("--baseline", default=None, help="a JSON this script wrote before a change, shown beside")
+    ap.add_argument("--label", default=None, help="what code this run measures (default: this checkout's commit)")
+    ap.add_argument("--save-model", default=None, help="--eval: save the NPO model's weights here")
+    ap.add_argument(
+        "--load-model", default=None, help="--eval: evaluate these weights (a --save-model file) instead of the run's"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.threads:
@@ -204,14 +316,17 @@ def main() -> None:
         raise SystemExit(f"error: the peer is written for npo, graddiff and simnpo, not {', '.join(bad)}")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(args.home or tmp)
+        args.cache = ModelCache(home / "cache")
         task = make_lm_task(
             "profiles",
             forget=args.forget,
             seed=0,
-            cache=ModelCache(home / "cache"),
+            cache=args.cache,
             device=args.device,
             **task_args(args.people, args.qa),
         )
+        if args.eval:
+            return write_eval(eval_benchmark(task, args), task, args)
         rows = []
         for method in methods:
             params = method_params(method)
@@ -225,7 +340,8 @@ def main() -> None:
                         ours.append(run_ours(method, params, task, args))
                     else:
                         peer.append(run_peer(method, params, task, args, tmp))
-            o, p = statistics.median(ours), statistics.median(peer)
+            o, p = statistics.median(w for w, _ in ours), statistics.median(w for w, _ in peer)
+            oc, pc = statistics.median(c for _, c in ours), statistics.median(c for _, c in peer)
             row = {
                 "method": method,
                 "params": params,
@@ -234,38 +350,75 @@ def main() -> None:
                 "ours_step_ms": 1000 * o / args.steps,
                 "peer_step_ms": 1000 * p / args.steps,
                 "ratio": p / o,
-                "ours_all_s": ours,
-                "peer_all_s": peer,
+                "ours_cpu_s": oc,
+                "peer_cpu_s": pc,
+                "ratio_cpu": pc / oc,
+                "ours_all_s": [w for w, _ in ours],
+                "peer_all_s": [w for w, _ in peer],
+                "ours_all_cpu_s": [c for _, c in ours],
+                "peer_all_cpu_s": [c for _, c in peer],
             }
             rows.append(row)
             print(
-                f"{method:9s} unlearnkit {o:7.2f}s ({row['ours_step_ms']:6.1f} ms/step)   "
-                f"Trainer peer {p:7.2f}s ({row['peer_step_ms']:6.1f} ms/step)   ratio {row['ratio']:.2f}x",
+                f"{method:9s} unlearnkit {o:7.2f}s ({row['ours_step_ms']:6.1f} ms/step, CPU {oc:.2f}s)   "
+                f"Trainer peer {p:7.2f}s ({row['peer_step_ms']:6.1f} ms/step, CPU {pc:.2f}s)   "
+                f"ratio {row['ratio']:.2f}x (CPU time {row['ratio_cpu']:.2f}x)",
                 flush=True,
             )
+    write_loop(rows, task, args)
+
+
+def _command(args) -> str:
     cmd = (
         f"python benchmarks/lm_loop_speed.py --people {args.people} --qa {args.qa} --forget {args.forget} "
-        f"--steps {args.steps} --batch-size {args.batch_size} --reps {args.reps} --methods {args.methods} "
         f"--device {args.device}" + (f" --threads {args.threads}" if args.threads else "")
     )
-    setting = {
+    if args.eval:
+        return (
+            cmd
+            + f" --eval --reference {args.reference}"
+            + (f" --load-model {args.load_model}" if args.load_model else "")
+        )
+    return cmd + f" --steps {args.steps} --batch-size {args.batch_size} --reps {args.reps} --methods {args.methods}"
+
+
+def _setting(task, args) -> dict:
+    import subprocess
+
+    pkg = Path(__import__("unlearnkit").__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
+    commit = (
+        subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
+        if pkg.is_relative_to(here)
+        else None
+    )
+    return {
         "people": args.people,
         "forget": args.forget,
         "forget_rows": len(task.forget),
         "retain_rows": len(task.retain),
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "reps": args.reps,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "model": task.spec["model"],
+        "unlearnkit": str(pkg),
+        "commit": args.label or commit,
     }
+
+
+def _baseline(args) -> dict | None:
+    return json.loads(Path(args.baseline).read_text()) if args.baseline else None
+
+
+def write_loop(rows: list[dict], task, args) -> None:
+    cmd, setting = _command(args), {**_setting(task, args), "steps": args.steps, "batch_size": args.batch_size}
+    base = _baseline(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lm_loop_speed.json").write_text(json.dumps({"command": cmd, "setting": setting, "rows": rows}, indent=1))
+    doc = {"command": cmd, "setting": setting, "rows": rows, "baseline": base}
+    (out / "lm_loop_speed.json").write_text(json.dumps(doc, indent=1))
     lines = [
         "# Language-model loop vs a Hugging Face Trainer peer",
         "",
@@ -273,17 +426,88 @@ def main() -> None:
         "",
         f"Setting: {json.dumps(setting)}. Times are medians of {args.reps} warm runs per side in alternating "
         "order, each a whole unlearning call of the given steps from the original (model copies, optimiser "
-        "set-up, steps). Ratio = peer time / unlearnkit time (higher: unlearnkit faster).",
+        "set-up, steps). Ratio = peer time / unlearnkit time (higher: unlearnkit faster); wall time and the "
+        "process's CPU time (with one torch thread, the measure other processes on a shared machine disturb "
+        "least).",
         "",
-        "| method | unlearnkit (s) | ms/step | Trainer peer (s) | ms/step | ratio |",
-        "|---|---|---|---|---|---|",
+        "| method | unlearnkit (s) | ms/step | Trainer peer (s) | ms/step | ratio | CPU s, ours / peer | ratio (CPU) |"
+        + (" before: ratio | before: ratio (CPU) |" if base else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if base else ""),
     ]
-    lines += [
-        f"| {r['method']} | {r['ours_s']:.2f} | {r['ours_step_ms']:.1f} | {r['peer_s']:.2f} | "
-        f"{r['peer_step_ms']:.1f} | {r['ratio']:.2f}x |"
-        for r in rows
-    ]
+    before = {r["method"]: r for r in (base or {}).get("rows", [])}
+    for r in rows:
+        b = before.get(r["method"])
+        extra = ""
+        if base:
+            extra = f" {b['ratio']:.2f}x | {b['ratio_cpu']:.2f}x |" if b and "ratio_cpu" in b else " | |"
+        lines.append(
+            f"| {r['method']} | {r['ours_s']:.2f} | {r['ours_step_ms']:.1f} | {r['peer_s']:.2f} | "
+            f"{r['peer_step_ms']:.1f} | {r['ratio']:.2f}x | {r['ours_cpu_s']:.2f} / {r['peer_cpu_s']:.2f} | "
+            f"{r['ratio_cpu']:.2f}x |" + extra
+        )
+    if base:
+        lines += [
+            "",
+            f"Before: the same command on the code of commit {base['setting'].get('commit')} "
+            f"(`{base['setting'].get('unlearnkit')}`), `--baseline` of this run.",
+        ]
     (out / "lm_loop_speed.md").write_text("\n".join(lines) + "\n")
+
+
+def write_eval(res: dict, task, args) -> None:
+    cmd, setting = _command(args), _setting(task, args)
+    base = _baseline(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"command": cmd, "setting": setting, **res, "baseline": base}
+    if base is not None:
+        m0 = base.get("metrics", {})
+        doc["metrics_differing_from_baseline"] = {
+            k: [m0[k], v]
+            for k, v in res["metrics"].items()
+            if k in m0 and not (m0[k] == v or (m0[k] != m0[k] and v != v))
+        }
+    (out / "lm_loop_speed_eval.json").write_text(json.dumps(doc, indent=1))
+    runs = [("after", res)] + ([("before", base)] if base else [])
+    lines = [
+        "# Language-model evaluation cost vs one NPO run",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Setting: {json.dumps(setting)}. One NPO run with the causal-LM defaults ({res['npo_steps']} steps), "
+        "then the full LM metric set of its model (`evaluate_model`: TOFU values, MIA scores, greedy "
+        "generations, probes, the relearning attack, FADE) against the reference, after the reference's own "
+        "row (as `compare` does). Cold: the first model compared with the reference (the reference's FADE "
+        "samples are drawn then); warm: a second model (a copy) with the reference's side cached. Exclusive "
+        "wall times per part, seconds.",
+        "",
+        "| code | NPO run (s) | eval cold (s) | ratio | eval warm (s) | ratio | "
+        + " | ".join(f"{k} (cold)" for k in res["cold"]["split_s"])
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(res["cold"]["split_s"]),
+    ]
+    for name, r in runs:
+        lines.append(
+            f"| {name} | {r['npo_s']:.2f} | {r['cold']['eval_s']:.2f} | {r['cold']['ratio_to_npo']:.2f}x | "
+            f"{r['warm']['eval_s']:.2f} | {r['warm']['ratio_to_npo']:.2f}x | "
+            + " | ".join(f"{r['cold']['split_s'].get(k, float('nan')):.2f}" for k in res["cold"]["split_s"])
+            + " |"
+        )
+    if base:
+        diff = doc["metrics_differing_from_baseline"]
+        lines += [
+            "",
+            f"Before: commit {base['setting'].get('commit')} (`{base['setting'].get('unlearnkit')}`). Metric values "
+            f"that differ from before: {json.dumps(diff) if diff else 'none'} ("
+            + (
+                "both evaluate the same weights (`--load-model`); "
+                if args.load_model
+                else "the NPO models of the two codes differ at float level; "
+            )
+            + "cost metrics measure the runs).",
+        ]
+    (out / "lm_loop_speed_eval.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
