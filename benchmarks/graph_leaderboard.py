@@ -189,6 +189,8 @@ def run_leaderboard(args, methods: list[str]) -> None:
         runs_file.write_text("\n".join(json.dumps(d, default=str) for d in [{"elapsed_s": elapsed}, *done]) + "\n")
         partial.unlink()
         records = [RunRecord.from_dict(d) for d in done]
+    for r in records:  # one row per scenario over seeds: a node deletion's row count differs by seed
+        r.scenario = {k: v for k, v in (r.scenario or {}).items() if k != "count"}
     link = [r for r in records if r.task_spec.get("task") == "link"]
     node = [r for r in records if r.task_spec.get("task") == "node"]
     link_rows, node_rows = summarise(link, LINK_COLUMNS), summarise(node, NODE_COLUMNS)
@@ -201,7 +203,8 @@ def run_leaderboard(args, methods: list[str]) -> None:
     header = (
         "# Graph leaderboard: GNNDelete's settings on two graphs\n\n"
         f"Graphs {', '.join(graphs)}; 2-layer GCN; link tasks hold {LINK_TEST_FRACTION:.0%} of the edges out as "
-        "test edges (GNNDelete's split), node tasks 20% of the nodes; seeds {args.seeds} (each seed its own test split, "
+        "test edges (GNNDelete's split), node tasks 20% of the nodes; "
+        f"seeds {args.seeds} (each seed its own test split, "
         f"deletion and initialisations); {len(records)} runs; {elapsed / 60:.1f} min on {os.cpu_count()} "
         f"cores with {args.workers} workers.\n\nRegenerate: `{cmd}`\n\n"
         "Link prediction: `edges-in:F` / `edges-out:F` delete a fraction F of the training edges drawn "
