@@ -138,3 +138,50 @@ def test_bench_grid_and_report_on_graph_runs(tmp_path, capsys, monkeypatch):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "dt_auc" in md and "df_auc" in md and "acc_test" not in md
     assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_forget_edges_and_nodes_files(tmp_path, capsys, monkeypatch):
+    """--forget-edges takes 'u v', 'u,v', 'u-v' or 'edge:u-v' lines in either order; --forget-nodes
+    node ids; both become the same ids --forget-ids takes. Bad lines, missing files and a
+    classifier run are one error line, exit 2, nothing stored."""
+    home = tmp_path / "home"
+    args = ("train", "--task", "graph-link", "--dataset", "karate", "--epochs", "20", "--json")
+    code, out, err = uk(capsys, monkeypatch, *args, home=home)
+    assert code == 0, err
+    run = json.loads(out)["run_id"]
+    from unlearnkit.modalities import get_modality
+    from unlearnkit.orchestration.experiment import Workspace
+
+    store = Workspace.open(home).store
+    task = get_modality("graph").task_from_spec(store.get(run).task_spec)
+    train_edges = [str(i) for i in task.train.example_ids if str(i).startswith("edge:")][:4]
+    pairs = [e.removeprefix("edge:").split("-") for e in train_edges]
+    (a, b), (c, d), (e, f), (g, h) = pairs
+    (tmp_path / "edges.txt").write_text(f"{b} {a}\n{c},{d}\n{f}-{e}\n# a comment\nedge:{g}-{h}\n")
+    (tmp_path / "nodes.txt").write_text("node:11\n11\n")
+    base = ("unlearn", "--from", run, "--method", "utu", "--json")
+    code, out, err = uk(capsys, monkeypatch, *base, "--forget-edges", str(tmp_path / "edges.txt"), home=home)
+    assert code == 0, err
+    assert sorted(store.get(json.loads(out)["run_id"]).forget_ids) == sorted(train_edges)
+    code, out, err = uk(capsys, monkeypatch, *base, "--forget-nodes", str(tmp_path / "nodes.txt"), home=home)
+    assert code == 0, err
+    ids = store.get(json.loads(out)["run_id"]).forget_ids
+    assert "node:11" in ids and any(i.startswith("edge:") for i in ids) and len(ids) == len(set(ids))  # with its edges
+    code, out, _ = uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    n_runs = len(json.loads(out))
+    (tmp_path / "bad.txt").write_text("0 1\n0 99\nx\n")
+    (tmp_path / "nonedge.txt").write_text("16 25\n")
+    for flag, path, words in (
+        ("--forget-edges", "bad.txt", "2 line(s) name no edge"),
+        ("--forget-nodes", "bad.txt", "3 line(s) name no node"),
+        ("--forget-edges", "missing.txt", "cannot read"),
+        ("--forget-edges", "nonedge.txt", "not an edge"),
+    ):
+        code, _, err = uk(capsys, monkeypatch, *base, flag, str(tmp_path / path), home=home)
+        assert code == 2 and err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = uk(
+        capsys, monkeypatch, *base, "--forget-edges", str(tmp_path / "edges.txt"), "--scenario", "edges:1", home=home
+    )
+    assert code == 2 and "exactly one of" in err
+    code, out, _ = uk(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    assert len(json.loads(out)) == n_runs

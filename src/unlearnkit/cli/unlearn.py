@@ -25,12 +25,38 @@ from .common import (
 )
 
 
+def _graph_ids(flag: str, path: Path, from_run: str, home: Path | None, store: str | None) -> list[str]:
+    """The example ids of the edges or nodes a ``--forget-edges`` / ``--forget-nodes`` file
+    names, by the run's graph (a run of another modality is refused)."""
+    from ..modalities import modality_of_spec
+
+    lines = read_lines(path)
+    if not lines:
+        raise ConfigError(f"{path} is empty: it lists no {'edges' if flag == '--forget-edges' else 'nodes'}")
+    rec = workspace(home, store).store.get(from_run)
+    if modality_of_spec(rec.task_spec).name != "graph":
+        raise ConfigError(f"{flag} is for graph runs; run {from_run} is a {rec.task_spec.get('modality')} run")
+    task_module = modality_of_spec(rec.task_spec).part("task")
+    convert = task_module.edge_request_ids if flag == "--forget-edges" else task_module.node_request_ids
+    return convert(rec.task_spec, lines)
+
+
 @app.command()
 def unlearn(
     from_run: str = typer.Option(..., "--from", help="Run id of the trained original (see `unlearnkit train`)."),
     method: str = typer.Option(..., "--method", help="Method name (see `unlearnkit methods`)."),
     forget_ids: Optional[Path] = typer.Option(
         None, "--forget-ids", help="File with one example id per line (`unlearnkit data ids DATASET` lists them)."
+    ),
+    forget_edges: Optional[Path] = typer.Option(
+        None,
+        "--forget-edges",
+        help="Graph tasks: file with one edge per line ('u v', 'u,v' or 'u-v', the graph's node ids).",
+    ),
+    forget_nodes: Optional[Path] = typer.Option(
+        None,
+        "--forget-nodes",
+        help="Graph tasks: file with one node id per line (each node with its edges and features).",
     ),
     forget_subjects: Optional[Path] = typer.Option(
         None,
@@ -73,8 +99,10 @@ def unlearn(
 
     # what only the command line has is checked here (option combinations, id files); the
     # request itself (method and hyperparameters, ids, store, artifact) before any work there
-    if len([x for x in (forget_ids, forget_subjects, scenario) if x]) > 1:
-        raise ConfigError("give exactly one of --forget-ids, --forget-subjects or --scenario")
+    if len([x for x in (forget_ids, forget_edges, forget_nodes, forget_subjects, scenario) if x]) > 1:
+        raise ConfigError(
+            "give exactly one of --forget-ids, --forget-edges, --forget-nodes, --forget-subjects or --scenario"
+        )
     if lora < 0:
         raise ConfigError("--lora must be a rank >= 1, or 0 for full weights")
     params = parse_params(param)
@@ -83,6 +111,9 @@ def unlearn(
     ids = read_lines(forget_ids) if forget_ids else None
     if forget_ids and not ids:
         raise ConfigError(f"{forget_ids} is empty: it lists no example ids")
+    for flag, path in (("--forget-edges", forget_edges), ("--forget-nodes", forget_nodes)):
+        if path:
+            ids = _graph_ids(flag, path, from_run, home, store)
     subjects = read_lines(forget_subjects) if forget_subjects else None
     if forget_subjects and not subjects:
         raise ConfigError(f"{forget_subjects} lists no subject ids (the file is empty)")

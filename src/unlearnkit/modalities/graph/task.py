@@ -820,3 +820,51 @@ def _without_examples(self: GraphTask, ids: Sequence[str]) -> GraphTask:
 
 
 GraphTask.without_examples = _without_examples  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- id files
+def _graph_of_spec(spec: dict) -> Graph:
+    if spec.get("source") is None:
+        raise ConfigError("this run's graph was built in memory; name its rows as ids (--forget-ids)")
+    return load_graph(spec["source"])
+
+
+def edge_request_ids(spec: dict, lines: Sequence[str]) -> list[str]:
+    """The ``edge:<u>-<v>`` ids of the edges ``lines`` name (``unlearnkit unlearn --forget-edges``):
+    one edge per line as ``u v``, ``u,v``, ``u-v`` or ``edge:u-v``, in either order, by the
+    graph's node ids. A line that is not an edge, or names a node the graph does not have, is
+    one ConfigError naming the first few; whether each is a training edge is checked later,
+    as for ``--forget-ids``."""
+    g = _graph_of_spec(spec)
+    index = {str(n): i for i, n in enumerate(g.node_ids)}
+    nid = g.node_ids
+    out, bad = [], []
+    for k, line in enumerate(lines, start=1):
+        text = line.strip().removeprefix("edge:")
+        parts = text.replace(",", " ").split() if (" " in text or "," in text) else text.split("-")
+        if len(parts) != 2 or any(p not in index for p in parts):
+            bad.append(f"line {k}: {line.strip()!r}")
+            continue
+        a, b = sorted((index[parts[0]], index[parts[1]]))
+        out.append(f"edge:{nid[a]}-{nid[b]}")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ConfigError(
+            f"--forget-edges: {len(bad)} line(s) name no edge between nodes of {g.name!r} "
+            f"(one edge per line, 'u v', 'u,v' or 'u-v'): {shown}"
+        )
+    return list(dict.fromkeys(out))
+
+
+def node_request_ids(spec: dict, lines: Sequence[str]) -> list[str]:
+    """The ``node:<id>`` ids of the nodes ``lines`` name (``--forget-nodes``: one node id per
+    line, ``node:`` optional); a node the graph does not have is one ConfigError. Each node
+    takes its edges and features along, as a ``node:`` id does."""
+    g = _graph_of_spec(spec)
+    known = {str(n) for n in g.node_ids}
+    ids = [line.strip().removeprefix("node:") for line in lines]
+    bad = [f"line {k}: {line.strip()!r}" for k, (line, i) in enumerate(zip(lines, ids), start=1) if i not in known]
+    if bad:
+        shown = "; ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ConfigError(f"--forget-nodes: {len(bad)} line(s) name no node of {g.name!r}: {shown}")
+    return list(dict.fromkeys(f"node:{i}" for i in ids))
