@@ -6,24 +6,12 @@ gives one ``error:`` line, exit status 2 and nothing stored."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 pytest.importorskip("torch_geometric")
 
-from unlearnkit.cli import main  # noqa: E402
-
-
-def uk(capsys, monkeypatch, *args, home):
-    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_support import cli as uk  # noqa: E402
 
 
 def test_train_unlearn_evaluate_and_bad_input(tmp_path, capsys, monkeypatch):

@@ -7,15 +7,13 @@ the deleted edges' scores to those of random pairs and DF AUC towards 0.5."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("torch_geometric")
 
+from cli_support import cli_json as uk  # noqa: E402
 from unlearnkit.data.graphs import Graph, k_hop_masks  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
@@ -181,20 +179,6 @@ def test_gnndelete_on_node_classification():
     outside = torch.from_numpy(~spec.influenced[1])
     assert torch.equal(a[outside], b[outside]) and not torch.equal(a, b)
     assert result.extra["deleted_edges"] == len(spec.deleted_edges) > 0
-
-
-def uk(capsys, monkeypatch, *args, home):
-    from unlearnkit.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_a_stored_gnndelete_run_loads_back_and_evaluates_the_same(tmp_path, capsys, monkeypatch):

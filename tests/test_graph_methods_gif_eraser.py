@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ import torch
 
 pytest.importorskip("torch_geometric")
 
+from cli_support import cli_json as _uk  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.errors import ConfigError, DivergenceError  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
@@ -165,20 +164,6 @@ def test_graph_eraser_on_node_classification():
         method = METHODS["graph_eraser"](num_shards=3, aggregation=agg)
         shard_of = method.partition(task, 0)
         assert result.extra["affected_shards"] == sorted({int(shard_of[g]) for g in gone})
-
-
-def _uk(capsys, monkeypatch, *args, home):
-    from unlearnkit.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_a_stored_graph_eraser_run_loads_back_and_evaluates_the_same(tmp_path, capsys, monkeypatch):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch_geometric")
 
-from unlearnkit.cli import main  # noqa: E402
+from cli_support import cli as _uk  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.evaluation import shadow  # noqa: E402
@@ -130,17 +129,6 @@ def test_node_statistic_counts_a_node_once_and_edge_only_forget_sets_are_refused
     monkeypatch.setattr(gp, "train_shadows", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ConfigError, match="only edges"):
         privacy_report(edges_only, "finetune", n_shadow=4)
-
-
-def _uk(capsys, monkeypatch, *args, home):
-    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_evaluate_privacy_on_a_graph_run_keeps_ulira_per_edge(tmp_path, capsys, monkeypatch):

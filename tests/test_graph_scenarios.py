@@ -7,7 +7,6 @@ grids and the CLI; bad input."""
 from __future__ import annotations
 
 import json
-import sys
 
 import networkx as nx
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 pytest.importorskip("torch_geometric")
 
-from unlearnkit.cli import main  # noqa: E402
+from cli_support import cli as _uk  # noqa: E402
 from unlearnkit.data.graphs import Graph, load_graph  # noqa: E402
 from unlearnkit.engines.loop import TrainConfig  # noqa: E402
 from unlearnkit.errors import ConfigError, ForgetSetError  # noqa: E402
@@ -193,17 +192,6 @@ def test_scenarios_round_trip_through_dicts_specs_and_bench_grids():
         u = get_modality("graph").task_from_spec(base.spec, d)
         direct = make_graph_task("florentine", "node", "gcn", d, seed=0, recipe=TINY)
         assert list(u.split.forget_ids) == list(direct.split.forget_ids) and len(u.split.forget_ids)
-
-
-def _uk(capsys, monkeypatch, *args, home):
-    monkeypatch.setattr(sys, "argv", ["unlearnkit", *args, "--home", str(home)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_unlearn_by_edge_class_and_evaluate_re_resolves_the_same_edges(tmp_path, capsys, monkeypatch):
