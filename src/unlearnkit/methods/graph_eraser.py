@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engines.loop import LoopStats, run_loop
+from ..engines.loop import LoopStats
 from ..errors import ConfigError
 from ..modalities.graph.adapter import NODE
+from ..modalities.graph.task import fit_graph_model
 from ..utils import derive_seed
 from .base import Method, UnlearnResult, hp, register
 
@@ -407,27 +408,9 @@ class GraphEraser(Method):
         model = task.model_factory(s_seed).to(task.device)
         if len(sup) == 0:
             return model, LoopStats(), False
-        adapter = task.adapter
         pool = torch.from_numpy(np.flatnonzero(shard_of[nodes] == s))  # the shard's own nodes, renumbered
-        gen = torch.Generator().manual_seed(derive_seed(s_seed, "negatives") % (2**63))
-
-        def objective(ctx):
-            batch = ctx.batch("train")
-            if adapter.task_kind == "link":  # fresh negatives from the shard's nodes (seeded)
-                pick = torch.randint(0, len(pool), (len(batch["index"]),), generator=gen)
-                batch["neg"] = pool[pick].to(ctx.device)
-            return adapter.per_example_loss(ctx.model, batch).mean()
-
-        stats = run_loop(
-            model,
-            objective,
-            {"train": sup},
-            task.recipe,
-            seed=s_seed,
-            device=task.device,
-            progress=progress,
-            desc=f"graph_eraser shard {s}",
-            adapter=adapter,
+        stats = fit_graph_model(
+            model, sup, task.adapter, task.recipe, s_seed, task.device, progress, f"graph_eraser shard {s}", pool
         )
         return model.eval(), stats, True
 

@@ -377,33 +377,53 @@ class GraphTask(Task):
     ) -> tuple[nn.Module, LoopStats]:
         model = self.model_factory(seed).to(self.device)
         sup = data.supervised(name=f"{data.name}/supervised")
-        adapter = self.adapter
-        n = data.graph.num_nodes
-        gen = torch.Generator().manual_seed(derive_seed(seed, "negatives") % (2**63))
-
-        def objective(ctx):
-            batch = ctx.batch("train")
-            if adapter.task_kind == "link":  # fresh negatives every step (seeded)
-                batch["neg"] = torch.randint(0, n, (len(batch["index"]),), generator=gen).to(ctx.device)
-            return adapter.per_example_loss(ctx.model, batch).mean()
-
-        stats = run_loop(
-            model,
-            objective,
-            {"train": sup},
-            self.recipe,
-            seed=seed,
-            device=self.device,
-            progress=progress,
-            desc=desc,
-            adapter=adapter,
-        )
-        return model, stats
+        return model, fit_graph_model(model, sup, self.adapter, self.recipe, seed, self.device, progress, desc)
 
     def with_forget(self, forget_ids: Sequence[str], scenario: dict | None = None) -> "GraphTask":
         ids = [str(i) for i in forget_ids]
         _check_ids(self.split.train, ids)
         return super().with_forget(self.split.train.closure(ids), scenario)
+
+
+def fit_graph_model(
+    model: nn.Module,
+    sup: GraphExampleSet,
+    adapter: GraphAdapter,
+    recipe: TrainConfig,
+    seed: int,
+    device,
+    progress: bool = False,
+    desc: str = "train",
+    negatives: torch.Tensor | None = None,
+) -> LoopStats:
+    """Train ``model`` in place on the supervised rows ``sup`` with ``recipe``: each step the
+    adapter's loss on a batch; on link prediction every edge row gets a fresh negative node
+    (seeded from ``seed``) drawn uniformly from ``negatives`` (node indices; default every
+    node of the graph). How originals, references and GraphEraser's shards are trained."""
+    n = sup.graph.num_nodes
+    gen = torch.Generator().manual_seed(derive_seed(seed, "negatives") % (2**63))
+
+    def objective(ctx):
+        batch = ctx.batch("train")
+        if adapter.task_kind == "link":  # fresh negatives every step (seeded)
+            if negatives is None:
+                batch["neg"] = torch.randint(0, n, (len(batch["index"]),), generator=gen).to(ctx.device)
+            else:
+                pick = torch.randint(0, len(negatives), (len(batch["index"]),), generator=gen)
+                batch["neg"] = negatives[pick].to(ctx.device)
+        return adapter.per_example_loss(ctx.model, batch).mean()
+
+    return run_loop(
+        model,
+        objective,
+        {"train": sup},
+        recipe,
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=desc,
+        adapter=adapter,
+    )
 
 
 def graph_fingerprint(g: Graph) -> str:
