@@ -46,6 +46,7 @@ COLUMNS = [
     "mia_lr_auc",
     "cost_ratio_time",
     "cost_ratio_examples",
+    "forget_passes",
 ]
 SCENARIOS = ["random:0.1", "class:3", "subjects:5"]
 DP = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}

@@ -199,6 +199,19 @@ def test_cost_and_ratios_from_loop_stats():
     assert all(math.isnan(v) for v in zero.values())
 
 
+def test_forget_passes_counts_forward_and_backward_against_the_forget_set():
+    # 700 forward + 640 backward over a forget set of 67: (700 + 640) / (2 * 67) = 10 passes
+    c = LoopStats(steps=10, examples_forward=700, examples_backward=640, wall_time_s=2.0)
+    out = compute_metrics(EvalInputs({}, cost=c, forget_size=67), ["forget_passes"])
+    assert out == {"forget_passes": pytest.approx(10.0)}
+    # one forward and one backward pass over the forget set is the floor: exactly 1
+    one = LoopStats(steps=1, examples_forward=67, examples_backward=67)
+    assert compute_metrics(EvalInputs({}, cost=one, forget_size=67), ["forget_passes"])["forget_passes"] == 1.0
+    # no forget size (inputs built outside a task): skipped, not invented; empty forget set: nan
+    assert "forget_passes" not in compute_metrics(EvalInputs({}, cost=c), ["forget_passes"])
+    assert math.isnan(compute_metrics(EvalInputs({}, cost=c, forget_size=0), ["forget_passes"])["forget_passes"])
+
+
 # --------------------------------------------------------------------- registry / skipping
 
 
@@ -207,7 +220,9 @@ def _full_inputs(reference: bool) -> EvalInputs:
     rng = np.random.default_rng(0)
     m = {s: scores(rng.normal(size=(12, 3)), lab, s[0]) for s in ("forget", "retain", "test", "holdout")}
     ref = {s: scores(rng.normal(size=(12, 3)), lab, s[0]) for s in m} if reference else None
-    return EvalInputs(m, ref, LoopStats(1, 10, 10, 1.0), LoopStats(2, 20, 20, 2.0) if reference else None)
+    return EvalInputs(
+        m, ref, LoopStats(1, 10, 10, 1.0), LoopStats(2, 20, 20, 2.0) if reference else None, forget_size=12
+    )
 
 
 def test_missing_reference_skips_reference_metrics():

@@ -12,6 +12,13 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else NAN
 
 
+def forget_set_passes(examples_forward: float, examples_backward: float, forget_size: int) -> float:
+    """``(examples forward + examples backward) / (2 |F|)``: how many times the work of one
+    forward and one backward pass over the forget set the run did (nan for an empty forget
+    set)."""
+    return _ratio(examples_forward + examples_backward, 2 * forget_size)
+
+
 @register_metric(
     "cost",
     {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower", "examples_backward": "lower"},
@@ -82,3 +89,36 @@ def cost_ratio(inputs: EvalInputs) -> dict[str, float]:
             c.examples_forward + c.examples_backward, r.examples_forward + r.examples_backward
         ),
     }
+
+
+@register_metric(
+    "forget_passes",
+    {"forget_passes": "lower"},
+    "Cost in forget-set passes (unlearnkit; issue 12): the examples a run processed measured "
+    "against the forget set, whose one forward and backward pass is the floor of any method "
+    "that must look at the data it forgets.",
+    needs=("cost", "forget_size"),
+    modalities=ALL_MODALITIES,
+    order=92,
+    help={
+        "forget_passes": (
+            "(examples forward + examples backward) / (2 x forget-set size)",
+            "close to 1 (one forward and backward pass over the forget set)",
+        )
+    },
+    units={"forget_passes": "ratio"},
+)
+def forget_passes(inputs: EvalInputs) -> dict[str, float]:
+    """Cost in forget-set passes: ``(fwd + bwd) / (2 |F|)``.
+
+    ``fwd`` and ``bwd`` are the run's examples through forward and backward passes
+    (:class:`~unlearnkit.engines.loop.LoopStats`, teachers and frozen references included),
+    ``|F|`` the forget set's size in the rows the loop counts (examples, question-answer
+    pairs, edges or nodes). One forward and one backward pass over the forget set gives 1:
+    the physical floor of a method that must read what it forgets. Retain-set passes count
+    too, so a method that repairs on retain data pays for it here; a forward-only method
+    (ICUL, a closed-form step on cached statistics) can land below 1. Unlike the wall-time
+    ratio it does not depend on the hardware or on load.
+    """
+    c = inputs.cost
+    return {"forget_passes": forget_set_passes(c.examples_forward, c.examples_backward, int(inputs.forget_size))}

@@ -77,6 +77,9 @@ class EvalInputs:
         models: ``{"model": nn.Module, "reference": nn.Module | None, "task": Task}`` for the
             few metrics that must run a model again (relearning attack, sampling); metrics
             that need it declare ``needs=("models",)`` and are skipped without it.
+        forget_size: how many examples the forget set holds, in the unit the loop counts
+            (rows of the task: examples, question-answer pairs, edges or nodes), for cost
+            in forget-set passes.
     """
 
     model: dict[str, Any]
@@ -87,6 +90,7 @@ class EvalInputs:
     scenario: dict | None = None
     modality: str = "classifier"
     models: dict | None = None
+    forget_size: int | None = None
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -227,6 +227,7 @@ def evaluate_model(
         scenario=task.split.scenario,
         modality=task.modality,
         models={"model": model, "reference": reference_model, "task": task},
+        forget_size=len(task.forget),
     )
     values = compute_metrics(inputs, list(metrics) if metrics else None)
     diagnose = getattr(task.modality_info.part("metrics"), "not_computed", None)
