@@ -158,8 +158,8 @@ def goal_check(link_rows: list[dict], node_rows: list[dict]) -> list[str]:
 
 
 def run_leaderboard(args, methods: list[str]) -> None:
-    from unlearnkit.modalities import get_modality
     from unlearnkit.evaluation.cost import forget_set_passes
+    from unlearnkit.modalities import get_modality
     from unlearnkit.orchestration.records import RunRecord
     from unlearnkit.orchestration.report import figure_png, markdown_table, plot_tradeoff, summarise
 
