@@ -14,8 +14,12 @@ import torch  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
 from unlearnkit.methods.inpo import (  # noqa: E402
+    clear_message_weights,
     influence_weights,
+    message_weights,
+    node_influence,
     removal_influence,
+    set_message_weights,
     topological_entropy,
     weighted_npo,
 )
@@ -116,6 +120,55 @@ def test_removal_influence_is_the_change_of_the_other_nodes_outputs(task):
     assert infl[i] == pytest.approx(float(d.sum()), rel=1e-5)
 
 
+def test_message_weights_follow_the_formula_on_a_crafted_graph():
+    # path 0-1-2-3-4; deleted rows: edge (0,1) with I=1, edge (1,2) with I=3, node 4 with I=2
+    u, v = np.array([0, 1, 4]), np.array([1, 2, -1])
+    a = node_influence(np.array([1.0, 3.0, 2.0]), u, v, num_nodes=6)
+    # s = [1, 1+3, 3, 0, 2, 0], max 4
+    np.testing.assert_allclose(a, [0.25, 1.0, 0.75, 0.0, 0.5, 0.0])
+    edge_index = torch.tensor([[2, 3, 3, 4, 5], [3, 2, 4, 3, 3]])
+    m = message_weights(edge_index, torch.tensor(a, dtype=torch.float32))
+    want = np.exp(-np.array([0.75, 0.75, 0.5, 0.5, 0.0]))
+    np.testing.assert_allclose(m.numpy(), want, rtol=1e-6)
+    assert float(m[-1]) == 1.0  # no deleted row at either end: the message is untouched
+    assert node_influence(np.zeros(3), u, v, 6).tolist() == [0.0] * 6
+
+
+def test_message_function_scales_each_message_of_gcn_and_sage_layers():
+    from torch_geometric.nn import GCNConv, SAGEConv
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3)
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])  # path 0-1-2-3
+    m = torch.tensor([0.5, 1.0, 0.25, 1.0, 1.0, 0.1])
+    deg = torch.bincount(edge_index[1], minlength=4).float() + 1  # the self-loop GCN adds
+    gcn = GCNConv(3, 2)
+    set_message_weights(gcn, edge_index, m)
+    got = gcn(x, edge_index)
+    clear_message_weights(gcn)
+    h = gcn.lin(x)
+    want = h / deg.unsqueeze(1) + gcn.bias  # the self-loop keeps weight 1
+    for k, (s, t) in enumerate(edge_index.t().tolist()):
+        want[t] = want[t] + m[k] * h[s] / (deg[s] * deg[t]).sqrt()
+    torch.testing.assert_close(got, want)
+    # cleared: plain message passing again
+    assert not torch.allclose(gcn(x, edge_index), got)
+
+    sage = SAGEConv(3, 2)  # mean over neighbours of m_st * x_s, then lin_l, plus lin_r(x_t)
+    set_message_weights(sage, edge_index, m)
+    got = sage(x, edge_index)
+    clear_message_weights(sage)
+    agg = torch.zeros(4, 3)
+    for k, (s, t) in enumerate(edge_index.t().tolist()):
+        agg[t] += m[k] * x[s] / (deg[t] - 1)
+    torch.testing.assert_close(got, sage.lin_l(agg) + sage.lin_r(x))
+
+
+def test_message_function_needs_message_passing_layers():
+    with pytest.raises(ConfigError, match="message=none"):
+        set_message_weights(torch.nn.Linear(2, 2), torch.zeros(2, 1, dtype=torch.long), torch.ones(1))
+
+
 # --------------------------------------------------------------------------- INPO runs
 def test_inpo_forgets_the_deleted_edges_and_reports_its_weights(task):
     before = forget_loss(task.original, task)
@@ -132,6 +185,20 @@ def test_inpo_influence_changes_the_result_and_none_weights_equally(task):
     b = METHODS["inpo"](max_steps=5, influence="none").unlearn(task, seed=0)
     assert b.extra["influence_weight_min"] == b.extra["influence_weight_max"] == 1.0
     assert not same_state(state_of(a.model), state_of(b.model))
+
+
+@pytest.mark.parametrize("arch", ["gcn", "sage"])
+def test_inpo_message_function_changes_the_result_and_leaves_plain_layers(arch):
+    t = tiny_graph_task(model=arch)
+    a = METHODS["inpo"](max_steps=5).unlearn(t, seed=0)
+    b = METHODS["inpo"](max_steps=5, message="none").unlearn(t, seed=0)
+    assert not same_state(state_of(a.model), state_of(b.model))
+    # the attenuated messages are those at the deleted rows' end nodes, no stronger than exp(-2)
+    assert np.exp(-2) - 1e-6 <= a.extra["message_weight_min"] < 1
+    assert 0 < a.extra["message_edges_attenuated"] < t.scoring_view.edge_index.shape[1]
+    assert "message_weight_min" not in b.extra
+    # the returned model runs plain message passing (no mask left on its layers)
+    assert all(getattr(m, "_edge_mask", None) is None for m in a.model.modules())
 
 
 def test_inpo_te_term_keeps_the_end_nodes_closer_to_the_original(task):
@@ -154,6 +221,6 @@ def test_inpo_serves_node_deletion_on_node_classification():
 
 
 def test_inpo_refuses_bad_hyperparameters():
-    for bad in ({"beta": 0.0}, {"te_weight": -1.0}, {"influence": "nora"}):
+    for bad in ({"beta": 0.0}, {"te_weight": -1.0}, {"influence": "nora"}, {"message": "edge_weight"}):
         with pytest.raises(ConfigError):
             METHODS["inpo"](**bad)
