@@ -1,0 +1,82 @@
+"""SatImp, PDU, IMU on language models and OBLIVIATE on the tiny memorised profiles task
+(the contract suite's own, ``lm_task``): what each method's paper defines, checked on
+crafted inputs, and its behaviour. The public contract suite runs every causal-LM method,
+these included, in ``test_lm_methods_contract.py`` and ``test_methods_contract.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from unlearnkit.errors import ConfigError  # noqa: E402
+from unlearnkit.methods import METHODS  # noqa: E402
+from unlearnkit.methods.satimp import satimp_loss, satimp_weights  # noqa: E402
+
+NEW = ["satimp"]
+
+
+@torch.no_grad()
+def nll(model, data, task) -> float:
+    model.eval()
+    return float(torch.cat([task.adapter.per_example_loss(model, b) for b in data.batches(64)]).mean())
+
+
+@pytest.fixture(scope="module")
+def base_nll(lm_task):
+    return nll(lm_task.original, lm_task.forget, lm_task), nll(lm_task.original, lm_task.retain, lm_task)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_lm_only_methods_refuse_a_classifier_task(name):
+    with pytest.raises(ConfigError, match="causal_lm"):
+        METHODS[name]().unlearn(type("T", (), {"modality": "classifier"})(), seed=0)
+
+
+# --------------------------------------------------------------------------- SatImp
+def test_satimp_weights_match_hand_computed_values():
+    p = torch.tensor([0.9, 0.5, 0.1, 0.99])
+    lp = p.log().requires_grad_(True)
+    # w = p^5 (1 - p)^1
+    want = torch.tensor([0.59049 * 0.1, 0.03125 * 0.5, 1e-5 * 0.9, 0.99**5 * 0.01])
+    assert torch.allclose(satimp_weights(lp), want, rtol=1e-5)
+    assert torch.allclose(satimp_weights(lp, beta1=0.0, beta2=2.0), (1 - p) ** 2, rtol=1e-5)
+    loss = satimp_loss(lp)
+    assert loss.item() == pytest.approx(float((want * p.log()).mean()), rel=1e-5)
+    loss.backward()  # the weights are constants: d loss / d log p_t = w_t / n
+    assert torch.allclose(lp.grad, want / 4, rtol=1e-5)
+
+
+def test_satimp_weights_the_forget_batch_tokens_as_the_formula_says(lm_task):
+    """On a fixed forget batch, the method's loss is gamma * mean_t(p^5 (1-p) log p) over the
+    answer tokens, each p taken from the full logits independently."""
+    from unlearnkit.methods.satimp import SatImp
+
+    model, adapter = lm_task.original, lm_task.adapter
+    batch = next(lm_task.forget.batches(4))
+    with torch.no_grad():
+        logits = adapter.logits(model, batch)
+        lp_all = torch.log_softmax(logits[:, :-1].float(), -1)
+        tgt = batch["labels"][:, 1:]
+        keep = tgt != -100
+        lp = lp_all.gather(-1, tgt.clamp_min(0)[..., None])[..., 0][keep]
+        p = lp.exp()
+        want = float((p**5 * (1 - p) * lp).mean())
+        got_lp, mask = adapter.token_log_probs(model, batch)
+    assert float(satimp_loss(got_lp[mask])) == pytest.approx(want, rel=1e-4, abs=1e-9)
+    m = SatImp()
+    assert (m.params.beta1, m.params.beta2, m.params.forget_weight, m.params.retain_weight) == (5.0, 1.0, 1.0, 0.1)
+
+
+def test_satimp_raises_forget_nll_and_keeps_retain(lm_task, base_nll):
+    r = METHODS["satimp"]().unlearn(lm_task, seed=0)
+    forget0, retain0 = base_nll
+    assert nll(r.model, lm_task.forget, lm_task) > forget0 + 2.0
+    assert nll(r.model, lm_task.retain, lm_task) < 0.2
+
+
+def test_satimp_rejects_bad_settings():
+    for bad in ({"beta1": -1}, {"beta2": -0.5}, {"forget_weight": 0}, {"retain_weight": -1}, {"beta1": "5"}):
+        with pytest.raises(ConfigError):
+            METHODS["satimp"](**bad)
