@@ -1,4 +1,4 @@
-"""Benchmark grids: methods x scenarios x seeds from a YAML file, in parallel processes.
+"""Benchmark grids: methods x scenarios x seeds from a YAML file, run here or on Ray.
 
 Grid file::
 
@@ -9,7 +9,7 @@ Grid file::
     methods:
       - finetune
       - {name: scrub, params: {epochs: 3}}
-    workers: 2                 # processes (default: 1)
+    workers: 2                 # Ray workers (default: 1, in this process without Ray)
 
 A language-model grid names its task (a ``unlearnkit train --task`` value; the modality
 that answers it builds the task) and the forget splits as scenarios::
@@ -24,15 +24,19 @@ that answers it builds the task) and the forget splits as scenarios::
 (``n_people``, ``qa_per_person``, ``model``) and ``dataset_kwargs`` still work.
 
 Everything is checked before any training (method names, hyperparameter types,
-scenarios, workers). Jobs are split by seed (each job runs every scenario of one seed, so
-each original is trained once); with fewer seeds than workers, by (seed, scenario).
-Workers return records; the parent process writes them to the store.
+scenarios, workers, the Ray address, whether Ray is installed). Jobs are split by seed
+(each job runs every scenario of one seed, so each original is trained once); with fewer
+seeds than workers, by (seed, scenario). With ``workers: 1`` and no address the jobs run
+in this process; otherwise as Ray tasks (:mod:`.jobs`: a local Ray instance with
+``workers`` CPUs, or the cluster at ``address``, whose workers must see the workspace
+folder at the same path). Jobs return records; the parent process writes them to the
+store. :func:`run_job` is the one way a job runs methods on a task and records them; the
+sweeps (:mod:`.sweep`) run their trials through it too.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +47,7 @@ from ..data.scenarios import scenario_from_dict
 from ..errors import ConfigError
 from ..methods import METHODS, get_method
 from ..modalities import Modality, modality_for_task_kind
+from .jobs import check_address, check_workers, executor, require_ray, uses_ray
 from .records import RunRecord
 
 #: the older ``lm:`` keys (make_lm_task's names) and the build options they are now
@@ -143,51 +148,91 @@ def load_grid(path: str | Path) -> Grid:
     return grid
 
 
-def _job(grid: Grid, seed: int, scenarios: list[dict | None], home: str, threads: int) -> list[dict]:
+def run_job(
+    grid: Grid,
+    seed: int,
+    scenarios: list[dict | None],
+    home: str,
+    threads: int,
+    methods: list[tuple[str, dict]] | None = None,
+) -> list[dict]:
+    """Build ``grid``'s task for ``seed`` and, per scenario, run ``methods`` (default: the
+    grid's) with :func:`~.experiment.compare`; the records as dicts, none stored.
+
+    Runs in a Ray worker or in this process: it reads and writes the workspace's model cache
+    and artifacts under ``home``, never its store (the parent writes the records).
+    """
     import torch
 
+    from .artifacts import ArtifactStore, ModelCache
     from .experiment import Workspace, compare
 
     torch.set_num_threads(threads)
-    ws = Workspace.open(home)
+    root = Path(home)
+    ws = Workspace(root, None, ArtifactStore(root / "artifacts"), ModelCache(root / "cache"))  # type: ignore[arg-type]
     modality = grid.modality
     base = modality.build_task(str(grid.task), grid.task_options(), seed=seed, cache=ws.cache)
+    specs = grid.method_specs() if methods is None else methods
     recs = []
     for sc in scenarios:
         task = modality.task_from_spec(base.spec, sc, cache=ws.cache)
-        cmp = compare(task, grid.method_specs(), seed=seed, workspace=ws, store_records=False)
+        cmp = compare(task, specs, seed=seed, workspace=ws, store_records=False)
         recs.extend(r.to_dict() for r in cmp.records)
     return recs
 
 
+def default_threads(workers: int) -> int:
+    """Torch threads per job: this machine's CPUs shared among the workers."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def check_backend(workers: int, address: str | None) -> str | None:
+    """The checked address; Ray importable where the jobs need it (before any work)."""
+    address = check_address(address)
+    if uses_ray(workers, address):
+        require_ray(f"a grid of {workers} workers" if address is None else f"--address {address}")
+    return address
+
+
 def run_grid(
-    grid: Grid, home: str | Path, workers: int | None = None, on_done: Callable[[int, int], None] | None = None
+    grid: Grid,
+    home: str | Path,
+    workers: int | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+    address: str | None = None,
+    threads: int | None = None,
+    ray_temp_dir: str | None = None,
 ) -> list[RunRecord]:
-    """Run every (scenario, seed) of ``grid``; returns the records (not yet stored)."""
+    """Run every (scenario, seed) of ``grid``; returns the records (not yet stored).
+
+    ``workers`` (default: the grid's) jobs at a time: one runs them here, more run them as
+    Ray tasks on a local instance, or on the cluster at ``address``. ``threads``: torch
+    threads per job (default: the CPUs shared among the workers). ``on_done(i, n)`` after
+    each finished job.
+    """
     from .experiment import Workspace
 
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"--workers must be an integer >= 1, not {workers!r}")
+    if workers is not None:
+        check_workers(workers)
     workers = workers or grid.workers
+    if threads is not None:
+        check_workers(threads, "threads")
+    address = check_backend(workers, address)
     scen = grid.scenario_dicts()
     grid.method_specs()
     if len(grid.seeds) >= workers:
         jobs = [(seed, scen) for seed in grid.seeds]
     else:
         jobs = [(seed, [s]) for seed in grid.seeds for s in scen]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or default_threads(workers)
     Workspace.open(home)  # fail early if the workspace cannot be written
     records: list[RunRecord] = []
-    if workers == 1:
-        for i, (seed, sc) in enumerate(jobs):
-            records += [RunRecord.from_dict(d) for d in _job(grid, seed, sc, str(home), threads)]
-            if on_done:
-                on_done(i + 1, len(jobs))
-        return records
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        futs = [ex.submit(_job, grid, seed, sc, str(home), threads) for seed, sc in jobs]
-        for i, f in enumerate(as_completed(futs)):
-            records += [RunRecord.from_dict(d) for d in f.result()]
+    with executor(workers, address, ray_temp_dir) as ex:
+        for seed, sc in jobs:
+            ex.submit(run_job, grid, seed, sc, str(home), threads)
+        for i in range(len(jobs)):
+            _, recs = ex.next_done()
+            records += [RunRecord.from_dict(d) for d in recs]
             if on_done:
                 on_done(i + 1, len(jobs))
     return records
