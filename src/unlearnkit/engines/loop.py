@@ -25,6 +25,7 @@ from torch import nn
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError, DivergenceError
 from ..utils import derive_seed, seed_everything
+from . import distributed
 
 
 @dataclass
@@ -148,12 +149,22 @@ class StepContext:
         self.total_steps = total_steps
         self.device = device
         self.step = 0
+        #: set by run_loop inside distributed.data_parallel(): batches are this rank's share
+        self.data_parallel: distributed.DataParallel | None = None
+        #: examples this rank / all ranks drew in the current step (data-parallel weights)
+        self.step_examples = [0, 0]
 
     def batch(self, name: str) -> dict:
-        """The next batch of stream ``name``, on the device; counted as forward+backward."""
+        """The next batch of stream ``name``, on the device; counted as forward+backward.
+        Data-parallel, this rank's contiguous share of the global batch (counted as such)."""
         if name not in self._streams:
             raise ConfigError(f"no data stream named {name!r} (have {sorted(self._streams)})")
         b = self._streams[name].next()
+        if self.data_parallel is not None:
+            total = self.batch_size(b)
+            b = distributed.shard_batch(b, total, self.data_parallel)
+            self.step_examples[1] += total
+            self.step_examples[0] += self.batch_size(b)
         n = self.batch_size(b)
         self.stats.examples_forward += n
         self.stats.examples_backward += n
@@ -230,6 +241,11 @@ def run_loop(
         params: the parameters to optimise (default: all that require grad).
         adapter: the task's adapter; its ``batch_size(batch)`` counts the examples of each
             batch (without one, the batch's ``index`` length).
+
+    Inside :func:`unlearnkit.engines.distributed.data_parallel` the loop runs data-parallel
+    (see that module): each rank takes its share of every global batch, gradients and the
+    loss are averaged across ranks, the cost counters are summed, only rank 0 draws a
+    progress bar. Outside it nothing here talks to other processes.
     """
     if not streams:
         raise ConfigError("run_loop needs at least one data stream")
@@ -239,16 +255,25 @@ def run_loop(
         steps = count_steps(cfg, len(streams[primary]))
     elif cfg.max_steps is not None:
         steps = min(steps, cfg.max_steps)
+    dp = distributed.active()
+    if dp is not None:
+        distributed.check_streams({name: len(data) for name, data in streams.items()}, cfg.batch_size, dp)
     seed_everything(derive_seed(seed, "loop") % (2**31))
     s = {name: _Stream(data, cfg.batch_size, seed, name) for name, data in streams.items()}
     stats = LoopStats()
     model.to(device).train()
+    if dp is not None:
+        distributed.broadcast_module(model, dp)
+        reduce_on = distributed.reduce_device(device)
+        shared = [p for p in model.parameters() if p.requires_grad]
+        shared += [p for p in (params or ()) if p.requires_grad and all(p is not q for q in shared)]
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cfg.schedule == "cosine" else None
     ctx = StepContext(model, s, stats, steps, device, adapter)
+    ctx.data_parallel = dp
     t0 = time.perf_counter()
     bar = None
-    if progress:
+    if progress and (dp is None or dp.is_main):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True)
@@ -256,13 +281,20 @@ def run_loop(
         for step in range(steps):
             ctx.step = step
             opt.zero_grad(set_to_none=True)
+            ctx.step_examples = [0, 0]
             loss = objective(ctx)
             lv = float(loss.detach())  # the step's one read of the loss (a device sync on a GPU)
+            if dp is not None:  # this rank's weight: its share of the examples the step drew
+                mine, drawn = ctx.step_examples
+                weight = mine / drawn if drawn else 1.0 / dp.world_size
+                lv = distributed.all_sum([lv * weight], dp, reduce_on)[0]
             if not math.isfinite(lv) or (cfg.divergence_threshold is not None and abs(lv) > cfg.divergence_threshold):
                 raise DivergenceError(
                     f"{desc}: loss became {lv} at step {step}; lower the learning rate or the step budget", step
                 )
             loss.backward()
+            if dp is not None:
+                distributed.reduce_gradients(shared, weight, dp)
             if grad_hook is not None:
                 grad_hook(model)
             if cfg.grad_clip:
@@ -281,13 +313,19 @@ def run_loop(
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{lv:.4f}")
-            if any(cb(ctx, lv) for cb in callbacks):
+            stop = any(cb(ctx, lv) for cb in callbacks)
+            if dp is not None and callbacks:
+                stop = distributed.any_rank(stop, dp, reduce_on)
+            if stop:
                 stats.stopped_early = True
                 break
     finally:
         if bar is not None:
             bar.close()
         stats.wall_time_s = time.perf_counter() - t0
+    if dp is not None:  # the run's cost is every rank's examples together
+        fwd, bwd = distributed.all_sum([stats.examples_forward, stats.examples_backward], dp, reduce_on)
+        stats.examples_forward, stats.examples_backward = int(fwd), int(bwd)
     model.eval()
     return stats
 
