@@ -14,7 +14,7 @@ from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
 from unlearnkit.methods.satimp import satimp_loss, satimp_weights  # noqa: E402
 
-NEW = ["satimp"]
+NEW = ["satimp", "pdu"]
 
 
 @torch.no_grad()
@@ -80,3 +80,59 @@ def test_satimp_rejects_bad_settings():
     for bad in ({"beta1": -1}, {"beta2": -0.5}, {"forget_weight": 0}, {"retain_weight": -1}, {"beta1": "5"}):
         with pytest.raises(ConfigError):
             METHODS["satimp"](**bad)
+
+
+# --------------------------------------------------------------------------- PDU
+def test_pdu_forget_loss_is_zero_exactly_for_flat_logits():
+    from unlearnkit.methods.pdu import logit_margin_flattening_loss
+
+    flat = torch.full((3, 5), 2.5)
+    assert float(logit_margin_flattening_loss(flat)) == 0.0
+    z = torch.tensor([[4.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # margins 4 - 1 = 3 and 0
+    assert float(logit_margin_flattening_loss(z)) == pytest.approx((9.0 + 0.0) / 2)
+
+
+def test_pdu_dual_variable_moves_as_the_constraint_requires(lm_task):
+    """lambda rises by eta * (R - eps) while the retain loss R is above eps (violated), falls
+    while it is below (slack, never under 0), and stays at lambda_0 during the warm-up."""
+    from unlearnkit.methods.pdu import dual_ascent
+
+    assert dual_ascent(1.0, 0.5, 0.3, 5.0) == pytest.approx(2.0)
+    assert dual_ascent(1.0, 0.1, 0.3, 2.0) == pytest.approx(0.6)
+    assert dual_ascent(0.2, 0.0, 0.3, 5.0) == 0.0
+    steps = 4
+    tight = METHODS["pdu"](retain_loss_eps=0.0, dual_warmup_epochs=0.0, max_steps=steps).unlearn(lm_task, seed=0)
+    trace = [100.0] + tight.extra["dual_trace"]  # lambda_0 = 100, then after each step
+    assert len(trace) == steps + 1 and all(b > a for a, b in zip(trace, trace[1:]))  # R > 0 = eps: violated
+    loose = METHODS["pdu"](retain_loss_eps=5.0, dual_warmup_epochs=0.0, max_steps=steps).unlearn(lm_task, seed=0)
+    trace = [100.0] + loose.extra["dual_trace"]
+    assert all(b < a for a, b in zip(trace, trace[1:]))  # R << 5 = eps: slack, lambda falls
+    # each fall is eta * (R - eps) with R a retain NLL in [0, eps): between -eta * eps and 0
+    assert all(-5.0 * 5.0 <= b - a < 0 for a, b in zip(trace, trace[1:]))
+    warm = METHODS["pdu"](retain_loss_eps=0.0, dual_warmup_epochs=1.0, max_steps=3).unlearn(lm_task, seed=0)
+    per_epoch = -(-len(lm_task.forget) // warm.params["batch_size"])  # ceil: steps in one epoch
+    trace = warm.extra["dual_trace"]
+    assert trace[:per_epoch] == [100.0] * per_epoch and trace[per_epoch] > 100.0
+
+
+def test_pdu_flattens_the_forget_answers_and_keeps_retain(lm_task, base_nll):
+    r = METHODS["pdu"]().unlearn(lm_task, seed=0)
+    vocab = lm_task.original.config.vocab_size
+    forget = nll(r.model, lm_task.forget, lm_task)
+    # near the uniform distribution's log V: the forget loss flattens, it does not push below uniform
+    assert abs(forget - float(torch.log(torch.tensor(float(vocab))))) < 1.0
+    assert nll(r.model, lm_task.retain, lm_task) < 0.3  # below the constraint's epsilon = 0.3
+    assert r.extra["dual_trace"] and min(r.extra["dual_trace"]) >= 0
+
+
+def test_pdu_rejects_bad_settings():
+    for bad in (
+        {"forget_weight": 0},
+        {"retain_weight": -1},
+        {"retain_loss_eps": -0.1},
+        {"dual_step_size": -1},
+        {"dual_warmup_epochs": -1},
+        {"retain_loss_eps": "0.3"},
+    ):
+        with pytest.raises(ConfigError):
+            METHODS["pdu"](**bad)

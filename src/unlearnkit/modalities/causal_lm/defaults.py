@@ -12,6 +12,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "undial": {"epochs": 10.0, "lr": 2e-3, "batch_size": 8, "retain_weight": 0.0},
     "ce_u": {"epochs": 10.0, "lr": 1e-3, "batch_size": 8, "retain_weight": 0.0},
     "satimp": {"epochs": 10.0, "lr": 3e-3, "batch_size": 8},
+    "pdu": {"lr": 3e-3, "batch_size": 8},
 }
 
 #: the deletion-request service's policy for a language-model line (see
