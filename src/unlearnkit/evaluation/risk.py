@@ -124,36 +124,45 @@ def _losses(name: str, x, p_value: str) -> np.ndarray:
     return a
 
 
-def _h1(a: float, b: float) -> float:
+def _h1(a, b):
     from scipy.special import rel_entr
 
-    return float(rel_entr(a, b) + rel_entr(1.0 - a, 1.0 - b))
+    return rel_entr(a, b) + rel_entr(1.0 - a, 1.0 - b)
+
+
+def _hb(risk_hat, n, budget):
+    """Vectorised Hoeffding–Bentkus p-value (arrays broadcast)."""
+    from scipy.stats import binom
+
+    r, n, b = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (risk_hat, n, budget)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        hoeffding = np.exp(-n * _h1(np.minimum(r, b), b))
+    k = np.ceil(n * r - 1e-9)  # n R̂ is an integer up to rounding for 0/1 losses
+    bentkus = np.e * binom.cdf(k, n, b)
+    p = np.minimum(1.0, np.minimum(hoeffding, bentkus))
+    return np.where(b >= 1.0, 1.0, p)
+
+
+def _binomial(risk_hat, n, budget):
+    """Vectorised exact binomial p-value of 0/1 losses."""
+    from scipy.stats import binom
+
+    r, n, b = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (risk_hat, n, budget)))
+    return np.where(b >= 1.0, 1.0, binom.cdf(np.round(n * r), n, b))
 
 
 def hoeffding_bentkus_p_value(risk_hat: float, n: int, budget: float) -> float:
     """RCPS Prop. 3 / LTT eq. (9): a valid p-value of ``H: R > budget`` for ``n`` i.i.d. losses
     in ``[0, 1]`` with mean ``risk_hat`` (see the module docstring for the formula)."""
-    from scipy.stats import binom
-
-    if budget >= 1.0:
-        return 1.0
-    a = min(risk_hat, budget)
-    hoeffding = math.exp(-n * _h1(a, budget))
-    k = math.ceil(n * risk_hat - 1e-9)  # n R̂ is an integer up to rounding for 0/1 losses
-    bentkus = math.e * float(binom.cdf(k, n, budget))
-    return min(1.0, hoeffding, bentkus)
+    return float(_hb(risk_hat, n, budget))
 
 
 def binomial_p_value(risk_hat: float, n: int, budget: float) -> float:
     """Exact p-value of ``H: R > budget`` for ``n`` i.i.d. 0/1 losses: ``P(Bin(n, B) <= n R̂)``."""
-    from scipy.stats import binom
-
-    if budget >= 1.0:
-        return 1.0
-    return float(binom.cdf(round(n * risk_hat), n, budget))
+    return float(_binomial(risk_hat, n, budget))
 
 
-_P_FUNCS = {"hb": hoeffding_bentkus_p_value, "binomial": binomial_p_value}
+_P_FUNCS = {"hb": _hb, "binomial": _binomial}
 
 
 def _p_func(p_value: str):
@@ -162,23 +171,27 @@ def _p_func(p_value: str):
     return _P_FUNCS[p_value]
 
 
+def _bounds(risk_hat, n, delta: float, p_value: str) -> np.ndarray:
+    """Vectorised ``inf{ r : p(r) <= delta }`` by bisection (to 2^-40)."""
+    p = _p_func(p_value)
+    r = np.asarray(risk_hat, dtype=np.float64)
+    n = np.broadcast_to(np.asarray(n, dtype=np.float64), r.shape)
+    done = (r >= 1.0) | (p(r, n, r) <= delta)
+    lo, hi = r.copy(), np.ones_like(r)  # p(lo) > delta, p(hi) = 0 <= delta where not done
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        rejected = p(r, n, mid) <= delta
+        hi = np.where(rejected, mid, hi)
+        lo = np.where(rejected, lo, mid)
+    return np.where(done, r, hi)
+
+
 def upper_confidence_bound(losses, delta: float, p_value: str = "hb") -> float:
     """``inf{ r : p(r) <= delta }``: ``P(R > bound) <= delta`` for i.i.d. losses in [0, 1]
-    (the p-value is non-increasing in ``r``; found by bisection to 1e-10)."""
+    (the p-value is non-increasing in ``r``; found by bisection to 2^-40)."""
     delta = _check_level("delta", delta)
     a = _losses("", losses, p_value)
-    n, r_hat = a.size, float(a.mean())
-    p = _p_func(p_value)
-    if r_hat >= 1.0 or p(r_hat, n, r_hat) <= delta:
-        return r_hat
-    lo, hi = r_hat, 1.0  # p(lo) > delta, p(hi) = 0 <= delta
-    while hi - lo > 1e-10:
-        mid = 0.5 * (lo + hi)
-        if p(r_hat, n, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return float(_bounds(np.array([a.mean()]), a.size, delta, p_value)[0])
 
 
 def _named(losses_per_config) -> dict[str, np.ndarray]:
@@ -198,7 +211,10 @@ def conformal_unlearning_risk(losses_per_config, alpha: float, p_value: str = "h
     from its calibration losses (``{name: losses}`` or a list), one configuration at a time
     (no multiplicity correction; :func:`risk_controlled_set` has the family-wise one)."""
     alpha = _check_level("alpha", alpha)
-    return {k: upper_confidence_bound(v, alpha, p_value) for k, v in _named(losses_per_config).items()}
+    named = {k: _losses(k, v, p_value) for k, v in _named(losses_per_config).items()}
+    r_hat = np.array([v.mean() for v in named.values()])
+    n = np.array([v.size for v in named.values()])
+    return dict(zip(named, map(float, _bounds(r_hat, n, alpha, p_value))))
 
 
 @dataclass
@@ -233,6 +249,7 @@ def risk_controlled_set(
     utility_budget: float | None = None,
     correction: str = "bonferroni",
     p_value: str = "hb",
+    bounds: bool = True,
 ) -> RiskControl:
     """LTT's risk-controlled configuration set: every configuration whose forget risk (and,
     where ``utility_budget`` is given, retain risk) is certified within budget, with
@@ -241,7 +258,8 @@ def risk_controlled_set(
     ``correction="bonferroni"`` tests every configuration at ``alpha / m``;
     ``"fixed_sequence"`` tests them in the order given (which must not depend on the
     calibration losses, e.g. increasing unlearning strength) at ``alpha`` each and stops at
-    the first that is not rejected.
+    the first that is not rejected. ``bounds=False`` skips the reported upper bounds
+    (``cur``, ``cur_family``; the set does not need them) for callers that resample many times.
     """
     budget = _check_level("budget", budget)
     alpha = _check_level("alpha", alpha)
@@ -260,12 +278,14 @@ def risk_controlled_set(
     names = list(forget)
     m = len(names)
     level = alpha / m if correction == "bonferroni" else alpha
-    p_values = {}
-    for k in names:
-        p = pf(float(forget[k].mean()), forget[k].size, budget)
-        if utility:
-            p = max(p, pf(float(utility[k].mean()), utility[k].size, utility_budget))
-        p_values[k] = p
+    f_hat = np.array([forget[k].mean() for k in names])
+    f_n = np.array([forget[k].size for k in names])
+    p_arr = pf(f_hat, f_n, budget)
+    if utility:
+        u_hat = np.array([utility[k].mean() for k in names])
+        u_n = np.array([utility[k].size for k in names])
+        p_arr = np.maximum(p_arr, pf(u_hat, u_n, utility_budget))
+    p_values = {k: float(v) for k, v in zip(names, p_arr)}
     if correction == "bonferroni":
         feasible = [k for k in names if p_values[k] <= level]
     else:
@@ -280,15 +300,17 @@ def risk_controlled_set(
         alpha=alpha,
         correction=correction,
         p_value=p_value,
-        n={k: int(forget[k].size) for k in names},
-        risk={k: float(forget[k].mean()) for k in names},
-        cur={k: upper_confidence_bound(forget[k], alpha, p_value) for k in names},
-        cur_family={k: upper_confidence_bound(forget[k], level, p_value) for k in names},
+        n={k: int(v) for k, v in zip(names, f_n)},
+        risk={k: float(v) for k, v in zip(names, f_hat)},
+        cur=dict(zip(names, map(float, _bounds(f_hat, f_n, alpha, p_value)))) if bounds else {},
+        cur_family=dict(zip(names, map(float, _bounds(f_hat, f_n, level, p_value)))) if bounds else {},
         p_values=p_values,
         feasible=feasible,
         utility_budget=utility_budget,
-        utility_risk={k: float(utility[k].mean()) for k in utility},
-        utility_cur_family={k: upper_confidence_bound(utility[k], level, p_value) for k in utility},
+        utility_risk=dict(zip(names, map(float, u_hat))) if utility else {},
+        utility_cur_family=dict(zip(names, map(float, _bounds(u_hat, u_n, level, p_value))))
+        if utility and bounds
+        else {},
     )
 
 
