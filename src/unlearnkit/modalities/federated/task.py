@@ -197,6 +197,10 @@ def resolve_forget(task: FederatedTask, request: FederatedForget) -> tuple[list[
             raise ConfigError(f"unknown client {request.client!r}; the federation has {', '.join(clients)}")
         if len(clients) < 2:
             raise ForgetSetError("deleting the only client would leave no data to train on")
+        if min(j for c, j in task.joins.items() if c != request.client) > 1:
+            raise ForgetSetError(
+                f"without {request.client} no client takes part from round 1: the reference could not be trained"
+            )
         ids = clients[request.client].example_ids.tolist()
         return [str(i) for i in ids], {"kind": "client", "client": request.client, "count": len(ids)}
     if request.subjects:
