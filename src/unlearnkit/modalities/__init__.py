@@ -83,6 +83,16 @@ register_modality(
     )
 )
 
+register_modality(
+    Modality(
+        "recommender",
+        "unlearnkit.modalities.recommender",
+        summary="implicit-feedback recommenders: BPR matrix factorisation, LightGCN, two-tower (users' histories, "
+        "interactions, items)",
+        task_kinds=("recsys",),
+    )
+)
+
 __all__ = [
     "Adapter",
     "CAPABILITIES",
