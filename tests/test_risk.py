@@ -214,9 +214,13 @@ def test_risk_command_on_a_digits_workspace(capsys, monkeypatch, tmp_path):
     assert doc["chosen"] in doc["feasible"]
     assert min(doc["feasible"], key=lambda k: by[k]["froc"]["e_R"]) == doc["chosen"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the same seed gives the same split and numbers; another seed another split
-    again = run_json("risk", *ids, "--budget", "0.2", "--json")
-    assert [r["risk"] for r in again["runs"]] == [r["risk"] for r in doc["runs"]]
+    # the same seed gives the same split and numbers; the original (no unlearning) still
+    # fits every forgotten 3 better than the reference fits unseen ones
+    again = run_json("risk", *ids, "--budget", "0.2", "--with-original", "--json")
+    assert [r["risk"] for r in again["runs"][1:]] == [r["risk"] for r in doc["runs"]]
+    orig = again["runs"][0]
+    assert orig["run_id"] == train and orig["label"] == "original"
+    assert orig["risk"] == 1.0 and not orig["feasible"]
     code, text, _ = run("risk", "--from", train, "--budget", "0.2", "--seed", "1")
     assert code == 0 and "risk-controlled set" in text and runs["retrain"] in text
 
@@ -240,7 +244,7 @@ def test_risk_command_on_a_digits_workspace(capsys, monkeypatch, tmp_path):
         ((train,), "is a train run"),
         ((ids[0], other), "forget different examples"),
         (("--from", ids[0]), "needs a train run"),
-        (("--from", train), "forget different examples"),  # two forget sets under one original now
+        (("--from", train), "forget 2 different sets (class 3: 3 runs"),  # two forget sets under one original
         ((), "give the unlearning runs"),
     ):
         code, out, err = run("risk", *args, "--budget", "0.2", "--plot", str(bad_plot))

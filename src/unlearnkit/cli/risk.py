@@ -47,6 +47,22 @@ def select_runs(ws, run_ids: list[str], from_run: str | None) -> list:
         if r.status != "ok" or not r.artifact:
             raise ConfigError(f"run {r.id} has no stored model to score (status {r.status})")
     first = recs[0]
+    if from_run and len({r.forget_fingerprint for r in recs}) > 1:
+        from ..orchestration.report import scenario_label
+
+        groups: dict[str, list] = {}
+        for r in recs:
+            groups.setdefault(r.forget_fingerprint, []).append(r)
+        listed = "; ".join(
+            f"{scenario_label(g[0].scenario)}: {len(g)} run{'s' if len(g) > 1 else ''} ({', '.join(x.id for x in g[:3])}"
+            + (", ..." if len(g) > 3 else "")
+            + ")"
+            for g in groups.values()
+        )
+        raise ConfigError(
+            f"the unlearning runs of original {first.parent} forget {len(groups)} different sets ({listed}); "
+            "pass the run ids of one"
+        )
     for r in recs[1:]:
         if r.task_key != first.task_key or r.parent != first.parent:
             raise ConfigError(
@@ -60,12 +76,16 @@ def select_runs(ws, run_ids: list[str], from_run: str | None) -> list:
     return recs
 
 
-def run_losses(ws, recs: list, fpr: float, progress: bool = False, calibrate_on: str = "reference"):
+def run_losses(
+    ws, recs: list, fpr: float, progress: bool = False, calibrate_on: str = "reference", with_original: bool = False
+):
     """Per-example losses of stored unlearning runs of one task (:func:`select_runs`):
     ``({run id: ConfigLosses}, reference summary)``. Each model is scored once per split
     (``score_model``); the reference is the cached retrain of the first run's seed (trained
     and cached where the cache lacks it). ``calibrate_on``: whose holdout losses are the
-    forget loss's null (:func:`unlearnkit.evaluation.risk.losses_from_scores`)."""
+    forget loss's null (:func:`unlearnkit.evaluation.risk.losses_from_scores`).
+    ``with_original``: the original (no unlearning) is a configuration too, keyed by its
+    train run's id, first."""
     if calibrate_on not in ("reference", "model"):
         raise ConfigError(f"calibrate_on must be reference or model, not {calibrate_on!r}")
     from ..evaluation.risk import losses_from_scores, summary_of_scores
@@ -80,10 +100,12 @@ def run_losses(ws, recs: list, fpr: float, progress: bool = False, calibrate_on:
         )
     ref, _, _ = get_reference(task, recs[0].seed, ws.cache, progress)
     ref_scores = score_model(ref, task)
+    null = ref_scores if calibrate_on == "reference" else None
     configs = {}
+    if with_original:
+        configs[recs[0].parent] = losses_from_scores(score_model(task.original, task), fpr, reference_scores=null)
     for rec in recs:
         model = load_run_model(ws, rec, task)
-        null = ref_scores if calibrate_on == "reference" else None
         configs[rec.id] = losses_from_scores(score_model(model, task), fpr, reference_scores=null)
     return configs, summary_of_scores(ref_scores)
 
@@ -129,6 +151,9 @@ def risk(
     ),
     w_f: float = typer.Option(0.5, "--w-forget", help="FROC weight of forgetting deficiency (>= 0)."),
     w_u: float = typer.Option(0.5, "--w-utility", help="FROC weight of utility degradation (>= 0)."),
+    with_original: bool = typer.Option(
+        False, "--with-original", help="Also assess the original (no unlearning) as a configuration."
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the risk landscape to this .png file."),
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -164,7 +189,11 @@ def risk(
 
     ws = workspace(home, store, mode="existing")
     recs = select_runs(ws, list(run_ids or []), from_run)
-    configs, reference = run_losses(ws, recs, fpr, progress=not as_json, calibrate_on=calibrate_on)
+    if with_original and not recs[0].parent:
+        raise ConfigError(f"run {recs[0].id} records no original (train run) to assess beside it")
+    configs, reference = run_losses(
+        ws, recs, fpr, progress=not as_json, calibrate_on=calibrate_on, with_original=with_original
+    )
     result = assess(
         configs,
         budget,
@@ -181,6 +210,9 @@ def risk(
         w_u=w_u,
     )
     labels = labels_of(recs)
+    methods = {r.id: r.method for r in recs}
+    if with_original:
+        labels[recs[0].parent], methods[recs[0].parent] = "original", "original"
     if plot:
         from ..utils import atomic_write
 
@@ -207,7 +239,7 @@ def risk(
         "runs": [
             {
                 "run_id": k,
-                "method": next(r.method for r in recs if r.id == k),
+                "method": methods[k],
                 "label": labels[k],
                 "risk": c.risk[k],
                 "cur": c.cur[k],
