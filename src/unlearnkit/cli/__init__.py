@@ -6,7 +6,8 @@ stderr and exit with status 2; nothing is half-written. Commands that only read
 workspace.
 
 Modules: ``common`` (options, output, parsing, the workspace), ``train``, ``unlearn``,
-``evaluate``, ``connect``, ``bench``, ``report``, ``runs``, ``registries`` (``methods``,
+``evaluate``, ``connect``, ``bench``, ``sweep`` (Optuna on Ray), ``risk`` (conformal
+unlearning risk), ``report``, ``runs``, ``registries`` (``methods``,
 ``metrics``), ``demo``, ``data`` (``data ids``) and ``service`` (``serve``, ``worker``,
 ``keys``, ``audit``). No module tests a modality's name:
 each asks the modality registry (:mod:`unlearnkit.modalities`).
@@ -37,7 +38,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
 # the command modules register their commands on the apps above (order: `--help` order)
-from . import demo, train, unlearn, evaluate, connect, bench, report, runs, registries, data, service, ui  # noqa: E402,F401,I001
+from . import demo, train, unlearn, evaluate, connect, bench, sweep, risk, report, runs, registries, data, service, ui  # noqa: E402,F401,I001
 
 
 def main() -> None:
