@@ -421,7 +421,10 @@ class ServerProgram:
                 nbytes(local),
                 role,
             )
-        new = from_record(arrays)
+        # Flower's FedOpt strategies (FedAdagrad, FedAdam, FedYogi) compute in float64; the
+        # global model keeps the model's dtypes (every client loads it into its float32
+        # model anyway), so each round sends the same bytes whatever the strategy
+        new = {k: v.astype(state[k].dtype, copy=False) for k, v in from_record(arrays).items()}
         record.global_after = new
         history.rounds.append(record)
         return new
