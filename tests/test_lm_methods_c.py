@@ -136,3 +136,69 @@ def test_pdu_rejects_bad_settings():
     ):
         with pytest.raises(ConfigError):
             METHODS["pdu"](**bad)
+
+
+# --------------------------------------------------------------------------- IMU on causal LMs
+def test_imu_weights_from_crafted_gradients_match_hand_computed_values():
+    from unlearnkit.methods.imu import weights_from_gradients
+
+    # g_bar = (0.5, 0.125), F = mean g^2 + 0.01 = (4.51, 0.5725), I_i = -g_i . (g_bar / F)
+    G = torch.tensor([[2.0, 1.0], [1.0, 0.0], [-3.0, -1.0], [2.0, 0.5]])
+    gbar, fisher = G.mean(0), (G**2).mean(0) + 0.01
+    assert torch.allclose(gbar, torch.tensor([0.5, 0.125])) and torch.allclose(fisher, torch.tensor([4.51, 0.5725]))
+    infl = -(G / fisher) @ gbar
+    assert infl[2] > 0 and (infl[[0, 1, 3]] < 0).all()  # row 2 points against the mean: dropped
+    pos, w = weights_from_gradients(G, damping=0.01, top_fraction=1.0, clip_quantile=1.0)
+    assert pos.tolist() == [0, 1, 3]
+    assert torch.allclose(w, infl[[0, 1, 3]].abs().sqrt())
+    pos, _ = weights_from_gradients(G, 0.01, top_fraction=0.5, clip_quantile=1.0)
+    assert pos.tolist() == [0]  # the most influential half of the three (at least one)
+    _, w = weights_from_gradients(G, 0.01, 1.0, clip_quantile=0.5)
+    assert float(w.max()) == pytest.approx(float(torch.quantile(infl[[0, 1, 3]].abs().sqrt(), 0.5)))
+
+
+def test_imu_lm_influence_is_the_formula_on_each_rows_answer_nll(lm_task):
+    """g_i recomputed independently (full logits, shifted cross-entropy over the answer) for
+    the last layer's attention projections; the method's weights are sqrt(|I_i|) of those."""
+    import torch.nn.functional as F
+
+    from unlearnkit.methods.imu import lm_influence_parameters, lm_influence_weights
+
+    model = lm_task.original
+    params = lm_influence_parameters(model, 3, ["q_proj", "k_proj", "v_proj", "o_proj"])
+    assert sorted(params) == sorted(f"model.layers.0.self_attn.{m}_proj.weight" for m in "qkvo")
+    G = []
+    for i in range(len(lm_task.forget)):
+        ids, lab = lm_task.forget.inputs[i : i + 1], lm_task.forget.labels[i : i + 1]
+        am = lm_task.forget.attention_mask[i : i + 1]
+        logits = model(input_ids=ids, attention_mask=am).logits
+        loss = F.cross_entropy(logits[0, :-1], lab[0, 1:], ignore_index=-100)
+        G.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))]))
+    G = torch.stack(G)
+    infl = -(G / ((G**2).mean(0) + 0.01)) @ G.mean(0)
+    pos, w = lm_influence_weights(model, lm_task, params, 0.01, 1.0, 1.0)
+    keep = torch.nonzero(infl < 0).flatten()
+    assert pos.tolist() == keep.tolist()
+    assert torch.allclose(w, infl[keep].abs().sqrt(), rtol=1e-3)
+
+
+def test_imu_on_a_causal_lm_ascends_through_the_attention_projections_only(lm_task, base_nll):
+    from unlearnkit.testing import state_of
+
+    before = state_of(lm_task.original)
+    r = METHODS["imu"]().unlearn(lm_task, seed=0)
+    after = state_of(r.model)
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {f"model.layers.0.self_attn.{m}_proj.weight" for m in "qkvo"}
+    assert nll(r.model, lm_task.forget, lm_task) > base_nll[0] + 2.0
+    assert nll(r.model, lm_task.retain, lm_task) < 0.5
+    assert r.cost.examples_forward >= r.cost.examples_backward > len(lm_task.forget)  # the influence pass counted
+    assert all(q.requires_grad for q in r.model.parameters())  # flags restored
+
+
+def test_imu_lm_settings_are_checked(lm_task):
+    for bad in ({"lm_layers": 0}, {"lm_modules": []}, {"lm_modules": [""]}):
+        with pytest.raises(ConfigError):
+            METHODS["imu"](**bad)
+    with pytest.raises(ConfigError, match="lm_modules"):
+        METHODS["imu"](lm_modules=["no_such_proj"], max_steps=1).unlearn(lm_task, seed=0)
