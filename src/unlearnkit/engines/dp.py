@@ -6,7 +6,9 @@ original is trained with DP-SGD (Abadi et al. 2016, CCS) on all the training dat
 any one example's influence on it is bounded by (epsilon, delta); unlearning is then
 ordinary fine-tuning of that model on the retain set (the ``finetune`` method), whose
 output is at least as private for the forget set as the DP original was. DP2Unlearning
-protects text for LLMs; here the same recipe trains a classifier through Opacus:
+protects text for LLMs; here the same recipe trains a classifier or a causal language model
+(the tiny Llama of :mod:`unlearnkit.modalities.causal_lm`, or a local Hugging Face model)
+through Opacus:
 
 * per-example gradients clipped to ``max_grad_norm`` (flat clipping), Gaussian noise
   of std ``noise_multiplier * max_grad_norm`` added to their sum, Poisson sampling of
@@ -15,6 +17,17 @@ protects text for LLMs; here the same recipe trains a classifier through Opacus:
   (Mironov 2017) reaches ``target_epsilon`` at ``delta`` after the run's number of
   steps (``opacus.accountants.utils.get_noise_multiplier``); :func:`dp_plan` returns it
   with the epsilon it spends, so a task's spec (and cache key) can record both.
+
+Language models: Opacus' per-sample gradient hooks cover every layer of the Llama
+(``nn.Embedding`` and ``nn.Linear`` by their own rules; ``LlamaRMSNorm``, whose weight no rule
+knows, through Opacus' ``torch.func`` fallback, which computes that layer's per-sample gradient
+with ``vmap``); rotary embeddings and attention hold no parameters. Checked against one-example
+backward passes in ``tests/test_dp_lm.py``. The loss is the answer-token NLL of each row from
+the full ``(B, T, V)`` logits: the adapter's answer-only shortcut projects a flat ``(N, H)`` of
+answer positions through ``lm_head``, and per-sample gradients need every layer to see one row
+per example. A sequence is one example: the guarantee is per QA row, not per person (a person
+with ten rows is protected as a group of ten: ``10 * epsilon``, with a larger delta, by the
+usual group-privacy bound).
 
 This is the one place outside :func:`unlearnkit.loop.run_loop` that optimises: Opacus
 must wrap the model (per-example gradient hooks), the optimiser (clipping and noise)
@@ -40,6 +53,7 @@ from torch import nn
 from ..data.dataset import ExampleSet
 from ..errors import ConfigError, DivergenceError
 from ..utils import derive_seed, seed_everything
+from . import distributed
 from .loop import LoopStats, TrainConfig, count_steps, make_optimizer
 
 ACCOUNTANT = "rdp"
@@ -130,7 +144,9 @@ def check_dp_model(model: nn.Module) -> None:
     _opacus()
     from opacus.validators import ModuleValidator
 
-    errors = ModuleValidator.validate(model, strict=False)
+    was_training = model.training  # Opacus validates a model in training mode (an LM is built in eval)
+    errors = ModuleValidator.validate(model.train(), strict=False)
+    model.train(was_training)
     if errors:
         raise ConfigError(
             f"this model cannot be trained with DP-SGD ({str(errors[0]).splitlines()[0]}); "
@@ -164,15 +180,16 @@ def train_dp_original(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
+    if distributed.active() is not None:
+        raise ConfigError("DP-SGD training runs in one process: train the DP original outside data_parallel()")
     plan = dp_plan(len(data), cfg, DPConfig(target_epsilon, delta, max_grad_norm))
     check_dp_model(model)
     device = torch.device(device)
     seed_everything(derive_seed(seed, "loop") % (2**31))
     model.to(device).train()
     shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, "stream", "train") % (2**63))
-    loader = DataLoader(
-        TensorDataset(data.inputs, data.labels), batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen
-    )
+    tensors, to_batch = _columns(data)
+    loader = DataLoader(TensorDataset(*tensors), batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen)
     noise_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "dp-noise") % (2**63))
     stats = LoopStats()
     t0 = time.perf_counter()
@@ -189,7 +206,7 @@ def train_dp_original(
             wrap_model=False,
         )
         try:
-            _dp_steps(model, adapter, opt, loader, cfg, plan["steps"], stats, device, progress, desc)
+            _dp_steps(model, adapter, opt, loader, to_batch, cfg, plan["steps"], stats, device, progress, desc)
         finally:
             hooks.cleanup()
             for p in model.parameters():  # what Opacus' optimiser leaves on the parameters
@@ -202,11 +219,28 @@ def train_dp_original(
     return model.eval(), stats, epsilon
 
 
+def _columns(data: ExampleSet):
+    """The tensors Opacus' Poisson loader samples rows of, and how a sampled batch becomes
+    the adapter's batch dict: ``(x, y)`` for classifiers; token ids, attention mask and labels
+    (trimmed to the batch's longest row, as ``TokenExampleSet.batches`` does) for LMs."""
+    mask = getattr(data, "attention_mask", None)
+    if mask is None:
+        return (data.inputs, data.labels), lambda x, y: {"x": x, "y": y}
+
+    def token_batch(ids, am, lab):
+        t = max(1, int(am.sum(1).max())) if len(am) else 1
+        ids, am, lab = ids[:, :t], am[:, :t], lab[:, :t]
+        return {"input_ids": ids, "attention_mask": am, "labels": lab, "x": ids, "y": lab}
+
+    return (data.inputs, mask, data.labels), token_batch
+
+
 def _dp_steps(
     model,
     adapter,
     opt,
     loader,
+    to_batch,
     cfg: TrainConfig,
     steps: int,
     stats: LoopStats,
@@ -227,11 +261,14 @@ def _dp_steps(
         bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True)
     try:
         while stats.steps < steps:
-            for x, y in loader:
+            for columns in loader:
                 if stats.steps >= steps:
                     break
                 opt.zero_grad(set_to_none=True)
-                losses = adapter.per_example_loss(model, {"x": x.to(device), "y": y.to(device)})
+                batch = to_batch(*(c.to(device) for c in columns))
+                n = len(columns[0])
+                # full logits: per-sample gradient hooks need one row per example at every layer
+                losses = adapter.per_example_loss(model, batch, logits=adapter.logits(model, batch))
                 loss = losses.mean() if len(losses) else losses.sum()  # an empty Poisson batch: noise only
                 if not torch.isfinite(loss) or (
                     cfg.divergence_threshold is not None and abs(loss.item()) > cfg.divergence_threshold
@@ -244,8 +281,8 @@ def _dp_steps(
                 if sched is not None:
                     sched.step()
                 stats.steps += 1
-                stats.examples_forward += len(y)
-                stats.examples_backward += len(y)
+                stats.examples_forward += n
+                stats.examples_backward += n
                 stats.final_loss = float(loss.detach())
                 stats.losses.append(stats.final_loss)
                 if bar is not None:

@@ -154,6 +154,7 @@ def make_lm_task(
     device: str | torch.device | None = None,
     cache: ModelCache | None = None,
     progress: bool = False,
+    dp: dict | None = None,
 ) -> LMTask:
     """Build (and train, or load from ``cache``) a causal-LM unlearning task.
 
@@ -180,6 +181,11 @@ def make_lm_task(
         lora: LoRA settings every weight-changing method trains through (None: full).
         bible: ``forget_books`` / ``retain_books`` / ``holdout_books`` for ``source="bible"``.
         prompt_words: Bible verses: words of the verse in the prompt.
+        dp: train the original with DP-SGD (:mod:`unlearnkit.engines.dp`, per-row clipping and
+            Gaussian noise through Opacus), e.g. ``{"epsilon": 8, "delta": 1e-5,
+            "max_grad_norm": 1.0}``; ``spec["dp"]`` records it with the noise multiplier and the
+            epsilon spent (the original's cache key changes with it). The reference stays the
+            ordinary retrain on the retain rows: DP2Unlearning's gold standard.
     """
     from .adapter import CausalLMAdapter
 
@@ -224,13 +230,27 @@ def make_lm_task(
     if source == "bible" and isinstance(forget, str):
         scenario["forget"] = "books:" + "+".join(bible["forget_books"])
     spec["scenario"] = scenario  # the original's cache key (Task.key) leaves the scenario out
+    if dp is not None:  # only then: the key of every non-DP original stays what it was
+        from ...engines.dp import DPConfig, dp_plan
+
+        spec["dp"] = dp_plan(len(train), recipe, DPConfig.from_dict(dp))
     split = Split(train, holdout, forget_ids, holdout, scenario)
     factory = _model_factory(sizes, model_path, len(tok), max_len, tok)
     adapter = CausalLMAdapter(tok, device)
     task = LMTask(split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec, sets, lora)
     adapter.check_model(task.original, train)
     info = cache.get(f"original-{task.key}", task.original) if cache is not None else None
-    if info is None:
+    if info is None and dp is not None:
+        from ...engines.dp import train_dp_original
+
+        d = spec["dp"]
+        task.original, task.original_cost, _ = train_dp_original(
+            factory(seed).to(device), train, adapter, recipe, seed, d["epsilon"], d["delta"], d["max_grad_norm"],
+            device, progress, desc="dp-original",
+        )  # fmt: skip
+        if cache is not None:
+            cache.put(f"original-{task.key}", task.original, {"cost": task.original_cost.to_dict()})
+    elif info is None:
         task.original, task.original_cost = task.train_from_scratch(train, seed, progress, desc="original")
         if cache is not None:
             cache.put(f"original-{task.key}", task.original, {"cost": task.original_cost.to_dict()})
@@ -268,6 +288,7 @@ def lm_task_from_spec(
         "lora",
         "bible",
         "prompt_words",
+        "dp",
     )
     return make_lm_task(
         **{k: spec[k] for k in keys if k in spec},
@@ -327,6 +348,9 @@ def build_task(
     else:
         raise ConfigError(f"the causal_lm modality builds profiles, bible or qa tasks, not {kind!r}")
     recipe = replace(default_lm_recipe(), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
+    dp = None
+    if o.get("dp_epsilon") is not None:  # unlearnkit train --dp-epsilon: a DP-SGD original
+        dp = {"epsilon": o["dp_epsilon"], "delta": o.get("dp_delta", 1e-5), "max_grad_norm": o.get("dp_clip", 1.0)}
     return make_lm_task(
         source,
         forget=o.get("forget", "forget10"),
@@ -337,6 +361,7 @@ def build_task(
         recipe=recipe,
         cache=cache,
         progress=progress,
+        dp=dp,
     )
 
 
