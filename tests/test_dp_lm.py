@@ -41,6 +41,12 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def plain_lm():
+    """The same tiny task without DP and without training (only its spec and data are read)."""
+    return tiny_lm_task(recipe=TrainConfig(epochs=0))
+
+
+@pytest.fixture(scope="module")
 def dp_task(cache):
     return tiny_lm_task(recipe=RECIPE, dp=DP, cache=cache)
 
@@ -68,13 +74,13 @@ def test_opacus_per_sample_gradients_of_the_tiny_llama_are_one_row_backward_pass
             assert torch.allclose(per_row[name][i], p.grad, atol=1e-6 * max(1.0, scale)), name
 
 
-def test_dp_original_spends_its_epsilon_and_changes_the_cache_key(dp_task):
+def test_dp_original_spends_its_epsilon_and_changes_the_cache_key(dp_task, plain_lm):
     d = dp_task.spec["dp"]
     assert d["accountant"] == "rdp" and d["noise_multiplier"] > 0.5
     assert 0.95 * DP["epsilon"] <= d["epsilon_spent"] <= DP["epsilon"] + 1e-9
     assert d["steps"] == dp_task.original_cost.steps == 4 * math.ceil(len(dp_task.train) / 16)
     assert dp_task.original_cost.examples_backward > 0
-    plain = tiny_lm_task(recipe=TrainConfig(epochs=0))  # no training: only its spec is read
+    plain = plain_lm
     assert "dp" not in plain.spec and plain.key != dp_task.key
     assert {k: v for k, v in dp_task.spec.items() if k not in ("dp", "recipe")} == {
         k: v for k, v in plain.spec.items() if k != "recipe"
@@ -131,18 +137,14 @@ def _mean_loss(model, task, data) -> float:
     return float(task.adapter.per_example_loss(model.eval(), b).mean())
 
 
-def test_dp2unlearning_refuses_a_non_private_original_before_any_step():
-    plain = make_task("iris", "mlp", RandomForget(0.1), seed=0, device="cpu", recipe=TrainConfig(epochs=0))
+def test_dp2unlearning_refuses_a_non_private_original_before_any_step(plain_lm, monkeypatch):
+    import unlearnkit.methods.dp2unlearning as module
+
+    monkeypatch.setattr(module, "run_loop", lambda *a, **k: pytest.fail("trained before checking the original"))
     with pytest.raises(ConfigError, match="needs an original trained with DP-SGD"):
-        get_method("dp2unlearning").unlearn(plain, seed=0)
+        get_method("dp2unlearning").unlearn(plain_lm, seed=0)
     with pytest.raises(ConfigError, match="budget"):
         get_method("dp2unlearning", budget=1.5)
-
-
-def test_dp2unlearning_on_a_dp_classifier():
-    task = make_task(
-        "iris", "mlp", RandomForget(0.1), seed=0, device="cpu", recipe=TrainConfig(epochs=4, batch_size=16), dp=DP
-    )
-    result = get_method("dp2unlearning").unlearn(task, seed=0)
-    assert result.cost.steps == math.ceil(0.5 * 4 * math.ceil(len(task.retain) / 16))
-    assert not same_state(state_of(result.model), state_of(task.original))
+    iris = make_task("iris", "mlp", RandomForget(0.1), seed=0, device="cpu", recipe=TrainConfig(epochs=0))
+    with pytest.raises(ConfigError, match="causal_lm"):
+        get_method("dp2unlearning").unlearn(iris, seed=0)

@@ -48,8 +48,8 @@ class DP2Unlearning(Method):
     set's disclosure is what ``theta_DP`` leaked: at most ``(epsilon, delta)`` per row
     (post-processing).
 
-    Needs an original trained that way (``make_lm_task(dp=...)``, ``make_task(dp=...)``,
-    ``unlearnkit train --dp-epsilon``); any other original is refused, since fine-tuning a
+    Needs an original trained that way (``make_lm_task(dp=...)``, ``unlearnkit train --task
+    profiles --dp-epsilon E``); any other original is refused, since fine-tuning a
     non-private model on the retain set is only ``finetune``. The learning rate, batch size,
     optimiser, clipping and schedule are the task's recipe (the retrain's) unless given.
 
@@ -61,7 +61,9 @@ class DP2Unlearning(Method):
     """
 
     name = "dp2unlearning"
-    modalities = ("classifier", "causal_lm")
+    # causal LMs, the paper's setting; a DP classifier original (make_task(dp=...)) would take the same
+    # fine-tuning, but a classifier method must also vectorise over shadow models from non-DP originals
+    modalities = ("causal_lm",)
     Params = DP2UnlearningParams
     citation = (
         "Al Mahmud, Jebreel, Domingo-Ferrer & Sanchez 2025, 'DP2Unlearning: An Efficient and Guaranteed "
@@ -70,16 +72,16 @@ class DP2Unlearning(Method):
     needs_retain = True
     contract_exempt = dict.fromkeys(
         ("changes_model", "deterministic", "step_budget", "moves_forget", "divergence", "cost_accounting"),
-        "needs an original trained with DP-SGD; the contract tasks' originals are not (tests/test_dp_lm.py runs "
-        "these checks on a DP-trained tiny Llama and a DP classifier)",
+        "needs an original trained with DP-SGD; the contract task's original is not (tests/test_dp_lm.py runs "
+        "these checks on a DP-trained tiny Llama)",
     )
 
     def _prepare(self, task) -> None:
         super()._prepare(task)
         if not task.spec.get("dp"):  # before any copy or step
             raise ConfigError(
-                "dp2unlearning needs an original trained with DP-SGD (make_lm_task(dp=...), make_task(dp=...) "
-                "or unlearnkit train --dp-epsilon); for a non-private original use finetune"
+                "dp2unlearning needs an original trained with DP-SGD (make_lm_task(dp=...) or "
+                "unlearnkit train --task profiles --dp-epsilon E); for a non-private original use finetune"
             )
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:
