@@ -47,6 +47,8 @@ from .runtime import Phase, ServerProgram, load_state
 from .task import FederatedTask
 
 FEDERATED_METHODS = ("retrain", "exact", "federaser", "local")
+#: the modality of a client's local task: the methods ``local`` can run are those serving it
+LOCAL_MODALITY = "classifier"
 
 
 @dataclass

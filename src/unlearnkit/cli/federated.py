@@ -1,0 +1,240 @@
+"""``unlearnkit federated``: train a federation, unlearn a client or subjects / examples
+inside one client, evaluate an unlearned global model.
+
+* ``federated train``: clients hold whole subjects of a classifier dataset; one of Flower's
+  strategies trains the global model over rounds (every round stored); the original is
+  recorded in the store like any ``train`` run.
+* ``federated unlearn RUN``: the federation of a recorded run is replayed (deterministic
+  on the local runtime; the replay is checked against the stored original's content hash),
+  then a federated method runs: ``retrain``, ``exact``, ``federaser``, or any registered
+  classifier method (``gradient_ascent``, ``graddiff``, ``npo``, ``simnpo``, ...) inside the
+  target client, aggregated by the strategy, with recovery rounds. Metrics are computed
+  against federated retraining without the data and recorded with the run.
+* ``federated evaluate RUN``: those metrics again for a recorded unlearned run (printed).
+
+Every argument is checked before anything is trained or written; bad input is one line
+``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import ConfigError
+from . import app
+from .common import HomeOpt, JsonOpt, SeedOpt, StoreOpt, clean, fmt, out, parse_params, read_lines, workspace
+
+federated_app = typer.Typer(no_args_is_help=True, help="Federated training and unlearning (Flower strategies).")
+app.add_typer(federated_app, name="federated")
+
+HEADLINE = ("fed_acc_forget", "fed_acc_retain", "fed_acc_test", "fed_gap_acc_test", "fed_mia_loss_auc")
+
+
+def _joins(items: list[str]) -> dict[str, int]:
+    joins = {}
+    for it in items or []:
+        client, sep, n = it.rpartition(":")
+        if not sep or not client or not n.isdigit():
+            raise ConfigError(f"--join expects CLIENT:ROUND, e.g. client-04:6, not {it!r}")
+        joins[client] = int(n)
+    return joins
+
+
+@federated_app.command("train")
+def train(
+    clients: int = typer.Option(5, "--clients", help="Clients (each holds whole subjects)."),
+    strategy: str = typer.Option(
+        "fedavg", "--strategy", help="fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi."
+    ),
+    rounds: int = typer.Option(10, "--rounds", help="Training rounds."),
+    local_epochs: float = typer.Option(1.0, "--local-epochs", help="Passes over its data each client makes a round."),
+    partition: str = typer.Option("subject", "--partition", help="subject or dirichlet:ALPHA (label skew)."),
+    join: List[str] = typer.Option([], "--join", help="CLIENT:ROUND, the round a client first takes part in."),
+    dataset: str = typer.Option("digits", "--dataset", help="A built-in classifier dataset with subject ids."),
+    model: str = typer.Option("mlp", "--model", help="linear, mlp, cnn (classifier models)."),
+    runtime: str = typer.Option("local", "--runtime", help="local (in-process grid) or flower (Ray simulation)."),
+    seed: int = SeedOpt,
+    home: Optional[Path] = HomeOpt,
+    store: Optional[str] = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """Train a federation and record its global model (the original)."""
+    from ..modalities.federated.partition import parse_scheme
+    from ..modalities.federated.runtime import RUNTIMES, check_strategy
+    from ..modalities.federated.task import describe_clients, make_federated_task, train_metrics
+    from ..orchestration.experiment import train_record
+
+    check_strategy(strategy)
+    parse_scheme(partition)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if rounds < 1 or not local_epochs > 0:
+        raise ConfigError("--rounds must be >= 1 and --local-epochs > 0")
+    joins = _joins(join)
+    ws = workspace(home, store)  # created, and checked writable, before any training
+    task = make_federated_task(
+        dataset,
+        clients,
+        partition,
+        strategy,
+        rounds,
+        local_epochs,
+        joins=joins,
+        seed=seed,
+        model=model,
+        runtime=runtime,
+    )
+    metrics = train_metrics(task)
+    rec = train_record(task, metrics, ws.artifacts.save(task.original))
+    rec.cost = task.federated_cost.to_dict()
+    ws.store.add(rec)
+    doc = {
+        "run_id": rec.id,
+        "artifact": rec.artifact,
+        "metrics": metrics,
+        "cost": task.federated_cost.to_dict(),
+        "clients": describe_clients(task),
+    }
+    shown = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items())
+    out(clean(doc), as_json, f"trained {clients} clients, {strategy}, {rounds} rounds: {shown}\nrun id: {rec.id}")
+
+
+def _request(client, subjects, forget_ids):
+    from ..modalities.federated.task import FederatedForget
+
+    given = [x for x in (client, subjects, forget_ids) if x]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --client, --subjects or --forget-ids")
+    if client:
+        return FederatedForget(client=client)
+    if subjects:
+        return FederatedForget(subjects=tuple(s.strip() for s in subjects.split(",") if s.strip()))
+    return FederatedForget(ids=tuple(read_lines(forget_ids)))
+
+
+def _method(method: str, params: dict):
+    """``(federated method, keyword arguments)``: one of retrain, exact, federaser, or a
+    registered classifier method run inside the target client (``local``)."""
+    from ..methods import METHODS, get_method
+    from ..modalities.federated.unlearning import FEDERATED_METHODS, LOCAL_MODALITY
+
+    if method in FEDERATED_METHODS and method != "local":
+        allowed = {"federaser": {"delta_t", "calibration_ratio"}}.get(method, set())
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ConfigError(f"federated method {method!r} takes {', '.join(sorted(allowed)) or 'no --param'}")
+        return method, params
+    if method not in METHODS or LOCAL_MODALITY not in METHODS[method].modalities:
+        served = sorted(n for n, m in METHODS.items() if LOCAL_MODALITY in m.modalities)
+        raise ConfigError(
+            f"unknown federated method {method!r}; choose retrain, exact, federaser or a classifier "
+            f"method run inside the client ({', '.join(served)})"
+        )
+    rounds = {k: int(params.pop(k)) for k in ("unlearn_rounds", "recovery_rounds") if k in params}
+    return "local", {"unlearner": get_method(method, **params), **rounds}
+
+
+def _federated_record(ws, run_id: str):
+    from ..modalities.federated import MODALITY
+
+    rec = ws.store.get(run_id)
+    if (rec.task_spec or {}).get("modality") != MODALITY.name:
+        raise ConfigError(f"run {rec.id} is not a federated run; use `unlearnkit unlearn` / `evaluate`")
+    return rec
+
+
+@federated_app.command("unlearn")
+def unlearn(
+    run_id: str = typer.Argument(..., help="Run id (or unique prefix) of a `federated train` run."),
+    method: str = typer.Option(
+        "federaser", "--method", help="retrain, exact, federaser, or a classifier method run inside the client."
+    ),
+    client: Optional[str] = typer.Option(None, "--client", help="The client that leaves."),
+    subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated subject ids inside one client."),
+    forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="File of example ids inside one client."),
+    param: List[str] = typer.Option(
+        [], "--param", help="NAME=VALUE: the method's hyperparameters, unlearn_rounds, recovery_rounds, delta_t."
+    ),
+    seed: int = SeedOpt,
+    home: Optional[Path] = HomeOpt,
+    store: Optional[str] = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """Forget a client, or subjects / examples inside one client, from a recorded federation."""
+    from ..modalities.federated.metrics import evaluate_federated
+    from ..modalities.federated.task import task_from_spec
+    from ..modalities.federated.unlearning import retrain, unlearn_federated
+    from ..orchestration.records import RunRecord
+    from ..utils import environment_info
+
+    request = _request(client, subjects, forget_ids)
+    name, kwargs = _method(method, parse_params(param))
+    ws = workspace(home, store, mode="existing")
+    parent = _federated_record(ws, run_id)
+    if parent.kind != "train":
+        raise ConfigError(f"run {parent.id} is an unlearned model; unlearn from its federation's train run")
+    task = task_from_spec(parent.task_spec, request)  # the request is checked before the replay trains
+    if ws.artifacts.save(task.original) != parent.artifact:
+        raise ConfigError(f"replaying run {parent.id}'s federation did not give its stored global model")
+    reference = retrain(task)
+    result = unlearn_federated(task, name, seed=seed, **kwargs)
+    metrics = evaluate_federated(task, result.model, result.cost, reference, seed=seed)
+    rec = RunRecord(
+        "unlearn",
+        task.key,
+        f"federated:{result.method}",
+        seed,
+        task.spec,
+        task.split.scenario,
+        task.split.forget_fingerprint,
+        task.split.forget_ids.tolist(),
+        result.params,
+        metrics,
+        result.cost.to_dict(),
+        environment_info(),
+        ws.artifacts.save(result.model),
+        parent=parent.id,
+    )
+    ws.store.add(rec)
+    doc = {"run_id": rec.id, "method": rec.method, "scenario": rec.scenario, "metrics": metrics, "extra": result.extra}
+    text = f"{rec.method} on {task.split.scenario['kind']} {task.target_client} (run {rec.id}):\n" + "\n".join(
+        f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+    )
+    out(clean(doc), as_json, text)
+
+
+@federated_app.command("evaluate")
+def evaluate(
+    run_id: str = typer.Argument(..., help="Run id (or unique prefix) of a `federated unlearn` run."),
+    seed: int = SeedOpt,
+    home: Optional[Path] = HomeOpt,
+    store: Optional[str] = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """Every federated metric of a recorded unlearned global model, against federated
+    retraining without the data (printed; the run keeps the metrics it was recorded with)."""
+    from ..modalities.federated.history import FederatedCost
+    from ..modalities.federated.metrics import evaluate_federated
+    from ..modalities.federated.task import FederatedForget, task_from_spec
+    from ..modalities.federated.unlearning import retrain
+
+    ws = workspace(home, store, mode="r")
+    rec = _federated_record(ws, run_id)
+    if rec.kind != "unlearn":
+        raise ConfigError(f"run {rec.id} is a federation's original; evaluate its unlearned runs")
+    scenario = dict(rec.scenario)
+    request = (
+        FederatedForget(ids=tuple(rec.forget_ids or ()))
+        if scenario.get("kind") == "examples"
+        else FederatedForget.from_dict(scenario)
+    )
+    task = task_from_spec(rec.task_spec, request)
+    model = ws.artifacts.load(rec.artifact, task.model_factory(task.seed)).eval()
+    fields = set(FederatedCost.__dataclass_fields__)
+    cost = FederatedCost(**{k: v for k, v in rec.cost.items() if k in fields})
+    metrics = evaluate_federated(task, model, cost, retrain(task), seed=seed)
+    text = f"{rec.method} (run {rec.id}):\n" + "\n".join(f"  {k:<26} {fmt(v)}" for k, v in sorted(metrics.items()))
+    out(clean({"run_id": rec.id, "method": rec.method, "metrics": metrics}), as_json, text)
