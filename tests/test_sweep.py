@@ -147,30 +147,40 @@ def test_sweep_stores_a_run_per_trial_and_a_non_dominated_front(tmp_path, local_
     assert len(ws.store.list()) == 2 + 6  # the original and the reference stored once
 
 
-def test_sweep_cli_json_and_plot(tmp_path, capsys, monkeypatch):
+def test_sweep_cli_json_plot_and_risk_marks(tmp_path, capsys, monkeypatch):
+    """The command's JSON, its plot, resuming in text, and --risk-budget marking the trials
+    that `unlearnkit risk` certifies on the same runs."""
     home = tmp_path / "home"
     plot = tmp_path / "front.png"
-    args = [
-        "sweep",
-        "finetune",
-        "--dataset",
-        "iris",
-        "--model",
-        "linear",
-        "--param",
-        "lr=1e-3:1e-1:log",
-        "--param",
-        "epochs=1:2:int",
-    ]
-    doc = cli_json(capsys, monkeypatch, *args, "--trials", "3", "--plot", str(plot), "--json", home=home)
-    assert len(doc["trials"]) == 3 and len(doc["runs"]) == 3 and doc["pareto"]
+    args = ["sweep", "finetune", "--model", "linear", "--param", "lr=1e-3:1e-1:log", "--param", "epochs=1:2:int"]
+    risk = ["--risk-budget", "0.3", "--alpha", "0.2"]
+    doc = cli_json(capsys, monkeypatch, *args, "--trials", "2", "--plot", str(plot), *risk, "--json", home=home)
+    assert len(doc["trials"]) == 2 and len(doc["runs"]) == 2 and doc["pareto"]
     assert {t["number"] for t in doc["pareto"]} <= {t["number"] for t in doc["trials"]}
     assert [o["name"] for o in doc["objectives"]] == ["forgetting", "utility", "cost"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and doc["plot"] == str(plot)
     assert Path(doc["storage"].removeprefix("sqlite:///")) == (home / "sweeps.db").resolve()
+    ok = [t for t in doc["trials"] if t["state"] == "complete"]
+    assessed = cli_json(
+        capsys,
+        monkeypatch,
+        "risk",
+        *[t["run_id"] for t in ok],
+        "--budget",
+        "0.3",
+        "--alpha",
+        "0.2",
+        "--json",
+        home=home,
+    )
+    feasible = set(assessed["feasible"])
+    for t in ok:  # the same bound and the same decision as `unlearnkit risk`
+        row = next(r for r in assessed["runs"] if r["run_id"] == t["run_id"])
+        assert t["cur"] == pytest.approx(row["cur"]) and t["risk_controlled"] == (t["run_id"] in feasible)
+    assert doc["risk"]["feasible_trials"] == [t["number"] for t in ok if t["run_id"] in feasible]
     code, out, err = cli(capsys, monkeypatch, *args, "--trials", "1", home=home)  # text, resumed
     assert code == 0, err
-    assert f"study {doc['study']}" in out and "4 trials" in out and "Pareto front" in out
+    assert f"study {doc['study']}" in out and "3 trials" in out and "Pareto front" in out
 
 
 @pytest.mark.parametrize(
@@ -195,10 +205,12 @@ def test_sweep_cli_json_and_plot(tmp_path, capsys, monkeypatch):
         (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--forgetting", "nope"], "unknown metric"),
         (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--cost", "money"], "--cost"),
         (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--sampler", "grid"], "--sampler"),
-        (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--plot", "front.svg"], "PNG"),
+        (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--plot", "front.svg"], "must end in .png"),
         (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--storage", "::::"], "--storage"),
         (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--scenario", "nope:1"], "scenario"),
         (["sweep", "--config", "missing.yaml"], "no such sweep file"),
+        (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--risk-budget", "1.5"], "--risk-budget"),
+        (["sweep", "graddiff", "--param", "lr=1e-3:1e-1", "--risk-budget", "0.2", "--alpha", "0"], "--alpha"),
     ],
 )
 def test_sweep_bad_input_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch, args, needle):

@@ -694,17 +694,3 @@ def write_plot(result: SweepResult, path: str | Path) -> Path:
     with atomic_write(path, "wb") as fh:
         fh.write(data)
     return path
-
-
-def check_plot_path(path: str | Path | None) -> None:
-    """A ``.png`` file in a folder that exists and can be written (before compute)."""
-    import os
-
-    if path is None:
-        return
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ConfigError(f"--plot {path}: the Pareto plot is a PNG file (FILE.png)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK) or path.is_dir():
-        raise ConfigError(f"--plot {path}: cannot write there (no such folder, or not writable)")
