@@ -132,3 +132,49 @@ def test_data_parallel_needs_a_process_group():
     with pytest.raises(ConfigError, match="process group"):
         with distributed.data_parallel():
             pass
+
+
+def _cli(home: str, argv: list[str]) -> tuple[int, str]:
+    """``unlearnkit ARGV --home HOME`` in this process: ``(exit status, stdout)``."""
+    import contextlib
+    import io
+    import sys
+
+    from unlearnkit.cli import main
+
+    buf, code = io.StringIO(), 0
+    sys.argv = ["unlearnkit", *argv, "--home", home]
+    with contextlib.redirect_stdout(buf):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code or 0
+    return code, buf.getvalue()
+
+
+TRAIN_CLI = ["train", "--task", "classifier", "--dataset", "iris", "--epochs", "3", "--batch-size", "16", "--json"]
+
+
+def test_train_cli_under_two_processes_records_one_run(tmp_path):
+    import json
+
+    from unlearnkit.orchestration.experiment import Workspace
+
+    code, one = _cli(str(tmp_path / "one"), TRAIN_CLI)
+    assert code == 0
+    (code0, out0), (code1, out1) = distributed.launch(
+        _cli, 2, args=(str(tmp_path / "two"), [*TRAIN_CLI, "--distributed"]), timeout_s=60
+    )
+    assert (code0, code1) == (0, 0) and out1 == ""  # rank 1 trains in step and prints nothing
+    single, parallel = json.loads(one), json.loads(out0)
+    assert parallel["n_train"] == single["n_train"] and parallel["metrics"] == pytest.approx(single["metrics"])
+    assert [r.id for r in Workspace.open(tmp_path / "two").store.list()] == [parallel["run_id"]]
+
+
+def test_train_cli_distributed_without_a_launcher_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from cli_support import cli
+
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    code, out, err = cli(capsys, monkeypatch, *TRAIN_CLI, "--distributed", home=tmp_path)
+    assert code == 2 and out == "" and err.startswith("error: no process group") and len(err.splitlines()) == 1

@@ -83,6 +83,21 @@ def train(
         "sigma of Guo et al.'s objective perturbation b^T theta; every "
         "model trained for the run (reference, shadows) draws its own b.",
     ),
+    dp_epsilon: Optional[float] = typer.Option(
+        None,
+        "--dp-epsilon",
+        help="Language-model tasks: train the original with DP-SGD (Opacus: per-row clipping, Gaussian noise, "
+        "the RDP accountant) to this epsilon; the original dp2unlearning needs.",
+    ),
+    dp_delta: float = typer.Option(1e-5, "--dp-delta", help="--dp-epsilon: the delta of (epsilon, delta)-DP."),
+    dp_clip: float = typer.Option(1.0, "--dp-clip", help="--dp-epsilon: the per-row gradient norm bound C."),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Train data-parallel under torchrun (python -m torch.distributed.run --nproc-per-node N -m "
+        "unlearnkit train ... --distributed): world size and rank from the environment, gloo on CPUs, nccl "
+        "on GPUs (cuda:LOCAL_RANK); rank 0 records the run and prints.",
+    ),
     seed: int = SeedOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -90,9 +105,21 @@ def train(
 ):
     """Train an original model and record it; later commands refer to it by run id."""
     from ..modalities import modality_for_task_kind
-    from ..orchestration.experiment import train_record
 
     modality = modality_for_task_kind(task_kind)
+    if dp_epsilon is not None:
+        finite("--dp-epsilon", dp_epsilon, 0)
+        finite("--dp-clip", dp_clip, 0)
+        finite("--dp-delta", dp_delta, 0)
+        if not dp_delta < 1:
+            raise ConfigError(f"--dp-delta must be in (0, 1), not {dp_delta}")
+        if modality.name != "causal_lm":
+            raise ConfigError(
+                "--dp-epsilon applies to language-model tasks (--task profiles, bible or qa); "
+                "a DP classifier original is built in Python: make_task(..., dp={...})"
+            )
+        if distributed:
+            raise ConfigError("--dp-epsilon and --distributed: DP-SGD training runs in one process")
     finite("--epochs", epochs, 0)
     finite("--lr", lr, 0)
     finite("--objective-noise", objective_noise, 0, strict=False)
@@ -123,8 +150,19 @@ def train(
         qa_per_person=qa_per_person,
         lm_size=_lm_size(lm_size),
     )
+    if dp_epsilon is not None:
+        options.update(dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_clip=dp_clip)
+    if distributed:
+        return _train_distributed(modality, task_kind, options, seed, home, store, as_json)
     ws = workspace(home, store)  # created, and checked writable, before any training
     task = modality.build_task(task_kind, options, seed=seed, cache=ws.cache, progress=not as_json)
+    _record(modality, task, task_kind, ws, as_json)
+
+
+def _record(modality, task, task_kind: str, ws, as_json: bool) -> None:
+    """Save the trained original, add its run to the store and print what was trained."""
+    from ..orchestration.experiment import train_record
+
     metrics = modality.train_metrics(task)
     own_forget = modality.supports("default_forget")
     rec = train_record(task, metrics, ws.artifacts.save(task.original))
@@ -150,3 +188,50 @@ def train(
         as_json,
         f"trained {label_} ({n_params:,} parameters) on {len(task.train)} examples: {shown}\nrun id: {rec.id}",
     )
+
+
+class _ReadOnlyCache:
+    """The workspace's cache of trained models for ranks other than 0: they find what rank 0
+    finds (so every rank trains, or loads, the same models in step) and write nothing."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def get(self, key, model):
+        return self._cache.get(key, model)
+
+    def put(self, key, model, info) -> None:
+        return None
+
+
+def _train_distributed(modality, task_kind: str, options: dict, seed: int, home, store, as_json: bool) -> None:
+    """``train`` on every rank of a torchrun job: the same task built on each, its training
+    loops data-parallel (:mod:`unlearnkit.engines.distributed`); rank 0 records and prints."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from ..engines import distributed as data_parallel
+
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if cuda else torch.device("cpu")
+    owned = not (dist.is_available() and dist.is_initialized())  # a caller's group is left to the caller
+    info = data_parallel.init_process_group(device)
+    try:
+        if info.is_main:  # rank 0 creates the workspace, and checks it writable, before the others read it
+            ws = workspace(home, store)
+            dist.barrier()
+            cache = ws.cache
+        else:
+            dist.barrier()
+            ws = workspace(home, store, mode="r")
+            cache = _ReadOnlyCache(ws.cache)
+        with data_parallel.data_parallel():
+            task = modality.build_task(task_kind, options, seed=seed, cache=cache, progress=not as_json)
+        if info.is_main:
+            _record(modality, task, task_kind, ws, as_json)
+        dist.barrier()  # every rank leaves once the run is recorded
+    finally:
+        if owned:
+            data_parallel.destroy_process_group()
