@@ -36,12 +36,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from flwr.serverapp import Grid
 from torch import nn
+
+from ...errors import ConfigError
+
+try:
+    from flwr.serverapp import Grid
+except ImportError:  # one line at the CLI instead of a traceback
+    raise ConfigError("federated tasks need Flower: pip install 'unlearnkit[federated]' (flwr[simulation])") from None
 
 from ...data.dataset import ExampleSet
 from ...engines.loop import LoopStats, TrainConfig, run_loop
-from ...errors import ConfigError, UnlearnkitError
+from ...errors import UnlearnkitError
 from ...utils import derive_seed
 from .history import ClientRound, FederatedHistory, RoundRecord, State, nbytes
 
