@@ -22,7 +22,8 @@ retained users, lower |unlearning bias| than RecEraser, at <= 10% of retrain's w
 
     python benchmarks/recsys_leaderboard.py [--seeds 0,1,2] [--model bpr] [--methods a,b]
 
-Writes benchmarks/results/recsys_leaderboard.{md,json,png}.
+Writes benchmarks/results/recsys_leaderboard.{md,json,png} (``--model lightgcn``:
+recsys_leaderboard_lightgcn.*).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def write(rows: list[dict], args, elapsed: float) -> None:
     summary = summarise(rows)
     g = goal(summary)
     RESULTS.mkdir(exist_ok=True)
+    stem = "recsys_leaderboard" if args.model == "bpr" else f"recsys_leaderboard_{args.model.replace('-', '_')}"
     env = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -186,7 +188,7 @@ def write(rows: list[dict], args, elapsed: float) -> None:
         "goal": g,
         "runs": rows,
     }
-    (RESULTS / "recsys_leaderboard.json").write_text(json.dumps(doc, indent=1, default=float))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=float))
     cols = ["ndcg10_retained", "gap_ndcg10_retained", "jaccard10_forgotten", "unlearning_bias", "abs_unlearning_bias",
             "mia_auc_interactions", "bpr_loss_forget", "cost_ratio_time", "cost_ratio_examples"]  # fmt: skip
     lines = [
@@ -212,7 +214,7 @@ def write(rows: list[dict], args, elapsed: float) -> None:
                 f"- {scenario}, {method}: {'met' if r['met'] else 'not met'} (NDCG@10 gap {r['gap_ndcg10']:.3f}; "
                 f"|bias| {r['abs_bias']:.3f} vs RecEraser {r['receraser_abs_bias']:.3f}; cost {r['cost_ratio_time']:.3f}x)"
             )
-    (RESULTS / "recsys_leaderboard.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -235,7 +237,7 @@ def write(rows: list[dict], args, elapsed: float) -> None:
         ax.set_ylabel("relative NDCG@10 gap to the reference (retained users)")
         ax.set_title(scenario)
     fig.tight_layout()
-    fig.savefig(RESULTS / "recsys_leaderboard.png", dpi=120)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=120)
 
 
 def main() -> None:
