@@ -175,6 +175,29 @@ def test_froc_scores_are_the_softplus_formula():
         R.froc_scores(summaries)
 
 
+def _config(forget, retain, ids=None):
+    ids = np.array([f"f{i}" for i in range(len(forget))]) if ids is None else ids
+    return R.ConfigLosses(ids, np.asarray(forget, float), np.array([f"r{i}" for i in range(len(retain))]),
+                          np.asarray(retain, float), 1.0, 0.5, 0.1, 0.99)  # fmt: skip
+
+
+def test_assess_splits_the_same_examples_for_every_configuration():
+    rng = np.random.default_rng(5)
+    a = _config(rng.random(200) < 0.02, np.zeros(100))
+    b = _config(rng.random(200) < 0.5, np.zeros(100))
+    out = R.assess({"a": a, "b": b}, 0.2, 0.1, calibration_fraction=0.25, seed=3, target=0.0)
+    mask = R.calibration_mask(200, 0.25, 3)
+    assert mask.sum() == 50 and out.n_test == 150
+    assert np.array_equal(mask, R.calibration_mask(200, 0.25, 3))  # seeded
+    assert not np.array_equal(mask, R.calibration_mask(200, 0.25, 4))
+    assert out.control.risk["b"] == pytest.approx(b.forget[mask].mean())
+    assert out.test_risk["b"] == pytest.approx(b.forget[~mask].mean())
+    assert out.control.feasible == ["a"] and out.chosen == "a"
+    shuffled = _config(a.forget, a.retain, ids=a.forget_ids[::-1].copy())
+    with pytest.raises(ConfigError, match="other forget or retain examples"):
+        R.assess({"a": a, "c": shuffled}, 0.2, 0.1, target=0.0)
+
+
 # --------------------------------------------------------------------------- the command
 
 

@@ -571,7 +571,7 @@ def plot_risk_landscape(assessment: RiskAssessment, labels: Mapping[str, str] | 
     names = c.names
     fig = Figure(figsize=(max(7.0, 4.0 + 0.9 * len(names)) + 4.6, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
-    ax, ax2 = fig.subplots(1, 2, width_ratios=[max(1.5, 0.35 * len(names)), 1.0])
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[max(1.5, 0.25 * len(names)), 1.3])
     x = np.arange(len(names))
     colors = ["#2ca02c" if k in c.feasible else "#d62728" for k in names]
     ax.bar(x, [c.cur_family[k] for k in names], color=colors, alpha=0.45, label="bound used (CUR at α/m)")
