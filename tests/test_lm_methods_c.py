@@ -14,8 +14,6 @@ from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
 from unlearnkit.methods.satimp import satimp_loss, satimp_weights  # noqa: E402
 
-NEW = ["satimp", "pdu"]
-
 
 @torch.no_grad()
 def nll(model, data, task) -> float:
@@ -26,12 +24,6 @@ def nll(model, data, task) -> float:
 @pytest.fixture(scope="module")
 def base_nll(lm_task):
     return nll(lm_task.original, lm_task.forget, lm_task), nll(lm_task.original, lm_task.retain, lm_task)
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_lm_only_methods_refuse_a_classifier_task(name):
-    with pytest.raises(ConfigError, match="causal_lm"):
-        METHODS[name]().unlearn(type("T", (), {"modality": "classifier"})(), seed=0)
 
 
 # --------------------------------------------------------------------------- SatImp
@@ -202,3 +194,102 @@ def test_imu_lm_settings_are_checked(lm_task):
             METHODS["imu"](**bad)
     with pytest.raises(ConfigError, match="lm_modules"):
         METHODS["imu"](lm_modules=["no_such_proj"], max_steps=1).unlearn(lm_task, seed=0)
+
+
+# --------------------------------------------------------------------------- OBLIVIATE
+def test_obliviate_target_words_and_tokens_on_a_crafted_example(lm_task):
+    from unlearnkit.methods.obliviate import extract_target_words, target_token_ids
+
+    tok = lm_task.adapter.tokenizer
+    forget = [" Dovius Bromridge was born in Istranth, 1990.", " Dovius works as a novelist."]
+    retain = ["Question: Where was Calwyn born?\nAnswer: Calwyn Ervyk was born in Istranth.", "a novelist, 1967"]
+    words = extract_target_words(forget, retain)
+    assert words == ["1990", "Bromridge", "Dovius", "as", "works"]  # in no retain text; shared words are not targets
+
+    def pieces(w):
+        return set(tok(w, add_special_tokens=False)["input_ids"]) | set(
+            tok(" " + w, add_special_tokens=False)["input_ids"]
+        )
+
+    ids = target_token_ids(["Dovius"], tok, [], [])
+    assert ids == sorted(pieces("Dovius") - set(tok.all_special_ids))
+    # min_ratio keeps the pieces over-represented in the forget answers only
+    a, b = sorted(pieces("Dovius"))[:2]
+    forget_ids, retain_ids = [[a, a, b]], [[b] * 10 + [a] + [0] * 89]  # a: 2/3 vs 1/100; b: 1/3 vs 10/100
+    assert target_token_ids(["Dovius"], tok, forget_ids, retain_ids, min_ratio=4.0) == [a]  # b's ratio is 3.3
+    assert target_token_ids(["Dovius"], tok, forget_ids, retain_ids, min_ratio=3.0) == sorted({a, b})
+
+
+def test_obliviate_mask_sets_the_target_tokens_to_zero_and_renormalises():
+    from unlearnkit.methods.obliviate import mask_loss, masked_distribution, vocabulary_mask
+
+    keep = vocabulary_mask([1, 3, 99], 5)  # ids beyond the vocabulary are ignored
+    assert keep.tolist() == [True, False, True, False, True]
+    z = torch.tensor([[0.0, 4.0, torch.log(torch.tensor(2.0)).item(), 7.0, torch.log(torch.tensor(5.0)).item()]])
+    q = masked_distribution(z, keep)
+    assert torch.allclose(q, torch.tensor([[1 / 8, 0.0, 2 / 8, 0.0, 5 / 8]]))  # exp(z) on kept ids: 1, 2, 5
+    z.requires_grad_(True)
+    loss = mask_loss(z, keep)
+    loss.backward()
+    assert torch.allclose(z.grad, torch.softmax(z.detach(), -1) - q, atol=1e-6)  # targets pushed down
+    assert float(mask_loss(torch.tensor([[0.0, -1e4, 1.0, -1e4, 2.0]]), keep)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_obliviate_forgets_the_target_tokens_through_lora_and_returns_a_plain_model(lm_task, base_nll):
+    from unlearnkit.methods.obliviate import Obliviate, vocabulary_mask, world_rows
+    from unlearnkit.testing import state_of
+
+    method = Obliviate()
+    method._prepare(lm_task)
+    words, ids = method.targets(lm_task)
+    assert "Dovius" in words and ids
+    world = world_rows(lm_task)
+    assert 0 < len(world) < len(lm_task.retain) and set(world.subject_ids.tolist()) == {""}
+    before = state_of(lm_task.original)
+    r = METHODS["obliviate"]().unlearn(lm_task, seed=0)
+    assert type(r.model) is type(lm_task.original) and state_of(r.model).keys() == before.keys()
+    assert r.extra["target_words"] == words and r.extra["target_tokens"] == len(ids)
+    assert nll(r.model, lm_task.forget, lm_task) > base_nll[0] + 2.0
+    assert nll(r.model, lm_task.retain, lm_task) < 0.2
+    # the target tokens' probability mass at the forget answers' positions has collapsed
+    keep = vocabulary_mask(ids, lm_task.original.config.vocab_size)
+    b = next(lm_task.forget.batches(len(lm_task.forget)))
+    with torch.no_grad():
+        mass = [
+            float(torch.softmax(lm_task.adapter.answer_logits(m.eval(), b).float(), -1)[:, ~keep].sum(-1).mean())
+            for m in (lm_task.original, r.model)
+        ]
+    assert mass[1] < 0.25 * mass[0], mass
+    assert all(torch.equal(v, before[k]) for k, v in state_of(lm_task.original).items())
+
+
+def test_obliviate_trains_the_tasks_own_lora_adapters_when_the_task_has_them(lm_task):
+    import copy
+
+    from unlearnkit.testing import state_of
+
+    pytest.importorskip("peft")
+    task = copy.copy(lm_task)
+    task.lora = {"r": 4, "target_modules": ["q_proj", "v_proj"]}
+    r = METHODS["obliviate"](max_steps=3).unlearn(task, seed=0)
+    before, after = state_of(lm_task.original), state_of(r.model)
+    assert after.keys() == before.keys()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"}
+
+
+def test_obliviate_rejects_bad_settings(lm_task):
+    for bad in (
+        {"distill_weight": -1},
+        {"world_weight": -0.1},
+        {"min_ratio": -1},
+        {"tokens": "question"},
+        {"lora_r": 0},
+        {"lora_alpha": 0},
+        {"lora_dropout": 1.0},
+        {"target_modules": []},
+    ):
+        with pytest.raises(ConfigError):
+            METHODS["obliviate"](**bad)
+    with pytest.raises(ConfigError, match="min_ratio"):
+        METHODS["obliviate"](min_ratio=1e9, max_steps=1).unlearn(lm_task, seed=0)

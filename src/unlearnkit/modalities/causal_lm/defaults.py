@@ -14,6 +14,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "satimp": {"epochs": 10.0, "lr": 3e-3, "batch_size": 8},
     "pdu": {"lr": 3e-3, "batch_size": 8},
     "imu": {"lr": 2e-3, "epochs": 10.0, "batch_size": 8},
+    "obliviate": {"lr": 3e-3},
 }
 
 #: the deletion-request service's policy for a language-model line (see
