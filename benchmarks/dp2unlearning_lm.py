@@ -59,7 +59,7 @@ def main() -> None:
     from unlearnkit.modalities.causal_lm.task import default_lm_recipe, make_lm_task
     from unlearnkit.orchestration.experiment import Workspace, compare, get_reference
 
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     recipe = replace(default_lm_recipe(), epochs=args.epochs)
     kw = dict(
         forget=args.forget,
@@ -75,6 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dp2u-") as home:
         ws = Workspace.open(home)
         plain = make_lm_task("profiles", cache=ws.cache, **kw)
+        _log(f"non-private original: {len(plain.train)} rows, {plain.original_cost.steps} steps", t_start)
         ref_model, ref_cost, _ = get_reference(plain, args.seed, ws.cache)
         half = {"epochs": 0.5 * recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size}
         half |= {"optimizer": recipe.optimizer, "grad_clip": recipe.grad_clip}
@@ -83,11 +84,13 @@ def main() -> None:
         for eps in [float(e) for e in args.epsilons.split(",")]:
             dp = {"epsilon": eps, "delta": 1e-5, "max_grad_norm": 1.0}
             task = make_lm_task("profiles", cache=ws.cache, dp=dp, **kw)
+            _log(f"DP original eps={eps:g}: sigma {task.spec['dp']['noise_multiplier']:.3f}", t_start)
             # the reference does not depend on how the original was trained: the same retrain
             ws.cache.put(f"reference-{task.reference_key(args.seed)}", ref_model, {"cost": ref_cost.to_dict()})
             recs = compare(task, ["dp2unlearning"], seed=args.seed, workspace=ws, store_records=False).records
             rows += [_row(r, f"DP eps={eps:g}", task.spec["dp"], task) for r in recs if r.kind != "reference"]
-    elapsed = time.perf_counter() - t_start
+            _log(f"eps={eps:g} evaluated", t_start)
+    elapsed, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     meta = {
         "command": "python benchmarks/dp2unlearning_lm.py " + " ".join(sys.argv[1:]),
         "task": {k: v for k, v in kw.items() if k != "recipe"} | {"recipe": recipe.to_dict()},
@@ -96,6 +99,7 @@ def main() -> None:
         "n_retain": len(plain.retain),
         "reference_cost": ref_cost.to_dict(),
         "elapsed_s": elapsed,
+        "cpu_s": cpu,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, 1 thread",
         "load_average": os.getloadavg(),
     }
@@ -104,6 +108,10 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=float))
     out.with_suffix(".md").write_text(_markdown(meta, rows))
     print(out.with_suffix(".md").read_text())
+
+
+def _log(text: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:7.1f} s, cpu {time.process_time():7.1f} s] {text}", flush=True)
 
 
 def _row(rec, line: str, dp: dict | None, task) -> dict:
@@ -140,7 +148,7 @@ def _markdown(meta: dict, rows: list[dict]) -> str:
         f"({meta['n_train']} training rows; {meta['task']['forget']}: {meta['n_forget']} forget rows, "
         f"{meta['n_retain']} retain rows); a 2-layer, 128-wide Llama trained from scratch with the LM recipe "
         f"({meta['task']['recipe']['epochs']:g} epochs, AdamW, cosine); seed {meta['task']['seed']}; "
-        f"one run, {meta['elapsed_s'] / 60:.1f} min on {meta['machine']} (load average "
+        f"one run, {meta['elapsed_s'] / 60:.1f} min wall, {meta['cpu_s'] / 60:.1f} min CPU on {meta['machine']} (load average "
         f"{', '.join(f'{x:.1f}' for x in meta['load_average'])} at the end, shared machine).",
         "",
         f"Regenerate: `{meta['command']}`",
