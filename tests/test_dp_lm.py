@@ -148,3 +148,29 @@ def test_dp2unlearning_refuses_a_non_private_original_before_any_step(plain_lm, 
     iris = make_task("iris", "mlp", RandomForget(0.1), seed=0, device="cpu", recipe=TrainConfig(epochs=0))
     with pytest.raises(ConfigError, match="causal_lm"):
         get_method("dp2unlearning").unlearn(iris, seed=0)
+
+
+TINY_CLI = ["--task", "profiles", "--people", "10", "--qa-per-person", "3", "--epochs", "1", "--batch-size", "16"]
+TINY_CLI += ["--lm-size", "hidden=32,layers=1,heads=2,intermediate=64"]
+
+
+def test_train_cli_dp_epsilon_records_a_dp_original(tmp_path, monkeypatch, capsys):
+    from cli_support import cli, cli_json
+    from unlearnkit.orchestration.experiment import Workspace
+
+    doc = cli_json(capsys, monkeypatch, "train", *TINY_CLI, "--dp-epsilon", "8", "--json", home=tmp_path)
+    spec = Workspace.open(tmp_path).store.get(doc["run_id"]).task_spec
+    assert spec["dp"]["epsilon"] == 8.0 and 0 < spec["dp"]["epsilon_spent"] <= 8.0 + 1e-9
+    assert spec["dp"]["delta"] == 1e-5 and spec["dp"]["max_grad_norm"] == 1.0
+    for bad, says in (
+        (["--dp-epsilon", "0"], "--dp-epsilon must be > 0"),
+        (["--dp-epsilon", "8", "--dp-delta", "1.5"], "--dp-delta must be in (0, 1)"),
+        (["--dp-epsilon", "8", "--dp-clip", "nan"], "--dp-clip must be a finite number"),
+        (["--dp-epsilon", "8", "--distributed"], "DP-SGD training runs in one process"),
+    ):
+        code, out, err = cli(capsys, monkeypatch, "train", *TINY_CLI, *bad, home=tmp_path / "bad")
+        assert code == 2 and out == "" and err.startswith("error: "), bad
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli(capsys, monkeypatch, "train", "--dataset", "iris", "--dp-epsilon", "8", home=tmp_path / "c")
+    assert code == 2 and "language-model tasks" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "c").exists()  # nothing written

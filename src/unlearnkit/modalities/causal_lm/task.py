@@ -334,7 +334,8 @@ def build_task(
 ) -> LMTask:
     """The task ``unlearnkit train --task profiles|bible|qa`` builds. ``options``: ``dataset``
     (the folder, ``qa``), ``forget``, ``people``, ``qa_per_person``, ``lm_size`` (a dict of
-    tiny-Llama sizes) and recipe overrides (``epochs``, ``lr``, ``batch_size``); None = default."""
+    tiny-Llama sizes), recipe overrides (``epochs``, ``lr``, ``batch_size``) and ``dp_epsilon`` /
+    ``dp_delta`` / ``dp_clip`` (a DP-SGD original, ``train --dp-epsilon``); None = default."""
     from dataclasses import replace
 
     o = {k: v for k, v in options.items() if v is not None}
