@@ -4,9 +4,9 @@ inside one client, evaluate an unlearned global model.
 * ``federated train``: clients hold whole subjects of a classifier dataset; one of Flower's
   strategies trains the global model over rounds (every round stored); the original is
   recorded in the store like any ``train`` run.
-* ``federated unlearn RUN``: the federation of a recorded run is replayed (deterministic
-  on the local runtime; the replay is checked against the stored original's content hash),
-  then a federated method runs: ``retrain``, ``exact``, ``federaser``, or any registered
+* ``federated unlearn RUN``: the recorded run's stored rounds (one artifact: every round's
+  global model, client updates and strategy state, named in the run's tags) are read back,
+  checked to end in the recorded original, and a federated method runs: ``retrain``, ``exact``, ``federaser``, or any registered
   classifier method (``gradient_ascent``, ``graddiff``, ``npo``, ``simnpo``, ...) inside the
   target client, aggregated by the strategy, with recovery rounds. Metrics are computed
   against federated retraining without the data and recorded with the run.
@@ -62,6 +62,7 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a federation and record its global model (the original)."""
+    from ..modalities.federated.history import history_tensors
     from ..modalities.federated.partition import parse_scheme
     from ..modalities.federated.runtime import RUNTIMES, check_strategy
     from ..modalities.federated.task import describe_clients, make_federated_task, train_metrics
@@ -88,8 +89,11 @@ def train(
         runtime=runtime,
     )
     metrics = train_metrics(task)
+    tensors, meta = history_tensors(task.history)
     rec = train_record(task, metrics, ws.artifacts.save(task.original))
     rec.cost = task.federated_cost.to_dict()
+    # every round (global models, client updates, strategy states) as one artifact
+    rec.tags = {**rec.tags, "federated_history": ws.artifacts.save(tensors, meta)}
     ws.store.add(rec)
     doc = {
         "run_id": rec.id,
@@ -146,6 +150,22 @@ def _federated_record(ws, run_id: str):
     return rec
 
 
+def _stored_task(ws, train_rec, request):
+    """The federated task of ``train_rec`` with ``request``, from its stored rounds (nothing is
+    trained; the rounds' final global model must be the recorded original)."""
+    from ..modalities.federated.history import history_from_tensors
+    from ..modalities.federated.task import task_from_spec
+
+    h = (train_rec.tags or {}).get("federated_history")
+    if not h:
+        raise ConfigError(f"run {train_rec.id} has no stored rounds; train it again with `federated train`")
+    stored = history_from_tensors(ws.artifacts.load_state_dict(h), ws.artifacts.metadata(h))
+    task = task_from_spec(train_rec.task_spec, request, stored=stored)  # the request is checked first
+    if ws.artifacts.save(task.original) != train_rec.artifact:
+        raise ConfigError(f"run {train_rec.id}'s stored rounds do not end in its recorded global model")
+    return task
+
+
 @federated_app.command("unlearn")
 def unlearn(
     run_id: str = typer.Argument(..., help="Run id (or unique prefix) of a `federated train` run."),
@@ -165,7 +185,6 @@ def unlearn(
 ):
     """Forget a client, or subjects / examples inside one client, from a recorded federation."""
     from ..modalities.federated.metrics import evaluate_federated
-    from ..modalities.federated.task import task_from_spec
     from ..modalities.federated.unlearning import retrain, unlearn_federated
     from ..orchestration.records import RunRecord
     from ..utils import environment_info
@@ -176,9 +195,7 @@ def unlearn(
     parent = _federated_record(ws, run_id)
     if parent.kind != "train":
         raise ConfigError(f"run {parent.id} is an unlearned model; unlearn from its federation's train run")
-    task = task_from_spec(parent.task_spec, request)  # the request is checked before the replay trains
-    if ws.artifacts.save(task.original) != parent.artifact:
-        raise ConfigError(f"replaying run {parent.id}'s federation did not give its stored global model")
+    task = _stored_task(ws, parent, request)
     reference = retrain(task)
     result = unlearn_federated(task, name, seed=seed, **kwargs)
     metrics = evaluate_federated(task, result.model, result.cost, reference, seed=seed)
@@ -218,7 +235,7 @@ def evaluate(
     retraining without the data (printed; the run keeps the metrics it was recorded with)."""
     from ..modalities.federated.history import FederatedCost
     from ..modalities.federated.metrics import evaluate_federated
-    from ..modalities.federated.task import FederatedForget, task_from_spec
+    from ..modalities.federated.task import FederatedForget
     from ..modalities.federated.unlearning import retrain
 
     ws = workspace(home, store, mode="r")
@@ -231,7 +248,7 @@ def evaluate(
         if scenario.get("kind") == "examples"
         else FederatedForget.from_dict(scenario)
     )
-    task = task_from_spec(rec.task_spec, request)
+    task = _stored_task(ws, ws.store.get(rec.parent), request)
     model = ws.artifacts.load(rec.artifact, task.model_factory(task.seed)).eval()
     fields = set(FederatedCost.__dataclass_fields__)
     cost = FederatedCost(**{k: v for k, v in rec.cost.items() if k in fields})

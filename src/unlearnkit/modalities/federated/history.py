@@ -111,3 +111,106 @@ class FederatedHistory:
     @property
     def final_state(self) -> State | None:
         return self.rounds[-1].global_after if self.rounds else None
+
+
+# --------------------------------------------------------------------------- on disk
+def _encode_strategy(prefix: str, state: dict, tensors: dict) -> dict:
+    """A strategy's state as named tensors and JSON: scalars, dicts and lists of arrays,
+    ArrayRecords (FedAvgM's ``current_arrays``); callables (metric aggregators) are the
+    strategy's own code, not state, and are left out."""
+    import torch
+
+    meta: dict[str, dict] = {}
+    for attr, v in state.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None or isinstance(v, (bool, int, float, str)):
+            meta[attr] = {"kind": "value", "value": v}
+        elif isinstance(v, dict) and all(isinstance(a, np.ndarray) for a in v.values()):
+            for k, a in v.items():
+                tensors[f"{prefix}/{attr}/{k}"] = torch.from_numpy(np.ascontiguousarray(a))
+            meta[attr] = {"kind": "dict", "keys": list(v)}
+        elif isinstance(v, list) and all(isinstance(a, np.ndarray) for a in v):
+            for i, a in enumerate(v):
+                tensors[f"{prefix}/{attr}/{i}"] = torch.from_numpy(np.ascontiguousarray(a))
+            meta[attr] = {"kind": "list", "count": len(v)}
+        elif hasattr(v, "to_torch_state_dict"):
+            sd = v.to_torch_state_dict()
+            for k, a in sd.items():
+                tensors[f"{prefix}/{attr}/{k}"] = a.detach().clone().contiguous()
+            meta[attr] = {"kind": "arrayrecord", "keys": list(sd)}
+    return meta
+
+
+def _decode_strategy(prefix: str, meta: dict, tensors: dict) -> dict:
+    out: dict = {}
+    for attr, m in meta.items():
+        if m["kind"] == "value":
+            out[attr] = m["value"]
+        elif m["kind"] == "dict":
+            out[attr] = {k: tensors[f"{prefix}/{attr}/{k}"].numpy().copy() for k in m["keys"]}
+        elif m["kind"] == "list":
+            out[attr] = [tensors[f"{prefix}/{attr}/{i}"].numpy().copy() for i in range(m["count"])]
+        else:
+            from flwr.app import ArrayRecord
+
+            out[attr] = ArrayRecord({k: tensors[f"{prefix}/{attr}/{k}"].clone() for k in m["keys"]})
+    return out
+
+
+def _put(tensors: dict, prefix: str, state: State) -> list[str]:
+    import torch
+
+    for k, a in state.items():
+        tensors[f"{prefix}/{k}"] = torch.from_numpy(np.ascontiguousarray(a))
+    return list(state)
+
+
+def history_tensors(history: FederatedHistory) -> tuple[dict, dict]:
+    """Every stored round as named tensors and JSON metadata (what an artifact holds:
+    ``ArtifactStore.save(tensors, metadata)``); :func:`history_from_tensors` reads it back."""
+    tensors: dict = {}
+    rounds = []
+    for r in history.rounds:
+        p = f"r{r.number:05d}"
+        entry = {"number": r.number, "phase": r.phase, "keys": _put(tensors, f"{p}/before", r.global_before)}
+        entry["after"] = r.global_after is not None and bool(_put(tensors, f"{p}/after", r.global_after or {}))
+        entry["strategy"] = (
+            None if r.strategy_state is None else _encode_strategy(f"{p}/strategy", r.strategy_state, tensors)
+        )
+        entry["clients"] = {}
+        for c, cr in r.clients.items():
+            _put(tensors, f"{p}/client/{c}", cr.update)
+            entry["clients"][c] = {f: getattr(cr, f) for f in ClientRound.__dataclass_fields__ if f != "update"}
+        rounds.append(entry)
+    final = (
+        None if history.strategy_state is None else _encode_strategy("final/strategy", history.strategy_state, tensors)
+    )
+    return tensors, {"kind": "federated_history", "rounds": rounds, "strategy_state": final}
+
+
+def history_from_tensors(tensors: dict, meta: dict) -> FederatedHistory:
+    """The :class:`FederatedHistory` :func:`history_tensors` wrote."""
+    if meta.get("kind") != "federated_history":
+        raise ValueError("not a federated history artifact")
+
+    def state(prefix: str, keys: list[str]) -> State:
+        return {k: tensors[f"{prefix}/{k}"].numpy().copy() for k in keys}
+
+    out = FederatedHistory()
+    for e in meta["rounds"]:
+        p = f"r{e['number']:05d}"
+        keys = e["keys"]
+        r = RoundRecord(
+            e["number"],
+            state(f"{p}/before", keys),
+            None if e["strategy"] is None else _decode_strategy(f"{p}/strategy", e["strategy"], tensors),
+            phase=e["phase"],
+        )
+        r.global_after = state(f"{p}/after", keys) if e["after"] else None
+        for c, fields in e["clients"].items():
+            r.clients[c] = ClientRound(state(f"{p}/client/{c}", keys), **fields)
+        out.rounds.append(r)
+    if meta.get("strategy_state") is not None:
+        out.strategy_state = _decode_strategy("final/strategy", meta["strategy_state"], tensors)
+    return out

@@ -263,6 +263,7 @@ def make_federated_task(
     device: str | torch.device | None = None,
     test_fraction: float = 0.2,
     pool_fraction: float = 0.15,
+    stored: FederatedHistory | None = None,
 ) -> FederatedTask:
     """Deal ``dataset``'s training subjects out to ``n_clients`` clients, train the global
     model for ``rounds`` rounds with ``strategy`` (Flower's), store every round, and set the
@@ -270,7 +271,9 @@ def make_federated_task(
 
     ``joins``: the round a client first takes part in (default 1 for all); a client that
     joins late lets exact retraining resume from the checkpoint before it.
-    Everything is checked before anything is trained.
+    ``stored``: the rounds of this federation's training, kept earlier
+    (:func:`~.history.history_from_tensors`): nothing is trained, the original is their
+    final global model. Everything is checked before anything is trained.
     """
     check_strategy(strategy)
     if runtime not in RUNTIMES:
@@ -341,8 +344,15 @@ def make_federated_task(
     )
     request = forget or FederatedForget(client=clients.client_ids[-1])
     task = task.with_forget_request(request)  # checked before training
-    program = ServerProgram(strategy, task.initial_state(), [Phase(rounds)], joins, local_epochs, task.strategy_kwargs)
-    history, wall = task.run_program(program)
+    if stored is not None:
+        if len(stored.rounds) != rounds or stored.final_state is None:
+            raise ConfigError(f"the stored history has {len(stored.rounds)} rounds, the federation {rounds}")
+        history, wall = stored, 0.0
+    else:
+        program = ServerProgram(
+            strategy, task.initial_state(), [Phase(rounds)], joins, local_epochs, task.strategy_kwargs
+        )
+        history, wall = task.run_program(program)
     task.history = history
     task.federated_cost = FederatedCost.of_rounds(history.rounds, wall)
     c = task.federated_cost
@@ -353,9 +363,12 @@ def make_federated_task(
     return task
 
 
-def task_from_spec(spec: dict, scenario=None, cache=None, progress: bool = False, device=None) -> FederatedTask:
-    """Rebuild a federated task from its spec (the federation is trained again: its rounds
-    are deterministic under the spec's seed on the local runtime)."""
+def task_from_spec(
+    spec: dict, scenario=None, cache=None, progress: bool = False, device=None, stored: FederatedHistory | None = None
+) -> FederatedTask:
+    """Rebuild a federated task from its spec: from its ``stored`` rounds, or by training the
+    federation again (its rounds are deterministic under the spec's seed on the local
+    runtime)."""
     if spec.get("source") is None:
         raise ConfigError("this federated task was built from in-memory data; rebuild it in Python")
     request = scenario if isinstance(scenario, FederatedForget) else None
@@ -379,6 +392,7 @@ def task_from_spec(spec: dict, scenario=None, cache=None, progress: bool = False
         device=device,
         test_fraction=spec["test_fraction"],
         pool_fraction=spec["pool_fraction"],
+        stored=stored,
     )
 
 
