@@ -119,3 +119,24 @@ def test_cragru_profile_never_reads_the_deleted_interactions():
     top = torch.topk(row, 10).indices.numpy()
     pop = np.bincount(t.split.retain.item, minlength=t.n_items)
     assert pop[top].min() >= np.sort(pop)[::-1][49]  # among the 50 most popular retained items
+
+
+def test_cragru_lm_generator_end_to_end():
+    """The tiny causal LM generator: trained once on the profiles (its cost recorded as
+    preparation), it scores the candidates of every affected user; untouched users keep the
+    base model's scores and the deleted users' interactions lose their fit."""
+    t = make_rec_task("synthetic:60:40", "bpr", "users:2", recipe=RECIPE, model_kwargs={"dim": 8})
+    m = METHODS["cragru"](generator="lm", lm_epochs=3)
+    result = m.unlearn(t, seed=0)
+    assert result.extra["preparation_cost"]["steps"] == 3  # 60 profiles, batch 64: one step an epoch
+    lm, _ = m.profile_lm(t, 0)
+    from unlearnkit.methods.cragru import lm_scores
+
+    g = lm_scores(lm, np.array([0, 1, 2]), t.n_items, "cpu")
+    assert g.shape == (t.n_items,) and np.isclose(np.exp(g).sum(), 1.0, atol=1e-4)
+    ue0, ie0 = t.adapter.embeddings(t.original, t.split.train.structure)
+    ue, ie = result.model()
+    untouched = np.setdiff1d(np.arange(t.n_users), np.unique(t.forget.user))
+    assert torch.allclose((ue @ ie.T)[untouched], (ue0 @ ie0.T).detach()[untouched], atol=1e-5)
+    before = score_model(t.original, t)["forget"].loss.mean()
+    assert score_model(result.model, t)["forget"].loss.mean() > before + 0.2

@@ -23,7 +23,10 @@ from .base import Method, UnlearnResult, hp, register
 
 STRATEGIES = ("preference", "diversity", "attention")
 CANDIDATES = ("profile", "original")
-GENERATORS = ("embedding",)
+GENERATORS = ("embedding", "lm")
+#: the tiny causal LM of the ``lm`` generator (the project's tiny Llama, item ids as tokens)
+LM_SIZE = {"hidden": 64, "layers": 1, "heads": 2, "intermediate": 128}
+PAD, SEP = 0, 1  # token ids; item j is token j + 2
 
 
 @dataclass
@@ -41,7 +44,12 @@ class CragruParams:
         "or original (the base model's top list for the user, as the official code)",
     )
     num_categories: int = hp(5, "item categories: k-means clusters of the base model's item embeddings (official 5)")
-    generator: str = hp("embedding", "the generation stage's scorer: embedding (cosine to the retrieved history)")
+    generator: str = hp(
+        "embedding",
+        "the generation stage: embedding (cosine to the retrieved history) or lm (the project's tiny causal LM "
+        "trained on user profiles: log p(candidate | retrieved history))",
+    )
+    lm_epochs: float = hp(30.0, "lm generator: training epochs over the profiles (prepared once per task and seed)")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -52,6 +60,8 @@ class CragruParams:
             raise ConfigError(f"cragru: generator must be one of {', '.join(GENERATORS)}, not {self.generator!r}")
         if self.history_limit < 1 or self.num_candidates < 1 or self.num_categories < 1:
             raise ConfigError("cragru: history_limit, num_candidates and num_categories must be >= 1")
+        if not self.lm_epochs > 0:
+            raise ConfigError(f"cragru: lm_epochs must be > 0, not {self.lm_epochs}")
 
 
 def category_quotas(counts: np.ndarray, limit: int, strategy: str, attention: np.ndarray | None = None) -> np.ndarray:
@@ -86,6 +96,54 @@ def category_quotas(counts: np.ndarray, limit: int, strategy: str, attention: np
         quota += add
         left = limit - int(quota.sum())
     return quota
+
+
+def profile_sequences(data, max_len: int, seed: int = 0) -> torch.Tensor:
+    """Every user's training history as one token sequence ``SEP i_1 ... i_n SEP`` (items in a
+    seeded random order, so the model learns which items go together rather than the order
+    rows happen to be stored in; at most ``max_len - 2``, right-padded with PAD): the "user
+    profiles" the ``lm`` generator learns item co-occurrence from."""
+    rng = np.random.default_rng(derive_seed(seed, "cragru-profiles"))
+    rows = []
+    for u in np.unique(data.user):
+        items = rng.permutation(data.item[data.user == u])[: max_len - 2] + 2
+        rows.append(np.concatenate([[SEP], items, [SEP]]))
+    out = np.full((len(rows), max_len), PAD, dtype=np.int64)
+    for k, r in enumerate(rows):
+        out[k, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def train_profile_lm(data, n_items: int, epochs: float, seed: int, device) -> tuple[nn.Module, LoopStats]:
+    """The project's tiny Llama (:data:`LM_SIZE`) trained as a next-item language model on the
+    user profiles of ``data`` (:func:`profile_sequences`) through the one loop: AdamW, lr 5e-3,
+    batch 64, next-token cross-entropy over the non-pad positions."""
+    from ..data.dataset import ExampleSet
+    from ..engines.loop import TrainConfig, run_loop
+    from ..modalities.causal_lm.tiny_lm import build_causal_lm, tiny_llama_config
+
+    seqs = profile_sequences(data, max_len=64, seed=seed)
+    config = tiny_llama_config(n_items + 2, max_position=64, pad_token_id=PAD, eos_token_id=SEP, **LM_SIZE)
+    lm = build_causal_lm(config, seed=derive_seed(seed, "cragru-lm") % (2**31)).to(device)
+    profiles = ExampleSet.from_tensors(seqs.float(), torch.zeros(len(seqs), dtype=torch.long), name="profiles")
+
+    def objective(ctx):
+        x = ctx.batch("profiles")["x"].long()
+        mask = (x != PAD).long()
+        labels = torch.where(mask.bool(), x, torch.full_like(x, -100))
+        return ctx.model(input_ids=x, attention_mask=mask, labels=labels).loss
+
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=5e-3, optimizer="adamw", grad_clip=1.0)
+    cost = run_loop(lm, objective, {"profiles": profiles}, cfg, seed=seed, device=device, desc="cragru-lm")
+    return lm.eval(), cost
+
+
+@torch.no_grad()
+def lm_scores(lm: nn.Module, profile: np.ndarray, n_items: int, device) -> np.ndarray:
+    """``log p(item | SEP profile)`` of every item as the next token (one forward pass)."""
+    ids = torch.as_tensor(np.concatenate([[SEP], np.asarray(profile, np.int64) + 2]), device=device)[None]
+    logits = lm(input_ids=ids).logits[0, -1, 2 : n_items + 2].float()
+    return torch.log_softmax(logits, -1).cpu().numpy()
 
 
 class CragruModel(nn.Module):
@@ -128,8 +186,12 @@ class Cragru(Method):
        interactions never choose them; ``original`` takes the base model's top list, as the
        official code (whose candidates then still follow the deleted data).
     3. **Generation.** The generator scores each candidate given the retrieved profile;
-       ``embedding``: ``g(c) = mean_{i in R_u} cos(e_c, e_i)`` (0 with an empty profile). The
-       candidates are re-ranked by it above every other item: the user's scores become
+       ``embedding``: ``g(c) = mean_{i in R_u} cos(e_c, e_i)`` (0 with an empty profile);
+       ``lm``: the project's tiny causal LM (a one-layer Llama, item ids as tokens) trained
+       as a next-item model on every user's training history ("user profiles",
+       :func:`train_profile_lm`; prepared once per task and seed, its cost in
+       ``extra["preparation_cost"]``), ``g(c) = log p(c | SEP R_u)``, rescaled to [-1, 1].
+       The candidates are re-ranked by it above every other item: the user's scores become
        ``2 * 1[c in C_u] + g(c)``, times the base model's mean absolute training score, so
        BPR losses stay on the base model's scale.
 
@@ -137,11 +199,13 @@ class Cragru(Method):
     deleted lose their base embedding. No weight is trained: the cost is forward passes (the
     scored (user, item) pairs) and wall time, with zero optimiser steps.
 
-    Departures: the paper's generator is an LLM prompted with the user's profile and history;
-    here a deterministic scoring model over the base model's item embeddings (a text
-    generator is left for later, see docs/recommenders.md). The item embeddings are the base
-    model's and still carry the deleted interactions' (diluted) influence: CRAGRU is
-    approximate, not exact. Item categories are embedding clusters, not genres.
+    Departures: the paper's generator is a pretrained LLM prompted with the user's profile
+    and history as text, scoring each candidate 1-100; here a scoring model over the base
+    model's item embeddings, or a tiny LM over item-id tokens trained on this data's
+    profiles (no pretrained LLM, no item text). The item embeddings and the profile LM
+    have seen the deleted interactions (as the paper's base model has) and keep their
+    diluted influence: CRAGRU is approximate, not exact. Item categories are embedding
+    clusters, not genres.
     """
 
     name = "cragru"
@@ -158,6 +222,19 @@ class Cragru(Method):
         "divergence": "no learning rate: retrieval and re-ranking are forward passes",
         "cost_accounting": "forward-only (retrieval and generation): no optimiser step and no backward pass",
     }
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._lms: dict[tuple, tuple[nn.Module, LoopStats]] = {}
+
+    def profile_lm(self, task, seed: int) -> tuple[nn.Module, LoopStats]:
+        """The ``lm`` generator trained on ``task.train``'s profiles (cached per task and seed)."""
+        key = (task.key, task.train.fingerprint, seed, self.params.lm_epochs)
+        if key not in self._lms:
+            while len(self._lms) >= 2:
+                self._lms.pop(next(iter(self._lms)))
+            self._lms[key] = train_profile_lm(task.split.train, task.n_items, self.params.lm_epochs, seed, task.device)
+        return self._lms[key]
 
     def model_template(self, task) -> CragruModel:
         with torch.no_grad():
@@ -176,6 +253,7 @@ class Cragru(Method):
     def unlearn(self, task, seed: int = 0, progress: bool = False) -> UnlearnResult:
         self._prepare(task)
         p = self.params
+        lm, lm_cost = self.profile_lm(task, seed) if p.generator == "lm" else (None, None)
         t0 = time.perf_counter()
         tr, retain, forget = task.split.train, task.split.retain, task.split.forget
         with torch.no_grad():
@@ -218,7 +296,12 @@ class Cragru(Method):
             picked = [rng.choice(h[cat[h] == c], size=q, replace=False) for c, q in enumerate(quota.tolist()) if q]
             profile = np.concatenate(picked) if picked else np.zeros(0, np.int64)
             # 3. generation: score the candidates from the retrieved profile
-            g = z @ z[profile].mean(0) if len(profile) else np.zeros(n_i)
+            if lm is not None:
+                g = lm_scores(lm, profile, n_i, task.device)
+                g = g - g.mean()
+                g = g / max(float(np.abs(g).max()), 1e-12)
+            else:
+                g = z @ z[profile].mean(0) if len(profile) else np.zeros(n_i)
             row = g.copy()
             row[cand] += 2.0
             row[seen] = -2.0  # already retained in the user's history: never re-recommended
@@ -231,4 +314,6 @@ class Cragru(Method):
         cost = LoopStats(examples_forward=int(scored) + len(tr))  # the base model's one pass, then the scoring
         cost.wall_time_s = time.perf_counter() - t0
         extra = {"affected_users": int(len(affected)), "deleted_items": int(gone_items.sum())}
+        if lm_cost is not None:
+            extra["preparation_cost"] = lm_cost.to_dict()
         return UnlearnResult(model.eval(), cost, self.name, dataclasses.asdict(p), seed, extra)
