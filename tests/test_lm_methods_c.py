@@ -188,6 +188,21 @@ def test_imu_on_a_causal_lm_ascends_through_the_attention_projections_only(lm_ta
     assert all(q.requires_grad for q in r.model.parameters())  # flags restored
 
 
+def test_imu_with_task_lora_reads_and_trains_the_adapters_in_those_projections(lm_task):
+    import copy
+
+    from unlearnkit.testing import state_of
+
+    pytest.importorskip("peft")
+    task = copy.copy(lm_task)
+    task.lora = {"r": 4, "target_modules": ["q_proj", "v_proj"]}
+    r = METHODS["imu"](max_steps=3).unlearn(task, seed=0)
+    before, after = state_of(lm_task.original), state_of(r.model)
+    assert after.keys() == before.keys()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"}
+
+
 def test_imu_lm_settings_are_checked(lm_task):
     for bad in ({"lm_layers": 0}, {"lm_modules": []}, {"lm_modules": [""]}):
         with pytest.raises(ConfigError):
