@@ -191,8 +191,14 @@ def test_bad_input_is_refused_before_anything_is_trained(task):
         task.with_forget_request(FederatedForget(subjects=task.partition.clients["client-02"]))
     with pytest.raises(ForgetSetError, match="no client takes part from round 1"):
         make_federated_task(n_clients=2, rounds=2, joins={"client-00": 2}, forget=FederatedForget("client-01"))
+    with pytest.raises(ForgetSetError, match="deleting every client"):
+        task.with_forget_request(FederatedForget(clients=tuple(task.client_data)))
     with pytest.raises(ConfigError, match="exactly one"):
         FederatedForget()
+    with pytest.raises(ConfigError, match="one client at a time"):
+        U.local(
+            task.with_forget_request(FederatedForget(clients=("client-01", "client-03"))), get_method("gradient_ascent")
+        )
     with pytest.raises(ConfigError, match="unknown federated method"):
         U.unlearn_federated(task, "sisa")
     with pytest.raises(ConfigError, match="clients must be between"):
@@ -213,3 +219,16 @@ def test_stored_rounds_read_back_give_the_same_exact_retraining(strategy):
     # the strategy's state (FedAvgM's momentum, FedAdam's moments) comes back: resuming from
     # the stored checkpoint is still bit for bit retraining
     assert _equal(U.exact(again).model, U.retrain(t.with_forget_request(FederatedForget("client-02"))).model)
+
+
+def test_several_clients_leave_at_once(task):
+    t = task.with_forget_request(FederatedForget(clients=("client-03", "client-02")))
+    assert t.forget_request.level == "client" and len(t.forget) == len(t.client_data["client-02"]) + len(
+        t.client_data["client-03"]
+    )
+    ex, ref = U.exact(t), U.retrain(t)
+    assert ex.extra["equals_retrain"]  # client-02 took part from round 1
+    assert _equal(ex.model, ref.model)
+    assert all(r.participants == ["client-00", "client-01"] for r in ref.history.rounds)
+    fe = U.federaser(t, delta_t=2)
+    assert all(r.participants == ["client-00", "client-01"] for r in fe.history.rounds)

@@ -68,6 +68,7 @@ def test_unlearn_a_subject_inside_the_client(capsys, monkeypatch, home, trained)
     "args, message",
     [
         (["--client", "client-09", "--method", "exact"], "unknown client"),
+        (["--client", "client-00,client-01,client-02", "--method", "retrain"], "deleting every client"),
         (["--subjects", "subject-999", "--method", "exact"], "no client holds subject"),
         (["--client", "client-00", "--method", "sisa_federated"], "unknown federated method"),
         (["--client", "client-00", "--subjects", "x"], "exactly one"),

@@ -113,7 +113,7 @@ def _request(client, subjects, forget_ids):
     if len(given) != 1:
         raise ConfigError("give exactly one of --client, --subjects or --forget-ids")
     if client:
-        return FederatedForget(client=client)
+        return FederatedForget(clients=tuple(c.strip() for c in client.split(",") if c.strip()))
     if subjects:
         return FederatedForget(subjects=tuple(s.strip() for s in subjects.split(",") if s.strip()))
     return FederatedForget(ids=tuple(read_lines(forget_ids)))
@@ -172,7 +172,7 @@ def unlearn(
     method: str = typer.Option(
         "federaser", "--method", help="retrain, exact, federaser, or a classifier method run inside the client."
     ),
-    client: Optional[str] = typer.Option(None, "--client", help="The client that leaves."),
+    client: Optional[str] = typer.Option(None, "--client", help="The client that leaves (comma-separated: several)."),
     subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated subject ids inside one client."),
     forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="File of example ids inside one client."),
     param: List[str] = typer.Option(
@@ -217,8 +217,11 @@ def unlearn(
     )
     ws.store.add(rec)
     doc = {"run_id": rec.id, "method": rec.method, "scenario": rec.scenario, "metrics": metrics, "extra": result.extra}
-    text = f"{rec.method} on {task.split.scenario['kind']} {task.target_client} (run {rec.id}):\n" + "\n".join(
-        f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+    text = (
+        f"{rec.method} on {task.split.scenario['kind']} {', '.join(task.target_clients)} (run {rec.id}):\n"
+        + "\n".join(
+            f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+        )
     )
     out(clean(doc), as_json, text)
 

@@ -47,32 +47,44 @@ class FederatedAdapter(ClassifierAdapter):
 
 @dataclass
 class FederatedForget:
-    """What to forget: ``client`` (a whole client leaves), ``subjects`` (every example of
-    those subjects, all held by one client) or ``ids`` (examples inside one client)."""
+    """What to forget: ``client`` (a whole client leaves; ``clients`` for several at once),
+    ``subjects`` (every example of those subjects, all held by one client) or ``ids``
+    (examples inside one client)."""
 
     client: str | None = None
     subjects: tuple[str, ...] = ()
     ids: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        given = [x for x in (self.client, self.subjects, self.ids) if x]
+        if self.client and self.clients:
+            raise ConfigError("name the leaving clients once: client or clients")
+        self.clients = tuple(dict.fromkeys(map(str, self.clients or ((self.client,) if self.client else ()))))
+        self.client = self.clients[0] if self.clients else None
+        given = [x for x in (self.clients, self.subjects, self.ids) if x]
         if len(given) != 1:
             raise ConfigError("name exactly one of a client, subjects or example ids to forget")
         self.subjects, self.ids = tuple(map(str, self.subjects)), tuple(map(str, self.ids))
 
     @property
     def level(self) -> str:
-        return "client" if self.client else "subject" if self.subjects else "examples"
+        return "client" if self.clients else "subject" if self.subjects else "examples"
 
     def to_dict(self) -> dict:
-        return {"kind": self.level, "client": self.client, "subjects": list(self.subjects), "ids": list(self.ids)}
+        return {
+            "kind": self.level,
+            "client": self.client,
+            "clients": list(self.clients),
+            "subjects": list(self.subjects),
+            "ids": list(self.ids),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "FederatedForget":
+        if d.get("kind") == "client":
+            return cls(clients=tuple(d.get("clients") or (d["client"],)))
         return cls(
-            d.get("client") if d.get("kind") == "client" else None,
-            tuple(d.get("subjects") or ()),
-            tuple(d.get("ids") or ()) if d.get("kind") == "examples" else (),
+            None, tuple(d.get("subjects") or ()), tuple(d.get("ids") or ()) if d.get("kind") == "examples" else ()
         )
 
 
@@ -149,14 +161,18 @@ class FederatedTask(Task):
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def target_client(self) -> str:
-        """The client holding the data to forget."""
+    def target_clients(self) -> tuple[str, ...]:
+        """The clients holding the data to forget (one, except when several leave at once)."""
         r = self.forget_request
-        if r.client:
-            return r.client
+        if r.clients:
+            return r.clients
         ids = set(self.split.forget_ids.tolist())
-        holders = [c for c, d in self.client_data.items() if ids & set(d.example_ids.tolist())]
-        return holders[0]
+        return tuple(c for c, d in self.client_data.items() if ids & set(d.example_ids.tolist()))
+
+    @property
+    def target_client(self) -> str:
+        """The (first) client holding the data to forget."""
+        return self.target_clients[0]
 
     def client_setup(self, unlearners: dict | None = None) -> ClientSetup:
         return ClientSetup(
@@ -192,17 +208,21 @@ def resolve_forget(task: FederatedTask, request: FederatedForget) -> tuple[list[
     """The example ids ``request`` names, checked: a known client, not every client; subjects
     some client holds, all in one client; ids inside one client."""
     clients = task.client_data
-    if request.client:
-        if request.client not in clients:
-            raise ConfigError(f"unknown client {request.client!r}; the federation has {', '.join(clients)}")
-        if len(clients) < 2:
-            raise ForgetSetError("deleting the only client would leave no data to train on")
-        if min(j for c, j in task.joins.items() if c != request.client) > 1:
+    if request.clients:
+        for c in request.clients:
+            if c not in clients:
+                raise ConfigError(f"unknown client {c!r}; the federation has {', '.join(clients)}")
+        rest = [c for c in clients if c not in request.clients]
+        if not rest:
+            raise ForgetSetError("deleting every client would leave no data to train on")
+        if min(task.joins[c] for c in rest) > 1:
             raise ForgetSetError(
-                f"without {request.client} no client takes part from round 1: the reference could not be trained"
+                f"without {', '.join(request.clients)} no client takes part from round 1: "
+                "the reference could not be trained"
             )
-        ids = clients[request.client].example_ids.tolist()
-        return [str(i) for i in ids], {"kind": "client", "client": request.client, "count": len(ids)}
+        ids = [str(i) for c in request.clients for i in clients[c].example_ids.tolist()]
+        scenario = {"kind": "client", "client": request.client, "clients": list(request.clients), "count": len(ids)}
+        return ids, scenario
     if request.subjects:
         owners = {}
         for s in request.subjects:
@@ -407,8 +427,8 @@ def request_scenario(ids=None, subjects=None, scenario=None) -> FederatedForget:
         return FederatedForget(subjects=tuple(subjects))
     kind, _, value = str(scenario).partition(":")
     if kind != "client" or not value:
-        raise ConfigError(f"a federated scenario is client:ID, not {scenario!r}")
-    return FederatedForget(client=value)
+        raise ConfigError(f"a federated scenario is client:ID[,ID...], not {scenario!r}")
+    return FederatedForget(clients=tuple(c.strip() for c in value.split(",") if c.strip()))
 
 
 def build_task(kind: str, options: dict, seed: int = 0, cache=None, progress: bool = False) -> FederatedTask:

@@ -67,8 +67,14 @@ class FederatedResult:
 def _exclusion(task: FederatedTask) -> tuple[frozenset[str], dict]:
     """How the forgotten data leave the federation: the whole client, or its examples."""
     if task.forget_request.level == "client":
-        return frozenset({task.target_client}), {}
+        return frozenset(task.target_clients), {}
     return frozenset(), {"exclude-ids": json.dumps(task.split.forget_ids.tolist())}
+
+
+def _first_round(task: FederatedTask) -> int | None:
+    """The first round any of the forgotten data contributed to (None: never)."""
+    rounds = [n for c in task.target_clients if (n := task.history.first_round_of(c)) is not None]
+    return min(rounds) if rounds else None
 
 
 def _finish(task, history: FederatedHistory, wall: float, method: str, params: dict, seed: int) -> FederatedResult:
@@ -96,7 +102,7 @@ def retrain(task: FederatedTask) -> FederatedResult:
 
 def exact(task: FederatedTask) -> FederatedResult:
     """Resume from the stored checkpoint before the forgotten data first contributed."""
-    start = task.history.first_round_of(task.target_client)
+    start = _first_round(task)
     if start is None or start == 1:
         r = retrain(task)
         return dataclasses.replace(r, method="exact", extra={"resumed_from_round": 1, "equals_retrain": True})
@@ -121,7 +127,7 @@ def federaser(task: FederatedTask, delta_t: int = 2, calibration_ratio: float = 
     """FedEraser's calibrated recomputation from the stored rounds (see the module docstring)."""
     if delta_t < 1 or not 0 < calibration_ratio <= 1:
         raise ConfigError("federaser: delta_t must be >= 1 and calibration_ratio in (0, 1]")
-    start = task.history.first_round_of(task.target_client) or 1
+    start = _first_round(task) or 1
     calibrate = tuple(range(start, task.rounds + 1, delta_t))
     exclude, config = _exclusion(task)
     phase = Phase(
@@ -159,6 +165,8 @@ def local(
     if unlearn_rounds < 1 or recovery_rounds < 0:
         raise ConfigError("unlearn_rounds must be >= 1 and recovery_rounds >= 0")
     name = str(getattr(unlearner, "name", "method"))
+    if len(task.target_clients) > 1:
+        raise ConfigError("the methods inside a client unlearn one client at a time; forget the clients one by one")
     if task.forget_request.level == "client" and getattr(unlearner, "needs_retain", False):
         raise ConfigError(
             f"method {name!r} needs retain data on the client, and a leaving client keeps none; "
