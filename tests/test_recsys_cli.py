@@ -109,3 +109,21 @@ def test_evaluate_bench_report_once_retrain_serves_recommenders(capsys, monkeypa
     out = tmp_path / "report"
     cli_json(capsys, monkeypatch, "report", "--out", str(out), "--json", home=home)
     assert "ndcg10_retained" in (out / "report.md").read_text()
+
+
+def test_movielens_file_and_a_person(capsys, monkeypatch, home, tmp_path):
+    """A MovieLens u.data file on disk: train on it, then delete one person by subject id."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = [f"{u}\t{i}\t{rng.integers(1, 6)}\t{880000000 + k}" for k, (u, i) in enumerate(
+        sorted({(int(rng.integers(1, 41)), int(rng.integers(1, 31))) for _ in range(500)}))]  # fmt: skip
+    data = tmp_path / "u.data"
+    data.write_text("\n".join(lines) + "\n")
+    doc = cli_json(capsys, monkeypatch, "train", "--task", "recsys", "--dataset", str(data), "--epochs", "5",
+                   "--json", home=home)  # fmt: skip
+    assert doc["dataset"] == "movielens-u" and doc["n_train"] + doc["n_test"] == len(lines)
+    (tmp_path / "people").write_text("7\n")
+    out = cli_json(capsys, monkeypatch, "unlearn", "--from", doc["run_id"], "--method", "cragru",
+                   "--forget-subjects", str(tmp_path / "people"), "--json", home=home)  # fmt: skip
+    assert out["method"] == "cragru"

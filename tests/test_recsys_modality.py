@@ -89,12 +89,41 @@ def test_unknown_user_and_unseen_item(task):
         RecForget("subjects", subjects=["nobody"]).resolve(task.train, task.data, 0)
     with pytest.raises(UnknownIdsError, match="not a training interaction"):
         task.with_forget(["user:u0/item:i9999"])
-    # an item present in the catalogue whose only interactions were held out for testing
-    train_items = set(task.train.item.tolist())
-    only_test = [i for i in set(task.test.item.tolist()) if i not in train_items]
-    if only_test:
-        with pytest.raises(ForgetSetError, match="nobody interacted"):
-            RecForget("item", item=task.data.item_ids[only_test[0]]).resolve(task.train, task.data, 0)
+
+
+def test_an_item_nobody_saw_in_training():
+    """Item i1's only interaction is user a's latest, held out for testing: nobody trained on it."""
+    from unlearnkit.data.interactions import Interactions
+
+    data = Interactions(
+        user=[0, 0, 0, 1, 1, 2, 2],
+        item=[0, 2, 1, 0, 2, 0, 2],
+        user_ids=["a", "b", "c"],
+        item_ids=["i0", "i1", "i2"],
+        timestamp=[1, 2, 9, 1, 2, 1, 2],
+        name="hand",
+    )
+    t = make_rec_task(data, "bpr", "users:1", recipe=FAST, model_kwargs={"dim": 4})
+    assert "user:a/item:i1" in set(t.test.example_ids)
+    with pytest.raises(ForgetSetError, match="nobody interacted with item 'i1'"):
+        RecForget.parse("item:i1").resolve(t.train, t.data, 0)
+    with pytest.raises(UnknownIdsError, match="not a training interaction"):
+        t.with_forget(["user:a/item:i1"])  # a held-out test interaction is not a training one
+
+
+def test_lightgcn_scores_on_the_retain_graph():
+    """A deleted user's interactions leave LightGCN's message passing: scored on the retain
+    graph, the original's embedding of that user is its ego embedding alone, / (layers + 1)."""
+    t = make_rec_task("synthetic:60:40", "lightgcn", "users:1", recipe=FAST, model_kwargs={"dim": 8, "layers": 2})
+    u = int(t.forget.user[0])
+    ue_train, _ = t.adapter.embeddings(t.original, t.train.structure)
+    ue_retain, _ = t.adapter.embeddings(t.original, t.retain.structure)
+    ego = t.original.gcn.embedding.weight[u]
+    assert torch.allclose(ue_retain[u], ego / 3, atol=1e-6)
+    assert not torch.allclose(ue_train[u], ego / 3, atol=1e-3)
+    sc = score_model(t.original, t)["forget"]
+    ie = t.adapter.embeddings(t.original, t.retain.structure)[1]
+    assert np.allclose(sc.pos, (ue_retain[u] * ie[torch.from_numpy(t.forget.item)]).sum(-1).detach().numpy(), atol=1e-5)
 
 
 def test_ranking_metrics_by_hand():
