@@ -174,3 +174,18 @@ def test_metrics_on_the_reference_and_original(task):
     # neighbours share the forgotten users' communities (generated data)
     comm = task.data.community
     assert set(comm[groups["neighbours"]]) <= set(comm[groups["forgotten"]])
+
+
+def test_build_task_options(tmp_path):
+    """``unlearnkit train`` options reach the task: a rating threshold and a per-user test fraction."""
+    from unlearnkit.modalities.recommender.task import build_task
+
+    rows = [(u, i, 1 + (u * 7 + i) % 5) for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{u * 100 + i}\n" for u, i, r in rows))
+    t = build_task("recsys", {"dataset": str(path), "epochs": 1, "threshold": 3, "test_fraction": 0.25})
+    kept = sum(r >= 3 for *_, r in rows)
+    assert len(t.train) + len(t.test) == kept and t.spec["threshold"] == 3
+    per_user = np.bincount(t.test.user)
+    total = np.bincount(t.data.user)
+    assert all(p == min(t_ - 1, max(1, round(0.25 * t_))) for p, t_ in zip(per_user, total) if t_ >= 2)

@@ -520,8 +520,10 @@ def request_scenario(
 def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None = None, progress: bool = False):
     """``unlearnkit train --task recsys``: ``dataset`` ``synthetic`` (default),
     ``synthetic:<users>:<items>`` or a MovieLens / Netflix-style file or folder; ``model``
-    bpr / lightgcn / two-tower; recipe overrides ``epochs``, ``lr``, ``batch_size``. The
-    trained task's forget set is a placeholder (one user): ``unlearn`` names the real one."""
+    bpr / lightgcn / two-tower; recipe overrides ``epochs``, ``lr``, ``batch_size``;
+    ``threshold`` (ratings below it are no interaction) and ``test_fraction`` (per user, instead
+    of leave-one-out) where given. The trained task's forget set is a placeholder (one user):
+    ``unlearn`` names the real one."""
     from pathlib import Path
 
     if kind not in TASK_KINDS:
@@ -534,7 +536,8 @@ def build_task(kind: str, options: dict, seed: int = 0, cache: ModelCache | None
     source = str(p.resolve()) if p.exists() else dataset
     model = str(o.get("model") or "bpr")
     recipe = replace(default_recipe(model), **{k: o[k] for k in ("epochs", "lr", "batch_size") if k in o})
-    return make_rec_task(source, model, seed=seed, recipe=recipe, cache=cache, progress=progress)
+    split = {k: float(o[k]) for k in ("threshold", "test_fraction") if k in o}
+    return make_rec_task(source, model, seed=seed, recipe=recipe, cache=cache, progress=progress, **split)
 
 
 def train_metrics(task: RecTask) -> dict[str, float]:
