@@ -8,7 +8,8 @@ workspace.
 Modules: ``common`` (options, output, parsing, the workspace), ``train``, ``unlearn``,
 ``evaluate``, ``connect``, ``bench``, ``sweep`` (Optuna on Ray), ``risk`` (conformal
 unlearning risk), ``report``, ``runs``, ``registries`` (``methods``,
-``metrics``), ``demo``, ``data`` (``data ids``) and ``service`` (``serve``, ``worker``,
+``metrics``), ``demo``, ``data`` (``data ids``), ``federated`` (``federated train``,
+``unlearn``, ``evaluate``: clients on Flower) and ``service`` (``serve``, ``worker``,
 ``keys``, ``audit``). No module tests a modality's name:
 each asks the modality registry (:mod:`unlearnkit.modalities`).
 """
@@ -38,7 +39,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
 # the command modules register their commands on the apps above (order: `--help` order)
-from . import demo, train, unlearn, evaluate, connect, bench, sweep, risk, report, runs, registries, data, service, ui  # noqa: E402,F401,I001
+from . import demo, train, unlearn, evaluate, connect, bench, sweep, risk, report, runs  # noqa: E402,F401,I001
+from . import registries, data, federated, service, ui  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -5,7 +5,8 @@
 True
 
 Built in: ``classifier`` (tabular and image classifiers), ``causal_lm`` (causal
-language models) and ``graph`` (graph neural networks). A third-party modality registers a
+language models), ``graph`` (graph neural networks), ``recommender`` (implicit-feedback
+recommenders) and ``federated`` (federated classifiers on Flower). A third-party modality registers a
 :class:`Modality` naming its package (see ``docs/adding-a-modality.md``).
 """
 
@@ -90,6 +91,16 @@ register_modality(
         summary="implicit-feedback recommenders: BPR matrix factorisation, LightGCN, two-tower (users' histories, "
         "interactions, items)",
         task_kinds=("recsys",),
+    )
+)
+
+register_modality(
+    Modality(
+        "federated",
+        "unlearnkit.modalities.federated",
+        summary="federated classifiers: clients holding whole subjects, Flower strategies, client and subject deletion",
+        task_kinds=("federated",),
+        capabilities=frozenset(),
     )
 )
 
