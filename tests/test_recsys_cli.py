@@ -126,4 +126,7 @@ def test_movielens_file_and_a_person(capsys, monkeypatch, home, tmp_path):
     (tmp_path / "people").write_text("7\n")
     out = cli_json(capsys, monkeypatch, "unlearn", "--from", doc["run_id"], "--method", "cragru",
                    "--forget-subjects", str(tmp_path / "people"), "--json", home=home)  # fmt: skip
-    assert out["method"] == "cragru"
+    trained_on = [line for line in lines if line.startswith("7\t")]
+    # every interaction of person 7 but the one held out for testing
+    assert out["method"] == "cragru" and out["n_forget"] == len(trained_on) - 1
+    assert out["extra"]["affected_users"] == 1
