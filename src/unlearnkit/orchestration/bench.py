@@ -182,8 +182,12 @@ def run_job(
 
 
 def default_threads(workers: int) -> int:
-    """Torch threads per job: this machine's CPUs shared among the workers."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Torch threads per job: this machine's CPUs shared among the workers, at most
+    ``OMP_NUM_THREADS`` where the user set it (on a loaded machine a job's threads wait for
+    each other: benchmarks/results/bench_on_ray.md measured 2 threads 20x slower than 1)."""
+    share = max(1, (os.cpu_count() or 1) // workers)
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(share, int(limit)) if limit.isdigit() and int(limit) >= 1 else share
 
 
 def check_backend(workers: int, address: str | None) -> str | None:

@@ -618,7 +618,7 @@ def run_sweep(
                 frozen = study.tell(trial, values)
             done += 1
             if on_trial:
-                on_trial(done, sweep.trials, _trial_dict(study.trials[frozen.number], objectives))
+                on_trial(done, sweep.trials, _trial_dict(frozen, objectives))
     trials = [_trial_dict(t, objectives) for t in study.get_trials(deepcopy=False)]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     pareto = sorted(t.number for t in study.best_trials) if complete else []
