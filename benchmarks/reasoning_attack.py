@@ -10,8 +10,12 @@ request service's gate parts on every retrained model
 
     python benchmarks/reasoning_attack.py [--seeds 0,1] [--targets 3] [--budget 20] [--random 2]
         [--train 150] [--epochs 60] [--no-black-box] [--no-checks] [--out benchmarks/results]
+    python benchmarks/reasoning_attack.py --ablate-eta 1,30,300 [--seeds 0,1] ...
 
-Writes ``<out>/reasoning_attack.{md,json}`` with the command that wrote them.
+Writes ``<out>/reasoning_attack.{md,json}`` with the command that wrote them. ``--ablate-eta``
+instead plans the white-box attack with the influence scale ``η`` multiplied by each factor
+(no retraining) and reports the relaxed objective and how much of each corrupted fact's
+training support the rounded set removes: ``<out>/reasoning_attack_eta.{md,json}``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-black-box", action="store_true")
     ap.add_argument("--no-checks", action="store_true", help="skip the gate's metric checks (canary and limits only)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ablate-eta", default=None, help="comma-separated factors on η: plan only, no retraining")
     ap.add_argument("--any-targets", action="store_true", help="targets need not be answered correctly (smoke runs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = replace(default_lm_recipe(), epochs=args.epochs, lr=args.lr)
     sizes = {"hidden": args.hidden, "layers": 2, "heads": 4, "intermediate": 2 * args.hidden}
     cfg = AttackConfig(budget=args.budget, steps=args.steps)
+    if args.ablate_eta:
+        return ablate_eta(args, argv, recipe, sizes, cfg)
     runs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +112,76 @@ def main(argv: list[str] | None = None) -> int:
     (out / "reasoning_attack.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     (out / "reasoning_attack.md").write_text(markdown(doc))
     print(markdown(doc))
+    return 0
+
+
+def ablate_eta(args, argv, recipe, sizes, cfg) -> int:
+    """Plan the white-box attack under several influence scales; no retraining."""
+    import random
+    from dataclasses import replace as dc_replace
+
+    from unlearnkit.data.reasoning import generate_reasoning
+    from unlearnkit.evaluation.reasoning_attack import (
+        ReasoningSetup,
+        greedy_traces,
+        influence_scale_of,
+        plan_attack,
+    )
+
+    rows = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            data = generate_reasoning(
+                n_train=args.train, n_holdout=args.holdout, n_functions=args.functions, n_values=args.values, seed=seed
+            )
+            setup = ReasoningSetup(data.save(Path(tmp) / f"r{seed}"), data, sizes, recipe, seed=seed)
+            task = setup.task()
+            original = task.original.eval()
+            traces = greedy_traces(original, task, [r["question"] for r in data.holdout], cfg.max_new_tokens)
+            right = [r for r, g in zip(data.holdout, traces) if g == r["answer"]]
+            # the same targets as the main run (run_attack draws them with the seed the same way)
+            targets = sorted(random.Random(seed).sample(right, args.targets), key=lambda r: r["example_id"])
+            eta = influence_scale_of(task.recipe)
+            for factor in [float(f) for f in args.ablate_eta.split(",")]:
+                plan = plan_attack(original, task, targets, dc_replace(cfg, influence_scale=eta * factor))
+                part = {"plan": plan.to_dict(), "deletion_ids": plan.deletion_ids}
+                rows.append(
+                    {
+                        "seed": seed,
+                        "factor": factor,
+                        "eta": eta * factor,
+                        "objective_start": plan.indicator.objective[0],
+                        "objective_end": plan.indicator.objective[-1],
+                        "objective_rounded": plan.indicator.predicted,
+                        "support": _support(data, part),
+                    }
+                )
+    doc = {
+        "command": "python benchmarks/reasoning_attack.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": vars(args),
+        "rows": rows,
+        "wall_s": time.perf_counter() - t0,
+    }
+    lines = [
+        "# Reasoning attack: the influence scale η (plans only, no retraining)",
+        "",
+        f"`{doc['command']}` (wall {doc['wall_s']:.0f} s)",
+        "",
+        "| seed | η factor | η | relaxed objective start | end | rounded set | corrupted fact: deleted / support |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sup = "; ".join(f"{v['fact']}: {v['deleted']} / {v['support']}" for v in r["support"].values())
+        lines.append(
+            f"| {r['seed']} | {r['factor']:g} | {r['eta']:.4g} | {r['objective_start']:.3f} | "
+            f"{r['objective_end']:.3f} | {r['objective_rounded']:.3f} | {sup} |"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reasoning_attack_eta.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (out / "reasoning_attack_eta.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

@@ -56,7 +56,12 @@ the resulting requests to the victim (transfer). Baseline: ``k`` deletions drawn
 
 Departures, said plainly: the paper's own objective, token-selection rule, relaxation and
 black-box optimiser are not known here (abstract only); the influence approximation uses the
-final weights' gradients without a Hessian (identity preconditioner); the attack is run at toy
+final weights' gradients without a Hessian (identity preconditioner), and at the recipe's ``η``
+the projected-gradient steps barely move the linearised objective, so the rounded set is close
+to the first-order alignment ranking; larger ``η`` lowers that objective much more without
+removing more of the corrupted facts' training support (measured:
+``benchmarks/results/reasoning_attack_eta.md``), which points at the linearisation, not the optimiser, as the
+limit. The attack is run at toy
 scale (a 2-layer Llama on generated function chains), where "plausible" is checkable exactly
 (:func:`~unlearnkit.data.reasoning.parse_trace`: well-formed, chained steps that apply the
 question's functions in order).
