@@ -159,7 +159,7 @@ def _text(result, doc: dict) -> str:
     risk = doc.get("risk")
     rows = [
         [t["number"], t["run_id"]]
-        + [t["params"].get(k) for k in names]
+        + [_param(t["params"].get(k)) for k in names]
         + [t["values"][o.name] for o in result.objectives]
         + ([t.get("cur"), "yes" if t.get("risk_controlled") else "no"] if risk else [])
         for t in doc["pareto"]
@@ -188,6 +188,11 @@ def _text(result, doc: dict) -> str:
     if doc.get("plot"):
         lines.append(f"plot: {doc['plot']}")
     return "\n".join(lines)
+
+
+def _param(v):
+    """A hyperparameter in three significant digits (a learning rate of 1e-4 is not 0.000)."""
+    return f"{v:.3g}" if isinstance(v, float) else v
 
 
 def _first(text: str) -> str:
