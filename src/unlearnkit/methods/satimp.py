@@ -65,7 +65,7 @@ class SatImp(Method):
     Defaults: ``beta1 = 5``, ``beta2 = 1``, ``gamma = 1`` (``forget_weight``) and ``alpha = 0.1``
     (``retain_weight``), the paper's choice as OpenUnlearning's README and SatImp class state
     them (forget:retain = 10); OpenUnlearning's ``SatImp.yaml`` overrides them with
-    ``gamma = 0.1``, ``alpha = 1``, its TOFU leaderboard setting. 5 epochs at ``lr = 1e-5`` and
+    ``gamma = 0.1``, ``alpha = 1`` (what a run with its config gets). 5 epochs at ``lr = 1e-5`` and
     batches of 16 are the config's and the README's (billion-parameter models). Departures:
     Adam instead of AdamW with a warm-up schedule; on a causal-LM task ``lr = 3e-3``, batches
     of 8 and 10 epochs (``modalities/causal_lm/defaults.py``), measured on the tiny profiles
