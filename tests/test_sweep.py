@@ -16,10 +16,11 @@ import pytest
 
 import unlearnkit.cli.sweep  # noqa: F401 - registers `unlearnkit sweep` (until cli/__init__ imports it)
 from cli_support import cli, cli_json
+from unlearnkit.errors import ConfigError
 from unlearnkit.orchestration import jobs
 from unlearnkit.orchestration.bench import Grid, run_grid
 from unlearnkit.orchestration.experiment import Workspace
-from unlearnkit.orchestration.sweep import Sweep, dominates, run_sweep
+from unlearnkit.orchestration.sweep import Sweep, dominates, run_sweep, write_plot
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -146,6 +147,15 @@ def test_sweep_stores_a_run_per_trial_and_a_non_dominated_front(tmp_path, local_
     assert len(again.trials) == 6 and len(_stored_trials(ws, result.study)) == 6
     assert len(ws.store.list()) == 2 + 6  # the original and the reference stored once
 
+    # a trial an interrupted call asked for and never told is marked failed on the next call
+    import optuna
+
+    study = optuna.load_study(study_name=result.study, storage=result.storage)
+    stale = study.ask().number
+    third = run_sweep(Sweep(**{**sweep.__dict__, "trials": 1, "parallel": 1}), ws)
+    states = {t["number"]: t["state"] for t in third.trials}
+    assert states[stale] == "fail" and len(states) == 8 and states[7] in ("complete", "fail")
+
 
 def test_sweep_cli_json_plot_and_risk_marks(tmp_path, capsys, monkeypatch):
     """The command's JSON, its plot, resuming in text, and --risk-budget marking the trials
@@ -181,6 +191,25 @@ def test_sweep_cli_json_plot_and_risk_marks(tmp_path, capsys, monkeypatch):
     code, out, err = cli(capsys, monkeypatch, *args, "--trials", "1", home=home)  # text, resumed
     assert code == 0, err
     assert f"study {doc['study']}" in out and "3 trials" in out and "Pareto front" in out
+
+
+def test_a_diverging_trial_is_a_failed_run_and_never_on_the_front(tmp_path):
+    ws = Workspace.open(tmp_path / "home")
+    sweep = Sweep(method="gradient_ascent", dataset="iris", model="linear", params={"lr": "1e29:1e30:log"}, trials=2)
+    result = run_sweep(sweep, ws)
+    assert [t["state"] for t in result.trials] == ["fail", "fail"] and result.pareto == []
+    runs = [ws.store.get(t["run_id"]) for t in result.trials]
+    assert all(r.status == "failed" and r.kind == "unlearn" for r in runs)
+    assert all(t["why"] == r.error and r.error for t, r in zip(result.trials, runs))
+    with pytest.raises(ConfigError, match="no trial of the sweep finished"):
+        write_plot(result, tmp_path / "front.png")
+    assert not (tmp_path / "front.png").exists()
+    # the same study name for another search space is refused before any compute
+    other = Sweep(**{**sweep.__dict__, "params": {"lr": "1e-3:1e-2:log"}})
+    before = len(ws.store.list())
+    with pytest.raises(ConfigError, match="searches another space"):
+        run_sweep(other, ws, study_name=result.study)
+    assert len(ws.store.list()) == before
 
 
 @pytest.mark.parametrize(
