@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .metrics import NAN, EvalInputs, register_metric
 
-ALL_MODALITIES = ("classifier", "causal_lm", "graph")
+ALL_MODALITIES = ("classifier", "causal_lm", "graph", "recommender")
 
 
 def _ratio(a: float, b: float) -> float:

@@ -27,7 +27,7 @@ class Finetune(Method):
     """
 
     name = "finetune"
-    modalities = ("classifier", "causal_lm", "graph")
+    modalities = ("classifier", "causal_lm", "graph", "recommender")
     Params = FinetuneParams
     citation = "Golatkar et al. 2020 (CVPR), Eternal Sunshine, fine-tuning baseline; Warnecke et al. 2023"
     needs_retain = True
@@ -36,7 +36,13 @@ class Finetune(Method):
             "a language model that has memorised an answer keeps it through fine-tuning on other "
             "rows (the forget NLL stays near 0 on the test task): the baseline that shows why "
             "catastrophic forgetting is no unlearning method"
-        )
+        ),
+        "moves_forget:recommender": (
+            "fine-tuning on the retain set never touches a deleted user's own embedding (BPR-MF: a "
+            "user's vector gets gradients only from their own interactions), so their forget loss "
+            "stays where the original left it (measured 0.105 before, 0.104 after on the tiny task; "
+            "the reference's 0.76)"
+        ),
     }
 
     def _unlearn(self, model, task, seed, progress) -> LoopStats:

@@ -48,7 +48,7 @@ class GradDiff(Method):
     """
 
     name = "graddiff"
-    modalities = ("classifier", "causal_lm", "graph")
+    modalities = ("classifier", "causal_lm", "graph", "recommender")
     Params = GradDiffParams
     citation = (
         "Kurmanji et al. 2023 (NeurIPS), Towards Unbounded Machine Unlearning, NegGrad+; "

@@ -25,7 +25,7 @@ class GradientAscent(Method):
     """
 
     name = "gradient_ascent"
-    modalities = ("classifier", "causal_lm", "graph")
+    modalities = ("classifier", "causal_lm", "graph", "recommender")
     Params = GradientAscentParams
     citation = "Golatkar et al. 2020 (CVPR) NegGrad; Jang et al. 2023 (ACL) knowledge unlearning"
 

@@ -46,7 +46,7 @@ class NPO(Method):
     """
 
     name = "npo"
-    modalities = ("classifier", "causal_lm", "graph")
+    modalities = ("classifier", "causal_lm", "graph", "recommender")
     Params = NPOParams
     citation = (
         "Zhang et al. 2024 (COLM), Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"

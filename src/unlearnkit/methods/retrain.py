@@ -24,7 +24,7 @@ class Retrain(Method):
     """
 
     name = "retrain"
-    modalities = ("classifier", "causal_lm", "graph")
+    modalities = ("classifier", "causal_lm", "graph", "recommender")
     Params = RetrainParams
     citation = "Bourtoule et al. 2021, Machine Unlearning (IEEE S&P), the naive retraining baseline"
     exact = True
@@ -35,6 +35,7 @@ class Retrain(Method):
     }
 
     def unlearn(self, task, seed: int = 0, progress: bool = False):
+        self._prepare(task)  # a task of a modality it does not serve is refused before anything is read
         if task.base_template is not None:  # the original is another shape (a sharded line's SISA
             # ensemble): the retrained model is model_factory's whatever the original
             fresh = task.model_factory(task.seed).to(task.device)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...evaluation import cost as shared_cost
 from ...evaluation.metrics import NAN, EvalInputs, register_metric
 from ...evaluation.mia import threshold_attack
 from .scores import KS
@@ -240,27 +239,3 @@ def recsys_loss(inputs: EvalInputs) -> dict[str, float]:
         "bpr_loss_forget": float(inputs.model["forget"].loss.mean()),
         "bpr_loss_retain": float(inputs.model["retain"].loss.mean()),
     }
-
-
-# The shared cost metrics (evaluation/cost.py) declare the modalities they serve; until they
-# name this one, the same functions are registered for it here (same keys, same values).
-if "recommender" not in shared_cost.ALL_MODALITIES:
-    register_metric(
-        "recsys_cost",
-        {"wall_time_s": "lower", "steps": "lower", "examples_forward": "lower", "examples_backward": "lower"},
-        "the shared cost metric (unlearnkit.evaluation.cost.cost) for recommenders",
-        needs=("cost",),
-        modalities=MODALITIES,
-        order=91,
-        units={"wall_time_s": "seconds", "steps": "count", "examples_forward": "count", "examples_backward": "count"},
-    )(shared_cost.cost)
-    register_metric(
-        "recsys_cost_ratio",
-        {"cost_ratio_time": "lower", "cost_ratio_examples": "lower"},
-        "the shared cost-ratio metric (unlearnkit.evaluation.cost.cost_ratio) for recommenders",
-        needs=("cost", "reference_cost"),
-        modalities=MODALITIES,
-        order=90,
-        headline=("cost_ratio_time",),
-        units={"cost_ratio_time": "ratio", "cost_ratio_examples": "ratio"},
-    )(shared_cost.cost_ratio)
