@@ -171,7 +171,10 @@ class IMU(Method):
 
     name = "imu"
     modalities = ("classifier", "causal_lm")
-    summary = "Retain-free output-layer gradient ascent, each forget example weighted by its influence"
+    summary = (
+        "Retain-free gradient ascent on the output layer (on causal LMs the last layers' attention), "
+        "each forget example weighted by its influence"
+    )
     Params = IMUParams
     citation = "Fan, Wu, Zhou, Liang and Phung 2025 (arXiv:2508.01620), IMU: Influence-guided Machine Unlearning"
 
