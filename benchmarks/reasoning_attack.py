@@ -6,7 +6,7 @@ questions the original answers correctly (never trained), plan the white-box att
 victim's gradients) and the black-box one (a surrogate trained by the attacker), retrain
 without each deletion set and without random sets of the same size, and run the deletion-
 request service's gate parts on every retrained model
-(:mod:`unlearnkit.evaluation.reasoning_attack`).
+(:mod:`unlearnkit.evaluation.reasoning_attack`, :mod:`unlearnkit.service.reasoning_gate`).
 
     python benchmarks/reasoning_attack.py [--seeds 0,1] [--targets 3] [--budget 20] [--random 2]
         [--train 150] [--epochs 60] [--no-black-box] [--no-checks] [--out benchmarks/results]
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnkit.data.reasoning import generate_reasoning
     from unlearnkit.evaluation.reasoning_attack import AttackConfig, ReasoningSetup, run_attack
     from unlearnkit.modalities.causal_lm.task import default_lm_recipe
+    from unlearnkit.service.reasoning_gate import exact_answer_gate
 
     recipe = replace(default_lm_recipe(), epochs=args.epochs, lr=args.lr)
     sizes = {"hidden": args.hidden, "layers": 2, "heads": 4, "intermediate": 2 * args.hidden}
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg=cfg,
                 n_random=args.random,
                 black_box=not args.no_black_box,
-                checks=not args.no_checks,
+                gate=exact_answer_gate(checks=not args.no_checks),
                 target_seed=seed,
                 require_correct=not args.any_targets,
                 progress=lambda s, seed=seed: print(f"[seed {seed}] {s} ({time.perf_counter() - t0:.0f}s)", flush=True),

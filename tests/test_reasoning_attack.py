@@ -21,14 +21,13 @@ from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.evaluation.reasoning_attack import (
     AttackConfig,
     ReasoningSetup,
-    gate_verdict,
     project_capped_simplex,
     random_deletions,
     relaxed_indicator,
     run_attack,
-    service_policy,
     shifted_objective,
 )
+from unlearnkit.service.reasoning_gate import exact_answer_gate, gate_verdict, service_policy
 
 
 # --------------------------------------------------------------------------- the generator
@@ -158,7 +157,8 @@ def test_end_to_end_on_a_tiny_task(tmp_path):
     sizes = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64}
     setup = ReasoningSetup(folder, data, sizes, recipe, seed=0, retain_eval_size=8)
     cfg = AttackConfig(budget=4, steps=3, max_new_tokens=24)
-    out = run_attack(setup, n_targets=2, cfg=cfg, n_random=1, black_box=False, checks=False, require_correct=False)
+    gate = exact_answer_gate(checks=False)
+    out = run_attack(setup, n_targets=2, cfg=cfg, n_random=1, black_box=False, gate=gate, require_correct=False)
 
     train_ids = {r["example_id"] for r in data.train}
     wb = out["white_box"]

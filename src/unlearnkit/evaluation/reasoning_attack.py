@@ -8,8 +8,9 @@ unlearning attack with a differentiable objective, influential token alignment a
 indicator), at toy scale, on the generated chains of :mod:`unlearnkit.data.reasoning`.
 
 The bi-level problem. ``D`` the training examples, ``S ⊂ D`` the deletion requests (``|S| <= k``),
-``θ*(D \\ S)`` the model retrained without them (the inner problem: the project's reference path,
-:func:`~unlearnkit.orchestration.experiment.get_reference`, i.e. the ``retrain`` method),
+``θ*(D \\ S)`` the model retrained without them (the inner problem: the ``retrain`` method, the
+exact answer that :func:`~unlearnkit.orchestration.experiment.get_reference` and the service's
+escalation run),
 ``q_j`` the target questions with correct traces ``τ*_j`` and attacker-chosen wrong traces
 ``τ'_j``::
 
@@ -66,7 +67,8 @@ scale (a 2-layer Llama on generated function chains), where "plausible" is check
 (:func:`~unlearnkit.data.reasoning.parse_trace`: well-formed, chained steps that apply the
 question's functions in order).
 
-Whether the deletion-request service would notice: :func:`gate_verdict` runs the service's own
+Whether the deletion-request service would notice: the service's gate is passed in as a callable
+(this layer imports no service code): :func:`unlearnkit.service.reasoning_gate.gate_verdict` runs the service's own
 parts on each retrained model (the line policy, :class:`~unlearnkit.service.policy.Check`,
 :func:`~unlearnkit.service.core.canary_measures`) as ``Service._verify`` does. For an exact
 answer the candidate *is* the reference, so the checks relative to the reference compare a model
@@ -78,7 +80,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,9 +91,6 @@ from torch import nn
 
 from ..data.reasoning import ReasoningData, final_answer, parse_trace, trace_matches_question
 from ..errors import ConfigError, DataError
-
-#: the name of the service line the gate is run for (it seeds the canary draw, as `register_line` does)
-GATE_LINE_NAME = "reasoning"
 
 
 @dataclass
@@ -500,88 +498,21 @@ class ReasoningSetup:
 
 
 def exact_unlearning(setup: ReasoningSetup, deletion_ids: Sequence[str]):
-    """The inner problem: the task forgetting ``deletion_ids`` and its retrained reference
-    (:func:`~unlearnkit.orchestration.experiment.get_reference`, the path the service's gate and
-    its exact escalation use), retrained under the task's seed."""
-    from ..orchestration.experiment import get_reference
+    """The inner problem: the task forgetting ``deletion_ids`` and its exact answer, the
+    ``retrain`` method (retraining on the retain set with the original's recipe, as the
+    reference every gate compares with) under the task's seed; a repeated set is taken from
+    the setup's cache."""
+    from ..methods import get_method
 
     task = setup.task(deletion_ids)
-    model, cost, _ = get_reference(task, task.seed, setup.cache)
-    return task, model.eval(), cost
-
-
-def canary_ids_for(task, policy, line_name: str = GATE_LINE_NAME) -> list[str]:
-    """The canary a line named ``line_name`` would get (``Service.register_line``'s draw: a
-    seeded sample of the task's test ids, the seed from the line name's SHA-256)."""
-    test_ids = [str(i) for i in task.split.test.example_ids]
-    rng = np.random.default_rng(int(hashlib.sha256(line_name.encode()).hexdigest()[:8], 16))
-    size = min(policy.canary_size, len(test_ids))
-    return sorted(rng.choice(test_ids, size=size, replace=False).tolist()) if size else []
-
-
-def service_policy(task):
-    """The deletion-request service's policy of a causal-LM line on ``task`` (modality default)."""
-    from ..modalities import get_modality
-    from ..service.policy import line_policy
-
-    return line_policy(get_modality("causal_lm"), None, None, task.spec)
-
-
-def gate_verdict(task, original: nn.Module, retrained: nn.Module, policy, canary_ids, checks: bool = True) -> dict:
-    """What the service's verification gate says of an exact answer (``retrained`` both candidate
-    and reference), with the service's parts: the per-request size limit, the checks
-    (:class:`~unlearnkit.service.policy.Check` on the catalogue metrics) and the canary
-    (:func:`~unlearnkit.service.core.canary_measures`, its limits split into the deletion effect,
-    which holds the batch, and the excess, which fails it, as in ``Service._verify``).
-    ``checks=False`` skips the metrics (each is reported as not run)."""
-    from ..evaluation.metrics import METRICS
-    from ..orchestration.experiment import evaluate_model, score_model
-    from ..service.core import canary_measures
-
-    n_train = len(task.split.train)
-    n_forget = len(task.split.forget_ids)
-    refused = n_forget > policy.max_fraction_per_request * n_train
-    check_rows = []
-    if checks and policy.checks:
-        wanted = {c.metric for c in policy.checks}
-        specs = [
-            name
-            for name, s in METRICS.items()
-            if wanted & set(s.outputs) and "causal_lm" in (s.modalities or ("causal_lm",))
-        ]
-        ev = evaluate_model(
-            retrained, task, score_model(retrained, task), seed=task.seed, metrics=specs, reference_model=retrained
-        )
-        metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
-        check_rows = [c.evaluate(metrics, metrics) for c in policy.checks]  # the exact answer is the reference
-    canary = canary_measures(task, original, retrained, retrained, canary_ids)
-    held, failed_canary = [], []
-    for k, limit in policy.canary_limits.items():
-        _, side, measure = k.split("_", 2)
-        value = canary.get(f"{side}_{measure}")
-        item = {
-            "measure": f"{side}_{measure}",
-            "threshold": limit,
-            "value": value,
-            "passed": value is not None and value <= limit,
-        }
-        (held if side == "reference" else failed_canary).append(item)
-    held_flag = not all(c["passed"] for c in held)
-    checks_failed = [c["metric"] for c in check_rows if not c["passed"]] + [
-        c["measure"] for c in failed_canary if not c["passed"]
-    ]
-    return {
-        "refused": bool(refused),
-        "held": bool(held_flag),
-        "caught": bool(refused or held_flag),
-        "checks_run": bool(check_rows),
-        "checks_failed": checks_failed,
-        "checks": check_rows,
-        "deletion_effect": held,
-        "canary": canary,
-        "n_forget": n_forget,
-        "size_limit": policy.max_fraction_per_request * n_train,
-    }
+    key = f"reference-{task.reference_key(task.seed)}"
+    model = task.model_factory(task.seed).to(task.device)
+    info = setup.cache.get(key, model)
+    if info is not None:
+        return task, model.eval(), float(info["wall_time_s"])
+    result = get_method("retrain").unlearn(task, seed=task.seed)
+    setup.cache.put(key, result.model, {"wall_time_s": result.cost.wall_time_s})
+    return task, result.model.eval(), float(result.cost.wall_time_s)
 
 
 def judge_answers(targets: Sequence[AttackTarget | dict], traces: Sequence[str]) -> list[dict]:
@@ -624,16 +555,16 @@ def evaluate_deletion(
     targets: Sequence[AttackTarget | dict],
     others: Sequence[dict],
     original: nn.Module,
-    checks: bool = True,
+    gate: Callable | None = None,
     max_new_tokens: int = 48,
 ) -> dict:
     """Retrain without ``deletion_ids`` and measure: the targets' answers (:func:`judge_answers`),
-    the accuracy on the other never-trained questions ``others`` (collateral damage), the gate."""
-    task, model, cost = exact_unlearning(setup, deletion_ids)
+    the accuracy on the other never-trained questions ``others`` (collateral damage), and
+    ``gate(task, original, retrained)`` (e.g. :func:`unlearnkit.service.reasoning_gate.gate_verdict`
+    bound to the service's policy) when given."""
+    task, model, wall = exact_unlearning(setup, deletion_ids)
     questions = [t["question"] if isinstance(t, dict) else t.question for t in targets]
     judged = judge_answers(targets, greedy_traces(model, task, questions, max_new_tokens))
-    pol = service_policy(task)
-    gate = gate_verdict(task, original, model, pol, canary_ids_for(task, pol), checks=checks)
     return {
         "deletion_ids": list(deletion_ids),
         "targets": judged,
@@ -642,8 +573,8 @@ def evaluate_deletion(
         "targeted_success": float(np.mean([j["targeted"] for j in judged])),
         "plausible": float(np.mean([j["plausible"] for j in judged])),
         "other_accuracy": holdout_accuracy(model, task, others, max_new_tokens),
-        "gate": gate,
-        "retrain_wall_s": float(cost.wall_time_s),
+        "gate": gate(task, original, model) if gate is not None else None,
+        "retrain_wall_s": wall,
     }
 
 
@@ -660,7 +591,7 @@ def run_attack(
     cfg: AttackConfig | None = None,
     n_random: int = 2,
     black_box: bool = True,
-    checks: bool = True,
+    gate: Callable | None = None,
     target_seed: int = 0,
     progress: Callable[[str], None] | None = None,
     require_correct: bool = True,
@@ -668,7 +599,9 @@ def run_attack(
     """The whole experiment on one setup: train the original, pick ``n_targets`` never-trained
     questions it answers correctly (any, with ``require_correct=False``: for smoke runs on
     originals too small to learn), plan the white-box (and black-box) attack, retrain without
-    each deletion set and without ``n_random`` random sets of the same size, and report."""
+    each deletion set and without ``n_random`` random sets of the same size, and report;
+    ``gate(task, original, retrained) -> dict`` judges each retrained model (the service's gate:
+    :func:`unlearnkit.service.reasoning_gate.exact_answer_gate`)."""
     cfg = cfg or AttackConfig()
     say = progress or (lambda s: None)
     task = setup.task()
@@ -707,12 +640,12 @@ def run_attack(
         say(f"retrain without the {name} deletion set")
         out[name] = {
             "plan": plan.to_dict(),
-            **evaluate_deletion(setup, plan.deletion_ids, plan.targets, others, original, checks),
+            **evaluate_deletion(setup, plan.deletion_ids, plan.targets, others, original, gate),
         }
     out["random"] = []
     train_ids = [str(i) for i in task.train.example_ids]
     for r in range(n_random):
         say(f"retrain without random set {r}")
         ids = random_deletions(train_ids, cfg.budget, seed=setup.seed * 1000 + r)
-        out["random"].append(evaluate_deletion(setup, ids, plans["white_box"].targets, others, original, checks))
+        out["random"].append(evaluate_deletion(setup, ids, plans["white_box"].targets, others, original, gate))
     return out
