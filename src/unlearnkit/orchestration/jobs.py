@@ -141,7 +141,9 @@ def ray_session(workers: int, address: str | None = None, temp_dir: str | None =
         kw["address"] = address
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # Ray's notes on accelerator env vars
+            # Ray's notes (accelerator env vars, a client time-out) would add lines to the
+            # one error line a failed start gives
+            warnings.simplefilter("ignore")
             ray.init(**kw)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
