@@ -182,6 +182,32 @@ def check_output_path(path: Path | None, what: str, suffixes: tuple[str, ...] | 
         raise ConfigError(f"{what} {path}: cannot write in {folder} ({e.strerror})") from None
 
 
+def warm_task(task: "Task") -> "Task":
+    """The task whose warm-up step (:func:`~unlearnkit.orchestration.experiment.warm_up`)
+    warms this process for ``task``: ``task`` itself, or, where its original has no
+    trainable parameter (a deployed CRAGRU version holds score tables as buffers: an
+    optimiser over it has an empty parameter list), the same task with a fresh model of
+    ``task.model_factory``'s architecture as the original. That is the model the reference
+    retrains, so its timing stays warm too; the task's own original, splits and reference
+    key are untouched (the warm-up trains a throwaway copy and restores every random state)."""
+    import dataclasses as _dc
+    import random
+
+    import numpy as np
+    import torch
+
+    if any(p.requires_grad for p in task.original.parameters()):
+        return task
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:  # a model factory may seed the global generators: the method after it must not notice
+        fresh = task.model_factory(task.seed).to(task.device)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+    return _dc.replace(task, original=fresh)
+
+
 # --------------------------------------------------------------------------- the flow
 def answer_request(workspace: Workspace, request: DeletionRequest, progress: bool = False) -> RequestOutcome:
     """Answer ``request``: resolve its data to example ids, unlearn them from the train
@@ -221,14 +247,14 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     if lora:
         task.lora = lora
 
-    warm_up(task, progress)
+    warm_up(warm_task(task), progress)
     result = method.unlearn(task, seed=request.seed, progress=progress)
     metrics: dict = {}
     not_computed: dict = {}
     ref_cost = None
     ref_artifact = None
     if request.evaluate:
-        ref, ref_cost, _ = get_reference(task, request.seed, workspace.cache, progress)
+        ref, ref_cost, _ = get_reference(warm_task(task), request.seed, workspace.cache, progress)
         ev = evaluate_model(
             result.model, task, score_model(ref, task), result.cost, ref_cost, request.seed, reference_model=ref
         )
@@ -393,7 +419,7 @@ def evaluate_run(
             raise ConfigError("--privacy needs an unlearn run (it re-runs the run's method on shadow models)")
     task = rebuild_task(workspace, rec, progress=progress)
     model = load_run_model(workspace, rec, task)
-    ref, ref_cost, _ = get_reference(task, rec.seed, workspace.cache, progress)
+    ref, ref_cost, _ = get_reference(warm_task(task), rec.seed, workspace.cache, progress)
     ref_scores = score_model(ref, task)
     cost = LoopStats(**{k: v for k, v in rec.cost.items() if k in LoopStats.__dataclass_fields__}) if rec.cost else None
     ev = evaluate_model(model, task, ref_scores, cost, ref_cost, rec.seed, reference_model=ref)
@@ -477,7 +503,7 @@ def record_reference(
     check_writable(workspace)
     run = workspace.store.get(run_id)
     task = rebuild_task(workspace, run, progress=progress)
-    ref, ref_cost, _ = get_reference(task, seed, workspace.cache, progress)
+    ref, ref_cost, _ = get_reference(warm_task(task), seed, workspace.cache, progress)
     artifact = workspace.artifacts.save(ref)
     rec = _record(
         task,

@@ -237,6 +237,9 @@ class Cragru(Method):
         return self._lms[key]
 
     def model_template(self, task) -> CragruModel:
+        base = task.original
+        if isinstance(base, CragruModel):  # a deployed CRAGRU version answered from again: same tables
+            return CragruModel(torch.zeros_like(base.users), torch.zeros_like(base.items)).to(task.device)
         with torch.no_grad():
             ue, ie = task.adapter.embeddings(task.original.eval(), task.split.train.structure)
         d, n_u, n_i = ue.shape[1], task.n_users, task.n_items
@@ -259,16 +262,36 @@ class Cragru(Method):
         with torch.no_grad():
             ue_t, ie_t = task.adapter.embeddings(task.original.eval(), tr.structure)
         ue, ie = ue_t.detach().float().cpu().numpy(), ie_t.detach().float().cpu().numpy()
-        n_u, n_i, d = task.n_users, task.n_items, ue.shape[1]
-        cat, centroids = self._categories(ie, seed)
-        z = ie / np.maximum(np.linalg.norm(ie, axis=1, keepdims=True), 1e-12)
+        n_u, n_i = task.n_users, task.n_items
         history = retain.structure.items_of_users()
         popularity = np.bincount(retain.item, minlength=n_i).astype(float)
-        scale = float(np.abs((ue[tr.user] * ie[tr.item]).sum(1)).mean())
         affected = np.unique(forget.user)
         rng = np.random.default_rng(derive_seed(seed, "cragru", task.split.forget_fingerprint))
-        users = np.concatenate([ue, np.zeros((n_u, n_i))], 1)
         gone_items = (np.bincount(tr.item, minlength=n_i) > 0) & (popularity == 0)
+        # the deployed tables' scores, for the ``original`` candidates (the model being unlearned)
+        deployed_u, deployed_i = ue, ie
+        if isinstance(task.original, CragruModel):
+            # a CRAGRU version answered from again (a model line's later request, whose training
+            # set already lacks the earlier deletions): the base model's embeddings are the first
+            # d columns; users it re-ranked before (score rows in the last n_i) and items it
+            # emptied before (zero rows) stay so, and only this request's users are re-ranked.
+            # Deletions stay cumulative and the tables keep their shape (d + n_i) for any chain.
+            d = ie.shape[1] - n_i
+            users, ie, ue = ue.copy(), ie[:, :d], ue[:, :d]
+            gone_items |= ~np.abs(ie).any(1)
+            before = np.abs(users[:, d:]).any(1)
+            seen_rows = users[before, d:]
+            # a re-ranked user's own retained items score exactly -2 * scale: the base's scale, kept
+            scale = float(-seen_rows.min() / 2) if len(seen_rows) and seen_rows.min() < 0 else 0.0
+            if not scale > 0:
+                keep = ~before[tr.user]
+                scale = float(np.abs((ue[tr.user[keep]] * ie[tr.item[keep]]).sum(1)).mean()) if keep.any() else 1.0
+        else:
+            d = ue.shape[1]
+            users = np.concatenate([ue, np.zeros((n_u, n_i))], 1)
+            scale = float(np.abs((ue[tr.user] * ie[tr.item]).sum(1)).mean())
+        cat, centroids = self._categories(ie, seed)
+        z = ie / np.maximum(np.linalg.norm(ie, axis=1, keepdims=True), 1e-12)
         items = np.concatenate([np.where(gone_items[:, None], 0.0, ie), np.eye(n_i)], 1)
         scored = 0
         for u in affected.tolist():
@@ -277,7 +300,7 @@ class Cragru(Method):
             seen[h] = True
             # 2. candidates (chosen before the retrieval: the attention strategy reads them)
             if p.candidates == "original":
-                pref = ue[u] @ ie.T
+                pref = deployed_u[u] @ deployed_i.T
             elif len(h):
                 pref = z @ z[h].mean(0)
             else:

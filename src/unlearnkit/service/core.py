@@ -99,6 +99,26 @@ def body_hash(obj: Any) -> str:
     return crypto.sha256_hex(crypto.canonical_json(obj))
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON null), recursively.
+
+    A step's output holds numbers a method or metric could not compute as NaN (the
+    ``final_loss`` of a method that takes no optimiser step: CRAGRU, ``utu``, ``gif``; a
+    metric undefined for the request). RFC 8785 has no form for them, and PostgreSQL's JSON
+    refuses them, so they are recorded as null *before* they are stored, hashed or signed:
+    what the audit log hashes is what the database holds, and finite content canonicalises
+    exactly as before (certificates issued earlier verify unchanged)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.floating):
+        return finite_json(float(obj))
+    return obj
+
+
 @dataclass
 class ApiKey:
     id: str
@@ -673,7 +693,8 @@ class Service:
             if name in (b["steps"] or {}):
                 return b["steps"][name]
             if extra is not None:
-                extra(conn, b)
+                extra(conn, b)  # may fill ``out`` in
+            out = finite_json(out)  # NaN has no JSON form: stored, hashed and signed as null
             steps = dict(b["steps"] or {})
             steps[name] = out
             values: dict = {"steps": steps}
@@ -831,14 +852,14 @@ class Service:
 
     def _verify(self, run_id: str, line: dict, pol: Policy, base_version: int) -> dict:
         from ..orchestration.experiment import evaluate_model, get_reference, load_run_model, rebuild_task, score_model
-        from ..requests import evaluate_run
+        from ..requests import evaluate_run, warm_task
 
         ev = evaluate_run(self.workspace, run_id, privacy=pol.privacy_shadows)  # U-LiRA where asked
         metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
         rec = self.workspace.store.get(run_id)
         task = rebuild_task(self.workspace, rec)
         model = load_run_model(self.workspace, rec, task)
-        ref, ref_cost, _ = get_reference(task, rec.seed, self.workspace.cache)
+        ref, ref_cost, _ = get_reference(warm_task(task), rec.seed, self.workspace.cache)
         ref_metrics: dict = {}
         if pol.needs_reference_metrics:
             ref_ev = evaluate_model(
@@ -1323,9 +1344,17 @@ def check_key_args(name: str, scopes: list[str], rate_per_minute: int) -> None:
 
 
 def _task_hook(modality: str, name: str) -> Callable | None:
-    """The service hook ``name`` of a modality's task module, where it has one
-    (``resolve_request_ids``, ``check_deletion``, ``canary_examples``: see the graph's)."""
-    return getattr(get_modality(modality).part("task"), name, None)
+    """The service hook ``name`` of a modality (``resolve_request_ids``, ``check_deletion``,
+    ``canary_examples``: see the graph's), where it has one: in its ``service`` module (the
+    recommender's) if it has that module, else in its ``task`` module (the graph's)."""
+    m = get_modality(modality)
+    try:
+        hook = getattr(m.part("service"), name, None)
+    except ModuleNotFoundError as e:
+        if e.name != f"{m.package}.service":  # the module exists and an import inside it failed
+            raise
+        hook = None
+    return hook if hook is not None else getattr(m.part("task"), name, None)
 
 
 def _summary(step: str, out: dict) -> dict:
@@ -1340,7 +1369,7 @@ def _summary(step: str, out: dict) -> dict:
             continue
         else:
             s[k] = v
-    return json.loads(json.dumps(s, default=str))
+    return finite_json(json.loads(json.dumps(s, default=str)))
 
 
 def canary_measures(task, base, reference, candidate, canary_ids: list[str]) -> dict:
