@@ -166,7 +166,10 @@ class IMU(Method):
     project's (``modalities/causal_lm/defaults.py``: Adam at 2e-3, batches of 8, 10 epochs),
     measured on the tiny profiles task (seed 0: forget answer NLL 0.003 -> 2.39, retain 0.002 ->
     0.24; at 3e-3 the retain-free ascent takes the retain NLL to 1.45, at 1e-3 the forget NLL
-    reaches only 0.51).
+    reaches only 0.51). They do not carry over: on the leaderboard's 2-layer 128-wide Llama
+    (10 people, forget10, seed 0) the same defaults collapse the model (forget and retain answer
+    NLL 13.2 and 13.1, from 0.03), as do 1e-3 and 5e-4; 2e-4 gives 1.01 and 0.12. Retain-free
+    ascent has no brake but the step budget: set ``lr`` / ``max_steps`` for the model at hand.
     """
 
     name = "imu"
