@@ -53,8 +53,15 @@ from .jobs import check_workers, executor
 from .records import RunRecord
 
 #: each objective's candidate metrics, first present in the reference's run wins
-FORGETTING_METRICS = ("acc_forget", "forget_quality", "df_auc", "node_acc_forget")
-UTILITY_METRICS = ("acc_test", "model_utility", "dt_auc", "node_acc_test")
+FORGETTING_METRICS = (
+    "acc_forget",
+    "forget_quality",
+    "df_auc",
+    "node_acc_forget",
+    "fed_acc_forget",
+    "jaccard10_forgotten",
+)
+UTILITY_METRICS = ("acc_test", "model_utility", "dt_auc", "node_acc_test", "fed_acc_test", "ndcg10_retained")
 COST_METRICS = {"time": "cost_ratio_time", "examples": "cost_ratio_examples"}
 SAMPLERS = ("tpe", "nsga2", "random")
 OBJECTIVES = ("forgetting", "utility", "cost")
@@ -307,10 +314,21 @@ def resolve_objectives(
         for key in candidates:
             if key in have:
                 return key
+        # a modality none of the candidates names: its own headline metrics, in catalogue order
+        from ..evaluation.metrics import headline_metrics
+
+        for key in headline_metrics(modality):
+            if key in have and key not in taken and ("forget" in key) == (what == "forgetting"):
+                if what == "forgetting" or metric_goal(key, modality) == "higher":
+                    return key
         raise ConfigError(f"no {what} metric among {', '.join(candidates)} on this task; name one with --{what}")
 
+    from ..evaluation.metrics import metric_goal
+
     check_objectives(modality, forgetting, utility, cost)
+    taken: set[str] = set()
     f = pick("forgetting", forgetting, FORGETTING_METRICS)
+    taken.add(f)
     u = pick("utility", utility, UTILITY_METRICS)
     c = pick("cost", COST_METRICS[cost], (COST_METRICS[cost],))
     return [
