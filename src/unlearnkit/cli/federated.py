@@ -12,6 +12,10 @@ inside one client, evaluate an unlearned global model.
   against federated retraining without the data and recorded with the run.
 * ``federated evaluate RUN``: those metrics again for a recorded unlearned run (printed).
 
+``unlearn`` and ``evaluate`` are aliases of the generic ``unlearnkit unlearn --from RUN
+--evaluate`` and ``unlearnkit evaluate RUN`` (canonical), which reach the same flow through
+the modality's task module (:mod:`unlearnkit.modalities.federated.flow`).
+
 Every argument is checked before anything is trained or written; bad input is one line
 ``error: ...`` and exit status 2.
 """
@@ -106,39 +110,18 @@ def train(
     out(clean(doc), as_json, f"trained {clients} clients, {strategy}, {rounds} rounds: {shown}\nrun id: {rec.id}")
 
 
-def _request(client, subjects, forget_ids):
-    from ..modalities.federated.task import FederatedForget
-
+def _request_fields(client, subjects, forget_ids) -> dict:
+    """``--client`` / ``--subjects`` / ``--forget-ids`` as a deletion request's scenario,
+    subjects or ids (what the generic ``unlearn`` takes as ``--scenario client:ID``,
+    ``--forget-subjects``, ``--forget-ids``)."""
     given = [x for x in (client, subjects, forget_ids) if x]
     if len(given) != 1:
         raise ConfigError("give exactly one of --client, --subjects or --forget-ids")
     if client:
-        return FederatedForget(clients=tuple(c.strip() for c in client.split(",") if c.strip()))
+        return {"scenario": f"client:{client}"}
     if subjects:
-        return FederatedForget(subjects=tuple(s.strip() for s in subjects.split(",") if s.strip()))
-    return FederatedForget(ids=tuple(read_lines(forget_ids)))
-
-
-def _method(method: str, params: dict):
-    """``(federated method, keyword arguments)``: one of retrain, exact, federaser, or a
-    registered classifier method run inside the target client (``local``)."""
-    from ..methods import METHODS, get_method
-    from ..modalities.federated.unlearning import FEDERATED_METHODS, LOCAL_MODALITY
-
-    if method in FEDERATED_METHODS and method != "local":
-        allowed = {"federaser": {"delta_t", "calibration_ratio"}}.get(method, set())
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ConfigError(f"federated method {method!r} takes {', '.join(sorted(allowed)) or 'no --param'}")
-        return method, params
-    if method not in METHODS or LOCAL_MODALITY not in METHODS[method].modalities:
-        served = sorted(n for n, m in METHODS.items() if LOCAL_MODALITY in m.modalities)
-        raise ConfigError(
-            f"unknown federated method {method!r}; choose retrain, exact, federaser or a classifier "
-            f"method run inside the client ({', '.join(served)})"
-        )
-    rounds = {k: int(params.pop(k)) for k in ("unlearn_rounds", "recovery_rounds") if k in params}
-    return "local", {"unlearner": get_method(method, **params), **rounds}
+        return {"subjects": [s.strip() for s in subjects.split(",") if s.strip()]}
+    return {"ids": read_lines(forget_ids)}
 
 
 def _federated_record(ws, run_id: str):
@@ -148,22 +131,6 @@ def _federated_record(ws, run_id: str):
     if (rec.task_spec or {}).get("modality") != MODALITY.name:
         raise ConfigError(f"run {rec.id} is not a federated run; use `unlearnkit unlearn` / `evaluate`")
     return rec
-
-
-def _stored_task(ws, train_rec, request):
-    """The federated task of ``train_rec`` with ``request``, from its stored rounds (nothing is
-    trained; the rounds' final global model must be the recorded original)."""
-    from ..modalities.federated.history import history_from_tensors
-    from ..modalities.federated.task import task_from_spec
-
-    h = (train_rec.tags or {}).get("federated_history")
-    if not h:
-        raise ConfigError(f"run {train_rec.id} has no stored rounds; train it again with `federated train`")
-    stored = history_from_tensors(ws.artifacts.load_state_dict(h), ws.artifacts.metadata(h))
-    task = task_from_spec(train_rec.task_spec, request, stored=stored)  # the request is checked first
-    if ws.artifacts.save(task.original) != train_rec.artifact:
-        raise ConfigError(f"run {train_rec.id}'s stored rounds do not end in its recorded global model")
-    return task
 
 
 @federated_app.command("unlearn")
@@ -183,45 +150,31 @@ def unlearn(
     store: Optional[str] = StoreOpt,
     as_json: bool = JsonOpt,
 ):
-    """Forget a client, or subjects / examples inside one client, from a recorded federation."""
-    from ..modalities.federated.metrics import evaluate_federated
-    from ..modalities.federated.unlearning import retrain, unlearn_federated
-    from ..orchestration.records import RunRecord
-    from ..utils import environment_info
+    """Forget a client, or subjects / examples inside one client, from a recorded federation
+    (an alias of ``unlearnkit unlearn --from RUN --evaluate``, which is canonical)."""
+    from ..methods import get_method
+    from ..modalities.federated.task import answer_request
+    from ..requests import DeletionRequest, check_writable
+    from .unlearn import record_own_answer
 
-    request = _request(client, subjects, forget_ids)
-    name, kwargs = _method(method, parse_params(param))
+    fields = _request_fields(client, subjects, forget_ids)
+    request = DeletionRequest(run_id, method, parse_params(param), seed=seed, evaluate=True, **fields)
     ws = workspace(home, store, mode="existing")
-    parent = _federated_record(ws, run_id)
-    if parent.kind != "train":
-        raise ConfigError(f"run {parent.id} is an unlearned model; unlearn from its federation's train run")
-    task = _stored_task(ws, parent, request)
-    reference = retrain(task)
-    result = unlearn_federated(task, name, seed=seed, **kwargs)
-    metrics = evaluate_federated(task, result.model, result.cost, reference, seed=seed)
-    rec = RunRecord(
-        "unlearn",
-        task.key,
-        f"federated:{result.method}",
-        seed,
-        task.spec,
-        task.split.scenario,
-        task.split.forget_fingerprint,
-        task.split.forget_ids.tolist(),
-        result.params,
-        metrics,
-        result.cost.to_dict(),
-        environment_info(),
-        ws.artifacts.save(result.model),
-        parent=parent.id,
-    )
-    ws.store.add(rec)
-    doc = {"run_id": rec.id, "method": rec.method, "scenario": rec.scenario, "metrics": metrics, "extra": result.extra}
-    text = (
-        f"{rec.method} on {task.split.scenario['kind']} {', '.join(task.target_clients)} (run {rec.id}):\n"
-        + "\n".join(
-            f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
-        )
+    _federated_record(ws, run_id)
+    check_writable(ws)
+    answer = answer_request(ws, request, get_method, progress=not as_json)
+    rec, _ = record_own_answer(ws, answer)
+    metrics = rec.metrics
+    doc = {
+        "run_id": rec.id,
+        "method": rec.method,
+        "scenario": rec.scenario,
+        "metrics": metrics,
+        "extra": answer["extra"],
+    }
+    targets = rec.scenario.get("clients") or [rec.scenario.get("client")]
+    text = f"{rec.method} on {rec.scenario['kind']} {', '.join(map(str, targets))} (run {rec.id}):\n" + "\n".join(
+        f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
     )
     out(clean(doc), as_json, text)
 
@@ -235,26 +188,12 @@ def evaluate(
     as_json: bool = JsonOpt,
 ):
     """Every federated metric of a recorded unlearned global model, against federated
-    retraining without the data (printed; the run keeps the metrics it was recorded with)."""
-    from ..modalities.federated.history import FederatedCost
-    from ..modalities.federated.metrics import evaluate_federated
-    from ..modalities.federated.task import FederatedForget
-    from ..modalities.federated.unlearning import retrain
+    retraining without the data (printed; the run keeps the metrics it was recorded with).
+    ``unlearnkit evaluate RUN`` computes the same and stores them as an evaluation."""
+    from ..modalities.federated.task import evaluate_run
 
     ws = workspace(home, store, mode="r")
     rec = _federated_record(ws, run_id)
-    if rec.kind != "unlearn":
-        raise ConfigError(f"run {rec.id} is a federation's original; evaluate its unlearned runs")
-    scenario = dict(rec.scenario)
-    request = (
-        FederatedForget(ids=tuple(rec.forget_ids or ()))
-        if scenario.get("kind") == "examples"
-        else FederatedForget.from_dict(scenario)
-    )
-    task = _stored_task(ws, ws.store.get(rec.parent), request)
-    model = ws.artifacts.load(rec.artifact, task.model_factory(task.seed)).eval()
-    fields = set(FederatedCost.__dataclass_fields__)
-    cost = FederatedCost(**{k: v for k, v in rec.cost.items() if k in fields})
-    metrics = evaluate_federated(task, model, cost, retrain(task), seed=seed)
+    metrics = evaluate_run(ws, rec, seed)["metrics"]
     text = f"{rec.method} (run {rec.id}):\n" + "\n".join(f"  {k:<26} {fmt(v)}" for k, v in sorted(metrics.items()))
     out(clean({"run_id": rec.id, "method": rec.method, "metrics": metrics}), as_json, text)

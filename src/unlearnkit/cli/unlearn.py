@@ -41,6 +41,66 @@ def _graph_ids(flag: str, path: Path, from_run: str, home: Path | None, store: s
     return convert(rec.task_spec, lines)
 
 
+def own_flow(ws, run_id: str, hook: str):
+    """The modality's own flow for run ``run_id`` (its task module's function ``hook``:
+    ``answer_request`` or ``evaluate_run``), where the generic one cannot serve it (a
+    federated run's original is a federation's stored rounds, its methods the modality's
+    own); None for every modality the generic flow serves."""
+    from ..modalities import modality_of_spec
+
+    return getattr(modality_of_spec(ws.store.get(run_id).task_spec).part("task"), hook, None)
+
+
+def record_own_answer(ws, answer: dict):
+    """Store what a modality's own request flow returned (a run's fields, and the inputs of
+    its evaluation where it computed metrics): the run record and its evaluation."""
+    from ..orchestration.records import EvaluationRecord, RunRecord
+    from ..utils import stable_hash
+
+    rec = RunRecord.from_dict(answer["record"])
+    ws.store.add(rec)
+    inputs = answer.get("evaluation")
+    ev = EvaluationRecord(rec.id, stable_hash(inputs), inputs, dict(rec.metrics)) if inputs is not None else None
+    if ev is not None:
+        ws.store.add_evaluation(ev)
+    return rec, ev
+
+
+def _answer_own(flow, ws, request, as_json: bool) -> None:
+    """``unlearn`` on a run whose modality answers requests itself: checked and recorded as
+    the generic flow is (the store writable first, one run record, its evaluation)."""
+    from ..methods import get_method
+    from ..modalities import modality_of_spec
+    from ..requests import check_writable
+
+    check_writable(ws)
+    answer = flow(ws, request, get_method, progress=not as_json)
+    rec, ev = record_own_answer(ws, answer)
+    cost = rec.cost or {}
+    doc = {
+        "run_id": rec.id,
+        "method": rec.method,
+        "parent": rec.parent,
+        "scenario": rec.scenario,
+        "n_forget": len(rec.forget_ids or ()),
+        "forget_fingerprint": rec.forget_fingerprint,
+        "artifact": rec.artifact,
+        "cost": cost,
+        "metrics": rec.metrics,
+        "evaluation_id": ev.id if ev else None,
+        "not_computed": {},
+        "extra": answer.get("extra") or {},
+    }
+    text = (
+        f"{rec.method}: forgot {doc['n_forget']} examples in {float(cost.get('wall_time_s', 0.0)):.2f}s "
+        f"({cost.get('rounds', '?')} rounds)\nrun id: {rec.id}"
+    )
+    if rec.metrics:
+        modality = modality_of_spec(rec.task_spec)
+        text += "\n" + "\n".join(f"  {k:<22} {fmt(rec.metrics.get(k))}" for k in summary_keys(modality, rec.metrics))
+    out(clean(doc), as_json, text)
+
+
 @app.command()
 def unlearn(
     from_run: str = typer.Option(..., "--from", help="Run id of the trained original (see `unlearnkit train`)."),
@@ -72,7 +132,14 @@ def unlearn(
         "subjects:5, mislabelled:0.1; language-model tasks: a split "
         "name (forget01, forget05, forget10); graph tasks: edges:0.05, nodes:3, "
         "features:0.1, class:2, edge-class:1 or edge-class:0-3 (edges between classes), "
-        "edges-in:0.05 / edges-out:0.05 (edges inside / outside the test set's 2-hop subgraph)",
+        "edges-in:0.05 / edges-out:0.05 (edges inside / outside the test set's 2-hop subgraph); "
+        "federated tasks: client:ID[,ID...]",
+    ),
+    client: Optional[str] = typer.Option(
+        None,
+        "--client",
+        help="Federated tasks: the client that leaves (comma-separated: several at once); "
+        "the same as --scenario client:ID.",
     ),
     param: List[str] = typer.Option([], "--param", "-p", help="Hyperparameter NAME=VALUE (repeatable)."),
     lora: int = typer.Option(
@@ -99,10 +166,13 @@ def unlearn(
 
     # what only the command line has is checked here (option combinations, id files); the
     # request itself (method and hyperparameters, ids, store, artifact) before any work there
-    if len([x for x in (forget_ids, forget_edges, forget_nodes, forget_subjects, scenario) if x]) > 1:
+    if len([x for x in (forget_ids, forget_edges, forget_nodes, forget_subjects, scenario, client) if x]) > 1:
         raise ConfigError(
-            "give exactly one of --forget-ids, --forget-edges, --forget-nodes, --forget-subjects or --scenario"
+            "give exactly one of --forget-ids, --forget-edges, --forget-nodes, --forget-subjects, --scenario "
+            "or --client"
         )
+    if client:
+        scenario = f"client:{client}"  # the modality reads it (a modality without clients refuses it)
     if lora < 0:
         raise ConfigError("--lora must be a rank >= 1, or 0 for full weights")
     params = parse_params(param)
@@ -130,6 +200,9 @@ def unlearn(
         lora=lora,
         save_model=save_model,
     )
+    flow = own_flow(ws, from_run, "answer_request")
+    if flow is not None:  # e.g. a federation: its original is its stored rounds, not one model
+        return _answer_own(flow, ws, request, as_json)
     outcome = answer_request(ws, request, progress=not as_json)
     rec, metrics = outcome.record, outcome.metrics
     doc = outcome.to_dict()

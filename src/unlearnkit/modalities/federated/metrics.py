@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...evaluation import mia
-from ...evaluation.metrics import NAN, EvalInputs, register_metric
+from ...evaluation.metrics import NAN, EvalInputs, register_metric, register_outputs
 from .history import FederatedCost
 from .scores import score_model
 
 SETS = ("forget", "retain", "test")
+WHERE = ("forgotten data", "remaining clients' data", "server's test set")
 
 
 @register_metric(
@@ -47,6 +48,7 @@ def federated_accuracy(inputs: EvalInputs) -> dict[str, float]:
     splits=SETS,
     modalities=("federated",),
     headline=("fed_gap_acc_test",),
+    help={f"fed_gap_acc_{s}": f"|accuracy - the reference's| on the {w}" for s, w in zip(SETS, WHERE)},
 )
 def federated_accuracy_gap(inputs: EvalInputs) -> dict[str, float]:
     """``|acc(model) - acc(reference)|`` on each split."""
@@ -68,6 +70,101 @@ def federated_mia(inputs: EvalInputs) -> dict[str, float]:
     reference's value is what a model that never saw the data gives."""
     auc, adv = mia.threshold_attack(-inputs.model["forget"].loss, -inputs.model["holdout"].loss)
     return {"fed_mia_loss_auc": auc, "fed_mia_loss_advantage": adv}
+
+
+# ------------------------------------------------------------- keys computed elsewhere
+# evaluate_federated computes these outside the catalogue (the catalogue's cost metrics read a
+# LoopStats, which has no rounds or bytes); declared so that reports, `unlearnkit metrics` and
+# the CLI summaries know their goal, unit and help
+register_outputs(
+    "federated_cost",
+    {
+        "ratio_rounds": "lower",
+        "ratio_client_examples": "lower",
+        "ratio_bytes": "lower",
+        "ratio_wall_time": "lower",
+        "rounds": "lower",
+    },
+    "Cost of federated unlearning in rounds, client compute and bytes exchanged, each over "
+    "federated retraining's, counted in the same run.",
+    "Liu et al. 2021 (FedEraser) report rounds and time as a speed-up over retraining.",
+    computed_by="unlearnkit.modalities.federated.metrics.cost_ratios",
+    modalities=("federated",),
+    headline=("ratio_rounds", "ratio_client_examples", "ratio_bytes"),
+    units={
+        "ratio_rounds": "ratio",
+        "ratio_client_examples": "ratio",
+        "ratio_bytes": "ratio",
+        "ratio_wall_time": "ratio",
+        "rounds": "count",
+    },
+    help={
+        "ratio_rounds": "rounds the method ran over retraining's",
+        "ratio_client_examples": "examples forward + backward on every client over retraining's",
+        "ratio_bytes": "arrays exchanged both ways (global model down, client models up) over retraining's",
+        "ratio_wall_time": "wall time over retraining's (same process)",
+        "rounds": "rounds the method ran (a train run: the federation's training rounds)",
+    },
+)
+register_outputs(
+    "federated_mia_extra",
+    {"fed_mia_loss_auc_reference": "reference", "fed_mia_lr_auc": "reference"},
+    "Membership inference of the forgotten data against never-trained examples drawn like them.",
+    "Yeom et al. 2018 (loss threshold); a learned attack over loss, confidence and entropy "
+    "(Shokri et al. 2017's features).",
+    computed_by="unlearnkit.modalities.federated.metrics.evaluate_federated",
+    modalities=("federated",),
+    help={
+        "fed_mia_loss_auc_reference": "the reference's loss-threshold AUC (what a model that never saw the data gives)",
+        "fed_mia_lr_auc": "AUC of a logistic attack over loss, confidence and entropy (forget vs holdout)",
+    },
+)
+register_outputs(
+    "federated_train",
+    {"bytes_exchanged": "lower"},
+    "Bytes the federation's training exchanged (train runs).",
+    "Arrays both ways, counted per message.",
+    computed_by="unlearnkit.modalities.federated.task.train_metrics",
+    modalities=("federated",),
+    units={"bytes_exchanged": "count"},
+)
+
+#: the report's figures of federated runs (:mod:`unlearnkit.orchestration.report.plots`
+#: draws them with its own plot kinds; each is drawn where its metrics are present)
+REPORT_PLOTS = {
+    "federated_tradeoff": {
+        "title": "Federated: forgetting vs utility",
+        "kind": "tradeoff",
+        "args": {"x": "fed_gap_acc_forget", "y": "fed_acc_test"},
+        "caption": "Each point is a method (mean ± std over seeds): the gap to federated retraining's accuracy "
+        "on the forgotten data against the global model's test accuracy. Ideal: left and high.",
+    },
+    "federated_privacy": {
+        "title": "Federated: membership inference on the forgotten data",
+        "kind": "privacy",
+        "args": {"metrics": ["fed_mia_loss_auc", "fed_mia_lr_auc"]},
+        "caption": "Attack AUC on the forgotten data vs never-trained examples drawn like them. Ideal: the "
+        "reference's value (dotted); 0.5 (dashed) is chance.",
+    },
+    "federated_rounds": {
+        "title": "Federated: rounds",
+        "kind": "cost",
+        "args": {"metric": "ratio_rounds"},
+        "caption": "Rounds over federated retraining's (log scale); below the dashed 1x line is fewer rounds.",
+    },
+    "federated_client_compute": {
+        "title": "Federated: client compute",
+        "kind": "cost",
+        "args": {"metric": "ratio_client_examples"},
+        "caption": "Examples forward + backward on every client over retraining's (log scale).",
+    },
+    "federated_bytes": {
+        "title": "Federated: bytes exchanged",
+        "kind": "cost",
+        "args": {"metric": "ratio_bytes"},
+        "caption": "Arrays exchanged both ways over retraining's (log scale).",
+    },
+}
 
 
 def cost_ratios(cost: FederatedCost, reference: FederatedCost) -> dict[str, float]:

@@ -486,3 +486,60 @@ def describe_clients(task: FederatedTask) -> list[dict]:
 
 def dumps_ids(ids: Sequence[str]) -> str:
     return json.dumps([str(i) for i in ids])
+
+
+# --------------------------------------------------------------------------- the generic surfaces' hooks
+# what `unlearnkit unlearn / evaluate / bench / report` ask of this modality where the generic
+# flow cannot serve it (the original is a federation's stored rounds, the methods are this
+# package's functions); the work is in :mod:`.flow`, imported on first use
+def answer_request(workspace, request, get_method, progress: bool = False) -> dict:
+    """A deletion request on a federated train run (:func:`.flow.answer_request`)."""
+    from .flow import answer_request as answer
+
+    return answer(workspace, request, get_method, progress)
+
+
+def evaluate_run(workspace, record, seed: int | None = None, progress: bool = False) -> dict:
+    """Every federated metric of a recorded unlearned run (:func:`.flow.evaluate_run`)."""
+    from .flow import evaluate_run as evaluate
+
+    return evaluate(workspace, record, seed, progress)
+
+
+def check_methods(specs, get_method) -> None:
+    """A bench grid's methods, checked before any training (:func:`.flow.check_methods`)."""
+    from .flow import check_methods as check
+
+    check(specs, get_method)
+
+
+def bench_job(base, scenarios, specs, seed: int, workspace, get_method) -> list[dict]:
+    """One bench job on a trained federation (:func:`.flow.bench_job`)."""
+    from .flow import bench_job as job
+
+    return job(base, scenarios, specs, seed, workspace, get_method)
+
+
+def scenario_from_dict(d: dict) -> FederatedForget:
+    """A grid's scenario mapping (``{kind: client, client: client-04}``, ``{kind: subject,
+    subjects: [...]}``) as a forget request."""
+    if not isinstance(d, dict) or d.get("kind") not in ("client", "subject", "examples"):
+        raise ConfigError(f"a federated scenario is a mapping of kind client, subject or examples, not {d!r}")
+    return FederatedForget.from_dict(d)
+
+
+def scenario_label(scenario: dict | None) -> str | None:
+    """A short label of a federated scenario for reports (``client client-04``, ``subject
+    subject-017 (client-01)``), the same over seeds where the client is the same."""
+    s = scenario or {}
+    kind = s.get("kind")
+    if kind == "client":
+        clients = s.get("clients") or [s.get("client")]
+        return ("client " if len(clients) == 1 else "clients ") + ", ".join(map(str, clients))
+    if kind == "subject":
+        subs = s.get("subjects") or []
+        shown = subs[0] if len(subs) == 1 else f"{len(subs)} subjects"
+        return f"subject {shown} ({s.get('client')})" if len(subs) == 1 else f"{shown} ({s.get('client')})"
+    if kind == "examples":
+        return f"{s.get('count')} examples ({s.get('client')})"
+    return None

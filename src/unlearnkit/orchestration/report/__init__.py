@@ -19,13 +19,23 @@ this package keeps no list of metric names of its own.
 
 from .formatting import format_value, goal_label, markdown_table
 from .html import legend_rows, render_html, render_markdown, write_report
-from .plots import PLOTS, figure_png, plot_cost, plot_lm_tradeoff, plot_privacy, plot_tradeoff
+from .plots import (
+    PLOT_KINDS,
+    PLOTS,
+    figure_png,
+    modality_plots,
+    plot_cost,
+    plot_lm_tradeoff,
+    plot_privacy,
+    plot_tradeoff,
+)
 from .summary import (
     ROLE,
     default_metrics,
     display_name,
     modalities_of,
     order_metrics,
+    record_scenario_label,
     scenario_label,
     section_title,
     summarise,
@@ -34,6 +44,7 @@ from .summary import (
 
 __all__ = [
     "PLOTS",
+    "PLOT_KINDS",
     "ROLE",
     "default_metrics",
     "display_name",
@@ -43,7 +54,9 @@ __all__ = [
     "legend_rows",
     "markdown_table",
     "modalities_of",
+    "modality_plots",
     "order_metrics",
+    "record_scenario_label",
     "plot_cost",
     "plot_lm_tradeoff",
     "plot_privacy",

@@ -19,17 +19,16 @@ from ...evaluation.metrics import metric_help, metric_ideal
 from ...utils import atomic_write, stable_hash
 from ..records import RunRecord, now_iso
 from .formatting import _grid, _md_cell, markdown_table
-from .plots import PLOTS, figure_png
+from .plots import PLOTS, figure_png, modality_plots
 from .summary import (
     _as_records,
     _check_metrics,
     _present,
-    _scenario,
     default_metrics,
     display_name,
     modalities_of,
     order_metrics,
-    scenario_label,
+    record_scenario_label,
     summarise,
 )
 
@@ -82,7 +81,7 @@ def _provenance(recs: list[RunRecord]) -> dict:
             "kind": r.kind,
             "method": r.method,
             "seed": r.seed,
-            "scenario": scenario_label(_scenario(r)),
+            "scenario": record_scenario_label(r),
             "status": r.status,
             "created_at": r.created_at,
             "artifact": r.artifact or "",
@@ -157,16 +156,19 @@ def render_html(
     prov: dict,
     generated: str,
     modalities: Sequence[str] | None = None,
+    plot_specs: dict | None = None,
 ) -> str:
-    """The self-contained report page: inline CSS, PNGs as base64 data URIs, no script."""
+    """The self-contained report page: inline CSS, PNGs as base64 data URIs, no script.
+    ``plot_specs``: what names each plot (default :data:`~.plots.PLOTS`)."""
     e = html.escape
+    named = PLOTS if plot_specs is None else plot_specs
     n_failed = sum(w["status"] == "failed" for w in rows)
     methods = sorted({w["method"] for w in rows if w["role"] == "unlearn"})
     legend = _html_table(["metric", "what it is", "ideal"], legend_rows(all_metrics, modalities), cls="legend")
     figs = "".join(
-        f'<figure><img alt="{e(PLOTS[k][0])}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode("ascii")}"><figcaption><b>{e(PLOTS[k][0])}.</b> '
-        f"{e(PLOTS[k][3])}</figcaption></figure>"
+        f'<figure><img alt="{e(named[k][0])}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode("ascii")}"><figcaption><b>{e(named[k][0])}.</b> '
+        f"{e(named[k][3])}</figcaption></figure>"
         for k, png in plots.items()
     )
     env = _html_table(["key", "value"], [[k, v] for k, v in prov["environment"].items()], cls="legend")
@@ -215,12 +217,15 @@ def render_markdown(
     prov: dict,
     generated: str,
     modalities: Sequence[str] | None = None,
+    plot_specs: dict | None = None,
 ) -> str:
-    """The Markdown report; plots are linked as PNG files beside it."""
+    """The Markdown report; plots are linked as PNG files beside it (``plot_specs``: what
+    names each, default :data:`~.plots.PLOTS`)."""
     c = _md_cell
+    named = PLOTS if plot_specs is None else plot_specs
     legend = ["| metric | what it is | ideal |", "|:---|:---|:---|"]
     legend += [f"| {c(m)} | {c(h)} | {c(i)} |" for m, h, i in legend_rows(all_metrics, modalities)]
-    figs = [f"### {c(PLOTS[k][0])}\n\n![{c(PLOTS[k][0])}]({f})\n\n{c(PLOTS[k][3])}" for k, f in plot_files.items()]
+    figs = [f"### {c(named[k][0])}\n\n![{c(named[k][0])}]({f})\n\n{c(named[k][3])}" for k, f in plot_files.items()]
     runs = ["| id | kind | method | seed | scenario | status | created_at |", "|" + ":---|" * 7]
     runs += [
         "| "
@@ -282,7 +287,8 @@ def write_report(
     metrics = _check_metrics(recs, metrics) if metrics is not None else default_metrics(rows, modalities or None)
     all_metrics = order_metrics(m for w in rows for m in w["mean"])
     plots: dict[str, bytes] = {}
-    for key, (_, fn, needed, _) in PLOTS.items():
+    named = {**PLOTS, **modality_plots(modalities)}  # a modality's own figures over its metric keys
+    for key, (_, fn, needed, _) in named.items():
         if all(_present(rows, pat) for pat in needed):
             fig = fn(rows)
             plots[key] = figure_png(fig)
@@ -293,9 +299,12 @@ def write_report(
     texts = {
         "markdown": (
             "report.md",
-            render_markdown(title, rows, metrics, all_metrics, files, prov, generated, modalities),
+            render_markdown(title, rows, metrics, all_metrics, files, prov, generated, modalities, named),
         ),
-        "html": ("report.html", render_html(title, rows, metrics, all_metrics, plots, prov, generated, modalities)),
+        "html": (
+            "report.html",
+            render_html(title, rows, metrics, all_metrics, plots, prov, generated, modalities, named),
+        ),
         "json": (
             "report.json",
             json.dumps(

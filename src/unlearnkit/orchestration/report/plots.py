@@ -7,6 +7,7 @@ plot's default attack is the catalogue's headline membership AUC.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from fnmatch import fnmatch
@@ -292,3 +293,32 @@ PLOTS = {
         "0.5 (dashed) means the attack cannot tell forget data from unseen data.",
     ),
 }
+
+
+#: the plot kinds a modality's figures may name (``REPORT_PLOTS`` in its ``metrics`` module)
+PLOT_KINDS = {"tradeoff": plot_tradeoff, "cost": plot_cost, "privacy": plot_privacy}
+
+
+def modality_plots(modalities: Sequence[str] | None) -> dict:
+    """The figures the reported runs' modalities declare over their own metric keys, as
+    entries like :data:`PLOTS`'s: ``REPORT_PLOTS`` in ``<package>.metrics``, ``key ->
+    {title, kind (a key of PLOT_KINDS), args (the plot function's metric arguments),
+    caption}``. The report draws each where all its metrics are present, as it does the
+    built-in ones; this package keeps no metric name of a modality's."""
+    from ...modalities import get_modality
+
+    out: dict = {}
+    for name in modalities or ():
+        try:
+            declared = getattr(get_modality(name).part("metrics"), "REPORT_PLOTS", {})
+        except (ConfigError, ModuleNotFoundError):
+            continue
+        for key, p in declared.items():
+            if p["kind"] not in PLOT_KINDS:
+                raise ConfigError(
+                    f"modality {name!r}: plot {key!r} has kind {p['kind']!r}, not one of {list(PLOT_KINDS)}"
+                )
+            args = dict(p.get("args") or {})
+            needed = [m for v in args.values() for m in (v if isinstance(v, (list, tuple)) else [v])]
+            out[key] = (p["title"], functools.partial(PLOT_KINDS[p["kind"]], **args), needed, p["caption"])
+    return out

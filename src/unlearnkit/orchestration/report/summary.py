@@ -84,6 +84,19 @@ def scenario_label(scenario: dict | None) -> str:
     return label if len(label) <= 48 else label[:47] + "…"
 
 
+def record_scenario_label(record: RunRecord) -> str:
+    """The label of a run's scenario: its modality's (``<package>.task.scenario_label``,
+    where the modality names its scenarios itself, e.g. a federated client), else
+    :func:`scenario_label`."""
+    scenario = _scenario(record)
+    try:
+        own = getattr(modality_of_spec(record.task_spec).part("task"), "scenario_label", None)
+    except (ConfigError, ModuleNotFoundError):
+        own = None
+    label = own(scenario) if own is not None else None
+    return label or scenario_label(scenario)
+
+
 def task_label(task_spec: dict | None) -> str:
     """The task's label as its modality gives it (``dataset · model`` for classifiers,
     ``source · architecture`` for language models); a spec of a modality that is not
@@ -184,7 +197,7 @@ def summarise(records: Iterable[RunRecord | dict], metrics: list[str] | None = N
     metrics = _check_metrics(recs, metrics)
     groups: dict[tuple, list[RunRecord]] = {}
     for r in recs:
-        key = (task_label(r.task_spec), scenario_label(_scenario(r)), ROLE.get(r.kind, r.kind), r.method)
+        key = (task_label(r.task_spec), record_scenario_label(r), ROLE.get(r.kind, r.kind), r.method)
         groups.setdefault(key, []).append(r)
     sections: dict[tuple, list[dict]] = {}
     for (task, scen, role, method), members in groups.items():
