@@ -27,6 +27,11 @@ class IMUParams(LoopParams):
     )
     clip_quantile: float = hp(0.93, "clip the weights at this quantile of their values (the official 0.93)")
     l1: float = hp(0.0, "weight of an L1 penalty on the updated parameters (the official code's alpha)")
+    influence_on: str = hp(
+        "head",
+        "which parameters IMU reads and updates: 'head' (the output layer of a classifier) or "
+        "'attention' (the lm_modules of the last lm_layers decoder layers; the causal-LM default)",
+    )
     lm_layers: int = hp(3, "causal LMs: how many of the last decoder layers hold the influence parameters")
     lm_modules: list = hp(
         ATTENTION_MODULES, "causal LMs: names of the projections in those layers whose weights IMU reads and updates"
@@ -35,6 +40,8 @@ class IMUParams(LoopParams):
     def __post_init__(self) -> None:
         if self.damping <= 0 or not 0 < self.top_fraction <= 1 or not 0 < self.clip_quantile <= 1 or self.l1 < 0:
             raise ConfigError("imu: damping must be > 0, top_fraction and clip_quantile in (0, 1], l1 >= 0")
+        if self.influence_on not in ("head", "attention"):
+            raise ConfigError(f"imu: influence_on must be 'head' or 'attention', not {self.influence_on!r}")
         if self.lm_layers < 1:
             raise ConfigError("imu: lm_layers must be >= 1")
         if not self.lm_modules or not all(isinstance(m, str) and m for m in self.lm_modules):
@@ -184,7 +191,12 @@ class IMU(Method):
     def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
-        if task.modality == "causal_lm":
+        if p.influence_on == "head" and getattr(task, "num_classes", None) is None:
+            raise ConfigError(
+                "imu: influence_on='head' needs a classifier's output layer; use 'attention' on this task"
+            )
+        # the modality's defaults choose (causal_lm/defaults.py sets 'attention'): no name test here
+        if p.influence_on == "attention":
             head = lm_influence_parameters(model, p.lm_layers, p.lm_modules)
             positions, weights = lm_influence_weights(model, task, head, p.damping, p.top_fraction, p.clip_quantile)
         else:

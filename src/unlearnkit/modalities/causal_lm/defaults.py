@@ -13,7 +13,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "ce_u": {"epochs": 10.0, "lr": 1e-3, "batch_size": 8, "retain_weight": 0.0},
     "satimp": {"epochs": 10.0, "lr": 3e-3, "batch_size": 8},
     "pdu": {"lr": 3e-3, "batch_size": 8},
-    "imu": {"lr": 2e-3, "epochs": 10.0, "batch_size": 8},
+    "imu": {"lr": 2e-3, "epochs": 10.0, "batch_size": 8, "influence_on": "attention"},
     "obliviate": {"lr": 3e-3},
 }
 
