@@ -91,6 +91,7 @@ register_modality(
         summary="implicit-feedback recommenders: BPR matrix factorisation, LightGCN, two-tower (users' histories, "
         "interactions, items)",
         task_kinds=("recsys",),
+        capabilities=frozenset({"service"}),
     )
 )
 
