@@ -14,6 +14,7 @@ import torch
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, select
 
+from service_pg import db_url, share_runs  # noqa: F401
 from service_support import drain, make_service, train_home
 from unlearnkit.methods.cragru import CragruModel  # noqa: E402
 from unlearnkit.modalities import get_modality  # noqa: E402
@@ -235,3 +236,22 @@ def test_the_warm_up_of_a_parameter_free_version_trains_a_fresh_model(trained_re
     assert torch.equal(torch.get_rng_state(), state)  # the factory's seeding does not leak
     assert type(w.original) is type(task.original) and any(p.requires_grad for p in w.original.parameters())
     assert w.reference_key(0) == t.reference_key(0) and w.split is t.split and t.original is frozen
+
+
+def test_a_cragru_answer_is_stored_and_certified_on_both_back_ends(trained_rec, tmp_path, db_url):  # noqa: F811
+    """PostgreSQL's JSON refuses NaN as RFC 8785 does: the forward-only answer's step output
+    (NaN final loss) is stored as null on either back end, and its certificate verifies."""
+    h, run = _copy(trained_rec, tmp_path)
+    share_runs(h, db_url)
+    svc, q = make_service(h, db_url, policy=ONE)
+    assert svc.engine.dialect.name == ("sqlite" if db_url is None else "postgresql")
+    svc.register_line("recs", run, policy=NO_CHECKS)
+    user = str(svc._task(run).data.user_ids[5])
+    r = svc.submit("recs", subjects=[user]).body
+    assert drain(svc, q) == ["promoted"]
+    s = svc._steps(r["batch"])[0]["steps"]
+    assert s["unlearn"]["method"] == "cragru" and s["unlearn"]["cost"]["final_loss"] is None
+    assert crypto.verify_document(svc.certificate(r["id"]), svc.public_key_pem()) == []
+    with svc.engine.connect() as conn:
+        exported = audit.export(conn, svc.public_key_pem())
+    assert audit.verify_log(exported["entries"], exported["checkpoints"], svc.public_key_pem()).problems == []
