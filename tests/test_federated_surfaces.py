@@ -221,3 +221,22 @@ def test_bench_methods_are_checked_before_training():
     with pytest.raises(ConfigError, match="bogus"):  # a method inside the client: its own check
         check_methods([("npo", {"bogus": 1})], get_method)
     check_methods([("federaser", {"delta_t": 2}), ("npo", {"recovery_rounds": 1})], get_method)
+
+
+def test_record_tags_keep_the_rounds_and_they_must_end_in_the_recorded_model(tmp_path, monkeypatch):
+    """What `train --task federated` would keep through the hook: unlearning then reads the
+    rounds back and trains nothing; rounds of another federation are refused."""
+    from unlearnkit.modalities.federated import flow
+    from unlearnkit.modalities.federated.task import FederatedTask, build_task, record_tags, train_metrics
+    from unlearnkit.orchestration.experiment import Workspace, train_record
+
+    ws = Workspace.open(tmp_path)
+    task, other = (build_task("federated", {"clients": 3, "rounds": 2}, seed=s) for s in (0, 1))
+    rec = train_record(task, train_metrics(task), ws.artifacts.save(task.original))
+    rec.tags = {**rec.tags, **record_tags(task, ws.artifacts)}
+    monkeypatch.setattr(FederatedTask, "run_program", lambda *a, **k: pytest.fail("the federation was trained again"))
+    rebuilt = flow.stored_task(ws, rec, FederatedForget(client="client-01"))
+    assert len(rebuilt.history.rounds) == 2 and ws.artifacts.save(rebuilt.original) == rec.artifact
+    rec.tags = {**rec.tags, **record_tags(other, ws.artifacts)}
+    with pytest.raises(ConfigError, match="do not end in its recorded global model"):
+        flow.stored_task(ws, rec, FederatedForget(client="client-01"))

@@ -66,10 +66,9 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a federation and record its global model (the original)."""
-    from ..modalities.federated.history import history_tensors
     from ..modalities.federated.partition import parse_scheme
     from ..modalities.federated.runtime import RUNTIMES, check_strategy
-    from ..modalities.federated.task import describe_clients, make_federated_task, train_metrics
+    from ..modalities.federated.task import describe_clients, make_federated_task, record_tags, train_metrics
     from ..orchestration.experiment import train_record
 
     check_strategy(strategy)
@@ -93,11 +92,10 @@ def train(
         runtime=runtime,
     )
     metrics = train_metrics(task)
-    tensors, meta = history_tensors(task.history)
     rec = train_record(task, metrics, ws.artifacts.save(task.original))
     rec.cost = task.federated_cost.to_dict()
     # every round (global models, client updates, strategy states) as one artifact
-    rec.tags = {**rec.tags, "federated_history": ws.artifacts.save(tensors, meta)}
+    rec.tags = {**rec.tags, **record_tags(task, ws.artifacts)}
     ws.store.add(rec)
     doc = {
         "run_id": rec.id,

@@ -506,6 +506,16 @@ def evaluate_run(workspace, record, seed: int | None = None, progress: bool = Fa
     return evaluate(workspace, record, seed, progress)
 
 
+def record_tags(task: FederatedTask, artifacts) -> dict:
+    """What a train run of ``task`` keeps beside its model: every stored round as one artifact
+    (``federated_history``), so unlearning reads them back instead of training the
+    federation again. ``artifacts``: the workspace's artifact store."""
+    from .history import history_tensors
+
+    tensors, meta = history_tensors(task.history)
+    return {"federated_history": artifacts.save(tensors, meta)}
+
+
 def check_methods(specs, get_method) -> None:
     """A bench grid's methods, checked before any training (:func:`.flow.check_methods`)."""
     from .flow import check_methods as check
