@@ -171,6 +171,9 @@ def test_report_shows_federated_tables_and_figures(capsys, monkeypatch, home, ex
     row = next(w for w in doc["rows"] if w["method"] == "federated:exact")
     assert row["scenario"] == "client client-02"
     assert row["mean"]["fed_gap_acc_test"] == 0.0 and row["mean"]["ratio_rounds"] == pytest.approx(2 / 3)
+    # the original is filed under no request (its spec names the federation only), with its test accuracy
+    orig = next(w for w in doc["rows"] if w["role"] == "original")
+    assert orig["scenario"] == "unspecified" and orig["mean"]["fed_acc_test"] > 0.5
     md = (tmp_path / "r" / "report.md").read_text()
     header = next(ln for ln in md.splitlines() if ln.startswith("| method | seeds | fed_acc_forget"))
     for col in ("fed_acc_retain", "fed_acc_test", "fed_gap_acc_test", "fed_mia_loss_auc", "ratio_bytes"):
@@ -202,6 +205,11 @@ def test_bench_job_records_reference_methods_and_failures(bench_records):
         assert ex.metrics["fed_acc_test"] == ref.metrics["fed_acc_test"] and ex.metrics["ratio_rounds"] < 1
         failed = by["federated:graddiff", seed]
         assert failed.status == "failed" and "retain data" in failed.error
+        orig = by["original", seed]  # the model left as it is, against the same reference
+        assert orig.kind == "train" and "ratio_rounds" not in orig.metrics
+        assert orig.metrics["fed_gap_acc_test"] == pytest.approx(
+            abs(orig.metrics["fed_acc_test"] - ref.metrics["fed_acc_test"])
+        )
     rows = summarise(bench_records)
     exact = next(w for w in rows if w["method"] == "federated:exact")
     assert exact["n_seeds"] == 2 and exact["scenario"] == "client client-02"  # seeds averaged together

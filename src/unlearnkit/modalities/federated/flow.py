@@ -197,11 +197,35 @@ def check_methods(specs: list[tuple[str, dict]], get_method: Callable[..., Any])
         resolve_method(name, params, get_method)
 
 
+def original_record(task: FederatedTask, seed: int, workspace) -> dict:
+    """The original's row of a bench scenario: its federated metrics against retraining
+    (what leaving the model as it is gives); it unlearns nothing, so no cost ratios."""
+    from .metrics import evaluate_federated
+    from .unlearning import retrain
+
+    metrics = evaluate_federated(task, task.original, FederatedCost(), retrain(task), seed=seed)
+    return {
+        "kind": "train",
+        "task_key": task.key,
+        "method": "original",
+        "seed": int(seed),
+        "task_spec": task.spec,
+        "scenario": task.split.scenario,
+        "forget_fingerprint": task.split.forget_fingerprint,
+        "params": {},
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("ratio_") and k != "rounds"},
+        "cost": task.federated_cost.to_dict(),
+        "environment": environment_info(),
+        "artifact": workspace.artifacts.save(task.original),
+    }
+
+
 def bench_job(
     base: FederatedTask, scenarios: list, specs: list[tuple[str, dict]], seed: int, workspace, get_method
 ) -> list[dict]:
-    """A ``bench`` job on one federation (``base``, trained once): per scenario, federated
-    retraining (the reference, recorded as ``federated:retrain``) and every method in
+    """A ``bench`` job on one federation (``base``, trained once): per scenario, the original
+    (:func:`original_record`), federated retraining (the reference, recorded as
+    ``federated:retrain``) and every method in
     ``specs``, each with its metrics; the records' fields (none stored). A method that fails
     is a failed record with its error, the others go on."""
     from ...errors import UnlearnkitError
@@ -210,6 +234,7 @@ def bench_job(
     for sc in scenarios:
         request = sc if isinstance(sc, FederatedForget) else FederatedForget.from_dict(sc) if sc else None
         task = base.with_forget_request(request) if request is not None else base
+        recs.append(original_record(task, seed, workspace))
         names = [("retrain", {})] + [s for s in specs if s[0] != "retrain"]
         for name, params in names:
             method, kwargs = resolve_method(name, params, get_method)

@@ -199,9 +199,11 @@ class FederatedTask(Task):
         rng = np.random.default_rng(derive_seed(self.seed, "holdout", len(forget_ids)))
         holdout = matched_holdout(self.pool, self.split.train.select(forget_ids), rng)
         split = Split(self.split.train, self.split.test, forget_ids, holdout, scenario)
-        return dataclasses.replace(
-            self, split=split, forget_request=request, spec=dict(self.spec, scenario=scenario), memo={}
-        )
+        # the spec names the federation, not the request: a train run's spec would otherwise
+        # carry the default request (the last client) and reports would file the original
+        # under it; a request is its record's scenario
+        spec = {k: v for k, v in self.spec.items() if k != "scenario"}
+        return dataclasses.replace(self, split=split, forget_request=request, spec=spec, memo={})
 
 
 def resolve_forget(task: FederatedTask, request: FederatedForget) -> tuple[list[str], dict]:
@@ -460,6 +462,7 @@ def train_metrics(task: FederatedTask) -> dict[str, float]:
     for name, data in (("acc_train", task.train), ("acc_test", task.test)):
         sc = compute_scores(task.original, data, task.adapter)
         out[name] = float(np.mean(sc.pred == sc.labels))
+    out["fed_acc_test"] = out["acc_test"]  # the federated reports' column for the same number
     out["rounds"] = float(task.federated_cost.rounds)
     out["bytes_exchanged"] = float(task.federated_cost.bytes_exchanged)
     return out
