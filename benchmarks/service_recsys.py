@@ -1,7 +1,8 @@
 """Recommender model lines in the deletion-request service: the gate's numbers per method
 (the calibration of ``modalities/recommender/defaults.py``) and what a request costs.
 
-One BPR-MF original is trained on synthetic 300 x 200 (``unlearnkit train --task recsys``).
+One original (BPR-MF by default, ``--model lightgcn``) is trained on synthetic 300 x 200
+(``unlearnkit train --task recsys``).
 For each method (``--methods``) a fresh line is registered with a gate that passes every
 candidate (so each request starts from the previous answer, as it would in production) and
 two series of five requests arrive one at a time, each answered before the next: five people
@@ -9,12 +10,13 @@ two series of five requests arrive one at a time, each answered before the next:
 (five users' one interaction each). Per request it records the gate's metrics (NDCG@10 of
 retained users as a ratio to the reference's and its relative gap, Jaccard@10 of the
 forgotten users' top 10 with the reference's, the loss-threshold MIA AUC, unlearning bias,
-the canary loss shifts) and seconds from submission to certificate.
+the canary loss shifts), seconds from submission to certificate and per workflow step. Every
+line runs on its own copy of the trained workspace, so each retrains its own references.
 
 Then (``--default``) a line with the modality's default policy answers two people and one
 interaction request: seconds per request, which checks passed, whether it escalated.
 
-    python benchmarks/service_recsys.py [--methods cragru,finetune,graddiff,npo]
+    python benchmarks/service_recsys.py [--methods cragru,finetune,graddiff,npo] [--model bpr]
         [--out benchmarks/results/service_recsys.json]
 """
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -72,10 +75,20 @@ def _answer(svc: Service, q: _Queue, line: str, body: dict) -> tuple[dict, float
         released += 1
         svc.decide(r["batch"], "release", "benchmark", "bench")
 
-    end = answer_batch(q.batches[-1], lambda name, b, *a: call_step(svc, name, b, *a), wait)
+    timed: dict[str, float] = {}
+
+    def step(name, b, *a):
+        t0 = time.perf_counter()
+        try:
+            return call_step(svc, name, b, *a)
+        finally:
+            timed[name] = round(timed.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+    end = answer_batch(q.batches[-1], step, wait)
     secs = time.perf_counter() - t
     steps = svc._steps(r["batch"])[0]["steps"]
     assert crypto.verify_document(svc.certificate(r["id"]), svc.public_key_pem()) == []
+    steps = dict(steps, seconds_per_step=timed)
     return steps, secs, end, released
 
 
@@ -95,10 +108,19 @@ def _series(svc: Service, run: str) -> dict[str, list[dict]]:
     return {"person": [{"subjects": [p]} for p in people], "5 interactions": inter}
 
 
-def calibrate(home: Path, run: str, method: str) -> dict:
+def _fresh(trained: Path, name: str) -> Path:
+    """A copy of the trained workspace (its own cache: every line retrains its own
+    references, so request times compare)."""
+    home = trained.parent / name
+    shutil.copytree(trained, home)
+    return home
+
+
+def calibrate(trained: Path, run: str, method: str) -> dict:
     out = {}
-    for kind, bodies in _series(Service(home, None, {}, enqueue=_Queue()), run).items():
+    for kind, bodies in _series(Service(_fresh(trained, f"{method}-series"), None, {}, enqueue=_Queue()), run).items():
         q = _Queue()
+        home = _fresh(trained, f"{method}-{kind.replace(' ', '')}")
         svc = Service(home, None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
         name = f"{method}-{kind.replace(' ', '')}"
         svc.register_line(name, run, policy=dict(OPEN_GATE, method={"name": method, "params": {}}))
@@ -117,14 +139,15 @@ def calibrate(home: Path, run: str, method: str) -> dict:
             for c in v["canary"] + v["deletion_effect"]:
                 row[c["measure"]] = c["value"]
             row.update(seconds=round(secs, 2), end=end, examples=len(steps["resolve"]["forget_ids"]))
+            row["seconds_per_step"] = steps["seconds_per_step"]
             rows.append(row)
         out[kind] = rows
     return out
 
 
-def default_line(home: Path, run: str) -> list[dict]:
+def default_line(trained: Path, run: str) -> list[dict]:
     q = _Queue()
-    svc = Service(home, None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
+    svc = Service(_fresh(trained, "default"), None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
     svc.register_line("default", run)
     series = _series(svc, run)
     rows = []
@@ -145,6 +168,7 @@ def default_line(home: Path, run: str) -> list[dict]:
                 "held_and_released": released,
                 "failed_checks": failed,
                 "method": (steps.get("escalate") or steps["unlearn"])["method"],
+                "seconds_per_step": steps["seconds_per_step"],
             }
         )
     return rows
@@ -154,6 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="cragru,finetune,graddiff,npo")
     ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--model", default="bpr", help="bpr, lightgcn or two-tower")
     ap.add_argument("--out", default="benchmarks/results/service_recsys.json")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -162,7 +187,19 @@ def main() -> None:
         home = Path(tmp) / "home"
         t0 = time.perf_counter()
         res = CliRunner().invoke(
-            app, ["train", "--home", str(home), "--task", "recsys", "--dataset", args.dataset, "--json"]
+            app,
+            [
+                "train",
+                "--home",
+                str(home),
+                "--task",
+                "recsys",
+                "--dataset",
+                args.dataset,
+                "--model",
+                args.model,
+                "--json",
+            ],
         )
         if res.exit_code != 0:
             raise SystemExit(f"training failed: {res.output}")
@@ -170,7 +207,7 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         result = {
             "dataset": args.dataset,
-            "model": "bpr",
+            "model": args.model,
             "train_seconds": round(train_s, 1),
             "calibration": {m: calibrate(home, run, m) for m in args.methods.split(",") if m},
             "default_policy": default_line(home, run),
