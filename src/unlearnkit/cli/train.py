@@ -113,7 +113,7 @@ def train(
         finite("--dp-delta", dp_delta, 0)
         if not dp_delta < 1:
             raise ConfigError(f"--dp-delta must be in (0, 1), not {dp_delta}")
-        if modality.name != "causal_lm":
+        if not _builds_dp_originals(modality):
             raise ConfigError(
                 "--dp-epsilon applies to language-model tasks (--task profiles, bible or qa); "
                 "a DP classifier original is built in Python: make_task(..., dp={...})"
@@ -188,6 +188,15 @@ def _record(modality, task, task_kind: str, ws, as_json: bool) -> None:
         as_json,
         f"trained {label_} ({n_params:,} parameters) on {len(task.train)} examples: {shown}\nrun id: {rec.id}",
     )
+
+
+def _builds_dp_originals(modality) -> bool:
+    """Whether the modality's task builder takes ``train --dp-epsilon`` (its task module says so
+    with ``TRAIN_DP_OPTIONS = True``; until the modality registry has a capability for it)."""
+    try:
+        return bool(getattr(modality.part("task"), "TRAIN_DP_OPTIONS", False))
+    except ImportError:
+        return False
 
 
 class _ReadOnlyCache:
