@@ -248,3 +248,27 @@ def test_record_tags_keep_the_rounds_and_they_must_end_in_the_recorded_model(tmp
     rec.tags = {**rec.tags, **record_tags(other, ws.artifacts)}
     with pytest.raises(ConfigError, match="do not end in its recorded global model"):
         flow.stored_task(ws, rec, FederatedForget(client="client-01"))
+
+
+def test_bench_grid_of_a_federated_task_through_the_cli(tmp_path, capsys, monkeypatch):
+    """`unlearnkit bench` on a `task: federated` grid: the modality's own methods (exact,
+    federaser) pass the grid's checks and every run is stored; an unknown method is refused
+    with one line before anything is trained."""
+    from cli_support import cli, cli_json
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "task: federated\noptions: {clients: 3, rounds: 3, strategy: fedavg}\nseeds: [0]\n"
+        'scenarios: ["client:client-02"]\nmethods: [exact, {name: federaser, params: {delta_t: 2}}]\n'
+    )
+    home = tmp_path / "ws"
+    cli_json(capsys, monkeypatch, "bench", str(grid), "--out", str(tmp_path / "rep"), "--json", home=home)
+    runs = cli_json(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    rows = runs if isinstance(runs, list) else runs.get("runs", [])
+    methods = {r["method"] for r in rows}
+    assert {"federated:exact", "federated:federaser"} <= methods, methods
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(grid.read_text().replace("[exact,", "[no_such_method,"))
+    code, out, err = cli(capsys, monkeypatch, "bench", str(bad), "--out", str(tmp_path / "rep2"), home=tmp_path / "ws2")
+    assert code == 2 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ws2" / "runs.db").exists()

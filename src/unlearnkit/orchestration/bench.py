@@ -103,15 +103,21 @@ class Grid:
         return out
 
     def method_specs(self) -> list[tuple[str, dict]]:
+        # a modality whose unlearning is its own flow (federated: exact resumption, FedEraser
+        # beside the registered methods) checks the grid's methods itself
+        own = getattr(self.modality.part("task"), "check_methods", None)
         out = []
         for m in self.methods:
             name, params = (m, {}) if isinstance(m, str) else (m.get("name"), m.get("params", {}) or {})
-            if name not in METHODS:
+            if own is None and name not in METHODS:
                 raise ConfigError(f"grid: unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
             if not isinstance(params, dict):
                 raise ConfigError(f"grid: params of method {name!r} must be a mapping, not {params!r}")
-            get_method(name, **params)  # hyperparameter names and types, before any training
+            if own is None:
+                get_method(name, **params)  # hyperparameter names and types, before any training
             out.append((name, dict(params)))
+        if own is not None:
+            own(out, get_method)
         return out
 
 
@@ -173,6 +179,11 @@ def run_job(
     modality = grid.modality
     base = modality.build_task(str(grid.task), grid.task_options(), seed=seed, cache=ws.cache)
     specs = grid.method_specs() if methods is None else methods
+    own = getattr(modality.part("task"), "bench_job", None)
+    if own is not None:  # the modality's own flow per scenario (original, reference, methods)
+        from .records import RunRecord
+
+        return [RunRecord.from_dict(d).to_dict() for d in own(base, scenarios, specs, seed, ws, get_method)]
     recs = []
     for sc in scenarios:
         task = modality.task_from_spec(base.spec, sc, cache=ws.cache)
