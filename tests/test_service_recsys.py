@@ -255,3 +255,36 @@ def test_a_cragru_answer_is_stored_and_certified_on_both_back_ends(trained_rec, 
     with svc.engine.connect() as conn:
         exported = audit.export(conn, svc.public_key_pem())
     assert audit.verify_log(exported["entries"], exported["checkpoints"], svc.public_key_pem()).problems == []
+
+
+def test_a_trainable_method_on_a_cragru_version_goes_to_the_exact_path(trained_rec, tmp_path):
+    """A method that updates its original's parameters has none to update on a CRAGRU
+    version: refused before any compute (not an optimiser error mid-step), so the gate sends
+    the batch to the exact path, whose plain recommender the next request fine-tunes."""
+    from sqlalchemy import update
+
+    from unlearnkit.service.db import model_lines
+
+    h, run = _copy(trained_rec, tmp_path)
+    svc, q = make_service(h, policy=ONE)
+    svc.register_line("recs", run, policy=NO_CHECKS)
+    users = [str(u) for u in svc._task(run).data.user_ids]
+    svc.submit("recs", subjects=[users[1]])
+    assert drain(svc, q) == ["promoted"]
+    with svc.engine.begin() as conn:
+        pol = conn.execute(select(model_lines.c.policy).where(model_lines.c.name == "recs")).scalar_one()
+        conn.execute(
+            update(model_lines)
+            .where(model_lines.c.name == "recs")
+            .values(policy=dict(pol, method={"name": "finetune", "params": {}}))
+        )
+    b = svc.submit("recs", subjects=[users[2]]).body
+    assert drain(svc, q) == ["promoted"]
+    s = svc._steps(b["batch"])[0]["steps"]
+    assert "no trainable parameter" in s["unlearn"]["error"] and s["escalate"]["method"] == "retrain"
+    assert svc.versions("recs")[-1]["training_state"] is None  # model_factory's recommender again
+    c = svc.submit("recs", subjects=[users[3]]).body
+    assert drain(svc, q) == ["promoted"]
+    s = svc._steps(c["batch"])[0]["steps"]
+    assert s["unlearn"]["method"] == "finetune" and "error" not in s["unlearn"] and s["unlearn"]["cost"]["steps"] > 0
+    assert crypto.verify_document(svc.certificate(c["id"]), svc.public_key_pem()) == []

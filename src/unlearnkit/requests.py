@@ -208,6 +208,24 @@ def warm_task(task: "Task") -> "Task":
     return _dc.replace(task, original=fresh)
 
 
+def check_trainable(method, task: "Task") -> None:
+    """Raise :class:`ConfigError` if ``method`` updates its original's parameters (it keeps the
+    original's shape: ``Method.model_template`` not overridden) and the original has no
+    trainable one (a deployed CRAGRU version): it would have nothing to update, and the
+    optimiser would fail mid-request. Methods that build their own model (``retrain``,
+    ``cragru``, ``gnndelete``, ...) may start from it."""
+    from .methods.base import Method
+
+    if type(method).model_template is not Method.model_template:
+        return
+    if not any(p.requires_grad for p in task.original.parameters()):
+        raise ConfigError(
+            f"method {method.name!r} updates its original's parameters, and the model this request starts from "
+            f"({type(task.original).__name__}) has no trainable parameter; answer with a method that builds its "
+            "own model (retrain, or the one that made this version)"
+        )
+
+
 # --------------------------------------------------------------------------- the flow
 def answer_request(workspace: Workspace, request: DeletionRequest, progress: bool = False) -> RequestOutcome:
     """Answer ``request``: resolve its data to example ids, unlearn them from the train
@@ -247,6 +265,7 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     if lora:
         task.lora = lora
 
+    check_trainable(method, task)
     warm_up(warm_task(task), progress)
     result = method.unlearn(task, seed=request.seed, progress=progress)
     metrics: dict = {}
