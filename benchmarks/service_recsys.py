@@ -2,19 +2,19 @@
 (the calibration of ``modalities/recommender/defaults.py``) and what a request costs.
 
 One original (BPR-MF by default, ``--model lightgcn``) is trained on synthetic 300 x 200
-(``unlearnkit train --task recsys``).
-For each method (``--methods``) a fresh line is registered with a gate that passes every
+(``unlearnkit train --task recsys``). For each method (``--methods``) a fresh line is registered with a gate that passes every
 candidate (so each request starts from the previous answer, as it would in production) and
 two series of five requests arrive one at a time, each answered before the next: five people
 (subjects: a user id, their whole training history) and five requests of five interactions
 (five users' one interaction each). Per request it records the gate's metrics (NDCG@10 of
-retained users as a ratio to the reference's and its relative gap, Jaccard@10 of the
-forgotten users' top 10 with the reference's, the loss-threshold MIA AUC, unlearning bias,
-the canary loss shifts), seconds from submission to certificate and per workflow step. Every
+retained users as a ratio to the reference's and its relative gap, the forget interactions'
+BPR loss and the reference's, Jaccard@10 of the forgotten users' top 10 with the reference's,
+the loss-threshold MIA AUC and the reference's, unlearning bias, the canary loss shifts), seconds from submission to certificate and per workflow step. Every
 line runs on its own copy of the trained workspace, so each retrains its own references.
 
-Then (``--default``) a line with the modality's default policy answers two people and one
-interaction request: seconds per request, which checks passed, whether it escalated.
+Then a line with the modality's default policy (``SERVICE_POLICY``) answers two people and one
+interaction request: seconds per request and step, which checks failed, whether it escalated.
+``--methods ''`` runs that part only.
 
     python benchmarks/service_recsys.py [--methods cragru,finetune,graddiff,npo] [--model bpr]
         [--out benchmarks/results/service_recsys.json]
