@@ -220,12 +220,12 @@ def test_default_gate_answers_a_person_and_bad_requests_write_nothing(trained_re
     assert _counts(svc) == before
 
 
-def test_the_warm_up_of_a_parameter_free_version_trains_a_fresh_model(trained_rec):
+def test_the_warm_up_of_a_parameter_free_version_trains_a_fresh_model(trained_rec, tmp_path):
     import dataclasses
 
     from unlearnkit.requests import warm_task
 
-    home, run = trained_rec
+    home, run = _copy(trained_rec, tmp_path)
     svc, _ = make_service(home, policy=ONE)
     task = svc._task(run)
     assert warm_task(task) is task  # a trainable original warms itself
