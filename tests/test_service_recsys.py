@@ -288,3 +288,30 @@ def test_a_trainable_method_on_a_cragru_version_goes_to_the_exact_path(trained_r
     s = svc._steps(c["batch"])[0]["steps"]
     assert s["unlearn"]["method"] == "finetune" and "error" not in s["unlearn"] and s["unlearn"]["cost"]["steps"] > 0
     assert crypto.verify_document(svc.certificate(c["id"]), svc.public_key_pem()) == []
+
+
+def test_an_item_only_held_out_is_refused_with_nothing_written(tmp_path):
+    """MovieLens-style data where one item's only interaction is a user's latest (held out
+    for testing): the item is in the data and nobody trained on it."""
+    rows = [(u, (u * 7 + k) % 20 + 1, 5, 100 * u + k) for u in range(1, 31) for k in range(6)]
+    rows.append((1, 999, 5, 10**6))  # user 1's latest: their test interaction
+    (tmp_path / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    home, run = train_home(
+        tmp_path / "home", "--task", "recsys", "--dataset", str(tmp_path / "u.data"), "--epochs", "5"
+    )
+    svc, q = make_service(home, policy=ONE)
+    svc.register_line("ml", run)
+    task = svc._task(run)
+    assert "999" in set(map(str, task.data.item_ids))
+    assert "user:1/item:999" in {str(i) for i in task.split.test.example_ids}
+    key, _ = svc.create_key("submitter", ["deletion:submit"], rate_per_minute=10_000)
+    client = TestClient(create_app(svc))
+    before = _counts(svc)
+    for body, says in (
+        ({"example_ids": ["user:2/item:999"]}, "an item nobody interacted with in training: 1"),
+        ({"example_ids": ["user:1/item:999"]}, "an item nobody interacted with in training: 1"),
+        ({"example_ids": ["user:1/item:999", "user:31/item:1"]}, "no such user: 1"),
+    ):
+        r = client.post("/v1/model-lines/ml/deletion-requests", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 422 and says in r.json()["detail"], r.text
+    assert _counts(svc) == before and q.batches == []
