@@ -33,7 +33,9 @@ def train(
         "--dataset karate, lesmis, florentine, davis, karate-nx, digits-knn, sbm:<n> or a PyG folder), profiles (generated "
         "TOFU-style QA about fictitious people), bible (MUSE-style verbatim text of "
         "KJV books) or qa (--dataset: a folder of <split>.jsonl QA files, TOFU or MUSE-style text on "
-        "disk). The last three train a tiny causal language model.",
+        "disk). The last three train a tiny causal language model. recsys (implicit-feedback recommenders: "
+        "--dataset synthetic, synthetic:<users>:<items> or a MovieLens / Netflix ratings file); federated "
+        "(clients on Flower at the defaults; `unlearnkit federated train` sets clients, rounds, strategy).",
     ),
     dataset: str = typer.Option(
         "digits",
@@ -58,7 +60,8 @@ def train(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="Classifiers: linear, mlp (default), cnn or resnet18; graphs: gcn (default), gat, gin or sage.",
+        help="Classifiers: linear, mlp (default), cnn or resnet18; graphs: gcn (default), gat, gin or sage; "
+        "recommenders: bpr (default), lightgcn or two-tower.",
     ),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default: the model's recipe)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
@@ -67,7 +70,13 @@ def train(
         None,
         "--test-fraction",
         help="Graph tasks: the share of nodes (graph) or edges (graph-link) held out as the test set "
-        "(default 0.2; GNNDelete's edges-out setting needs a small one, e.g. 0.05, on dense graphs).",
+        "(default 0.2; GNNDelete's edges-out setting needs a small one, e.g. 0.05, on dense graphs); "
+        "recommenders: each user's held-out share (default: leave one out).",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        help="Recommenders on a ratings file: ratings below it are no interaction (default: every rating is one).",
     ),
     trainer: str = typer.Option(
         "loop",
@@ -113,7 +122,7 @@ def train(
         finite("--dp-delta", dp_delta, 0)
         if not dp_delta < 1:
             raise ConfigError(f"--dp-delta must be in (0, 1), not {dp_delta}")
-        if not _builds_dp_originals(modality):
+        if not modality.supports("dp_training"):
             raise ConfigError(
                 "--dp-epsilon applies to language-model tasks (--task profiles, bible or qa); "
                 "a DP classifier original is built in Python: make_task(..., dp={...})"
@@ -125,12 +134,12 @@ def train(
     finite("--objective-noise", objective_noise, 0, strict=False)
     if test_fraction is not None:
         finite("--test-fraction", test_fraction, 0)
-        if not test_fraction < 1 or modality.name != "graph":
+        if not modality.supports("test_fraction"):
             raise ConfigError(
-                "--test-fraction must be in (0, 1)"
-                if modality.name == "graph"
-                else "--test-fraction applies to graph tasks (--task graph or graph-link)"
+                "--test-fraction applies to graph and recommender tasks (--task graph, graph-link, recsys)"
             )
+        if not test_fraction < 1:
+            raise ConfigError("--test-fraction must be in (0, 1)")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
     options = dict(
@@ -145,6 +154,7 @@ def train(
         lr=lr,
         batch_size=batch_size,
         test_fraction=test_fraction,
+        threshold=threshold,
         forget=forget,
         people=people,
         qa_per_person=qa_per_person,
@@ -166,6 +176,9 @@ def _record(modality, task, task_kind: str, ws, as_json: bool) -> None:
     metrics = modality.train_metrics(task)
     own_forget = modality.supports("default_forget")
     rec = train_record(task, metrics, ws.artifacts.save(task.original))
+    keep = getattr(modality.part("task"), "record_tags", None)  # what a modality keeps beside the
+    if keep is not None:  # model (a federation's stored rounds), so later requests need not retrain
+        rec.tags = {**rec.tags, **keep(task, ws.artifacts)}
     ws.store.add(rec)
     n_params = sum(p.numel() for p in task.original.parameters())
     label_ = modality.task_label(task.spec)
@@ -188,15 +201,6 @@ def _record(modality, task, task_kind: str, ws, as_json: bool) -> None:
         as_json,
         f"trained {label_} ({n_params:,} parameters) on {len(task.train)} examples: {shown}\nrun id: {rec.id}",
     )
-
-
-def _builds_dp_originals(modality) -> bool:
-    """Whether the modality's task builder takes ``train --dp-epsilon`` (its task module says so
-    with ``TRAIN_DP_OPTIONS = True``; until the modality registry has a capability for it)."""
-    try:
-        return bool(getattr(modality.part("task"), "TRAIN_DP_OPTIONS", False))
-    except ImportError:
-        return False
 
 
 class _ReadOnlyCache:

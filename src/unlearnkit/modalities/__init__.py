@@ -70,7 +70,7 @@ register_modality(
         "unlearnkit.modalities.causal_lm",
         summary="causal language models on question-answer pairs or verbatim text (Hugging Face models)",
         task_kinds=("profiles", "bible", "qa"),
-        capabilities=frozenset({"lora", "default_forget", "service"}),
+        capabilities=frozenset({"lora", "default_forget", "service", "dp_training"}),
     )
 )
 
@@ -80,7 +80,7 @@ register_modality(
         "unlearnkit.modalities.graph",
         summary="graph neural networks on one graph: node classification and link prediction (PyG layers)",
         task_kinds=("graph", "graph-link"),
-        capabilities=frozenset({"service", "shadow_privacy"}),
+        capabilities=frozenset({"service", "shadow_privacy", "test_fraction"}),
     )
 )
 
@@ -91,7 +91,7 @@ register_modality(
         summary="implicit-feedback recommenders: BPR matrix factorisation, LightGCN, two-tower (users' histories, "
         "interactions, items)",
         task_kinds=("recsys",),
-        capabilities=frozenset({"service"}),
+        capabilities=frozenset({"service", "test_fraction"}),
     )
 )
 

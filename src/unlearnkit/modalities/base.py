@@ -80,6 +80,8 @@ CAPABILITIES = {
     "ensembles": "plain weighted training of many models at once as one vectorised ensemble",
     "service": "deployed model lines in the deletion-request service (cumulative deletions through "
     "the training set's example and subject ids, Task.without_examples, canary examples from the test split)",
+    "dp_training": "originals trained with DP-SGD from the command line (train --dp-epsilon)",
+    "test_fraction": "the held-out test share is an option of the task (train --test-fraction)",
 }
 
 

@@ -60,8 +60,6 @@ from ...task import ModelCache, Task
 from ...utils import derive_seed, resolve_device, stable_hash
 
 PROFILE_FORGETS = ("forget01", "forget05", "forget10")
-#: build_task takes ``dp_epsilon`` / ``dp_delta`` / ``dp_clip`` (``unlearnkit train --dp-epsilon``)
-TRAIN_DP_OPTIONS = True
 DEFAULT_MODEL = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}
 #: what the original trains on: a person's direct facts, the links through their aliases and
 #: works (so alias and multi-hop questions have an answer to forget), other people, world facts
