@@ -126,6 +126,21 @@ class Task:
         removed = {str(i) for i in self.split.forget_ids} | {str(i) for i in history.get("excluded_ids") or []}
         return f"{original}-{fingerprint_ids(removed)}-{seed}"
 
+    def load_or_train_original(self, cache=None, progress: bool = False) -> None:
+        """Set ``original`` (eval mode) and ``original_cost``: the cached original of this task's
+        key where ``cache`` holds one, else trained on the training set with the recipe (and
+        cached with its cost)."""
+        info = cache.get(f"original-{self.key}", self.original) if cache is not None else None
+        if info is None:
+            self.original, self.original_cost = self.train_from_scratch(
+                self.train, self.seed, progress, desc="original"
+            )
+            if cache is not None:
+                cache.put(f"original-{self.key}", self.original, {"cost": self.original_cost.to_dict()})
+        else:
+            self.original_cost = LoopStats(**info["cost"])
+        self.original.eval()
+
     def train_from_scratch(
         self, data: ExampleSet, seed: int, progress: bool = False, desc: str = "retrain"
     ) -> tuple[nn.Module, LoopStats]:

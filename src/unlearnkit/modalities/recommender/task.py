@@ -465,14 +465,7 @@ def make_rec_task(
         split, adapter, factory, recipe, factory(seed).to(device), LoopStats(), seed, spec, data=data, model_name=model
     )
     adapter.check_model(t.original, train)
-    info = cache.get(f"original-{t.key}", t.original) if cache is not None else None
-    if info is None:
-        t.original, t.original_cost = t.train_from_scratch(train, seed, progress, desc="original")
-        if cache is not None:
-            cache.put(f"original-{t.key}", t.original, {"cost": t.original_cost.to_dict()})
-    else:
-        t.original_cost = LoopStats(**info["cost"])
-    t.original.eval()
+    t.load_or_train_original(cache, progress)
     return t
 
 
