@@ -257,7 +257,7 @@ def test_cli_test_fraction_opens_the_out_region(tmp_path, capsys, monkeypatch):
     for bad, words in (
         (("--test-fraction", "1.5"), "(0, 1)"),
         (("--test-fraction", "nan"), "finite"),
-        (("--task", "classifier", "--test-fraction", "0.1"), "graph tasks"),
+        (("--task", "classifier", "--test-fraction", "0.1"), "graph and recommender tasks"),
     ):
         code, _, err = _uk(capsys, monkeypatch, "train", *train[1:-1], *bad, home=tmp_path / "bad")
         assert code == 2 and err.startswith("error: ") and words in err, err
