@@ -52,10 +52,25 @@ def refused(*args: str, home: Path | None = None, needle: str | None = None) -> 
     return lines[0]
 
 
+def _store_content(path: Path) -> str:
+    """The SQLite store's rows (read-only, the write-ahead log included): its bytes change
+    when SQLite checkpoints the log into the file, which an earlier command's connection may
+    do whenever it is closed, with no row written."""
+    import hashlib
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+    finally:
+        con.close()
+
+
 def snapshot(root: Path) -> dict:
-    """Every file under ``root`` with its size and mtime (what 'nothing written' compares)."""
+    """Every file under ``root`` with its size and mtime, the store by its rows (what 'nothing
+    written' compares)."""
     return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        str(p.relative_to(root)): _store_content(p) if p.suffix == ".db" else (p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.name.endswith(("-wal", "-shm"))
     }
