@@ -1,7 +1,7 @@
 """One flow for a deletion request, and the re-evaluation of a stored run.
 
-:func:`answer_request` is what the CLI's ``unlearn``, the Python API and (next) the HTTP
-service call::
+:func:`answer_request` is what the CLI's ``unlearn``, the Python API and the HTTP service
+call::
 
     DeletionRequest ──► validate (method and parameters, ids, store writable, paths)
          │                 nothing computed or written before this passes
@@ -20,6 +20,13 @@ With ``privacy=N`` it also runs the shadow-model privacy report; its aggregates 
 and U-LiRA's per-example result (a value per forget example, not a metric) is a small JSON
 file keyed by the evaluation's id, ``<home>/privacy/<evaluation id>.json``
 (:func:`privacy_examples_path`, read back by :func:`read_privacy_examples`).
+
+A modality whose runs the generic flow cannot answer (a federation: its original is its
+stored rounds, its methods its own functions, its reference federated retraining) offers
+hooks in its task module (``answer_request``, ``evaluate_run``, ``reference_record``):
+:func:`answer_request`, :func:`evaluate_run` and :func:`record_reference` call them where
+they exist (:func:`own_flow`) and store what they return exactly as the generic flow stores
+its own (one run record, its evaluation), so every surface shares this one path.
 
 Nothing here prints: callers show the outcome.
 """
@@ -121,6 +128,8 @@ class RequestOutcome:
     model: nn.Module
     #: headline values that could not be computed, each with why (see ``Evaluation``)
     not_computed: dict[str, str] = field(default_factory=dict)
+    #: True where the run's modality answered it with its own flow (:func:`own_flow`)
+    own_flow: bool = False
 
     @property
     def run_id(self) -> str:
@@ -226,6 +235,58 @@ def check_trainable(method, task: "Task") -> None:
         )
 
 
+# --------------------------------------------------------------------------- a modality's own flow
+def own_flow(workspace: Workspace, run: "str | RunRecord", hook: str):
+    """The modality's own flow for ``run`` (a run id or record): its task module's function
+    ``hook`` (``answer_request``, ``evaluate_run``, ``reference_record``), where the generic
+    flow cannot serve it; None for every modality the generic flow serves."""
+    rec = run if isinstance(run, RunRecord) else workspace.store.get(run)
+    return getattr(modality_of_spec(rec.task_spec).part("task"), hook, None)
+
+
+def record_own_answer(workspace: Workspace, answer: dict) -> tuple[RunRecord, EvaluationRecord | None]:
+    """Store what a modality's own request flow returned (a run's fields, and the inputs of
+    its evaluation where it computed metrics): the run record and its evaluation."""
+    from .utils import stable_hash
+
+    rec = RunRecord.from_dict(answer["record"])
+    inputs = answer.get("evaluation")
+    ev = EvaluationRecord(rec.id, stable_hash(inputs), inputs, dict(rec.metrics)) if inputs is not None else None
+    workspace.store.add(rec)
+    if ev is not None:
+        workspace.store.add_evaluation(ev)
+    return rec, ev
+
+
+def _answer_own(workspace: Workspace, request: DeletionRequest, flow, progress: bool) -> RequestOutcome:
+    """:func:`answer_request` through the modality's own flow, checked and recorded as the
+    generic flow is (the output path and the store writable first; one run record, its
+    evaluation)."""
+    check_output_path(request.save_model, "save_model")
+    check_writable(workspace)
+    answer = flow(workspace, request, get_method, progress=progress)
+    rec, ev = record_own_answer(workspace, answer)
+    task = answer.get("task")
+    holdout = (rec.tags or {}).get("holdout_ids") or (
+        [str(i) for i in task.holdout.example_ids] if task is not None else []
+    )
+    return RequestOutcome(
+        rec,
+        [str(i) for i in rec.forget_ids or ()],
+        list(holdout),
+        rec.artifact,
+        dict(rec.metrics),
+        answer.get("cost"),
+        answer.get("reference_cost"),
+        dict(answer.get("extra") or {}),
+        ev,
+        task,
+        answer.get("model"),
+        {},
+        own_flow=True,
+    )
+
+
 # --------------------------------------------------------------------------- the flow
 def answer_request(workspace: Workspace, request: DeletionRequest, progress: bool = False) -> RequestOutcome:
     """Answer ``request``: resolve its data to example ids, unlearn them from the train
@@ -237,9 +298,15 @@ def answer_request(workspace: Workspace, request: DeletionRequest, progress: boo
     :class:`~unlearnkit.errors.CheckpointError`, never a silently retrained original), and
     the ids (unknown ids are an error). Cost is timed after a :func:`warm_up` step, as the
     reference's retraining is, so ``cost_ratio_*`` compares like with like.
+
+    A run whose modality answers requests itself (:func:`own_flow`: a federation) goes to its
+    flow, checked and stored the same way; the outcome says so (``own_flow``).
     """
     if request.lora < 0:
         raise ConfigError("lora must be a rank >= 1, or 0 for full weights")
+    flow = own_flow(workspace, request.run, "answer_request")
+    if flow is not None:  # e.g. a federation: its original is its stored rounds, not one model
+        return _answer_own(workspace, request, flow, progress)
     method = get_method(request.method, **dict(request.params or {}))  # validates the parameters
     check_output_path(request.save_model, "save_model")
     check_writable(workspace)
@@ -345,6 +412,12 @@ class EvaluationOutcome:
     #: U-LiRA per forget example (``privacy=N``): ``{ids, ulira_acc, ulira_auc, ...}``, else None
     privacy_examples: dict | None = None
     privacy_file: Path | None = None
+    #: where the modality evaluated the run with its own flow: the task, the run's model, the
+    #: reference's model and the modality's own reference object (None on the generic flow)
+    task: Any = None
+    model: Any = None
+    reference_model: Any = None
+    reference: Any = None
 
     def to_dict(self) -> dict:
         return {
@@ -426,6 +499,11 @@ def evaluate_run(
     if stored:
         check_writable(workspace)
     rec = workspace.store.get(run_id)
+    flow = own_flow(workspace, rec, "evaluate_run")
+    if flow is not None:  # e.g. a federation: its reference is federated retraining
+        if export_scores or privacy:
+            raise ConfigError("--export-scores and --privacy serve the generic runs, not this modality's")
+        return _evaluate_own(workspace, rec, flow, stored, progress)
     if rec.status != "ok" or not rec.artifact:
         raise ConfigError(f"run {rec.id} has no model to evaluate (status {rec.status})")
     if privacy:
@@ -487,6 +565,38 @@ def evaluate_run(
     )
 
 
+def _evaluate_own(workspace: Workspace, rec: RunRecord, flow, stored: bool, progress: bool) -> EvaluationOutcome:
+    """:func:`evaluate_run` through the modality's own flow: its metrics stored as a new
+    evaluation beside the earlier ones (not on a read-only workspace); the run's own metrics
+    are never replaced."""
+    from .utils import stable_hash
+
+    result = flow(workspace, rec, progress=progress)
+    metrics, inputs = dict(result["metrics"]), result["inputs"]
+    evaluation = EvaluationRecord(rec.id, stable_hash(inputs), inputs, dict(metrics))
+    same = next(
+        (e.id for e in workspace.store.evaluations(rec.id) if e.inputs_fingerprint == evaluation.inputs_fingerprint),
+        None,
+    )
+    if stored:
+        workspace.store.add_evaluation(evaluation)
+    ref = result.get("reference")
+    return EvaluationOutcome(
+        rec,
+        metrics,
+        evaluation,
+        same,
+        {},
+        None,
+        stored,
+        {},
+        task=result.get("task"),
+        model=result.get("model"),
+        reference_model=getattr(ref, "model", ref),
+        reference=ref,
+    )
+
+
 def write_scores(path: Path, by_role: dict) -> Path:
     """Write per-example scores (``{role: {split: scores}}``) to ``path`` (.parquet or .csv),
     atomically: one row per (role, split, example), with every column the modality's
@@ -521,6 +631,11 @@ def record_reference(
         return found
     check_writable(workspace)
     run = workspace.store.get(run_id)
+    flow = own_flow(workspace, run, "reference_record")
+    if flow is not None:  # the modality's own exact answer (federated retraining)
+        rec = RunRecord.from_dict({**flow(workspace, run, seed, progress=progress), "id": new_run_id})
+        workspace.store.add(rec)
+        return rec
     task = rebuild_task(workspace, run, progress=progress)
     ref, ref_cost, _ = get_reference(warm_task(task), seed, workspace.cache, progress)
     artifact = workspace.artifacts.save(ref)

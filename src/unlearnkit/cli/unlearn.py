@@ -41,41 +41,20 @@ def _graph_ids(flag: str, path: Path, from_run: str, home: Path | None, store: s
     return convert(rec.task_spec, lines)
 
 
-def own_flow(ws, run_id: str, hook: str):
-    """The modality's own flow for run ``run_id`` (its task module's function ``hook``:
-    ``answer_request`` or ``evaluate_run``), where the generic one cannot serve it (a
-    federated run's original is a federation's stored rounds, its methods the modality's
-    own); None for every modality the generic flow serves."""
-    from ..modalities import modality_of_spec
-
-    return getattr(modality_of_spec(ws.store.get(run_id).task_spec).part("task"), hook, None)
-
-
 def record_own_answer(ws, answer: dict):
-    """Store what a modality's own request flow returned (a run's fields, and the inputs of
-    its evaluation where it computed metrics): the run record and its evaluation."""
-    from ..orchestration.records import EvaluationRecord, RunRecord
-    from ..utils import stable_hash
+    """Store a modality's own answer (:func:`unlearnkit.requests.record_own_answer`; what
+    ``unlearnkit federated unlearn`` records with)."""
+    from ..requests import record_own_answer as record
 
-    rec = RunRecord.from_dict(answer["record"])
-    ws.store.add(rec)
-    inputs = answer.get("evaluation")
-    ev = EvaluationRecord(rec.id, stable_hash(inputs), inputs, dict(rec.metrics)) if inputs is not None else None
-    if ev is not None:
-        ws.store.add_evaluation(ev)
-    return rec, ev
+    return record(ws, answer)
 
 
-def _answer_own(flow, ws, request, as_json: bool) -> None:
-    """``unlearn`` on a run whose modality answers requests itself: checked and recorded as
-    the generic flow is (the store writable first, one run record, its evaluation)."""
-    from ..methods import get_method
+def _print_own(outcome, as_json: bool) -> None:
+    """What ``unlearn`` prints for a run its modality answered with its own flow (a federation:
+    rounds, not optimiser steps)."""
     from ..modalities import modality_of_spec
-    from ..requests import check_writable
 
-    check_writable(ws)
-    answer = flow(ws, request, get_method, progress=not as_json)
-    rec, ev = record_own_answer(ws, answer)
+    rec, ev = outcome.record, outcome.evaluation
     cost = rec.cost or {}
     doc = {
         "run_id": rec.id,
@@ -89,7 +68,7 @@ def _answer_own(flow, ws, request, as_json: bool) -> None:
         "metrics": rec.metrics,
         "evaluation_id": ev.id if ev else None,
         "not_computed": {},
-        "extra": answer.get("extra") or {},
+        "extra": outcome.extra or {},
     }
     text = (
         f"{rec.method}: forgot {doc['n_forget']} examples in {float(cost.get('wall_time_s', 0.0)):.2f}s "
@@ -200,10 +179,9 @@ def unlearn(
         lora=lora,
         save_model=save_model,
     )
-    flow = own_flow(ws, from_run, "answer_request")
-    if flow is not None:  # e.g. a federation: its original is its stored rounds, not one model
-        return _answer_own(flow, ws, request, as_json)
     outcome = answer_request(ws, request, progress=not as_json)
+    if outcome.own_flow:  # e.g. a federation: its original is its stored rounds, not one model
+        return _print_own(outcome, as_json)
     rec, metrics = outcome.record, outcome.metrics
     doc = outcome.to_dict()
     text = (

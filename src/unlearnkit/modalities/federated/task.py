@@ -188,6 +188,13 @@ class FederatedTask(Task):
     def initial_state(self) -> dict:
         return state_of(self.model_factory(self.seed))
 
+    def global_model(self, state: dict) -> nn.Module:
+        """The global model whose aggregated arrays are ``state`` (eval mode, on the task's
+        device); a LoRA federation (:mod:`.lm`) merges its adapters into the frozen base."""
+        from .runtime import load_state
+
+        return load_state(self.model_factory(self.seed), state).to(self.device).eval()
+
     def run_program(self, program: ServerProgram, unlearners: dict | None = None) -> tuple[FederatedHistory, float]:
         t0 = time.perf_counter()
         history = RUNTIMES[self.runtime](self.client_setup(unlearners), program)
@@ -391,6 +398,10 @@ def task_from_spec(
     """Rebuild a federated task from its spec: from its ``stored`` rounds, or by training the
     federation again (its rounds are deterministic under the spec's seed on the local
     runtime)."""
+    if spec.get("local_task") == "lm":  # the profiles LM federated by person, LoRA clients (.lm)
+        from .lm import task_from_spec as lm_task_from_spec
+
+        return lm_task_from_spec(spec, scenario, cache, progress, device, stored)
     if spec.get("source") is None:
         raise ConfigError("this federated task was built from in-memory data; rebuild it in Python")
     request = scenario if isinstance(scenario, FederatedForget) else None
@@ -492,8 +503,8 @@ def dumps_ids(ids: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- the generic surfaces' hooks
-# what `unlearnkit unlearn / evaluate / bench / report` ask of this modality where the generic
-# flow cannot serve it (the original is a federation's stored rounds, the methods are this
+# what `unlearnkit unlearn / evaluate / bench / report` (through `unlearnkit.requests`: the CLI,
+# the Python API and the service alike) ask of this modality where the generic flow cannot serve it (the original is a federation's stored rounds, the methods are this
 # package's functions); the work is in :mod:`.flow`, imported on first use
 def answer_request(workspace, request, get_method, progress: bool = False) -> dict:
     """A deletion request on a federated train run (:func:`.flow.answer_request`)."""
@@ -507,6 +518,14 @@ def evaluate_run(workspace, record, seed: int | None = None, progress: bool = Fa
     from .flow import evaluate_run as evaluate
 
     return evaluate(workspace, record, seed, progress)
+
+
+def reference_record(workspace, record, seed: int | None = None, progress: bool = False) -> dict:
+    """The record fields of federated retraining for a recorded unlearned run's task, the
+    exact answer to its request (:func:`.flow.reference_record`; a line's exact path)."""
+    from .flow import reference_record as record_of
+
+    return record_of(workspace, record, seed, progress)
 
 
 def record_tags(task: FederatedTask, artifacts) -> dict:
