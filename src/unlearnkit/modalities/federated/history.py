@@ -97,6 +97,9 @@ class FederatedHistory:
 
     rounds: list[RoundRecord] = field(default_factory=list)
     strategy_state: dict | None = None  # the strategy's state after the last round
+    #: the frozen weights every client's model is built on, where only some arrays travel
+    #: (a LoRA federation's base model, :mod:`.lm`); None when the whole model travels
+    frozen: State | None = None
 
     def first_round_of(self, client: str) -> int | None:
         """The first round ``client`` contributed to (None if it never did)."""
@@ -186,7 +189,10 @@ def history_tensors(history: FederatedHistory) -> tuple[dict, dict]:
     final = (
         None if history.strategy_state is None else _encode_strategy("final/strategy", history.strategy_state, tensors)
     )
-    return tensors, {"kind": "federated_history", "rounds": rounds, "strategy_state": final}
+    meta = {"kind": "federated_history", "rounds": rounds, "strategy_state": final}
+    if history.frozen is not None:
+        meta["frozen"] = _put(tensors, "frozen", history.frozen)
+    return tensors, meta
 
 
 def history_from_tensors(tensors: dict, meta: dict) -> FederatedHistory:
@@ -213,4 +219,6 @@ def history_from_tensors(tensors: dict, meta: dict) -> FederatedHistory:
         out.rounds.append(r)
     if meta.get("strategy_state") is not None:
         out.strategy_state = _decode_strategy("final/strategy", meta["strategy_state"], tensors)
+    if meta.get("frozen") is not None:
+        out.frozen = state("frozen", meta["frozen"])
     return out

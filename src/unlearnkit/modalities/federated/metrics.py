@@ -186,7 +186,11 @@ def cost_ratios(cost: FederatedCost, reference: FederatedCost) -> dict[str, floa
 def evaluate_federated(task, model, cost: FederatedCost, reference, seed: int = 0) -> dict[str, float]:
     """Every federated number of ``model``: accuracy per split, gaps to ``reference`` (a
     :class:`~.unlearning.FederatedResult` of retraining), loss-threshold and learned MIA
-    AUCs on the forgotten data, and cost ratios to retraining."""
+    AUCs on the forgotten data, and cost ratios to retraining. A task with its own local
+    metrics (an LM federation, :meth:`.lm.FederatedLMTask.evaluate_global`) computes them."""
+    own = getattr(task, "evaluate_global", None)
+    if own is not None:
+        return own(model, cost, reference, seed)
     scores, ref_scores = score_model(model, task), score_model(reference.model, task)
     inputs = EvalInputs(model=scores, reference=ref_scores, seed=seed, modality="federated")
     out = federated_accuracy(inputs) | federated_accuracy_gap(inputs) | federated_mia(inputs)
@@ -196,3 +200,74 @@ def evaluate_federated(task, model, cost: FederatedCost, reference, seed: int = 
     feats = {s: np.stack([scores[s].loss, scores[s].confidence, scores[s].entropy], 1) for s in ("forget", "holdout")}
     out["fed_mia_lr_auc"] = mia.logistic_attack(feats["forget"], feats["holdout"], seed=seed)[0]
     return out | cost_ratios(cost, reference.cost)
+
+
+# --------------------------------------------------------------------------- LM federations
+#: the causal-LM values an LM federation reports with their gap to the reference
+LM_GAPS = ("forget_quality", "model_utility", "rouge_forget", "prob_forget", "mia_loss_auc", "mia_min_k_auc")
+
+register_outputs(
+    "federated_lm",
+    {
+        "fed_gap_model_utility": "lower",
+        "fed_gap_rouge_forget": "lower",
+        "fed_gap_prob_forget": "lower",
+        "fed_gap_mia_loss_auc": "lower",
+        "fed_gap_mia_min_k_auc": "lower",
+        "model_utility_reference": "higher",
+        "mia_loss_auc_reference": "reference",
+    },
+    "An LM federation's global model (LoRA adapters merged into the frozen base): the causal-LM "
+    "metrics' gaps to federated retraining of the adapters without the data.",
+    "TOFU (Maini et al. 2024) forget quality and model utility, LOSS (Yeom et al. 2018) and "
+    "Min-K% (Shi et al. 2024) membership AUCs, through the causal_lm metrics code; gaps as "
+    "Fan et al. 2024 (SalUn) 'Avg. Gap'.",
+    computed_by="unlearnkit.modalities.federated.metrics.evaluate_lm_federated",
+    modalities=("federated",),
+    help={
+        "fed_gap_model_utility": "|model utility - the reference's| (TOFU model utility)",
+        "fed_gap_rouge_forget": "|ROUGE-L recall on the forgotten rows - the reference's|",
+        "fed_gap_prob_forget": "|answer probability on the forgotten rows - the reference's|",
+        "fed_gap_mia_loss_auc": "|LOSS attack AUC (forgotten rows vs holdout people) - the reference's|",
+        "fed_gap_mia_min_k_auc": "|Min-40% attack AUC - the reference's|",
+        "model_utility_reference": "the reference's TOFU model utility",
+        "mia_loss_auc_reference": "the reference's LOSS attack AUC",
+    },
+)
+
+
+def lm_values(view, model, reference_scores=None, seed: int = 0) -> tuple[dict[str, float], dict]:
+    """The causal-LM metrics of ``model`` on ``view`` (an LM task: forget rows, probes,
+    holdout people, utility sets), computed by the causal-LM modality's own catalogue
+    functions (:mod:`unlearnkit.modalities.causal_lm.metrics`: ``tofu``,
+    ``tofu_forget_quality``, ``tofu_model_utility``, ``lm_mia``), unchanged; and its scores."""
+    from ..causal_lm import metrics as lmm
+    from ..causal_lm.scores import score_lm_splits
+
+    scores = score_lm_splits(model, view)
+    ref = reference_scores if reference_scores is not None else scores
+    inputs = EvalInputs(model=scores, reference=ref, seed=seed, modality="causal_lm")
+    out = {**lmm.tofu(inputs), **lmm.tofu_model_utility(inputs), **lmm.lm_mia(inputs)}
+    out |= lmm.tofu_forget_quality(inputs)
+    return out, scores
+
+
+def evaluate_lm_federated(task, model, cost: FederatedCost, reference, seed: int = 0) -> dict[str, float]:
+    """Every number of an LM federation's global ``model`` against ``reference`` (federated
+    retraining of the adapters without the data, a :class:`~.unlearning.FederatedResult`):
+    TOFU forget quality (KS test of the forgotten rows' truth ratios against the reference's),
+    model utility, ROUGE-L and answer probability on the forgotten rows, the LOSS and Min-K%
+    membership AUCs of the forgotten rows against never-trained holdout people, the gaps
+    ``fed_gap_<value> = |value - the reference's|``, and cost ratios to retraining
+    (:func:`cost_ratios`). The reference's scores are computed once per request."""
+    key = ("lm-reference-values", task.split.forget_fingerprint, id(reference.model))
+    if key not in task.memo:
+        task.memo[key] = lm_values(task.view, reference.model, seed=seed)
+    ref_values, ref_scores = task.memo[key]
+    out, _ = lm_values(task.view, model, ref_scores, seed)
+    for k in LM_GAPS:
+        if k in out and k in ref_values and k != "forget_quality":
+            out[f"fed_gap_{k}"] = abs(out[k] - ref_values[k])
+    out["model_utility_reference"] = ref_values.get("model_utility", NAN)
+    out["mia_loss_auc_reference"] = ref_values.get("mia_loss_auc", NAN)
+    return {k: float(v) for k, v in out.items()} | cost_ratios(cost, reference.cost)

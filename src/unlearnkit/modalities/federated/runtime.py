@@ -129,6 +129,14 @@ class ClientSetup:
     seed: int = 0
     unlearners: dict[str, Any] = field(default_factory=dict)
     local_task: Callable[..., Any] | None = None  # (data, forget_ids, model, adapter) -> Task
+    #: what travels: the arrays of a client's model that the server aggregates (default every
+    #: tensor of its state dict; a LoRA federation sends only the adapters, :mod:`.lm`)
+    get_state: Callable[[nn.Module], State] = field(default=None)  # type: ignore[assignment]
+    set_state: Callable[[nn.Module, State], nn.Module] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.get_state = self.get_state or state_of
+        self.set_state = self.set_state or load_state
 
     @property
     def client_ids(self) -> list[str]:
@@ -147,13 +155,16 @@ def local_train(
     model: nn.Module, data: ExampleSet, adapter, cfg: TrainConfig, seed: int, proximal_mu: float = 0.0
 ) -> LoopStats:
     """A client's local training: the one loop on its examples, with FedProx's proximal term
-    ``(mu/2) ||w - w_global||^2`` (Li et al. 2020, eq. 2) when ``proximal_mu > 0``."""
-    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    ``(mu/2) ||w - w_global||^2`` (Li et al. 2020, eq. 2) when ``proximal_mu > 0``, over the
+    parameters that train (all of a classifier's; a LoRA client's adapters: frozen base
+    weights add zero)."""
+    anchor = [p.detach().clone() for p in model.parameters() if p.requires_grad] if proximal_mu > 0 else None
 
     def objective(ctx):
         loss = adapter.per_example_loss(ctx.model, ctx.batch("train")).mean()
         if anchor is not None:
-            prox = sum(((p - a) ** 2).sum() for p, a in zip(ctx.model.parameters(), anchor))
+            live = [p for p in ctx.model.parameters() if p.requires_grad]
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(live, anchor))
             loss = loss + 0.5 * proximal_mu * prox
         return loss
 
@@ -171,7 +182,7 @@ def client_step(setup: ClientSetup, client: str, arrays: State, cfg: dict) -> tu
         data = data.without([i for i in excluded if i in set(data.example_ids.tolist())], name=client)
     n = int(cfg.get("global-round", 0))
     seed = derive_seed(setup.seed, "client", client, n, str(cfg.get("phase", "train"))) % (2**31)
-    model = load_state(setup.model_factory(setup.seed), arrays).to(setup.adapter.device)
+    model = setup.set_state(setup.model_factory(setup.seed), arrays).to(setup.adapter.device)
     role = "train"
     if cfg.get("unlearn-client") == client:
         role = "unlearn"
@@ -196,7 +207,7 @@ def client_step(setup: ClientSetup, client: str, arrays: State, cfg: dict) -> tu
         "examples-backward": stats.examples_backward,
         "steps": stats.steps,
     }
-    return state_of(model), {"metrics": metrics, "role": role}
+    return setup.get_state(model), {"metrics": metrics, "role": role}
 
 
 def make_client_app(setup: ClientSetup):

@@ -43,7 +43,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from .history import FederatedCost, FederatedHistory
-from .runtime import Phase, ServerProgram, load_state
+from .runtime import Phase, ServerProgram
 from .task import FederatedTask
 
 FEDERATED_METHODS = ("retrain", "exact", "federaser", "local")
@@ -78,7 +78,7 @@ def _first_round(task: FederatedTask) -> int | None:
 
 
 def _finish(task, history: FederatedHistory, wall: float, method: str, params: dict, seed: int) -> FederatedResult:
-    model = load_state(task.model_factory(task.seed), history.final_state).to(task.device).eval()
+    model = task.global_model(history.final_state)
     return FederatedResult(model, FederatedCost.of_rounds(history.rounds, wall), method, params, history, seed)
 
 
