@@ -3,7 +3,10 @@ inside one client, evaluate an unlearned global model.
 
 * ``federated train``: clients hold whole subjects of a classifier dataset; one of Flower's
   strategies trains the global model over rounds (every round stored); the original is
-  recorded in the store like any ``train`` run.
+  recorded in the store like any ``train`` run. ``--task lm``: the generated profiles
+  causal-LM task dealt out by person, each client training LoRA adapters on a frozen tiny
+  Llama trained once centrally on the public rows; only the adapters travel
+  (:mod:`unlearnkit.modalities.federated.lm`).
 * ``federated unlearn RUN``: the recorded run's stored rounds (one artifact: every round's
   global model, client updates and strategy state, named in the run's tags) are read back,
   checked to end in the recorded original, and a federated method runs: ``retrain``, ``exact``, ``federaser``, or any registered
@@ -35,6 +38,8 @@ federated_app = typer.Typer(no_args_is_help=True, help="Federated training and u
 app.add_typer(federated_app, name="federated")
 
 HEADLINE = ("fed_acc_forget", "fed_acc_retain", "fed_acc_test", "fed_gap_acc_test", "fed_mia_loss_auc")
+#: an LM federation's (``--task lm``) headline numbers
+LM_HEADLINE = ("forget_quality", "model_utility", "fed_gap_model_utility", "rouge_forget", "mia_loss_auc")
 
 
 def _joins(items: list[str]) -> dict[str, int]:
@@ -60,6 +65,11 @@ def train(
     dataset: str = typer.Option("digits", "--dataset", help="A built-in classifier dataset with subject ids."),
     model: str = typer.Option("mlp", "--model", help="linear, mlp, cnn (classifier models)."),
     runtime: str = typer.Option("local", "--runtime", help="local (in-process grid) or flower (Ray simulation)."),
+    task_kind: str = typer.Option(
+        "classifier", "--task", help="classifier (a dataset's subjects) or lm (profiles people, LoRA clients)."
+    ),
+    people: int = typer.Option(12, "--people", help="--task lm: training people of the generated profiles."),
+    lora_rank: int = typer.Option(8, "--lora-rank", help="--task lm: LoRA rank of the clients' adapters."),
     seed: int = SeedOpt,
     home: Optional[Path] = HomeOpt,
     store: Optional[str] = StoreOpt,
@@ -78,20 +88,47 @@ def train(
     if rounds < 1 or not local_epochs > 0:
         raise ConfigError("--rounds must be >= 1 and --local-epochs > 0")
     joins = _joins(join)
+    if task_kind not in ("classifier", "lm"):
+        raise ConfigError(f"--task must be classifier or lm, not {task_kind!r}")
+    if task_kind == "lm":
+        if not 10 <= people <= 600:
+            raise ConfigError(f"--people must be between 10 and 600, not {people}")
+        if lora_rank < 1:
+            raise ConfigError(f"--lora-rank must be >= 1, not {lora_rank}")
+        if parse_scheme(partition)[0] != "subject":
+            raise ConfigError("--task lm deals people out (--partition subject); label skew needs classes")
+        if not 2 <= clients <= people:
+            raise ConfigError(f"--clients must be between 2 and --people ({people}), not {clients}")
+        from ..modalities.federated.partition import client_name
+
+        bad = sorted(set(joins) - {client_name(i) for i in range(clients)})
+        if bad:
+            raise ConfigError(f"unknown client {bad[0]!r} in --join")
+        if any(not 1 <= j <= rounds for j in joins.values()) or (len(joins) == clients and min(joins.values()) > 1):
+            raise ConfigError(f"--join rounds must be between 1 and {rounds}, with a client from round 1")
     ws = workspace(home, store)  # created, and checked writable, before any training
-    task = make_federated_task(
-        dataset,
-        clients,
-        partition,
-        strategy,
-        rounds,
-        local_epochs,
-        joins=joins,
-        seed=seed,
-        model=model,
-        runtime=runtime,
-    )
-    metrics = train_metrics(task)
+    if task_kind == "lm":
+        from ..modalities.federated import lm
+
+        task = lm.make_federated_lm_task(
+            people, clients, strategy, rounds, local_epochs, joins=joins, seed=seed, lora={"r": lora_rank},
+            runtime=runtime, cache=getattr(ws, "cache", None),
+        )  # fmt: skip
+        metrics, describe = lm.train_metrics(task), lm.describe_clients
+    else:
+        task = make_federated_task(
+            dataset,
+            clients,
+            partition,
+            strategy,
+            rounds,
+            local_epochs,
+            joins=joins,
+            seed=seed,
+            model=model,
+            runtime=runtime,
+        )
+        metrics, describe = train_metrics(task), describe_clients
     rec = train_record(task, metrics, ws.artifacts.save(task.original))
     rec.cost = task.federated_cost.to_dict()
     # every round (global models, client updates, strategy states) as one artifact
@@ -102,7 +139,7 @@ def train(
         "artifact": rec.artifact,
         "metrics": metrics,
         "cost": task.federated_cost.to_dict(),
-        "clients": describe_clients(task),
+        "clients": describe(task),
     }
     shown = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items())
     out(clean(doc), as_json, f"trained {clients} clients, {strategy}, {rounds} rounds: {shown}\nrun id: {rec.id}")
@@ -172,7 +209,9 @@ def unlearn(
     }
     targets = rec.scenario.get("clients") or [rec.scenario.get("client")]
     text = f"{rec.method} on {rec.scenario['kind']} {', '.join(map(str, targets))} (run {rec.id}):\n" + "\n".join(
-        f"  {k:<26} {fmt(metrics[k])}" for k in (*HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+        f"  {k:<26} {fmt(metrics[k])}"
+        for k in (*HEADLINE, *LM_HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+        if k in metrics
     )
     out(clean(doc), as_json, text)
 
