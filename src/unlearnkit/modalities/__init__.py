@@ -101,7 +101,7 @@ register_modality(
         "unlearnkit.modalities.federated",
         summary="federated classifiers: clients holding whole subjects, Flower strategies, client and subject deletion",
         task_kinds=("federated",),
-        capabilities=frozenset(),
+        capabilities=frozenset({"service"}),
     )
 )
 

@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConfigError, UnknownIdsError, UnlearnkitError
 from ..methods import get_method
-from ..modalities import get_modality, modality_of_spec
+from ..modalities import modality_of_spec
 from . import audit, crypto
 from .db import (
     api_keys,
@@ -55,7 +55,7 @@ from .db import (
     model_versions,
     tombstones,
 )
-from .policy import Policy, line_policy
+from .policy import Policy, line_policy, modality_hook
 
 log = logging.getLogger("unlearnkit.service")
 
@@ -216,12 +216,15 @@ class Service:
         return parse_policy(line["policy"], line["modality"])
 
     def _task(self, train_run: str):
-        """The train run's task (cached per process): its training data resolves subjects."""
+        """The train run's task (cached per process): its training data resolves subjects.
+        A modality with its own flow builds it with its ``line_task`` hook (a federation's,
+        from its stored rounds)."""
         from ..orchestration.experiment import task_of_run
 
         if train_run not in self._tasks:
             run = self.workspace.store.get(train_run)
-            self._tasks[train_run] = task_of_run(self.workspace, run)
+            own = _task_hook(modality_of_spec(run.task_spec).name, "line_task")
+            self._tasks[train_run] = own(self.workspace, run) if own else task_of_run(self.workspace, run)
         return self._tasks[train_run]
 
     def _batch(self, conn: Connection, batch_id: str) -> dict:
@@ -516,9 +519,13 @@ class Service:
                     "this request would delete every remaining example of the training data", "deletes-everything"
                 )
             check = _task_hook(line["modality"], "check_deletion")
-            if check is not None:  # e.g. a graph line keeps an edge to carry messages
+            check_line = _task_hook(line["modality"], "check_line_deletion")
+            if check is not None or check_line is not None:  # a graph keeps an edge, a federation a client
                 try:
-                    check(self._task(line["train_run"]).split.train, sorted(deleted | set(new)))
+                    if check is not None:
+                        check(self._task(line["train_run"]).split.train, sorted(deleted | set(new)))
+                    if check_line is not None:
+                        check_line(self._task(line["train_run"]), sorted(deleted | set(new)))
                 except UnlearnkitError as e:
                     raise unprocessable(
                         f"this request cannot be answered with the line's deletions before it: {e}",
@@ -799,8 +806,9 @@ class Service:
         elif state is None:  # the shape of the method's model, where it is not model_factory's
             from ..orchestration.training_state import after_method
 
+            own = _task_hook(line["modality"], "version_state")  # a modality with methods of its own
             try:
-                state = after_method(base_state, method, rec.params, self._task(line["train_run"]))
+                state = (own or after_method)(base_state, method, rec.params, self._task(line["train_run"]))
             except UnlearnkitError as e:  # a model no later request could load: not a candidate
                 return {"error": f"{type(e).__name__}: {e}", "method": method, "params": params}
         if state is not None:
@@ -857,15 +865,21 @@ class Service:
         ev = evaluate_run(self.workspace, run_id, privacy=pol.privacy_shadows)  # U-LiRA where asked
         metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
         rec = self.workspace.store.get(run_id)
-        task = rebuild_task(self.workspace, rec)
-        model = load_run_model(self.workspace, rec, task)
-        ref, ref_cost, _ = get_reference(warm_task(task), rec.seed, self.workspace.cache)
         ref_metrics: dict = {}
-        if pol.needs_reference_metrics:
-            ref_ev = evaluate_model(
-                ref, task, score_model(ref, task), ref_cost, ref_cost, rec.seed, reference_model=ref
-            )
-            ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
+        if ev.reference_model is not None:  # the modality's own flow evaluated it (a federation's reference)
+            task, model, ref = ev.task, ev.model, ev.reference_model
+            own = _task_hook(line["modality"], "reference_metrics")
+            if pol.needs_reference_metrics and own is not None:
+                ref_metrics = own(task, ev.reference, rec.seed)
+        else:
+            task = rebuild_task(self.workspace, rec)
+            model = load_run_model(self.workspace, rec, task)
+            ref, ref_cost, _ = get_reference(warm_task(task), rec.seed, self.workspace.cache)
+            if pol.needs_reference_metrics:
+                ref_ev = evaluate_model(
+                    ref, task, score_model(ref, task), ref_cost, ref_cost, rec.seed, reference_model=ref
+                )
+                ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
         checks = [c.evaluate(metrics, ref_metrics) for c in pol.checks]
         ref_artifact = self.workspace.artifacts.save(ref)  # kept with the runs: certificates name it
         previous = self._previous_exact(line, base_version, task)
@@ -1116,7 +1130,7 @@ class Service:
                         "config_hash": body_hash(
                             {"method": cand["method"], "params": cand["params"], "seed": pol.seed}
                         ),
-                        "exact": bool(get_method(cand["method"]).exact),
+                        "exact": _is_exact(line["modality"], cand["method"]),
                     },
                     "model": {
                         "before": {"version": s["resolve"]["base_version"], "artifact": s["resolve"]["base_artifact"]},
@@ -1344,17 +1358,21 @@ def check_key_args(name: str, scopes: list[str], rate_per_minute: int) -> None:
 
 
 def _task_hook(modality: str, name: str) -> Callable | None:
-    """The service hook ``name`` of a modality (``resolve_request_ids``, ``check_deletion``,
-    ``canary_examples``: see the graph's), where it has one: in its ``service`` module (the
-    recommender's) if it has that module, else in its ``task`` module (the graph's)."""
-    m = get_modality(modality)
-    try:
-        hook = getattr(m.part("service"), name, None)
-    except ModuleNotFoundError as e:
-        if e.name != f"{m.package}.service":  # the module exists and an import inside it failed
-            raise
-        hook = None
-    return hook if hook is not None else getattr(m.part("task"), name, None)
+    """The service hook ``name`` of a modality, where it has one: in its ``service`` module
+    (the recommender's, the federation's) if it has that module, else in its ``task`` module
+    (the graph's). The hooks: ``resolve_request_ids``, ``check_deletion``, ``canary_examples``
+    (the graph's, the recommender's); for a modality answering with its own flow (the
+    federation's) ``line_task`` (the train run's task), ``check_line_deletion`` (on that
+    task), ``version_state`` (a version's training-state manifest), ``method_is_exact``,
+    ``reference_metrics`` and ``policy_method`` (:mod:`unlearnkit.service.policy`)."""
+    return modality_hook(modality, name)
+
+
+def _is_exact(modality: str, method: str) -> bool:
+    """Whether ``method`` answers exactly (the modality's own ``method_is_exact`` where it has
+    one, else the method registry's ``exact``)."""
+    own = _task_hook(modality, "method_is_exact")
+    return bool(own(method)) if own is not None else bool(get_method(method).exact)
 
 
 def _summary(step: str, out: dict) -> dict:

@@ -42,6 +42,10 @@ for a person) and ``max_excess_<measure>`` (how much the method's model changes 
 what the reference does; above it the gate fails), for the measures ``flip_rate`` (share
 of canary examples whose predicted class changes; classifiers) and ``loss_shift`` (mean
 absolute change of per-example loss; every modality).
+
+A modality that answers with methods of its own (a federation: ``exact``, ``federaser``, a
+classifier method run inside a client) checks a policy's method with its ``policy_method``
+hook (:func:`modality_hook`) instead of the method registry.
 """
 
 from __future__ import annotations
@@ -68,6 +72,22 @@ BASE_POLICY: dict = {
     "limits": {"max_fraction_per_request": 0.25},
     "sharding": None,
 }
+
+
+def modality_hook(modality: str, name: str):
+    """The service hook ``name`` of modality ``modality``, where it has one: in its ``service``
+    module (the recommender's, the federation's) if it has that module, else in its ``task``
+    module (the graph's); None otherwise."""
+    from ..modalities import get_modality
+
+    m = get_modality(modality)
+    try:
+        hook = getattr(m.part("service"), name, None)
+    except ModuleNotFoundError as e:
+        if e.name != f"{m.package}.service":  # the module exists and an import inside it failed
+            raise
+        hook = None
+    return hook if hook is not None else getattr(m.part("task"), name, None)
 
 
 def merge(base: dict, override: dict | None) -> dict:
@@ -178,10 +198,17 @@ def parse_policy(raw: dict, modality: str | None = None) -> Policy:
     params = m.get("params") or {}
     if not isinstance(params, dict):
         raise ConfigError("policy: method.params must be a mapping")
-    method = get_method(m["name"], **params)  # unknown method or bad hyperparameters: ConfigError
-    serves = tuple(getattr(method, "modalities", ()) or ())
-    if modality and serves and modality not in serves:
-        raise ConfigError(f"policy: method {m['name']!r} does not serve {modality} tasks")
+    own = modality_hook(modality, "policy_method") if modality else None
+    if own is not None:  # a modality answering with its own methods (a federation's exact, federaser, ...)
+        try:
+            params = own(m["name"], params, get_method)
+        except ConfigError as e:
+            raise ConfigError(f"policy: {e}") from None
+    else:
+        method = get_method(m["name"], **params)  # unknown method or bad hyperparameters: ConfigError
+        serves = tuple(getattr(method, "modalities", ()) or ())
+        if modality and serves and modality not in serves:
+            raise ConfigError(f"policy: method {m['name']!r} does not serve {modality} tasks")
     sharding = _sharding(raw.get("sharding"), modality)
     if m["name"] == "sisa":
         if sharding is None:

@@ -22,6 +22,6 @@ MODALITY = register_modality(
         "unlearnkit.modalities.federated",
         summary="federated classifiers: clients holding whole subjects, Flower strategies, client and subject deletion",
         task_kinds=("federated",),
-        capabilities=frozenset(),
+        capabilities=frozenset({"service"}),
     )
 )

@@ -238,12 +238,8 @@ def with_line_history(workspace, base: FederatedTask, forget: FederatedForget, h
         original.eval()  # SHA-256 verified: a missing or corrupt version raises
     from .runtime import state_of
 
-    line_history = LineHistory(
-        base.history.rounds,
-        base.history.strategy_state,
-        base_state=state_of(original),
-        deleted_from=min(firsts) if firsts else None,
-    )
+    kept = {f.name: getattr(base.history, f.name) for f in dataclasses.fields(FederatedHistory)}
+    line_history = LineHistory(**kept, base_state=state_of(original), deleted_from=min(firsts) if firsts else None)
     return dataclasses.replace(
         base,
         split=split,
