@@ -504,8 +504,10 @@ def dumps_ids(ids: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------- the generic surfaces' hooks
 # what `unlearnkit unlearn / evaluate / bench / report` (through `unlearnkit.requests`: the CLI,
-# the Python API and the service alike) ask of this modality where the generic flow cannot serve it (the original is a federation's stored rounds, the methods are this
-# package's functions); the work is in :mod:`.flow`, imported on first use
+# the Python API and the service alike) ask of this modality where the generic flow cannot
+# serve it (the original is a federation's stored rounds, the methods are this package's
+# functions); the work is in :mod:`.flow`, imported on first use; the service's own hooks are
+# in :mod:`.service`
 def answer_request(workspace, request, get_method, progress: bool = False) -> dict:
     """A deletion request on a federated train run (:func:`.flow.answer_request`)."""
     from .flow import answer_request as answer
