@@ -38,6 +38,8 @@ federated_app = typer.Typer(no_args_is_help=True, help="Federated training and u
 app.add_typer(federated_app, name="federated")
 
 HEADLINE = ("fed_acc_forget", "fed_acc_retain", "fed_acc_test", "fed_gap_acc_test", "fed_mia_loss_auc")
+#: what a client's local task is (``--task``)
+LOCAL_TASKS = {"classifier": "a dataset's subjects per client", "lm": "profiles people per client, LoRA adapters"}
 #: an LM federation's (``--task lm``) headline numbers
 LM_HEADLINE = ("forget_quality", "model_utility", "fed_gap_model_utility", "rouge_forget", "mia_loss_auc")
 
@@ -88,8 +90,8 @@ def train(
     if rounds < 1 or not local_epochs > 0:
         raise ConfigError("--rounds must be >= 1 and --local-epochs > 0")
     joins = _joins(join)
-    if task_kind not in ("classifier", "lm"):
-        raise ConfigError(f"--task must be classifier or lm, not {task_kind!r}")
+    if task_kind not in LOCAL_TASKS:
+        raise ConfigError(f"--task must be one of {', '.join(LOCAL_TASKS)}, not {task_kind!r}")
     if task_kind == "lm":
         if not 10 <= people <= 600:
             raise ConfigError(f"--people must be between 10 and 600, not {people}")
