@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -100,6 +101,10 @@ def test_methods_needing_retain_data_refuse_a_leaving_client(task):
 
     with pytest.raises(ConfigError, match="retain"):
         unlearn_federated(task, "local", unlearner=get_method("npo"))
+    # a method that does not serve causal LMs is refused before any round
+    classifier_only = SimpleNamespace(name="cls", modalities=("classifier",), unlearn=None)
+    with pytest.raises(ConfigError, match="does not serve"):
+        unlearn_federated(task, "local", unlearner=classifier_only)
 
 
 def test_bad_requests(task):

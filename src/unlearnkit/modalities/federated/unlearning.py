@@ -28,7 +28,12 @@ Methods (:data:`FEDERATED_METHODS`):
   strategy aggregates; then ``recovery_rounds`` rounds without the forgotten data. The
   method instance is passed in by the caller (a modality does not import the methods
   layer). GradDiff, NPO and SimNPO need retain data on the client, so they cannot serve a
-  whole client's departure (a ConfigError says so).
+  whole client's departure (a ConfigError says so). The method must serve the clients' local
+  task (:func:`local_modality`: a classifier, or the causal LM of an LM federation, whose
+  clients train LoRA adapters, :mod:`.lm`).
+
+Every method here works on whatever arrays the federation exchanges (a classifier's whole
+state, or an LM federation's adapters; :class:`~.runtime.ClientSetup`'s ``get_state``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ from .task import FederatedTask
 FEDERATED_METHODS = ("retrain", "exact", "federaser", "local")
 #: the modality of a client's local task: the methods ``local`` can run are those serving it
 LOCAL_MODALITY = "classifier"
+#: a federation's local task (``spec["local_task"]``) -> the modality its clients' methods serve
+LOCAL_MODALITIES = {"lm": "causal_lm"}
+
+
+def local_modality(spec: dict | None) -> str:
+    """The modality of the local task of the federation ``spec`` describes (a classifier, or
+    the causal LM of an LM federation, :mod:`.lm`): what a method run inside a client serves."""
+    return LOCAL_MODALITIES.get(str((spec or {}).get("local_task")), LOCAL_MODALITY)
 
 
 @dataclass
@@ -165,6 +178,9 @@ def local(
     if unlearn_rounds < 1 or recovery_rounds < 0:
         raise ConfigError("unlearn_rounds must be >= 1 and recovery_rounds >= 0")
     name = str(getattr(unlearner, "name", "method"))
+    serves = local_modality(task.spec)
+    if serves not in tuple(getattr(unlearner, "modalities", (serves,)) or ()):
+        raise ConfigError(f"method {name!r} does not serve this federation's clients ({serves} tasks)")
     if len(task.target_clients) > 1:
         raise ConfigError("the methods inside a client unlearn one client at a time; forget the clients one by one")
     if task.forget_request.level == "client" and getattr(unlearner, "needs_retain", False):
