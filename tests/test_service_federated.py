@@ -14,6 +14,7 @@ import shutil
 import pytest
 from sqlalchemy import func, select
 
+from service_pg import db_url, share_runs  # noqa: F401
 from service_support import drain, make_service
 from unlearnkit.errors import ConfigError
 from unlearnkit.modalities import get_modality
@@ -290,3 +291,23 @@ def test_exact_with_history_resumes_before_any_deleted_example_and_equals_retrai
         ref = reference(t, ws)
         assert ws.artifacts.save(ref.model) == out.artifact  # equal to retraining, bit for bit
         assert ws.store.get(out.run_id).task_spec["history"]["excluded_ids"] == sorted(excluded)
+
+
+def test_a_federated_batch_is_stored_and_certified_on_both_back_ends(trained_fed, tmp_path, db_url):  # noqa: F811
+    """The federated flow's run records and the service's tables in one database: SQLite, or
+    PostgreSQL (the run store shared there)."""
+    home, run = _copy(trained_fed, tmp_path)
+    share_runs(home, db_url)
+    svc, q = make_service(home, db_url, policy=ONE)
+    assert svc.engine.dialect.name == ("sqlite" if db_url is None else "postgresql")
+    svc.register_line("fed", run)
+    task = svc._task(run)
+    r = svc.submit("fed", subjects=_subjects(task, "client-00")[:1]).body
+    assert drain(svc, q) == ["promoted"]
+    s = svc._steps(r["batch"])[0]["steps"]
+    assert s["unlearn"]["method"] == "exact" and s["verify"]["passed"]
+    assert svc.workspace.store.get(s["unlearn"]["run_id"]).method == "federated:exact"
+    assert crypto.verify_document(svc.certificate(r["id"]), svc.public_key_pem()) == []
+    with svc.engine.connect() as conn:
+        exported = audit.export(conn, svc.public_key_pem())
+    assert audit.verify_log(exported["entries"], exported["checkpoints"], svc.public_key_pem()).problems == []
