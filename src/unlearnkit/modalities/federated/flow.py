@@ -238,8 +238,12 @@ def with_line_history(workspace, base: FederatedTask, forget: FederatedForget, h
         original.eval()  # SHA-256 verified: a missing or corrupt version raises
     from .runtime import state_of
 
+    # the version's global model as the arrays that travel; a federation whose versions are
+    # merged models (LoRA clients: adapters travel, versions are plain LMs) has none
+    full = state_of(original)
+    base_state = full if set(full) == set(base.initial_state()) else None
     kept = {f.name: getattr(base.history, f.name) for f in dataclasses.fields(FederatedHistory)}
-    line_history = LineHistory(**kept, base_state=state_of(original), deleted_from=min(firsts) if firsts else None)
+    line_history = LineHistory(**kept, base_state=base_state, deleted_from=min(firsts) if firsts else None)
     return dataclasses.replace(
         base,
         split=split,
@@ -382,6 +386,16 @@ def answer_request(workspace, request, get_method: Callable[..., Any], progress:
     task = line_task(workspace, parent, forget, getattr(request, "history", None), progress)
     if name == "local" and len(task.target_clients) > 1:  # a line's batch may span clients
         raise ConfigError("the methods inside a client unlearn one client at a time; this request spans several")
+    history = getattr(request, "history", None) or {}
+    if (
+        name == "local"
+        and history.get("base_artifact") not in (None, parent.artifact)
+        and getattr(task.history, "base_state", True) is None
+    ):
+        raise ConfigError(
+            "the methods inside a client start from the deployed version's travelling arrays, and this "
+            "federation's versions are merged models; answer with exact, retrain or federaser"
+        )
     fields, result = unlearn_record(task, name, kwargs, request.seed, workspace, parent.id, request.evaluate)
     if getattr(request, "run_id", None):
         fields["id"] = request.run_id
