@@ -178,3 +178,16 @@ def test_cli_train_unlearn_and_bad_input(capsys, monkeypatch, tmp_path):
     args = ["unlearn", "--from", run, "--method", "exact", "--scenario", "client:client-02", "--evaluate", "--json"]
     doc = cli_json(capsys, monkeypatch, *args, home=home)
     assert len(runs()) > len(before)
+
+
+def test_a_method_serving_only_language_models_runs_inside_an_lm_client_not_a_classifier_one():
+    """The request flow resolves in-client methods against the federation's local task: RMU
+    (causal LMs only) is a method of an LM federation's clients and unknown on a classifier's."""
+    from unlearnkit.methods import get_method
+    from unlearnkit.modalities.federated.flow import resolve_method
+    from unlearnkit.modalities.federated.unlearning import local_modality
+
+    name, kwargs = resolve_method("rmu", {"recovery_rounds": 2}, get_method, local_modality({"local_task": "lm"}))
+    assert name == "local" and kwargs["unlearner"].name == "rmu" and kwargs["recovery_rounds"] == 2
+    with pytest.raises(ConfigError, match="serving classifier"):
+        resolve_method("rmu", {}, get_method, local_modality({}))

@@ -6,7 +6,7 @@ True
 
 Built in: ``classifier`` (tabular and image classifiers), ``causal_lm`` (causal
 language models), ``graph`` (graph neural networks), ``recommender`` (implicit-feedback
-recommenders) and ``federated`` (federated classifiers on Flower). A third-party modality registers a
+recommenders) and ``federated`` (federated classifiers and LMs on Flower). A third-party modality registers a
 :class:`Modality` naming its package (see ``docs/adding-a-modality.md``).
 """
 
@@ -99,7 +99,7 @@ register_modality(
     Modality(
         "federated",
         "unlearnkit.modalities.federated",
-        summary="federated classifiers: clients holding whole subjects, Flower strategies, client and subject deletion",
+        summary="federated classifiers and the profiles LM with LoRA clients: clients holding whole subjects, Flower strategies, client and subject deletion",
         task_kinds=("federated",),
         capabilities=frozenset({"service"}),
     )

@@ -20,7 +20,7 @@ MODALITY = register_modality(
     Modality(
         "federated",
         "unlearnkit.modalities.federated",
-        summary="federated classifiers: clients holding whole subjects, Flower strategies, client and subject deletion",
+        summary="federated classifiers and the profiles LM with LoRA clients: clients holding whole subjects, Flower strategies, client and subject deletion",
         task_kinds=("federated",),
         capabilities=frozenset({"service"}),
     )

@@ -44,12 +44,17 @@ OWN_METHODS = {"retrain": set(), "exact": set(), "federaser": {"delta_t", "calib
 LOCAL_PARAMS = ("unlearn_rounds", "recovery_rounds")
 
 
-def resolve_method(name: str, params: dict, get_method: Callable[..., Any]) -> tuple[str, dict]:
+def resolve_method(
+    name: str, params: dict, get_method: Callable[..., Any], local: str | None = None
+) -> tuple[str, dict]:
     """``(federated method, keyword arguments)`` for method ``name`` with ``params``: one of
-    retrain, exact, federaser, or a registered method serving classifiers, run inside the
-    target client (``local``; ``unlearn_rounds`` / ``recovery_rounds`` are its own)."""
+    retrain, exact, federaser, or a registered method serving the clients' local task
+    (``local``: a modality name, default the classifier's; :func:`.unlearning.local_modality`
+    of the federation's spec), run inside the target client (``local``; ``unlearn_rounds`` /
+    ``recovery_rounds`` are its own)."""
     from .unlearning import LOCAL_MODALITY
 
+    local = local or LOCAL_MODALITY
     params = dict(params or {})
     if name in OWN_METHODS:
         allowed = OWN_METHODS[name]
@@ -64,10 +69,10 @@ def resolve_method(name: str, params: dict, get_method: Callable[..., Any]) -> t
         if "unknown method" not in str(e):
             raise  # the method exists: its hyperparameters are wrong
         method = None
-    if method is None or LOCAL_MODALITY not in tuple(getattr(method, "modalities", ()) or ()):
+    if method is None or local not in tuple(getattr(method, "modalities", ()) or ()):
         raise ConfigError(
-            f"unknown federated method {name!r}; choose retrain, exact, federaser or a classifier "
-            "method run inside the client (`unlearnkit methods` lists those serving classifiers)"
+            f"unknown federated method {name!r}; choose retrain, exact, federaser or a method serving "
+            f"{local} run inside the client (`unlearnkit methods` lists them)"
         )
     return "local", {"unlearner": method, **rounds}
 
@@ -378,11 +383,13 @@ def answer_request(workspace, request, get_method: Callable[..., Any], progress:
     Checked before any training: the method and its parameters, the request's shape (``ids``,
     ``subjects`` or ``scenario`` ``client:ID``), the run and its stored rounds, and on a line
     (``history``) the ids deleted before it and the version it starts from."""
+    from .unlearning import local_modality
+
     _check_request(request)
-    name, kwargs = resolve_method(request.method, request.params, get_method)
+    parent = workspace.store.get(request.run)
+    name, kwargs = resolve_method(request.method, request.params, get_method, local_modality(parent.task_spec))
     forget = request_scenario(ids=request.ids, subjects=request.subjects, scenario=request.scenario)
     _check_local(name, kwargs, forget)  # before the task is built (which may train the federation again)
-    parent = workspace.store.get(request.run)
     task = line_task(workspace, parent, forget, getattr(request, "history", None), progress)
     if name == "local" and len(task.target_clients) > 1:  # a line's batch may span clients
         raise ConfigError("the methods inside a client unlearn one client at a time; this request spans several")
@@ -509,6 +516,7 @@ def bench_job(
     ``specs``, each with its metrics; the records' fields (none stored). A method that fails
     is a failed record with its error, the others go on."""
     from ...errors import UnlearnkitError
+    from .unlearning import local_modality
 
     recs = []
     for sc in scenarios:
@@ -517,7 +525,7 @@ def bench_job(
         recs.append(original_record(task, seed, workspace))
         names = [("retrain", {})] + [s for s in specs if s[0] != "retrain"]
         for name, params in names:
-            method, kwargs = resolve_method(name, params, get_method)
+            method, kwargs = resolve_method(name, params, get_method, local_modality(base.spec))
             try:
                 fields, _ = unlearn_record(task, method, kwargs, seed, workspace, None)
             except UnlearnkitError as e:
