@@ -358,8 +358,14 @@ def line_policy(modality, service_policy: dict | None, line_policy: dict | None,
     """The policy of a line of ``modality`` (a :class:`~unlearnkit.modalities.Modality`).
     With ``spec`` (the line's training task spec), the checks whose ``when`` the task does
     not match are dropped: the line's policy lists exactly the checks its gate runs (a
-    graph line's link-prediction checks on a link task, its node checks on a node task)."""
-    raw = merge(merge(merge(BASE_POLICY, modality.service_policy), service_policy), line_policy)
+    graph line's link-prediction checks on a link task, its node checks on a node task); a
+    modality with a ``service_policy_for(spec)`` hook gives its default for that task (a
+    federation of language models has other metrics than one of classifiers)."""
+    default = modality.service_policy
+    own = modality_hook(modality.name, "service_policy_for") if spec else None
+    if own is not None:  # a modality whose default depends on the line's task (a federation's local task)
+        default = own(spec)
+    raw = merge(merge(merge(BASE_POLICY, default), service_policy), line_policy)
     pol = parse_policy(raw, modality.name)
     if spec is not None and any(not c.applies(spec) for c in pol.checks):
         gate = dict(raw.get("gate") or {})

@@ -39,3 +39,41 @@ SERVICE_POLICY: dict = {
     },
     "limits": {"max_fraction_per_request": 0.5},
 }
+
+#: the policy of a line of an LM federation (``spec["local_task"] == "lm"``: the profiles
+#: people dealt to clients, LoRA adapters on a frozen base; :mod:`.lm`), chosen by
+#: :func:`.service.service_policy_for`. Its metrics are the causal-LM modality's (see
+#: :func:`.metrics.evaluate_lm_federated`), so the checks are TOFU forget quality (the KS
+#: p-value of the forgotten rows' truth ratios against the reference's) and the gaps to
+#: federated retraining of model utility, ROUGE-L on the forgotten rows and the LOSS
+#: membership AUC of those rows against never-trained holdout people; the canary is
+#: never-trained holdout people's rows (the causal-LM line's canary), measured by the mean
+#: absolute change of per-row loss (nats; a language model has no one predicted class).
+#: ``exact`` answers, ``retrain`` is the escalation, as for classifier federations.
+#: Calibration (one run each, so single values; the tests' federation: 12 people, 3 clients
+#: of 4 people, FedAvg, 2 rounds, the CLI's defaults, an undertrained model: model utility
+#: 0.07, forget ROUGE-L 0.06-0.10; canary: all 16 holdout rows): one person of each client deleted from
+#: version 0 and a second person with history. ``exact`` (= federated retraining, every
+#: client from round 1): forget quality 1.0, every gap 0, excess loss shift 0; the deletion's
+#: own reference loss shift 0.033-0.065 (0.053 for the second person). Inside the client,
+#: from version 0: ``npo`` forget quality 0.72-0.95, utility gap 0.0006-0.008, ROUGE gap
+#: 0-0.009, MIA gap 0.016-0.051, excess loss shift 0.18-0.24; ``gradient_ascent`` 0.43-0.72,
+#: 0.005-0.010, 0, 0.020-0.137, 0.15-0.21; ``federaser`` 0.95, 0.015-0.023, 0.001-0.066,
+#: 0.020-0.102, 0.34-0.40. Every approximate answer fails the 0.1 excess loss-shift bound
+#: (federaser two of three on the utility and ROUGE gaps too) and escalates to ``retrain``;
+#: exact passes with room. Few requests on an undertrained federation: the gap bounds leave
+#: room, the canary's excess bound is what separates exact from approximate answers here,
+#: and 0.5 nats for the deletion's own effect is ~8x what one person moved.
+LM_SERVICE_POLICY: dict = {
+    "method": {"name": "exact", "params": {}},
+    "gate": {
+        "checks": [
+            {"metric": "forget_quality", "min": 0.05},
+            {"metric": "fed_gap_model_utility", "max": 0.02},
+            {"metric": "fed_gap_rouge_forget", "max": 0.05},
+            {"metric": "fed_gap_mia_loss_auc", "max": 0.15},
+        ],
+        "canary": {"size": 40, "max_reference_loss_shift": 0.5, "max_excess_loss_shift": 0.1},
+    },
+    "limits": {"max_fraction_per_request": 0.5},
+}

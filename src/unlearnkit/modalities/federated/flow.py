@@ -231,9 +231,15 @@ def with_line_history(workspace, base: FederatedTask, forget: FederatedForget, h
             scenario["clients"] = sorted(holding)
         for c in covered:  # whole clients inside an example request leave (never contacted again)
             joins.pop(c)
-    rng = np.random.default_rng(derive_seed(base.seed, "holdout", len(forget_ids)))
     train = train.without(excluded, name=train.name) if excluded else train
-    holdout = matched_holdout(base.pool, train.select(forget_ids), rng)
+    own_view = getattr(base, "line_view", None)
+    extra = {}
+    if own_view is not None:  # an LM federation: its metrics' view, holdout = never-trained people
+        extra["view"] = own_view(forget_ids, excluded)
+        holdout = extra["view"].holdout
+    else:  # a classifier federation: a holdout matched to the forget set from the server's pool
+        rng = np.random.default_rng(derive_seed(base.seed, "holdout", len(forget_ids)))
+        holdout = matched_holdout(base.pool, train.select(forget_ids), rng)
     split = Split(train, base.split.test, forget_ids, holdout, scenario)
     recorded = {"excluded_ids": excluded, "base_artifact": history.get("base_artifact")}
     spec = {k: v for k, v in base.spec.items() if k != "scenario"} | {"history": recorded}
@@ -259,6 +265,7 @@ def with_line_history(workspace, base: FederatedTask, forget: FederatedForget, h
         spec=spec,
         original=original,
         memo={},
+        **extra,
     )
 
 

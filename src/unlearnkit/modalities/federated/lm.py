@@ -198,6 +198,21 @@ class FederatedLMTask(FederatedTask):
         spec = {k: v for k, v in self.spec.items() if k != "scenario"}
         return dataclasses.replace(self, split=split, forget_request=request, spec=spec, memo={}, view=view)
 
+    def line_view(self, forget_ids, excluded) -> LMTask:
+        """The LM view of a request on a model line (:func:`.flow.with_line_history`): the
+        forget rows ``forget_ids``, and the rows deleted before (``excluded``) out of its
+        retain sample (``retain_eval`` and its answer variants, aligned by id), so model
+        utility is measured on people the line still holds; holdout people as always."""
+        view = build_view(
+            self.data_args, {"ids": list(forget_ids)}, self.view.adapter.tokenizer, self.view.model_factory
+        )
+        gone = {str(i) for i in excluded}
+        sets = {}
+        for name, es in view.eval_sets.items():
+            drop = [str(i) for i in es.example_ids.tolist() if str(i) in gone] if name.startswith("retain_eval") else []
+            sets[name] = es.without(drop, name=es.name) if drop else es
+        return dataclasses.replace(view, eval_sets=sets)
+
     # -- metrics
     def evaluate_global(self, model: nn.Module, cost: FederatedCost, reference, seed: int = 0) -> dict[str, float]:
         """Every number of global model ``model`` against federated retraining ``reference``

@@ -22,7 +22,18 @@ leave every client and the reference, and a client left with no data has left.
 * :func:`version_state`: a federated version is a plain global model (no training-state
   manifest);
 * :func:`reference_metrics`: the reference's own federated metrics, for the checks bounded
-  relative to it.
+  relative to it;
+* :func:`service_policy_for`: the default policy of a line by its federation's local task
+  (an LM federation's gate checks the causal-LM metrics and the canary's loss shift,
+  :data:`.defaults.LM_SERVICE_POLICY`; a classifier federation's its accuracy gaps and
+  flip rates, :data:`.defaults.SERVICE_POLICY`).
+
+An LM federation's line answers the same way: its requests name people (every row about
+them) or rows; each request's metrics view is rebuilt with the forgotten people and without
+the people deleted before (:meth:`.lm.FederatedLMTask.line_view`); its canary is rows of
+never-trained holdout people (the train run's test split, as on a causal-LM line). Its
+versions are merged models (base + adapters), so the methods inside a client answer only
+from version 0; ``exact``, ``retrain`` and ``federaser`` answer from any version.
 """
 
 from __future__ import annotations
@@ -72,11 +83,23 @@ def reference_metrics(task, reference, seed: int = 0) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def service_policy_for(spec: dict) -> dict:
+    """The default policy of a line whose train run has task spec ``spec``: an LM
+    federation's (``local_task`` ``lm``) or a classifier federation's."""
+    import copy
+
+    from . import defaults
+
+    lm = (spec or {}).get("local_task") == "lm"
+    return copy.deepcopy(defaults.LM_SERVICE_POLICY if lm else defaults.SERVICE_POLICY)
+
+
 __all__ = [
     "check_line_deletion",
     "line_task",
     "method_is_exact",
     "policy_method",
     "reference_metrics",
+    "service_policy_for",
     "version_state",
 ]
