@@ -185,7 +185,9 @@ def with_line_history(workspace, base: FederatedTask, forget: FederatedForget, h
     a training example, one deleted before, a forget set after which no client takes part from
     round 1 or none is left. The original is the deployed version (``base_artifact``, hash
     verified); the spec records the history (the task's key and its reference's key differ
-    from the first request's)."""
+    from the first request's). A task with its own metrics view (an LM federation's
+    ``line_view``) builds it for the request, holdout included (never-trained people); a
+    classifier federation's holdout is matched to the forget set from the server's pool."""
     excluded = sorted({str(i) for i in history.get("excluded_ids") or []})
     train = base.split.train
     unknown = [i for i in excluded if not train.has(i)]
