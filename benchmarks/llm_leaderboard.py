@@ -43,7 +43,11 @@ COLUMNS = [
     "relearn_rouge",
     "fade_sym_kl",
     "cost_ratio_time",
+    "cost_ratio_examples",
+    "forget_passes",
 ]
+#: the seed and split benchmarks/llm_tuning.py selected the tuned configurations on
+SELECTION = {"seed": 0, "split": "forget10"}
 
 
 def task_args(people: int, qa: int) -> dict:
@@ -73,19 +77,24 @@ def job(
     return [r.to_dict() for r in recs]
 
 
-def goal_check(rows: list[dict]) -> list[str]:
-    """forget10: forget quality p >= 0.05 with model utility >= 0.95 x the original's, at no
-    more than 10% of retrain's wall time (means over seeds)."""
+def goal_check(rows: list[dict], split: str = "forget10", held_out_seeds: bool = True) -> list[str]:
+    """Issue 4's goal on ``split``: forget quality p >= 0.05 with model utility >= 0.95 x the
+    original's, at no more than 10% of retrain's wall time and examples (means over seeds).
+    ``held_out_seeds``: the rows' seeds exclude the tuning's selection seed, so a tuned row is
+    judged on data its configuration was not chosen on (the only rows the goal is judged on)."""
     orig = {r["scenario"]: r["mean"].get("model_utility", math.nan) for r in rows if r["role"] == "original"}
     hits = []
     for r in rows:
-        if r["role"] != "unlearn" or r["scenario"] != "forget10":
+        if r["role"] != "unlearn" or r["scenario"] != split or not held_out_seeds:
             continue
-        fq, mu, cost = (r["mean"].get(k, math.nan) for k in ("forget_quality", "model_utility", "cost_ratio_time"))
-        if fq >= 0.05 and mu >= 0.95 * orig.get("forget10", math.inf) and cost <= 0.10:
+        fq, mu, cost, ex = (
+            r["mean"].get(k, math.nan)
+            for k in ("forget_quality", "model_utility", "cost_ratio_time", "cost_ratio_examples")
+        )
+        if fq >= 0.05 and mu >= 0.95 * orig.get(split, math.inf) and cost <= 0.10 and not ex > 0.10:
             hits.append(
                 f"{r['method']} (forget quality {fq:.3g}, utility {mu:.3f} vs original "
-                f"{orig['forget10']:.3f}, cost {cost:.3f}x)"
+                f"{orig[split]:.3f}, cost {cost:.3f}x time, {ex:.3f}x examples)"
             )
     return hits
 
@@ -141,7 +150,21 @@ def main() -> None:
         "(default: a temporary one); costs are cached with the models, so ratios stay comparable",
     )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--name", default="llm_leaderboard", help="file stem of the results")
+    ap.add_argument(
+        "--records",
+        default=None,
+        help="JSON-lines file every finished job's records are appended to (a run that stops keeps "
+        "its finished jobs); jobs already in it are not run again",
+    )
+    ap.add_argument(
+        "--summarise",
+        action="store_true",
+        help="run nothing: write the tables from --records (the jobs it holds)",
+    )
     args = ap.parse_args()
+    if args.summarise and not args.records:
+        ap.error("--summarise needs --records")
     names = (
         args.methods.split(",")
         if args.methods
@@ -156,10 +179,23 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     t0 = time.perf_counter()
-    records = []
+    records, done = [], set()
+    log = Path(args.records) if args.records else None
+    if log is not None and log.exists():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                done.add((d["seed"], d["split"]))
+                records += [RunRecord.from_dict(r) for r in d["records"]]
+    todo = [(s, sp) for s in seeds for sp in SPLITS if (s, sp) not in done]
+    if args.summarise:
+        todo = []
+        seeds = sorted({s for s, _ in done})
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or tmp
-        for s in seeds:  # one original per seed, shared by the three splits' jobs through the cache
+        for s in sorted(
+            {s for s, _ in todo}
+        ):  # one original per seed, shared by the three splits' jobs through the cache
             make_lm_task(
                 "profiles",
                 forget="forget10",
@@ -170,42 +206,61 @@ def main() -> None:
             )
         print(f"[{time.perf_counter() - t0:6.0f}s] originals trained", flush=True)
         with ProcessPoolExecutor(args.workers) as ex:
-            futs = {
-                ex.submit(job, s, sp, methods, home, threads, args.people, args.qa): (s, sp)
-                for s in seeds
-                for sp in SPLITS
-            }
+            futs = {ex.submit(job, s, sp, methods, home, threads, args.people, args.qa): (s, sp) for s, sp in todo}
             for i, f in enumerate(as_completed(futs)):
-                records += [RunRecord.from_dict(d) for d in f.result()]
+                got = f.result()
+                records += [RunRecord.from_dict(d) for d in got]
+                if log is not None:  # appended whole, one line per job
+                    s, sp = futs[f]
+                    with log.open("a") as fh:
+                        fh.write(json.dumps({"seed": s, "split": sp, "records": got}, default=str) + "\n")
                 print(f"[{time.perf_counter() - t0:6.0f}s] job {i + 1}/{len(futs)} done {futs[f]}", flush=True)
     elapsed = time.perf_counter() - t0
     failed = [f"{r.scenario.get('forget')} {r.method}: {r.error}" for r in records if r.status != "ok"]
     rows = summarise(records, COLUMNS)
-    hits, leaks = goal_check(rows), probe_findings(rows)
+    held_out = SELECTION["seed"] not in seeds
+    hits = {sp: goal_check(rows, sp, held_out) for sp in SPLITS}
+    leaks = probe_findings(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = (
         f"python benchmarks/llm_leaderboard.py --seeds {args.seeds} --people {args.people} --qa {args.qa} "
-        f"--workers {args.workers}" + (f" --tuned {args.tuned}" if args.tuned else "")
+        f"--workers {args.workers}"
+        + (f" --tuned {args.tuned}" if args.tuned else "")
+        + (f" --name {args.name}" if args.name != "llm_leaderboard" else "")
+        + (f" --records {args.records}" if args.records else "")
     )
-    tuned_note = (
-        (
-            "\n\nRows `METHOD (tuned)` use the configuration `benchmarks/llm_tuning.py` selected on this "
-            "same task and seed (forget10, seed 0): tuned, not held-out numbers. Their hyperparameters: "
-            + "; ".join(f"{lab}: {json.dumps(p)}" for _, p, lab in methods if p)
+    tuned = "; ".join(f"{lab}: {json.dumps(p)}" for _, p, lab in methods if p)
+    if not args.tuned:
+        tuned_note = ""
+    elif held_out:
+        tuned_note = (
+            f"\n\n**Held-out protocol.** Rows `METHOD (tuned)` use the configuration `benchmarks/llm_tuning.py` "
+            f"selected on {SELECTION['split']} of seed {SELECTION['seed']} (another original, other forget "
+            f"people, another reference); this run reports seeds {args.seeds} only, so every row is measured "
+            f"on a seed its configuration was not chosen on, and the {', '.join(x for x in SPLITS if x != SELECTION['split'])} "
+            "rows also on another split. Default rows use each method's defaults, which were set on the 9-row test "
+            f"task, not here. Their hyperparameters: {tuned}"
         )
-        if args.tuned
-        else ""
-    )
+    else:
+        tuned_note = (
+            "\n\nRows `METHOD (tuned)` use the configuration `benchmarks/llm_tuning.py` selected on "
+            f"{SELECTION['split']} of seed {SELECTION['seed']}, a seed this run reports: on that split and seed "
+            f"they are tuned, not held-out numbers, and the goal is not judged. Their hyperparameters: {tuned}"
+        )
     spec = next(r.task_spec for r in records if r.kind == "train")
     orig = next(r for r in records if r.kind == "train")
+    runtime = f"{elapsed / 60:.1f} min on {os.cpu_count()} cores with {args.workers} workers" + (
+        f" (this invocation; {len(done)} job(s) read back from `{args.records}`)" if done else ""
+    )
+    goal_lines = "".join(f"\n- {sp}: " + ("; ".join(h) if h else "no method") for sp, h in hits.items())
     header = (
         f"# Language-model leaderboard: generated profiles, tiny Llama\n\n"
         f"{args.people} fictitious people with {args.qa} direct questions each (plus alias and multi-hop "
         f"questions, {spec['n_other']} other people and world facts: {orig.tags.get('split', {}).get('n_train', '?')} "
         f"training rows); a {spec['model']['layers']}-layer, {spec['model']['hidden']}-wide Llama trained from "
-        f"scratch; splits {', '.join(SPLITS)}; seeds {args.seeds}; {len(records)} runs; {elapsed / 60:.1f} min on "
-        f"{os.cpu_count()} cores with {args.workers} workers.\n\nRegenerate: `{cmd}`{tuned_note}\n\n"
+        f"scratch; splits {', '.join(SPLITS)}; seeds {','.join(map(str, seeds))}; {len(records)} runs; {runtime}."
+        f"\n\nRegenerate: `{cmd}`{tuned_note}\n\n"
         "Columns: TOFU forget quality (KS-test p-value of forget truth ratios vs the retrained reference; "
         "higher is better, 0.05 the usual bar) and model utility (harmonic mean of probability, ROUGE-L and "
         "truth ratio on retain, other people, world facts); forget-set answer probability, ROUGE-L recall and "
@@ -213,18 +268,21 @@ def main() -> None:
         "set still looks like members) and the Min-K%++ AUC behind it; probes (ROUGE-L on reworded questions, "
         "alias and multi-hop questions about the forget people, and on half the forget set after a 10-step "
         "relearning attack on the other half; ideal: the reference's); FADE-style symmetric KL to the "
-        "reference on sampled answers; cost as a ratio of retrain's wall time in the same run.\n\n"
-        "Goal (issue 4): on forget10, forget quality >= 0.05 with model utility >= 0.95 x the original's, at "
-        "no more than 10% of retrain's cost. Met by: "
-        + ("; ".join(hits) if hits else "none in this run")
+        "reference on sampled answers; cost as a ratio of retrain's wall time and of its examples "
+        "(forward + backward) in the same job, and in forget-set passes ((forward + backward) / (2 x forget "
+        "rows); 1 is one pass).\n\n"
+        "Goal (issues 4 and 13): forget quality >= 0.05 with model utility >= 0.95 x the original's, at "
+        "no more than 10% of retrain's cost (wall time and examples), means over seeds; judged only on "
+        "held-out rows (seeds other than the tuning's). "
+        + ("Met by:" + goal_lines if held_out else "Not judged: this run reports the tuning's own seed.")
         + "\n\nProbes that show knowledge only hidden (forget ROUGE within 0.1 of the reference's, a probe "
         "more than 0.1 above the reference's): "
         + ("; ".join(leaks) if leaks else "none in this run")
         + ("\n\nFailed runs: " + "; ".join(failed) if failed else "")
         + "\n\n"
     )
-    (out / "llm_leaderboard.md").write_text(header + markdown_table(rows, COLUMNS) + "\n")
-    (out / "llm_leaderboard.json").write_text(
+    (out / f"{args.name}.md").write_text(header + markdown_table(rows, COLUMNS) + "\n")
+    (out / f"{args.name}.json").write_text(
         json.dumps(
             {
                 "command": cmd,
@@ -234,6 +292,8 @@ def main() -> None:
                 "people": args.people,
                 "qa": args.qa,
                 "elapsed_s": elapsed,
+                "held_out": held_out,
+                "selection": SELECTION,
                 "goal_met_by": hits,
                 "probe_leaks": leaks,
                 "failed": failed,
@@ -244,7 +304,7 @@ def main() -> None:
             allow_nan=True,
         )
     )
-    for name, fig in (("llm_leaderboard.png", plot_lm_tradeoff(rows)), ("llm_leaderboard_cost.png", plot_cost(rows))):
+    for name, fig in ((f"{args.name}.png", plot_lm_tradeoff(rows)), (f"{args.name}_cost.png", plot_cost(rows))):
         (out / name).write_bytes(figure_png(fig))
     print(header + markdown_table(rows, COLUMNS))
 
