@@ -61,6 +61,9 @@ class GradDiff(Method):
         ref = copy.deepcopy(model).eval().requires_grad_(False) if self.params.retain_loss == "kl" else None
 
         def objective(ctx):
+            if ref is None and hasattr(adapter, "sequence_stats"):  # a causal LM: one grouped pass
+                (sf, nf), (sr, nr) = adapter.sequence_stats(ctx.model, [ctx.batch("forget"), ctx.batch("retain")])
+                return gradient_difference_loss(-sf / nf.clamp_min(1), -sr / nr.clamp_min(1), alpha)
             lf = adapter.per_example_loss(ctx.model, ctx.batch("forget"))
             retain = ctx.batch("retain")
             if ref is None:

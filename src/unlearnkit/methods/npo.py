@@ -61,6 +61,15 @@ class NPO(Method):
         cached = getattr(adapter, "frozen_log_likelihood", None)
         ref_cache = cached(ref, len(task.forget)) if cached is not None else None
 
+        if ref_cache is not None and hasattr(adapter, "sequence_stats"):
+
+            def forget_term(ctx, batch, log_lik, length):
+                ref_log_lik, n_ref = ref_cache(batch)
+                ctx.count_forward(n_ref)
+                return npo_loss(log_lik, ref_log_lik, p.beta)
+
+            return lm_forget_retain_plan(self, model, task, forget_term, seed, frozen=[ref])
+
         def forget_loss(ctx, batch):
             if ref_cache is not None:
                 log_lik = adapter.sequence_log_likelihood(ctx.model, batch)
@@ -75,3 +84,28 @@ class NPO(Method):
             return loss
 
         return self.forget_loop_plan(model, task, forget_loss, seed, frozen=[ref])
+
+
+def lm_forget_retain_plan(method: Method, model, task, forget_term, seed: int, frozen=()) -> LoopPlan:
+    """:meth:`Method.forget_loop_plan` on a causal LM whose adapter has ``sequence_stats``:
+    the step's forget batch and (``retain_weight > 0``) retain batch go through the model in
+    one length-grouped set of forward passes (``adapter.sequence_stats``: the same per-row
+    values as a pass per batch, fewer padded tokens). ``forget_term(ctx, batch, log_lik,
+    length)`` is the forget loss from the forget rows' ``log p(y|x)`` and ``|y|``; the retain
+    term is ``retain_weight`` times the mean answer-token NLL, as in ``forget_loop_plan``."""
+    p, adapter = method.params, task.adapter
+    weight = float(getattr(p, "retain_weight", 0.0) or 0.0)
+
+    def objective(ctx):
+        batches = [ctx.batch("forget")] + ([ctx.batch("retain")] if weight else [])
+        stats = adapter.sequence_stats(ctx.model, batches)
+        loss = forget_term(ctx, batches[0], *stats[0])
+        if weight:
+            s, n = stats[1]
+            loss = loss + weight * (-s / n.clamp_min(1)).mean()
+        return loss
+
+    streams = {"forget": task.forget} | ({"retain": task.retain} if weight else {})
+    return LoopPlan(
+        model, objective, streams, p.train_config(), seed, primary="forget", frozen=tuple(frozen), desc=method.name
+    )

@@ -8,6 +8,7 @@ from ..engines.ensemble import LoopPlan
 from ..errors import ConfigError
 from .base import LoopParams, Method, hp, register
 from .losses import simnpo_loss
+from .npo import lm_forget_retain_plan
 
 
 @dataclass
@@ -55,6 +56,13 @@ class SimNPO(Method):
     def loop_plan(self, model, task, seed) -> LoopPlan:
         p = self.params
         adapter = task.adapter
+
+        if hasattr(adapter, "sequence_stats"):  # a causal LM: forget and retain rows in one grouped pass
+
+            def forget_term(ctx, batch, log_lik, length):
+                return simnpo_loss(log_lik, p.beta, p.gamma, length)
+
+            return lm_forget_retain_plan(self, model, task, forget_term, seed)
 
         def forget_loss(ctx, batch):
             if hasattr(adapter, "sequence_log_likelihood"):  # a causal LM: answer positions' logits only
