@@ -1,7 +1,15 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+# the processes tests start (the CLI, servers, workers) run on one thread as the tests do: with
+# torch's default of one thread per core, two test workers each waiting on a two-thread CLI
+# process oversubscribe a 2-core machine, and OpenMP's spinning threads then slow every one
+# of them several-fold. A user's own setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from test_cli import js, uk
+from test_cli import js, stored_runs, uk
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.timeout(600)
@@ -83,10 +83,10 @@ def test_train_unlearn_evaluate_report(lm_run, tmp_path):
 )
 def test_bad_unlearn_requests_fail_cleanly(lm_run, args, message):
     home, doc = lm_run
-    before = len(js(uk("runs", "list", "--json", home=home)))
+    before = stored_runs(home)
     p = uk("unlearn", "--from", doc["run_id"], *args, home=home, check=False)
     assert p.returncode == 2 and p.stderr.startswith("error:") and message in p.stderr
-    assert len(js(uk("runs", "list", "--json", home=home))) == before  # nothing stored
+    assert stored_runs(home) == before  # nothing stored
 
 
 def test_bad_qa_folder_and_options(tmp_path):
