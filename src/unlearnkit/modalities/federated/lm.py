@@ -50,7 +50,7 @@ from ..causal_lm.task import LMTask, default_lm_recipe
 from .history import FederatedCost, FederatedHistory, State
 from .partition import parse_scheme, partition_clients
 from .runtime import RUNTIMES, ClientSetup, Phase, ServerProgram, check_strategy
-from .task import FederatedForget, FederatedTask, resolve_forget
+from .task import FederatedForget, FederatedTask, LocalSplits, resolve_forget
 
 #: the tiny Llama of the tests and the CLI's default (``model`` overrides any key)
 DEFAULT_LM_MODEL = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64}
@@ -80,23 +80,11 @@ class FederatedLMAdapter(CausalLMAdapter):
 
 
 @dataclass
-class LMClientTask(LMTask):
+class LMClientTask(LocalSplits, LMTask):
     """One client's local task for an LM method run inside it (:func:`make_lm_client_task`)."""
 
     local_forget: ExampleSet | None = None
     local_retain: ExampleSet | None = None
-
-    @property
-    def forget(self) -> ExampleSet:
-        return self.local_forget
-
-    @property
-    def retain(self) -> ExampleSet:
-        return self.local_retain
-
-    @property
-    def train(self) -> ExampleSet:
-        return self.local_forget if not len(self.local_retain) else self.local_retain
 
 
 def make_lm_client_task(data: ExampleSet, forget_ids, model: nn.Module, adapter) -> LMClientTask:

@@ -88,14 +88,10 @@ class FederatedForget:
         )
 
 
-@dataclass
-class ClientTask(ClassifierTask):
-    """One client's local task for an unlearning method run inside the client: its forget
-    examples and the rest of its own data (empty when the whole client leaves). The original
-    is the global model the client received."""
-
-    local_forget: ExampleSet | None = None
-    local_retain: ExampleSet | None = None
+class LocalSplits:
+    """The splits of a client's local task (``local_forget`` / ``local_retain`` fields of the
+    dataclass it is mixed into): forget, the rest of the client's data, and as the training
+    set the rest, or the forget examples where the whole client leaves."""
 
     @property
     def forget(self) -> ExampleSet:
@@ -108,6 +104,16 @@ class ClientTask(ClassifierTask):
     @property
     def train(self) -> ExampleSet:
         return self.local_forget if not len(self.local_retain) else self.local_retain
+
+
+@dataclass
+class ClientTask(LocalSplits, ClassifierTask):
+    """One client's local task for an unlearning method run inside the client: its forget
+    examples and the rest of its own data (empty when the whole client leaves). The original
+    is the global model the client received."""
+
+    local_forget: ExampleSet | None = None
+    local_retain: ExampleSet | None = None
 
 
 def make_client_task(data: ExampleSet, forget_ids: Sequence[str], model: nn.Module, adapter) -> ClientTask:
