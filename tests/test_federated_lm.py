@@ -191,3 +191,28 @@ def test_a_method_serving_only_language_models_runs_inside_an_lm_client_not_a_cl
     assert name == "local" and kwargs["unlearner"].name == "rmu" and kwargs["recovery_rounds"] == 2
     with pytest.raises(ConfigError, match="serving classifier"):
         resolve_method("rmu", {}, get_method, local_modality({}))
+
+
+def test_bench_grid_of_an_lm_federation(tmp_path, capsys, monkeypatch):
+    """A `task: federated` grid with `local_task: lm` benches the LM federation: the original,
+    federated retraining and each method, stored, with the LM metrics; an option an LM
+    federation cannot take is refused with one line before anything is trained."""
+    from cli_support import cli, cli_json
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "task: federated\noptions: {local_task: lm, people: 12, clients: 3, rounds: 2}\nseeds: [0]\n"
+        'scenarios: ["client:client-02"]\nmethods: [exact, gradient_ascent]\n'
+    )
+    home = tmp_path / "ws"
+    cli_json(capsys, monkeypatch, "bench", str(grid), "--out", str(tmp_path / "rep"), "--json", home=home)
+    runs = cli_json(capsys, monkeypatch, "runs", "list", "--json", home=home)
+    rows = {r["method"]: r for r in (runs if isinstance(runs, list) else runs.get("runs", []))}
+    assert {"original", "federated:retrain", "federated:exact"} <= set(rows), sorted(rows)
+    assert any(m.startswith("federated:") and "gradient_ascent" in m for m in rows), sorted(rows)
+    assert rows["federated:exact"]["metrics"]["forget_quality"] == 1.0  # exact is retraining here
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(grid.read_text().replace("people: 12", "people: 12, partition: 'dirichlet:0.1'"))
+    code, _, err = cli(capsys, monkeypatch, "bench", str(bad), "--out", str(tmp_path / "rep2"), home=tmp_path / "ws2")
+    assert code == 2 and err.strip().startswith("error:") and "partition" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ws2" / "runs.db").exists()

@@ -148,7 +148,10 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers")
     if not isinstance(grid.workers, int) or isinstance(grid.workers, bool) or grid.workers < 1:
         raise ConfigError(f"{path}: workers must be an integer >= 1")
-    grid.task_options()
+    options = grid.task_options()
+    check = getattr(grid.modality.part("task"), "check_options", None)  # a modality's own checks
+    if check is not None:  # of its build options, before the workspace is touched
+        check(str(grid.task), options)
     grid.scenario_dicts()
     grid.method_specs()
     return grid

@@ -450,11 +450,47 @@ def request_scenario(ids=None, subjects=None, scenario=None) -> FederatedForget:
     return FederatedForget(clients=tuple(c.strip() for c in value.split(",") if c.strip()))
 
 
-def build_task(kind: str, options: dict, seed: int = 0, cache=None, progress: bool = False) -> FederatedTask:
-    """The task ``unlearnkit train --task federated`` builds; ``options`` may hold ``dataset``,
-    ``model``, ``clients``, ``partition``, ``strategy``, ``rounds``, ``local_epochs``, ``lr``,
-    ``batch_size``, ``runtime`` (None = default)."""
+def check_options(kind: str, options: dict) -> None:
+    """Refuse build options :func:`build_task` cannot take (a bench grid's, checked before any
+    work): an unknown ``local_task``; an LM federation's recipe options or label skew."""
     o = {k: v for k, v in options.items() if v is not None}
+    local = str(o.get("local_task", "classifier"))
+    if local not in ("classifier", "lm"):
+        raise ConfigError(f"local_task must be classifier or lm, not {local!r}")
+    if local == "lm":
+        unknown = sorted(set(o) & {"lr", "batch_size"})
+        if unknown:
+            raise ConfigError(f"an LM federation takes no {', '.join(unknown)} option (its clients' recipe is fixed)")
+        if str(o.get("partition", "subject")) != "subject":
+            raise ConfigError("an LM federation deals people out (partition subject); label skew needs classes")
+
+
+def build_task(kind: str, options: dict, seed: int = 0, cache=None, progress: bool = False) -> FederatedTask:
+    """The task ``unlearnkit train --task federated`` (and a ``task: federated`` bench grid)
+    builds; ``options`` may hold ``dataset``, ``model``, ``clients``, ``partition``,
+    ``strategy``, ``rounds``, ``local_epochs``, ``lr``, ``batch_size``, ``runtime`` (None =
+    default), and ``local_task``: ``classifier`` (default) or ``lm``, the profiles LM
+    federated by person (:func:`.lm.make_federated_lm_task`; then ``people``, ``lora_rank``
+    and ``joins`` too; ``dataset`` and ``model``, which every bench grid carries, do not
+    apply: its people are generated and its model is the tiny Llama)."""
+    check_options(kind, options)
+    o = {k: v for k, v in options.items() if v is not None}
+    local = str(o.pop("local_task", "classifier"))
+    if local == "lm":
+        from .lm import make_federated_lm_task
+
+        return make_federated_lm_task(
+            int(o.get("people", 12)),
+            int(o.get("clients", 3)),
+            str(o.get("strategy", "fedavg")),
+            int(o.get("rounds", 3)),
+            float(o.get("local_epochs", 1.0)),
+            joins=dict(o.get("joins") or {}),
+            seed=seed,
+            lora={"r": int(o.get("lora_rank", 8))},
+            runtime=str(o.get("runtime", "local")),
+            cache=cache,
+        )
     recipe = dataclasses.replace(default_recipe(), **{k: o[k] for k in ("lr", "batch_size") if k in o})
     return make_federated_task(
         str(o.get("dataset", "digits")),
@@ -463,6 +499,7 @@ def build_task(kind: str, options: dict, seed: int = 0, cache=None, progress: bo
         str(o.get("strategy", "fedavg")),
         int(o.get("rounds", 10)),
         float(o.get("local_epochs", 1.0)),
+        joins=dict(o.get("joins") or {}) or None,
         seed=seed,
         model=str(o.get("model", "mlp")),
         recipe=recipe,
