@@ -66,3 +66,16 @@ def drain(svc: Service, q: Queue) -> list[str]:
         out.append(drive(svc, q.batches[q.answered]))
         q.answered += 1
     return out
+
+
+def row_counts(svc: Service) -> dict:
+    """Rows of the tables a refused request must leave alone (requests, tombstones, audit)."""
+    from sqlalchemy import func, select
+
+    from unlearnkit.service.db import audit_log, deletion_requests, tombstones
+
+    with svc.engine.connect() as c:
+        return {
+            t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (deletion_requests, tombstones, audit_log)
+        }

@@ -12,14 +12,12 @@ import json
 import shutil
 
 import pytest
-from sqlalchemy import func, select
 
 from service_pg import db_url, share_runs  # noqa: F401
-from service_support import drain, make_service
+from service_support import drain, make_service, row_counts
 from unlearnkit.errors import ConfigError
 from unlearnkit.modalities import get_modality
 from unlearnkit.service import audit, crypto
-from unlearnkit.service.db import audit_log, deletion_requests, tombstones
 from unlearnkit.service.policy import line_policy
 
 pytest.importorskip("flwr")
@@ -51,14 +49,6 @@ def _copy(trained_fed, tmp_path):
     src, run = trained_fed
     shutil.copytree(src, tmp_path / "home")
     return tmp_path / "home", run
-
-
-def _counts(svc) -> dict:
-    with svc.engine.connect() as c:
-        return {
-            t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (deletion_requests, tombstones, audit_log)
-        }
 
 
 def _subjects(task, client: str) -> list[str]:
@@ -139,10 +129,10 @@ def test_two_batches_a_person_then_a_whole_client_cumulatively(trained_fed, tmp_
     assert audit.verify_log(exported["entries"], exported["checkpoints"], pub).problems == []
 
     # client-02 has left: asking for its subjects again is refused, nothing written
-    before = _counts(svc)
+    before = row_counts(svc)
     r = client.post(url, json={"subjects": _subjects(task, "client-02")[:1]}, headers=auth)
     assert r.status_code == 422 and r.json()["type"].endswith("already-deleted"), r.text
-    assert _counts(svc) == before
+    assert row_counts(svc) == before
 
 
 def test_a_failed_gate_escalates_to_federated_retraining_and_rollback_answers_again(trained_fed, tmp_path):
@@ -207,7 +197,7 @@ def test_bad_requests_and_policies_write_nothing(trained_fed, tmp_path):
     task = svc._task(run)
     test_row = str(task.split.test.example_ids[0])
     everyone = sorted({str(s) for s in task.split.train.subject_ids})
-    before = _counts(svc)
+    before = row_counts(svc)
     cases = [
         ({"subjects": ["no-such-person"]}, "subject id(s)", "unknown-subject"),
         ({"example_ids": [test_row]}, "example id(s)", "unknown-example"),
@@ -220,17 +210,17 @@ def test_bad_requests_and_policies_write_nothing(trained_fed, tmp_path):
         problem = r.json()
         assert says in problem["detail"] and problem["type"].endswith(kind), problem
         assert "no-such-person" not in problem["detail"] and "\n" not in problem["detail"]
-    assert _counts(svc) == before and q.batches == []
+    assert row_counts(svc) == before and q.batches == []
     # two clients leave, then the last one may not: no client would keep any data
     for c in ("client-00", "client-01"):
         assert svc.submit("fed", subjects=_subjects(task, c)).status == 202
     r = client.post(url, json={"subjects": _subjects(task, "client-02")[:1]}, headers=auth)
     assert r.status_code == 202, r.text  # one person of the last client is fine
-    before = _counts(svc)
+    before = row_counts(svc)
     rest = _subjects(task, "client-02")[1:]
     r = client.post(url, json={"subjects": rest}, headers=auth)
     assert r.status_code == 422 and r.json()["type"].endswith("deletes-everything"), r.text
-    assert _counts(svc) == before
+    assert row_counts(svc) == before
     # a policy naming a method the federation does not have, or a bad hyperparameter
     for bad, says in (
         ({"method": {"name": "no-such"}}, "unknown federated method"),

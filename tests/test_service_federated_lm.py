@@ -13,13 +13,12 @@ import json
 import shutil
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from service_support import drain, make_service
+from service_support import drain, make_service, row_counts
 from unlearnkit.errors import ConfigError
 from unlearnkit.modalities import get_modality
 from unlearnkit.service import audit, crypto
-from unlearnkit.service.db import audit_log, deletion_requests, tombstones
 from unlearnkit.service.policy import line_policy
 
 pytest.importorskip("flwr")
@@ -45,14 +44,6 @@ def trained_lm(tmp_path_factory):
     res = CliRunner().invoke(app, [*args, "--people", "12"])
     assert res.exit_code == 0, res.output
     return home, json.loads(res.stdout[res.stdout.index("{") :])["run_id"]
-
-
-def _counts(svc) -> dict:
-    with svc.engine.connect() as c:
-        return {
-            t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (deletion_requests, tombstones, audit_log)
-        }
 
 
 def _people(task, client: str) -> list[str]:
@@ -92,11 +83,11 @@ def test_an_lm_federation_line_deletes_two_people_cumulatively_with_exact(traine
     url = "/v1/model-lines/lm/deletion-requests"
 
     # bad input: an unknown person is refused (one line), nothing written
-    before = _counts(svc)
+    before = row_counts(svc)
     bad = client.post(url, json={"subjects": ["p9999"]}, headers=auth)
     assert bad.status_code == 422 and bad.json()["type"].endswith("unknown-subject"), bad.text
     assert "\n" not in bad.json()["detail"] and "p9999" not in bad.json()["detail"]
-    assert _counts(svc) == before and q.batches == []
+    assert row_counts(svc) == before and q.batches == []
 
     r1 = client.post(url, json={"subjects": [a]}, headers=auth)
     assert r1.status_code == 202, r1.text

@@ -9,10 +9,10 @@ import json
 import shutil
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from service_support import drain, make_service, train_home
+from service_support import drain, make_service, row_counts, train_home
 
 pytest.importorskip("torch_geometric")
 
@@ -24,7 +24,7 @@ from unlearnkit.orchestration.experiment import load_run_model, rebuild_task  # 
 from unlearnkit.service import audit, crypto  # noqa: E402
 from unlearnkit.service.app import create_app  # noqa: E402
 from unlearnkit.service.core import ServiceError  # noqa: E402
-from unlearnkit.service.db import audit_log, deletion_requests, model_lines, tombstones  # noqa: E402
+from unlearnkit.service.db import model_lines  # noqa: E402
 from unlearnkit.service.policy import line_policy  # noqa: E402
 
 ONE = {"batch": {"max_size": 1, "window_seconds": 0}}
@@ -47,14 +47,6 @@ def _copy(trained_graphs, kind, tmp_path):
     src, run = trained_graphs[kind]
     shutil.copytree(src, tmp_path / "home")
     return tmp_path / "home", run
-
-
-def _counts(svc) -> dict:
-    with svc.engine.connect() as c:
-        return {
-            t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (deletion_requests, tombstones, audit_log)
-        }
 
 
 def _task_of(svc, batch_id):
@@ -154,7 +146,7 @@ def test_bad_graph_requests_are_refused_and_write_nothing(trained_graphs, tmp_pa
     task = svc._task(run)
     test_edge = str(task.split.test.example_ids[0])
     every_edge = sorted(i for i in map(str, task.split.train.example_ids) if i.startswith("edge:"))
-    before = _counts(svc)
+    before = row_counts(svc)
     cases = [
         ({"example_ids": ["node:99"]}, "no such node", "unknown-example"),
         ({"example_ids": [test_edge]}, "held-out test edge", "unknown-example"),
@@ -170,13 +162,13 @@ def test_bad_graph_requests_are_refused_and_write_nothing(trained_graphs, tmp_pa
         assert says in problem["detail"] and problem["type"].endswith(kind), problem
         assert "99" not in problem["detail"] and "user-3" not in problem["detail"]  # never echoed
         assert "\n" not in problem["detail"]
-    assert _counts(svc) == before and q.batches == []
+    assert row_counts(svc) == before and q.batches == []
     # every edge but one, then the last one: refused once the line's deletions are counted
     svc.submit("karate", example_ids=every_edge[:-1])
-    before = _counts(svc)
+    before = row_counts(svc)
     r = client.post(url, json={"example_ids": every_edge[-1:]}, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 422 and "deletions before it" in r.json()["detail"], r.text
-    assert _counts(svc) == before
+    assert row_counts(svc) == before
 
 
 def test_node_line_answers_nodes_and_people_and_refuses_test_nodes(trained_graphs, tmp_path):
@@ -187,10 +179,10 @@ def test_node_line_answers_nodes_and_people_and_refuses_test_nodes(trained_graph
     task = svc._task(run)
     test_nodes = [str(i) for i in task.split.test.example_ids]
     train_nodes = [str(i) for i in task.split.train.example_ids if str(i).startswith("node:")]
-    before = _counts(svc)
+    before = row_counts(svc)
     with pytest.raises(ServiceError, match="test node"):
         svc.submit("club", example_ids=[test_nodes[0]])
-    assert _counts(svc) == before
+    assert row_counts(svc) == before
     person = next(i for i in train_nodes if _edges_of(task, int(i[5:])))
     a = svc.submit("club", example_ids=[train_nodes[-1]]).body
     b = svc.submit("club", subjects=[f"member-{person[5:]}"]).body

@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service_pg import db_url, share_runs  # noqa: F401
-from service_support import drain, make_service, train_home
+from service_support import drain, make_service, row_counts, train_home
 from unlearnkit.methods.cragru import CragruModel  # noqa: E402
 from unlearnkit.modalities import get_modality  # noqa: E402
 from unlearnkit.orchestration.experiment import load_run_model, rebuild_task  # noqa: E402
 from unlearnkit.service import audit, crypto  # noqa: E402
 from unlearnkit.service.app import create_app  # noqa: E402
 from unlearnkit.service.core import finite_json  # noqa: E402
-from unlearnkit.service.db import audit_log, deletion_requests, tombstones  # noqa: E402
 from unlearnkit.service.policy import line_policy  # noqa: E402
 
 ONE = {"batch": {"max_size": 1, "window_seconds": 0}}
@@ -44,14 +43,6 @@ def _copy(trained_rec, tmp_path):
     src, run = trained_rec
     shutil.copytree(src, tmp_path / "home")
     return tmp_path / "home", run
-
-
-def _counts(svc) -> dict:
-    with svc.engine.connect() as c:
-        return {
-            t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (deletion_requests, tombstones, audit_log)
-        }
 
 
 def _ids_of(task, user: str) -> set[str]:
@@ -184,7 +175,7 @@ def test_default_gate_answers_a_person_and_bad_requests_write_nothing(trained_re
     trained_items = set(train.item.tolist())
     unseen = [k for k in range(data.n_items) if k not in trained_items]  # no training interaction at all
     item = str(data.item_ids[unseen[0]]) if unseen else "no-such-item-99"
-    before = _counts(svc)
+    before = row_counts(svc)
     cases = [
         ({"subjects": ["99999"]}, "subject id(s)", "unknown-subject"),
         ({"example_ids": [f"user:{user0}/item:{item}"]}, "an item nobody interacted with", "unknown-example"),
@@ -200,7 +191,7 @@ def test_default_gate_answers_a_person_and_bad_requests_write_nothing(trained_re
         problem = r.json()
         assert says in problem["detail"] and problem["type"].endswith(kind), problem
         assert "99999" not in problem["detail"] and "member-3" not in problem["detail"]  # never echoed
-    assert _counts(svc) == before and q.batches == []
+    assert row_counts(svc) == before and q.batches == []
 
     # the default policy's gate answers a person: promoted, by CRAGRU or (failed gate) the exact path
     r = client.post(url, json={"subjects": [user0]}, headers=auth)
@@ -214,10 +205,10 @@ def test_default_gate_answers_a_person_and_bad_requests_write_nothing(trained_re
     assert s["verify"]["passed"] == ("escalate" not in s)
     assert crypto.verify_document(svc.certificate(r.json()["id"]), svc.public_key_pem()) == []
     # the person's interactions are tombstoned: asking again is refused, nothing written
-    before = _counts(svc)
+    before = row_counts(svc)
     r = client.post(url, json={"subjects": [user0]}, headers=auth)
     assert r.status_code == 422 and r.json()["type"].endswith("already-deleted"), r.text
-    assert _counts(svc) == before
+    assert row_counts(svc) == before
 
 
 def test_the_warm_up_of_a_parameter_free_version_trains_a_fresh_model(trained_rec, tmp_path):
@@ -306,7 +297,7 @@ def test_an_item_only_held_out_is_refused_with_nothing_written(tmp_path):
     assert "user:1/item:999" in {str(i) for i in task.split.test.example_ids}
     key, _ = svc.create_key("submitter", ["deletion:submit"], rate_per_minute=10_000)
     client = TestClient(create_app(svc))
-    before = _counts(svc)
+    before = row_counts(svc)
     for body, says in (
         ({"example_ids": ["user:2/item:999"]}, "an item nobody interacted with in training: 1"),
         ({"example_ids": ["user:1/item:999"]}, "an item nobody interacted with in training: 1"),
@@ -314,4 +305,4 @@ def test_an_item_only_held_out_is_refused_with_nothing_written(tmp_path):
     ):
         r = client.post("/v1/model-lines/ml/deletion-requests", json=body, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 422 and says in r.json()["detail"], r.text
-    assert _counts(svc) == before and q.batches == []
+    assert row_counts(svc) == before and q.batches == []

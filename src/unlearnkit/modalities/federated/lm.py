@@ -50,7 +50,7 @@ from ..causal_lm.task import LMTask, default_lm_recipe
 from .history import FederatedCost, FederatedHistory, State
 from .partition import parse_scheme, partition_clients
 from .runtime import RUNTIMES, ClientSetup, Phase, ServerProgram, check_strategy
-from .task import FederatedForget, FederatedTask, LocalSplits, resolve_forget
+from .task import FederatedForget, FederatedTask, LocalSplits, join_rounds, resolve_forget
 
 #: the tiny Llama of the tests and the CLI's default (``model`` overrides any key)
 DEFAULT_LM_MODEL = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64}
@@ -316,14 +316,7 @@ def make_federated_lm_task(
     clients_train = tr.take(people_rows, name="clients")
     part = partition_clients(clients_train, n_clients, partition_scheme, seed)
     client_data = {c: part.data_of(c, clients_train) for c in part.client_ids}
-    joins = {c: 1 for c in client_data} | dict(joins or {})
-    bad = sorted(set(joins) - set(client_data))
-    if bad:
-        raise ConfigError(f"unknown client {bad[0]!r} in joins; the federation has {', '.join(client_data)}")
-    if any(not 1 <= int(j) <= rounds for j in joins.values()):
-        raise ConfigError(f"a client's join round must be between 1 and {rounds}")
-    if min(joins.values()) > 1:
-        raise ConfigError("at least one client must take part from round 1")
+    joins = join_rounds(joins, client_data, rounds)
     recipe = dataclasses.replace(recipe or default_client_recipe(), epochs=float(local_epochs))
     base_recipe = base_recipe or default_lm_recipe()
     spec = {

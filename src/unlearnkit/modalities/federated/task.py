@@ -274,6 +274,20 @@ def resolve_forget(task: FederatedTask, request: FederatedForget) -> tuple[list[
     return list(dict.fromkeys(request.ids)), {"kind": "examples", "client": client, "count": len(set(request.ids))}
 
 
+def join_rounds(joins: dict[str, int] | None, clients, rounds: int) -> dict[str, int]:
+    """Every client's first round (1 unless ``joins`` names it), checked: known clients,
+    rounds within the federation's, and a client from round 1."""
+    out = {c: 1 for c in clients} | dict(joins or {})
+    unknown = sorted(set(out) - set(clients))
+    if unknown:
+        raise ConfigError(f"unknown client {unknown[0]!r} in joins; the federation has {', '.join(clients)}")
+    if any(not 1 <= int(j) <= rounds for j in out.values()):
+        raise ConfigError(f"a client's join round must be between 1 and {rounds}")
+    if min(out.values()) > 1:
+        raise ConfigError("at least one client must take part from round 1")
+    return out
+
+
 def default_recipe() -> TrainConfig:
     """Each client's local training per round: Adam, batches of 32 (the optimiser's state
     starts afresh each round, as each round's local training is a new run of the loop)."""
@@ -320,14 +334,7 @@ def make_federated_task(
     part = partition(data, seed, test_fraction, pool_fraction)
     clients = partition_clients(part.train, n_clients, partition_scheme, seed)
     client_data = {c: clients.data_of(c, part.train) for c in clients.client_ids}
-    joins = {c: 1 for c in client_data} | dict(joins or {})
-    unknown = sorted(set(joins) - set(client_data))
-    if unknown:
-        raise ConfigError(f"unknown client {unknown[0]!r} in joins; the federation has {', '.join(client_data)}")
-    if any(not 1 <= int(j) <= rounds for j in joins.values()):
-        raise ConfigError(f"a client's join round must be between 1 and {rounds}")
-    if min(joins.values()) > 1:
-        raise ConfigError("at least one client must take part from round 1")
+    joins = join_rounds(joins, client_data, rounds)
     recipe = recipe or default_recipe()
     recipe = dataclasses.replace(recipe, epochs=float(local_epochs))
     model_kwargs = dict(model_kwargs or {})
