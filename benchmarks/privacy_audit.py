@@ -24,7 +24,10 @@ groups, ``train_many`` = plain weighted training, ``loop`` = one by one; ``plans
 of 32 model runs in vectorised groups, the rest one by one: IMU's models keep different
 numbers of forget examples).
 
-    OMP_NUM_THREADS=1 python benchmarks/privacy_audit.py [--methods scrub,npo] [--n-shadow 16]
+    OMP_NUM_THREADS=1 python benchmarks/privacy_audit.py [--methods scrub,npo] [--n-shadow 16] [--device cuda]
+
+``--device`` puts the task (data, models, every ensemble) on that device; the ratios are then
+in retrains on that device (``benchmarks/device_check.sh`` runs it on a GPU).
 """
 
 from __future__ import annotations
@@ -107,9 +110,17 @@ class Spy:
         ens._run_plans_vectorized, ens.run_plan, ens._train_vectorized = self._p, self._r, self._t
 
 
+def _sync(device) -> None:
+    """Waits for queued kernels, so a timer read after it covers the work (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def retrain_time(task) -> float:
+    _sync(task.device)
     t0 = time.perf_counter()
     get_method("retrain").unlearn(task)
+    _sync(task.device)
     return time.perf_counter() - t0
 
 
@@ -120,8 +131,10 @@ def audit(task, name: str, vectorize: bool | None, n: int, cache) -> dict:
     inner = m.unlearn_many
 
     def timed(*a, **k):
+        _sync(task.device)
         t0 = time.perf_counter()
         out = inner(*a, **k)
+        _sync(task.device)
         calls.append((time.perf_counter() - t0, out[1]))
         return out
 
@@ -149,21 +162,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="", help="comma-separated (default: every loop-based classifier method)")
     ap.add_argument("--n-shadow", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="torch device of the task and every model (default: cpu)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"--device: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device here")
     names = [s for s in args.methods.split(",") if s] or loop_based_classifier_methods()
     n = args.n_shadow
     load0 = os.getloadavg()
     started = time.time()
-    task = make_task(dataset="digits", model="mlp", seed=0, device="cpu")
+    task = make_task(dataset="digits", model="mlp", seed=0, device=str(device))
     retrain_time(task)  # warm-up
     retrains = [retrain_time(task)]
     cache = MemoryCache()
     t0 = time.perf_counter()
     shadow_retrains(task, n, cache=cache)
+    _sync(device)
     sr = time.perf_counter() - t0
     t0 = time.perf_counter()
     shadow_originals(task, n, cache=cache)
+    _sync(device)
     so = time.perf_counter() - t0
     rows = []
     for i, name in enumerate(names):
@@ -184,8 +206,10 @@ def main() -> None:
     meta = {
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python benchmarks/privacy_audit.py"
         + (f" --methods {args.methods}" if args.methods else "")
-        + (f" --n-shadow {n}" if n != 16 else ""),
+        + (f" --n-shadow {n}" if n != 16 else "")
+        + (f" --device {args.device}" if device.type != "cpu" else ""),
         "torch": torch.__version__,
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "loadavg_start": load0,
@@ -222,7 +246,7 @@ def main() -> None:
         "",
         f"One retrain: {rt:.3f} s (median of {', '.join(f'{v:.3f}' for v in retrains)} s, measured in this run). "
         f"{n} shadow retrains: {sr:.2f} s = {sr / rt:.2f} retrains; {n} shadow originals: {so:.2f} s = "
-        f"{so / rt:.2f} retrains (both `train_many`, shared by every method and path). torch {torch.__version__}, "
+        f"{so / rt:.2f} retrains (both `train_many`, shared by every method and path). Device {meta['device']}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs, load average {load0[0]:.1f} at the start and "
         f"{load1[0]:.1f} at the end (other processes shared the machine), {meta['elapsed_s']:.0f} s in all.",
         "",
