@@ -54,6 +54,7 @@ KEYS = (
     "bpr_loss_forget",
     "cost_ratio_time",
     "cost_ratio_examples",
+    "forget_passes",
 )
 
 
@@ -195,7 +196,7 @@ def write(rows: list[dict], args, elapsed: float) -> None:
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=float))
     cols = ["ndcg10_retained", "gap_ndcg10_retained", "jaccard10_forgotten", "unlearning_bias", "abs_unlearning_bias",
-            "mia_auc_interactions", "bpr_loss_forget", "cost_ratio_time", "cost_ratio_examples"]  # fmt: skip
+            "mia_auc_interactions", "bpr_loss_forget", "cost_ratio_time", "cost_ratio_examples", "forget_passes"]  # fmt: skip
     lines = [
         "# Recommender leaderboard",
         "",

@@ -161,6 +161,9 @@ def test_metrics_and_cost_ratios(task):
     assert m["fed_gap_acc_test"] == m["fed_gap_acc_forget"] == 0.0
     assert m["ratio_rounds"] == pytest.approx((ROUNDS - 2) / ROUNDS)
     assert 0 < m["ratio_client_examples"] < 1 and 0 < m["ratio_bytes"] < 1
+    # client compute in forget-set passes: one forward and backward pass over the forgotten examples is 1
+    assert m["forget_passes"] == pytest.approx(ex.cost.client_examples / (2 * len(task.forget)))
+    assert m["forget_passes"] > 1  # exact resumes training: far more than one pass
     assert 0 <= m["fed_mia_loss_auc"] <= 1
     o = evaluate_federated(task, task.original, task.federated_cost, ref)
     assert o["ratio_rounds"] == 1.0

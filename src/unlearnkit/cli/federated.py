@@ -212,7 +212,7 @@ def unlearn(
     targets = rec.scenario.get("clients") or [rec.scenario.get("client")]
     text = f"{rec.method} on {rec.scenario['kind']} {', '.join(map(str, targets))} (run {rec.id}):\n" + "\n".join(
         f"  {k:<26} {fmt(metrics[k])}"
-        for k in (*HEADLINE, *LM_HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes")
+        for k in (*HEADLINE, *LM_HEADLINE, "ratio_rounds", "ratio_client_examples", "ratio_bytes", "forget_passes")
         if k in metrics
     )
     out(clean(doc), as_json, text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...evaluation import mia
+from ...evaluation.cost import forget_set_passes
 from ...evaluation.metrics import NAN, EvalInputs, register_metric, register_outputs
 from .history import FederatedCost
 from .scores import score_model
@@ -167,9 +168,12 @@ REPORT_PLOTS = {
 }
 
 
-def cost_ratios(cost: FederatedCost, reference: FederatedCost) -> dict[str, float]:
+def cost_ratios(cost: FederatedCost, reference: FederatedCost, forget_size: int | None = None) -> dict[str, float]:
     """Rounds, client compute (examples forward + backward on every client) and bytes
-    exchanged (arrays both ways), each divided by retraining's."""
+    exchanged (arrays both ways), each divided by retraining's; with ``forget_size``, also
+    the client compute in forget-set passes (:func:`~unlearnkit.evaluation.cost.forget_set_passes`,
+    the catalogue's ``forget_passes``: one forward and backward pass over the forgotten
+    examples is 1)."""
 
     def ratio(a: float, b: float) -> float:
         return a / b if b > 0 else NAN
@@ -180,7 +184,11 @@ def cost_ratios(cost: FederatedCost, reference: FederatedCost) -> dict[str, floa
         "ratio_client_examples": ratio(cost.client_examples, reference.client_examples),
         "ratio_bytes": ratio(cost.bytes_exchanged, reference.bytes_exchanged),
         "ratio_wall_time": ratio(cost.wall_time_s, reference.wall_time_s),
-    }
+    } | (
+        {"forget_passes": forget_set_passes(cost.examples_forward, cost.examples_backward, forget_size)}
+        if forget_size is not None
+        else {}
+    )
 
 
 def evaluate_federated(task, model, cost: FederatedCost, reference, seed: int = 0) -> dict[str, float]:
@@ -199,7 +207,7 @@ def evaluate_federated(task, model, cost: FederatedCost, reference, seed: int = 
     ]
     feats = {s: np.stack([scores[s].loss, scores[s].confidence, scores[s].entropy], 1) for s in ("forget", "holdout")}
     out["fed_mia_lr_auc"] = mia.logistic_attack(feats["forget"], feats["holdout"], seed=seed)[0]
-    return out | cost_ratios(cost, reference.cost)
+    return out | cost_ratios(cost, reference.cost, len(task.forget))
 
 
 # --------------------------------------------------------------------------- LM federations
@@ -270,4 +278,4 @@ def evaluate_lm_federated(task, model, cost: FederatedCost, reference, seed: int
             out[f"fed_gap_{k}"] = abs(out[k] - ref_values[k])
     out["model_utility_reference"] = ref_values.get("model_utility", NAN)
     out["mia_loss_auc_reference"] = ref_values.get("mia_loss_auc", NAN)
-    return {k: float(v) for k, v in out.items()} | cost_ratios(cost, reference.cost)
+    return {k: float(v) for k, v in out.items()} | cost_ratios(cost, reference.cost, len(task.forget))
