@@ -83,6 +83,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 UNLEARNKIT = str(Path(sys.executable).with_name("unlearnkit"))
 FLAKY_TIMEOUT_S = 0.002  # part 3: the client timeout of every --flaky-every-th submission's first attempt
 SCOPES = ["model:admin", "deletion:submit", "deletion:read"]
@@ -456,11 +458,12 @@ SIDES = ("batched", "one_by_one", "arriving")
 
 
 def _amortise_side(ws: Workspaces, backend: str, chosen: list[str], side: str, max_size: int, repeat: int) -> dict:
-    from unlearnkit.service.workflows import answer_batch, call_step
+    from service_driver import Queue, answer
 
     home, url = ws.fresh(f"amortise-{side}-{repeat}", backend)
-    queue: list[str] = []
-    svc = service(home, url, enqueue=lambda conn, b, line, delay: queue.append(b))
+    q = Queue()
+    queue = q.batches
+    svc = service(home, url, enqueue=q)
     try:
         svc.register_line("amortise", ws.run_id, {"batch": {"max_size": max_size, "window_seconds": 0}})
         arriving = side == "arriving"
@@ -474,14 +477,9 @@ def _amortise_side(ws: Workspaces, backend: str, chosen: list[str], side: str, m
                 reqs.append(svc.submit("amortise", subjects=[s]).body)  # not timed: as on the other sides
             t0 = time.perf_counter()
             while done < len(queue):
-                b = queue[done]
-
-                def release(b=b):
-                    nonlocal released
-                    released += 1
-                    svc.decide(b, "release", "benchmark: released at once", "bench")
-
-                states.append(answer_batch(b, lambda name, bb, *a: call_step(svc, name, bb, *a), release))
+                end, holds, _ = answer(svc, queue[done], reason="benchmark: released at once")
+                states.append(end)
+                released += holds
                 done += 1
             wall += time.perf_counter() - t0
         new_refs = {k: v for k, v in _reference_entries(home).items() if k not in before}

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,9 +42,10 @@ from typer.testing import CliRunner
 
 import unlearnkit.cli.federated  # noqa: F401  (registers the command group)
 from unlearnkit.cli import app
-from unlearnkit.service import crypto
 from unlearnkit.service.core import Service
-from unlearnkit.service.workflows import answer_batch, call_step
+
+sys.path.insert(0, str(Path(__file__).parent))
+from service_driver import Queue, failed_checks, timed_answer  # noqa: E402
 
 GATE = ("fed_gap_acc_test", "fed_gap_acc_retain", "fed_gap_acc_forget", "fed_mia_loss_auc", "fed_acc_test")
 ONE = {"batch": {"max_size": 1, "window_seconds": 0}}
@@ -55,66 +57,32 @@ PARTS = (
 )
 
 
-class _Queue:
-    def __init__(self):
-        self.batches: list[str] = []
-
-    def __call__(self, conn, batch_id, line_id, delay):
-        self.batches.append(batch_id)
-
-
-def _answer(svc: Service, q: _Queue, line: str, body: dict | list[dict]) -> dict:
+def _answer(svc: Service, q: Queue, line: str, body: dict | list[dict]) -> dict:
     """Submit ``body`` (a list: several requests, one batch) and answer its batch (holds
     released): one row of the results."""
-    t = time.perf_counter()
-    bodies = body if isinstance(body, list) else [body]
-    subs = [svc.submit(line, **b).body for b in bodies]
-    r = subs[-1]
-    assert len({x["batch"] for x in subs}) == 1
-    released = 0
-
-    def wait():
-        nonlocal released
-        released += 1
-        svc.decide(r["batch"], "release", "benchmark", "bench")
-
-    timed: dict[str, float] = {}
-
-    def step(name, b, *a):
-        t0 = time.perf_counter()
-        try:
-            return call_step(svc, name, b, *a)
-        finally:
-            timed[name] = round(timed.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-    end = answer_batch(q.batches[-1], step, wait)
-    secs = time.perf_counter() - t
-    for x in subs:
-        assert crypto.verify_document(svc.certificate(x["id"]), svc.public_key_pem()) == []
-    s = svc._steps(r["batch"])[0]["steps"]
+    a = timed_answer(svc, q, line, body)
+    assert a.certificates_verify
+    s = a.steps
     v = s["verify"]
     cand = s.get("escalate") or s["unlearn"]
     run = svc.workspace.store.get(s["unlearn"]["run_id"]) if "run_id" in s["unlearn"] else None
     extra = (run.tags or {}).get("federated_extra", {}) if run else {}
-    failed = [c["metric"] for c in v["checks"] if not c["passed"]] + [
-        c["measure"] for c in v["canary"] if not c["passed"]
-    ]
     row = {
-        "requests": len(subs),
+        "requests": len(a.subs),
         "examples": len(s["resolve"]["forget_ids"]),
         "deleted_before": len(s["resolve"]["excluded_ids"]),
         "scenario": (run.scenario or {}).get("kind") if run else None,
-        "seconds": round(secs, 2),
-        "end": end,
+        "seconds": round(a.seconds, 2),
+        "end": a.end,
         "answered_by": cand["method"],
         "escalated": "escalate" in s,
-        "held_and_released": released,
-        "failed_checks": failed,
+        "held_and_released": a.released,
+        "failed_checks": failed_checks(v),
         "resumed_from_round": extra.get("resumed_from_round"),
         "unlearn_rounds": (s["unlearn"].get("cost") or {}).get("rounds"),
         "gate": {k: v["metrics"].get(k) for k in GATE},
         "canary": {c["measure"]: c["value"] for c in v["canary"] + v["deletion_effect"]},
-        "seconds_per_step": timed,
+        "seconds_per_step": a.seconds_per_step,
     }
     if "error" in s["unlearn"]:
         row["error"] = s["unlearn"]["error"]
@@ -125,10 +93,10 @@ def _subjects(task, client: str) -> list[str]:
     return sorted({str(s) for s in task.client_data[client].subject_ids})
 
 
-def _line(trained: Path, run: str, name: str, policy: dict | None, batch: dict = ONE) -> tuple[Service, _Queue]:
+def _line(trained: Path, run: str, name: str, policy: dict | None, batch: dict = ONE) -> tuple[Service, Queue]:
     home = trained.parent / name
     shutil.copytree(trained, home)
-    q = _Queue()
+    q = Queue()
     svc = Service(home, None, batch, enqueue=q)
     svc.register_line(name, run, policy=policy)
     return svc, q

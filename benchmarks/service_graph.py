@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,17 +32,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.service import crypto
 from unlearnkit.service.core import Service
-from unlearnkit.service.workflows import answer_batch, call_step
 
-
-class _Queue:
-    def __init__(self):
-        self.batches: list[str] = []
-
-    def __call__(self, conn, batch_id, line_id, delay):
-        self.batches.append(batch_id)
+sys.path.insert(0, str(Path(__file__).parent))
+from service_driver import Queue, failed_checks, timed_answer  # noqa: E402
 
 
 def _train(home: Path, task: str, dataset: str) -> str:
@@ -69,47 +63,27 @@ def one_task(task: str, dataset: str, root: Path) -> dict:
     t0 = time.perf_counter()
     run = _train(home, task, dataset)
     train_s = time.perf_counter() - t0
-    q = _Queue()
+    q = Queue()
     svc = Service(home, None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
     t0 = time.perf_counter()
     svc.register_line("g", run)
     register_s = time.perf_counter() - t0
     rows = []
     for what, body in _requests(svc, run):
-        t = time.perf_counter()
-        r = svc.submit("g", **body).body
-        steps: dict[str, float] = {}
-        held = []
-
-        def step(name, b, *a):
-            s0 = time.perf_counter()
-            out = call_step(svc, name, b, *a)
-            key = name if name not in steps else f"{name} (again)"
-            steps[key] = round(time.perf_counter() - s0, 3)
-            return out
-
-        def release(batch=r["batch"]):
-            held.append(1)
-            svc.decide(batch, "release", "benchmark run", "benchmark")
-
-        end = answer_batch(r["batch"], step, release)
-        total = time.perf_counter() - t
-        verifies = crypto.verify_document(svc.certificate(r["id"]), svc.public_key_pem()) == []
-        s = svc._steps(r["batch"])[0]["steps"]
-        failed = [c["metric"] for c in s["verify"]["checks"] if not c["passed"]]
-        failed += [c["measure"] for c in s["verify"]["canary"] if not c["passed"]]
+        a = timed_answer(svc, q, "g", body, reason="benchmark run", actor="benchmark", repeats="again")
+        r, s = a.subs[-1], a.steps
         cert = svc.certificate(r["id"])
         rows.append(
             {
                 "request": what,
                 "examples": r["examples"],
-                "end": end,
-                "seconds": round(total, 3),
-                "steps_s": steps,
+                "end": a.end,
+                "seconds": round(a.seconds, 3),
+                "steps_s": a.seconds_per_step,
                 "gate": "escalated" if "escalate" in s else "passed",
-                "failed_checks": failed,
-                "held_and_released": bool(held),
-                "certificate_verifies": verifies,
+                "failed_checks": failed_checks(s["verify"]),
+                "held_and_released": bool(a.released),
+                "certificate_verifies": a.certificates_verify,
                 "method": (cert.get("method") or {}).get("name"),
             }
         )

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,9 +36,10 @@ import numpy as np
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.service import crypto
 from unlearnkit.service.core import Service
-from unlearnkit.service.workflows import answer_batch, call_step
+
+sys.path.insert(0, str(Path(__file__).parent))
+from service_driver import Queue, failed_checks, timed_answer  # noqa: E402
 
 #: what the calibration reads from each verify step's metrics
 METRICS = ("gap_ndcg10_retained", "jaccard10_forgotten", "mia_auc_interactions", "unlearning_bias", "bpr_loss_forget")
@@ -53,43 +55,6 @@ OPEN_GATE = {
         "canary": {"max_reference_loss_shift": 1e9, "max_excess_loss_shift": 1e9},
     }
 }
-
-
-class _Queue:
-    def __init__(self):
-        self.batches: list[str] = []
-
-    def __call__(self, conn, batch_id, line_id, delay):
-        self.batches.append(batch_id)
-
-
-def _answer(svc: Service, q: _Queue, line: str, body: dict) -> tuple[dict, float, str, int]:
-    """Submit ``body`` and answer its batch (holds released); the batch's steps, seconds,
-    end state and how many holds were released."""
-    t = time.perf_counter()
-    r = svc.submit(line, **body).body
-    released = 0
-
-    def wait():
-        nonlocal released
-        released += 1
-        svc.decide(r["batch"], "release", "benchmark", "bench")
-
-    timed: dict[str, float] = {}
-
-    def step(name, b, *a):
-        t0 = time.perf_counter()
-        try:
-            return call_step(svc, name, b, *a)
-        finally:
-            timed[name] = round(timed.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-    end = answer_batch(q.batches[-1], step, wait)
-    secs = time.perf_counter() - t
-    steps = svc._steps(r["batch"])[0]["steps"]
-    assert crypto.verify_document(svc.certificate(r["id"]), svc.public_key_pem()) == []
-    steps = dict(steps, seconds_per_step=timed)
-    return steps, secs, end, released
 
 
 def _series(svc: Service, run: str) -> dict[str, list[dict]]:
@@ -118,15 +83,17 @@ def _fresh(trained: Path, name: str) -> Path:
 
 def calibrate(trained: Path, run: str, method: str) -> dict:
     out = {}
-    for kind, bodies in _series(Service(_fresh(trained, f"{method}-series"), None, {}, enqueue=_Queue()), run).items():
-        q = _Queue()
+    for kind, bodies in _series(Service(_fresh(trained, f"{method}-series"), None, {}, enqueue=Queue()), run).items():
+        q = Queue()
         home = _fresh(trained, f"{method}-{kind.replace(' ', '')}")
         svc = Service(home, None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
         name = f"{method}-{kind.replace(' ', '')}"
         svc.register_line(name, run, policy=dict(OPEN_GATE, method={"name": method, "params": {}}))
         rows = []
         for body in bodies:
-            steps, secs, end, _ = _answer(svc, q, name, body)
+            a = timed_answer(svc, q, name, body)
+            assert a.certificates_verify
+            steps = a.steps
             v = steps["verify"]
             if "error" in steps["unlearn"]:
                 rows.append({"error": steps["unlearn"]["error"]})
@@ -138,15 +105,15 @@ def calibrate(trained: Path, run: str, method: str) -> dict:
             row["reference_mia_auc_interactions"] = mia.get("reference")
             for c in v["canary"] + v["deletion_effect"]:
                 row[c["measure"]] = c["value"]
-            row.update(seconds=round(secs, 2), end=end, examples=len(steps["resolve"]["forget_ids"]))
-            row["seconds_per_step"] = steps["seconds_per_step"]
+            row.update(seconds=round(a.seconds, 2), end=a.end, examples=len(steps["resolve"]["forget_ids"]))
+            row["seconds_per_step"] = a.seconds_per_step
             rows.append(row)
         out[kind] = rows
     return out
 
 
 def default_line(trained: Path, run: str) -> list[dict]:
-    q = _Queue()
+    q = Queue()
     svc = Service(_fresh(trained, "default"), None, {"batch": {"max_size": 1, "window_seconds": 0}}, enqueue=q)
     svc.register_line("default", run)
     series = _series(svc, run)
@@ -156,19 +123,19 @@ def default_line(trained: Path, run: str) -> list[dict]:
         ("a person", series["person"][1]),
         ("5 interactions", series["5 interactions"][0]),
     ):
-        steps, secs, end, released = _answer(svc, q, "default", body)
-        failed = [c["metric"] for c in steps["verify"]["checks"] if not c["passed"]]
-        failed += [c["measure"] for c in steps["verify"]["canary"] if not c["passed"]]
+        a = timed_answer(svc, q, "default", body)
+        assert a.certificates_verify
+        steps = a.steps
         rows.append(
             {
                 "request": what,
-                "seconds": round(secs, 2),
-                "end": end,
+                "seconds": round(a.seconds, 2),
+                "end": a.end,
                 "escalated": "escalate" in steps,
-                "held_and_released": released,
-                "failed_checks": failed,
+                "held_and_released": a.released,
+                "failed_checks": failed_checks(steps["verify"]),
                 "method": (steps.get("escalate") or steps["unlearn"])["method"],
-                "seconds_per_step": steps["seconds_per_step"],
+                "seconds_per_step": a.seconds_per_step,
             }
         )
     return rows
