@@ -215,6 +215,21 @@ def test_forget_passes_counts_forward_and_backward_against_the_forget_set():
 # --------------------------------------------------------------------- registry / skipping
 
 
+def test_metrics_for_names_the_metrics_that_compute_given_keys():
+    from unlearnkit.evaluation.metrics import metrics_for
+
+    names = metrics_for(["gap_acc_test", "acc_test", "forget_passes"], "classifier")
+    assert names is not None and "forget_passes" in names and len(names) == len(set(names))
+    # computing only those metrics gives those keys, with the values the whole set gives
+    inputs = _full_inputs(reference=True)
+    subset, everything = compute_metrics(inputs, names), compute_metrics(inputs)
+    assert {"gap_acc_test", "acc_test", "forget_passes"} <= set(subset) <= set(everything)
+    assert all(subset[k] == everything[k] for k in subset)
+    # a key no registered metric computes (unknown, or declared for other code): None, meaning all
+    assert metrics_for(["acc_test", "no_such_key"], "classifier") is None
+    assert metrics_for(["ratio_rounds"], "federated") is None
+
+
 def _full_inputs(reference: bool) -> EvalInputs:
     lab = np.arange(12) % 3
     rng = np.random.default_rng(0)

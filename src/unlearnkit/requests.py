@@ -418,6 +418,10 @@ class EvaluationOutcome:
     model: Any = None
     reference_model: Any = None
     reference: Any = None
+    #: the generic flow's reference scores and cost (``score_model`` of ``reference_model``),
+    #: so a caller that also evaluates the reference (the service's gate) scores it once
+    reference_scores: dict | None = None
+    reference_cost: Any = None
 
     def to_dict(self) -> dict:
         return {
@@ -562,6 +566,11 @@ def evaluate_run(
         ev.not_computed,
         per_example,
         privacy_file,
+        task=task,
+        model=model,
+        reference_model=ref,
+        reference_scores=ref_scores,
+        reference_cost=ref_cost,
     )
 
 

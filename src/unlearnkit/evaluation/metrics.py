@@ -584,6 +584,21 @@ def metric_unit(key: str) -> str:
     return s.units.get(key, "") if s else ""
 
 
+def metrics_for(keys: Iterable[str], modality: str | Iterable[str] | None = None) -> list[str] | None:
+    """The names of the catalogue metrics that compute output ``keys`` (for
+    :func:`compute_metrics`' ``names``, so an evaluation computes only what it reads), or
+    None when a key is not computed by a registered metric (declared outputs, unknown keys):
+    then only the whole set is sure to hold it."""
+    names: list[str] = []
+    for key in keys:
+        s = _spec_of(key, modality)
+        if s is None or s.fn is None:
+            return None
+        if s.name not in names:
+            names.append(s.name)
+    return names
+
+
 def metric_modalities(key: str) -> list[str]:
     """The modalities with a metric that outputs ``key`` (sorted)."""
     return sorted({m for s in _specs() if key in s.outputs for m in s.modalities})

@@ -859,27 +859,35 @@ class Service:
         return model.eval()
 
     def _verify(self, run_id: str, line: dict, pol: Policy, base_version: int) -> dict:
-        from ..orchestration.experiment import evaluate_model, get_reference, load_run_model, rebuild_task, score_model
-        from ..requests import evaluate_run, warm_task
+        from ..evaluation.metrics import metrics_for
+        from ..orchestration.experiment import evaluate_model
+        from ..requests import evaluate_run
 
         ev = evaluate_run(self.workspace, run_id, privacy=pol.privacy_shadows)  # U-LiRA where asked
         metrics = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))}
         rec = self.workspace.store.get(run_id)
         ref_metrics: dict = {}
-        if ev.reference_model is not None:  # the modality's own flow evaluated it (a federation's reference)
-            task, model, ref = ev.task, ev.model, ev.reference_model
+        task, model, ref = ev.task, ev.model, ev.reference_model
+        if ev.reference_scores is None:  # the modality's own flow evaluated it (a federation's reference)
             own = _task_hook(line["modality"], "reference_metrics")
             if pol.needs_reference_metrics and own is not None:
                 ref_metrics = own(task, ev.reference, rec.seed)
-        else:
-            task = rebuild_task(self.workspace, rec)
-            model = load_run_model(self.workspace, rec, task)
-            ref, ref_cost, _ = get_reference(warm_task(task), rec.seed, self.workspace.cache)
-            if pol.needs_reference_metrics:
-                ref_ev = evaluate_model(
-                    ref, task, score_model(ref, task), ref_cost, ref_cost, rec.seed, reference_model=ref
-                )
-                ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
+        elif pol.needs_reference_metrics:
+            # the reference as evaluate_run scored it, and only the metrics the checks read (an
+            # LM's FADE sampling and membership attacks are not among the default checks')
+            names = metrics_for(pol.reference_metric_keys, task.modality)
+            ref_ev = evaluate_model(
+                ref,
+                task,
+                ev.reference_scores,
+                ev.reference_cost,
+                ev.reference_cost,
+                rec.seed,
+                metrics=names,
+                scores=ev.reference_scores,
+                reference_model=ref,
+            )
+            ref_metrics = {k: v for k, v in ref_ev.metrics.items() if isinstance(v, (int, float))}
         checks = [c.evaluate(metrics, ref_metrics) for c in pol.checks]
         ref_artifact = self.workspace.artifacts.save(ref)  # kept with the runs: certificates name it
         previous = self._previous_exact(line, base_version, task)

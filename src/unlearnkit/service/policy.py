@@ -161,7 +161,12 @@ class Policy:
 
     @property
     def needs_reference_metrics(self) -> bool:
-        return any(c.bound.endswith("_reference") for c in self.checks)
+        return bool(self.reference_metric_keys)
+
+    @property
+    def reference_metric_keys(self) -> list[str]:
+        """The metrics whose reference value a check reads (``*_to_reference`` bounds)."""
+        return list(dict.fromkeys(c.metric for c in self.checks if c.bound.endswith("_reference")))
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.raw)
