@@ -87,16 +87,39 @@ def goal_check(rows: list[dict], split: str = "forget10", held_out_seeds: bool =
     for r in rows:
         if r["role"] != "unlearn" or r["scenario"] != split or not held_out_seeds:
             continue
-        fq, mu, cost, ex = (
-            r["mean"].get(k, math.nan)
-            for k in ("forget_quality", "model_utility", "cost_ratio_time", "cost_ratio_examples")
-        )
-        if fq >= 0.05 and mu >= 0.95 * orig.get(split, math.inf) and cost <= 0.10 and not ex > 0.10:
+        if meets_goal(r["mean"], orig.get(split, math.inf)):
+            fq, mu, cost, ex = (
+                r["mean"].get(k, math.nan)
+                for k in ("forget_quality", "model_utility", "cost_ratio_time", "cost_ratio_examples")
+            )
             hits.append(
                 f"{r['method']} (forget quality {fq:.3g}, utility {mu:.3f} vs original "
                 f"{orig[split]:.3f}, cost {cost:.3f}x time, {ex:.3f}x examples)"
             )
     return hits
+
+
+def meets_goal(m: dict, original_utility: float) -> bool:
+    """The goal of :func:`goal_check` on one run's (or one mean row's) metrics."""
+    fq, mu, cost, ex = (
+        m.get(k, math.nan) for k in ("forget_quality", "model_utility", "cost_ratio_time", "cost_ratio_examples")
+    )
+    return fq >= 0.05 and mu >= 0.95 * original_utility and cost <= 0.10 and not ex > 0.10
+
+
+def seeds_meeting_goal(records, split: str) -> dict[str, tuple[int, int]]:
+    """``{method: (seeds whose own run meets the goal, seeds run)}`` on ``split``: the goal per
+    seed, against that seed's original (a mean over seeds can pass where single seeds fail)."""
+    runs = [r for r in records if r.status == "ok" and (r.scenario or {}).get("forget") == split]
+    orig = {r.seed: r.metrics.get("model_utility", math.nan) for r in runs if r.method == "original"}
+    out: dict[str, list[int]] = {}
+    for r in runs:
+        if r.kind != "unlearn" or r.method == "retrain (reference)" or r.seed not in orig:
+            continue
+        k = out.setdefault(r.method, [0, 0])
+        k[0] += meets_goal(r.metrics, orig[r.seed])
+        k[1] += 1
+    return {m: (a, n) for m, (a, n) in out.items()}
 
 
 def probe_findings(rows: list[dict]) -> list[str]:
@@ -216,10 +239,18 @@ def main() -> None:
                         fh.write(json.dumps({"seed": s, "split": sp, "records": got}, default=str) + "\n")
                 print(f"[{time.perf_counter() - t0:6.0f}s] job {i + 1}/{len(futs)} done {futs[f]}", flush=True)
     elapsed = time.perf_counter() - t0
-    failed = [f"{r.scenario.get('forget')} {r.method}: {r.error}" for r in records if r.status != "ok"]
+    failures: dict[tuple[str, str], list[str]] = {}  # one line per method and reason, not per run
+    for r in records:
+        if r.status != "ok":
+            failures.setdefault((r.method, str(r.error)), []).append(f"{r.scenario.get('forget')}/seed {r.seed}")
+    failed = [
+        f"{m} ({len(where)} run{'s' if len(where) > 1 else ''}: {', '.join(sorted(where))}): {why}"
+        for (m, why), where in failures.items()
+    ]
     rows = summarise(records, COLUMNS)
     held_out = SELECTION["seed"] not in seeds
     hits = {sp: goal_check(rows, sp, held_out) for sp in SPLITS}
+    per_seed = {sp: seeds_meeting_goal(records, sp) for sp in SPLITS}
     leaks = probe_findings(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +284,22 @@ def main() -> None:
     runtime = f"{elapsed / 60:.1f} min on {os.cpu_count()} cores with {args.workers} workers" + (
         f" (this invocation; {len(done)} job(s) read back from `{args.records}`)" if done else ""
     )
+    if args.summarise:  # nothing ran: the jobs' own times are in their records
+        runtime = f"tables written by `--summarise` from the {len(done)} jobs in `{args.records}`"
     goal_lines = "".join(f"\n- {sp}: " + ("; ".join(h) if h else "no method") for sp, h in hits.items())
+    seed_lines = "".join(
+        f"\n- {sp}: "
+        + (
+            ", ".join(f"{m} {a}/{n}" for m, (a, n) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0])) if a)
+            or "no method on any seed"
+        )
+        + (
+            f" (on every seed: {', '.join(m for m, (a, n) in sorted(counts.items()) if a == n)})"
+            if any(a == n for a, n in counts.values())
+            else " (none on every seed)"
+        )
+        for sp, counts in per_seed.items()
+    )
     header = (
         f"# Language-model leaderboard: generated profiles, tiny Llama\n\n"
         f"{args.people} fictitious people with {args.qa} direct questions each (plus alias and multi-hop "
@@ -274,7 +320,14 @@ def main() -> None:
         "Goal (issues 4 and 13): forget quality >= 0.05 with model utility >= 0.95 x the original's, at "
         "no more than 10% of retrain's cost (wall time and examples), means over seeds; judged only on "
         "held-out rows (seeds other than the tuning's). "
-        + ("Met by:" + goal_lines if held_out else "Not judged: this run reports the tuning's own seed.")
+        + (
+            "Met by:"
+            + goal_lines
+            + "\n\nThe same goal seed by seed (each run against its own seed's original; methods with a "
+            "seed that meets it, seeds met / seeds run):" + seed_lines
+            if held_out
+            else "Not judged: this run reports the tuning's own seed."
+        )
         + "\n\nProbes that show knowledge only hidden (forget ROUGE within 0.1 of the reference's, a probe "
         "more than 0.1 above the reference's): "
         + ("; ".join(leaks) if leaks else "none in this run")
@@ -295,6 +348,7 @@ def main() -> None:
                 "held_out": held_out,
                 "selection": SELECTION,
                 "goal_met_by": hits,
+                "goal_seeds_met": {sp: {m: list(v) for m, v in c.items()} for sp, c in per_seed.items()},
                 "probe_leaks": leaks,
                 "failed": failed,
                 "rows": rows,
