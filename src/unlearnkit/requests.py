@@ -412,8 +412,9 @@ class EvaluationOutcome:
     #: U-LiRA per forget example (``privacy=N``): ``{ids, ulira_acc, ulira_auc, ...}``, else None
     privacy_examples: dict | None = None
     privacy_file: Path | None = None
-    #: where the modality evaluated the run with its own flow: the task, the run's model, the
-    #: reference's model and the modality's own reference object (None on the generic flow)
+    #: the task, the run's model and the reference's model the evaluation used; ``reference``:
+    #: a modality's own reference object, where its own flow evaluated the run (None on the
+    #: generic flow)
     task: Any = None
     model: Any = None
     reference_model: Any = None
