@@ -38,6 +38,7 @@ import inspect
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -167,10 +168,18 @@ def main() -> None:
     args = ap.parse_args()
     try:
         device = torch.device(args.device)
-    except RuntimeError as e:
-        ap.error(f"--device: {e}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: torch sees no CUDA device here")
+    except RuntimeError:
+        device = None
+    why = (
+        f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+        if device is None
+        else "--device cuda: torch sees no CUDA device here"
+        if device.type == "cuda" and not torch.cuda.is_available()
+        else None
+    )
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        raise SystemExit(2)
     names = [s for s in args.methods.split(",") if s] or loop_based_classifier_methods()
     n = args.n_shadow
     load0 = os.getloadavg()
